@@ -1,0 +1,98 @@
+package certs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+)
+
+// ACMEConfig configures certificates from an ACME CA.
+type ACMEConfig struct {
+	// Hosts are the only names certificates are requested for (the host
+	// policy). Required: without it any SNI a client sends would trigger an
+	// issuance.
+	Hosts []string
+	// Cache holds account keys, certificates and in-flight challenge state.
+	// Every PoP that serves a name must share it, because the CA validates
+	// from several vantage points and GeoDNS sends them to different PoPs.
+	// If nil, autocert.DirCache(Dir).
+	Cache autocert.Cache
+	// Dir is the directory of the default cache. Required when Cache is nil;
+	// put it on storage every PoP mounts.
+	Dir string
+	// Email is the account's contact address. If empty, none.
+	Email string
+	// DirectoryURL is the CA's ACME directory. If empty, Let's Encrypt's
+	// production directory.
+	DirectoryURL string
+	// RootCAs verifies the ACME server's TLS certificate. If nil, system roots.
+	RootCAs *x509.CertPool
+}
+
+// ACME obtains and renews certificates through autocert. Its GetCertificate
+// also answers TLS-ALPN-01 challenges, so the TCP listener's ALPN list must
+// include acme.ALPNProto (ACME.NextProtos does that); HTTPHandler answers
+// HTTP-01 challenges on port 80.
+type ACME struct {
+	m *autocert.Manager
+}
+
+// NewACME validates cfg and returns an ACME source.
+func NewACME(cfg ACMEConfig) (*ACME, error) {
+	var errs []error
+	if len(cfg.Hosts) == 0 {
+		errs = append(errs, errors.New("acme hosts: empty, want the names to request certificates for"))
+	}
+	for i, h := range cfg.Hosts {
+		if net.ParseIP(h) != nil || checkDNSName(h) != nil || strings.Contains(h, "*") {
+			errs = append(errs, fmt.Errorf("acme hosts[%d]: %q, want a DNS name without wildcards", i, h))
+		}
+	}
+	if cfg.Cache == nil && cfg.Dir == "" {
+		errs = append(errs, errors.New("acme dir: empty, want a cache directory shared by the PoPs"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	cache := cfg.Cache
+	if cache == nil {
+		cache = autocert.DirCache(cfg.Dir)
+	}
+	m := &autocert.Manager{
+		Prompt:     autocert.AcceptTOS,
+		Cache:      cache,
+		HostPolicy: autocert.HostWhitelist(cfg.Hosts...),
+		Email:      cfg.Email,
+	}
+	if cfg.DirectoryURL != "" || cfg.RootCAs != nil {
+		client := &acme.Client{DirectoryURL: cfg.DirectoryURL}
+		if cfg.RootCAs != nil {
+			client.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs}}}
+		}
+		m.Client = client
+	}
+	return &ACME{m: m}, nil
+}
+
+// GetCertificate fits tls.Config.GetCertificate.
+func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return a.m.GetCertificate(hello)
+}
+
+// NextProtos returns protos with the TLS-ALPN-01 protocol appended.
+func (a *ACME) NextProtos(protos []string) []string {
+	return append(append([]string(nil), protos...), acme.ALPNProto)
+}
+
+// HTTPHandler answers HTTP-01 challenges and passes every other request to
+// fallback. If fallback is nil, other requests are redirected to https.
+func (a *ACME) HTTPHandler(fallback http.Handler) http.Handler {
+	return a.m.HTTPHandler(fallback)
+}
