@@ -2,7 +2,10 @@ package certs
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"os"
 )
 
 // ServerConfig describes a TLS server configuration.
@@ -54,4 +57,31 @@ func (c ServerConfig) TLSConfig() (*tls.Config, error) {
 // StaticCertificate returns a GetCertificate function that always serves cert.
 func StaticCertificate(cert tls.Certificate) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+}
+
+// LoadPool reads PEM certificates from a file into a new pool, for clients
+// that trust a private CA (an origin's, the lab's).
+func LoadPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificates found, want a file of -----BEGIN CERTIFICATE----- blocks", path)
+	}
+	return pool, nil
+}
+
+// SystemPoolWith returns the system roots plus extra certificates (an empty
+// pool plus extra when the system pool is unavailable).
+func SystemPoolWith(extra ...*x509.Certificate) *x509.CertPool {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, c := range extra {
+		pool.AddCert(c)
+	}
+	return pool
 }

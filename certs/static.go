@@ -19,12 +19,12 @@ type FileSource struct {
 	interval          time.Duration
 	now               func() time.Time
 
-	mu        sync.Mutex // guards cert, certMod, keyMod, checked, lastErr
-	cert      *tls.Certificate
-	certMod   time.Time
-	keyMod    time.Time
-	checked   time.Time
-	lastErr   error
+	mu      sync.Mutex // guards cert, certMod, keyMod, checked, lastErr
+	cert    *tls.Certificate
+	certMod time.Time
+	keyMod  time.Time
+	checked time.Time
+	lastErr error
 }
 
 // FileSourceConfig configures a FileSource.

@@ -1,0 +1,234 @@
+// Command pop runs a CDN edge server (PoP) in front of an origin.
+//
+// Quick start, flags only:
+//
+//	pop -listen 127.0.0.1:8443 -origin https://127.0.0.1:9443 -ca-dir /tmp/ca
+//
+// serves HTTP/1.1 and HTTP/2 over TLS 1.3 on TCP and HTTP/3 on UDP at the
+// same address, with a certificate from the lab CA. Everything else (several
+// sites, origin groups, ACME, limits) is in a YAML file given with -config;
+// flags given explicitly override the file.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/pop"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "pop:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// defaultHosts are the names the quick-start site answers besides the
+// listen address: loopback names and the lab's CDN names.
+const defaultHosts = "localhost,127.0.0.1,::1,www.cdn.lab,*.cdn.lab"
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("pop", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		configFile = fs.String("config", "", "YAML configuration `file`; flags given explicitly override it")
+		name       = fs.String("name", "pop", "this PoP's `name`, sent in Via and X-Served-By")
+		listen     = fs.String("listen", "127.0.0.1:8443", "TLS (TCP, h1+h2) and QUIC (UDP, h3) `address`")
+		httpAddr   = fs.String("http", "", "plain-HTTP listener `address` (also ACME HTTP-01); empty: none")
+		admin      = fs.String("admin", "127.0.0.1:9901", "admin `address` for /livez, /readyz, /metrics; empty: none")
+		origin     = fs.String("origin", "", "origin `URLs`, comma-separated, http:// or https:// (quick start: one site)")
+		hosts      = fs.String("hosts", defaultHosts, "host `names` the quick-start site answers, comma-separated; the listen host is added")
+		balancer   = fs.String("balancer", "round_robin", "origin `balancer`: round_robin, least_outstanding or hash")
+		caDir      = fs.String("ca-dir", "", "lab CA `directory` (created if missing); the PoP issues itself a certificate and trusts lab-CA origins")
+		certFile   = fs.String("cert", "", "certificate PEM `file` (reloaded on change); needs -key")
+		keyFile    = fs.String("key", "", "private key PEM `file`")
+		acmeHosts  = fs.String("acme-host", "", "get certificates by ACME for these `names`, comma-separated")
+		acmeDir    = fs.String("acme-dir", "", "ACME cache `directory`, shared by the PoPs (default: under the user cache dir)")
+		acmeURL    = fs.String("acme-directory", "", "ACME directory `URL` (default: Let's Encrypt)")
+		ticketKey  = fs.String("ticket-key", "", "session-ticket secret `file` shared by the PoPs (hex/base64/raw, >= 32 bytes)")
+		allowTLS12 = fs.Bool("allow-tls12", false, "also accept TLS 1.2 on TCP (default TLS 1.3 only)")
+		noH3       = fs.Bool("no-h3", false, "disable HTTP/3 (QUIC) and Alt-Svc")
+		rateLimit  = fs.Float64("rate-limit", 0, "requests per second per client IP; 0: off")
+		drainDelay = fs.Duration("drain-delay", 0, "on SIGTERM, report not ready for this `long` before draining")
+		drainTime  = fs.Duration("drain-timeout", 25*time.Second, "on SIGTERM, let in-flight requests finish for at most this `long`")
+		verbose    = fs.Bool("v", false, "log debug events")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: pop -listen ADDR -origin URL [flags]\n       pop -config FILE [flags]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q; flags come as -name value", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	cfg := pop.DefaultConfig()
+	if *configFile != "" {
+		c, err := pop.LoadConfig(*configFile)
+		if err != nil {
+			return err
+		}
+		cfg = c
+	}
+	override := func(flagName string, apply func()) {
+		if *configFile == "" || set[flagName] {
+			apply()
+		}
+	}
+	override("name", func() { cfg.Name = *name })
+	override("listen", func() { cfg.Listen = *listen })
+	override("http", func() { cfg.HTTP = *httpAddr })
+	override("admin", func() { cfg.Admin = *admin })
+	override("allow-tls12", func() { cfg.TLS.AllowTLS12 = *allowTLS12 })
+	override("no-h3", func() { cfg.DisableHTTP3 = *noH3 })
+	override("rate-limit", func() { cfg.Limits.RateLimit = *rateLimit })
+	override("drain-delay", func() { cfg.DrainDelay = *drainDelay })
+	override("drain-timeout", func() { cfg.DrainTimeout = *drainTime })
+	if set["ticket-key"] {
+		cfg.TLS.TicketKeyFile = *ticketKey
+	}
+	if set["cert"] || set["key"] {
+		cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ACME = *certFile, *keyFile, nil
+	}
+	if set["ca-dir"] {
+		cfg.TLS.CADir = *caDir
+	}
+	if *acmeHosts != "" {
+		dir := *acmeDir
+		if dir == "" {
+			dir = defaultDir("acme")
+		}
+		cfg.TLS.ACME = &pop.ACMEConfig{Hosts: splitList(*acmeHosts), Dir: dir, DirectoryURL: *acmeURL}
+	}
+	if cfg.TLS.CertFile == "" && cfg.TLS.ACME == nil && cfg.TLS.CADir == "" {
+		cfg.TLS.CADir = defaultDir("ca")
+	}
+	if *origin != "" {
+		if len(cfg.Sites) > 0 {
+			return errors.New("-origin: the config file already defines sites; put the origin under upstreams there")
+		}
+		names := splitList(*hosts)
+		if h, _, err := net.SplitHostPort(cfg.Listen); err == nil && h != "" && !isUnspecified(h) {
+			names = append(names, h)
+		}
+		cfg.Sites = []pop.Site{{Name: "default", Hosts: dedupe(names), Upstream: "origin"}}
+		cfg.Upstreams = map[string]pop.UpstreamConfig{"origin": {Servers: splitList(*origin), Balancer: *balancer}}
+	} else if len(cfg.Sites) == 0 {
+		return errors.New("-origin: missing; want the origin URL, e.g. -origin https://127.0.0.1:9443 (or -config FILE with sites)")
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	srv, err := pop.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		srv.Close()
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	select {
+	case <-srv.Warmed():
+	case <-time.After(5 * time.Second):
+		cfg.Logger.Warn("upstream pool not warm after 5s; serving anyway, it keeps dialling")
+	case err := <-errc:
+		return err
+	}
+	fmt.Fprintln(stdout, readyLine(srv, cfg))
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	cfg.Logger.Info("draining", "delay", cfg.DrainDelay, "timeout", cfg.DrainTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDelay+cfg.DrainTimeout+5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return <-errc
+}
+
+func readyLine(srv *pop.Server, cfg pop.Config) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "pop ready name=%s listen=%s", cfg.Name, srv.Addr())
+	if !cfg.DisableHTTP3 {
+		b.WriteString(" h3=udp")
+	}
+	if a := srv.HTTPAddr(); a != nil {
+		fmt.Fprintf(&b, " http=%s", a)
+	}
+	if a := srv.AdminAddr(); a != nil {
+		fmt.Fprintf(&b, " admin=%s", a)
+	}
+	if ca := srv.LabCA(); ca != nil {
+		fmt.Fprintf(&b, " ca=%s", ca.RootPath())
+	}
+	if leaf := srv.Leaf(); leaf != nil {
+		fmt.Fprintf(&b, " spki=%s", certs.SPKIPin(leaf.Leaf))
+	}
+	return b.String()
+}
+
+func defaultDir(sub string) string {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	return filepath.Join(base, "edgecdn", sub)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		k := strings.ToLower(s)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func isUnspecified(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}

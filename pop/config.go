@@ -1,0 +1,322 @@
+package pop
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of a PoP. The YAML form uses the yaml
+// tags; ParseConfig decodes it strictly (unknown fields are errors).
+type Config struct {
+	// Name identifies this PoP in Via and X-Served-By. If empty, "pop".
+	Name string `yaml:"name"`
+	// Listen is the TCP address for TLS (h1, h2) and the UDP address for
+	// QUIC (h3). Required.
+	Listen string `yaml:"listen"`
+	// HTTP is an optional plain-HTTP listener. It serves the sites and, with
+	// ACME, answers HTTP-01 challenges. If empty, none.
+	HTTP string `yaml:"http"`
+	// Admin is the address of /livez, /readyz and /metrics. If empty, none.
+	// It should stay on loopback or a management network.
+	Admin string `yaml:"admin"`
+	// DisableHTTP3 turns the QUIC listener (and Alt-Svc) off.
+	DisableHTTP3 bool `yaml:"disable_http3"`
+	// AltSvcMaxAge is the ma= of the Alt-Svc header. If zero, 24h.
+	AltSvcMaxAge time.Duration `yaml:"alt_svc_max_age"`
+
+	TLS       TLSConfig                 `yaml:"tls"`
+	Sites     []Site                    `yaml:"sites"`
+	Upstreams map[string]UpstreamConfig `yaml:"upstreams"`
+	Limits    Limits                    `yaml:"limits"`
+
+	// DrainDelay is how long the PoP reports not ready before it stops
+	// accepting, so that GeoDNS and load balancers move traffic away first.
+	// If zero, no delay.
+	DrainDelay time.Duration `yaml:"drain_delay"`
+	// DrainTimeout bounds the graceful shutdown after the delay: in-flight
+	// requests get this long to finish. If zero, 25s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+
+	// Logger receives request-independent events. If nil, slog.Default().
+	Logger *slog.Logger `yaml:"-"`
+}
+
+// TLSConfig says where certificates and ticket keys come from. Exactly one
+// certificate source is used: cert_file/key_file, then acme, then ca_dir.
+type TLSConfig struct {
+	// CADir is a lab CA directory; the PoP issues itself a certificate for
+	// its site hosts, its listen address and localhost.
+	CADir string `yaml:"ca_dir"`
+	// CertFile and KeyFile are PEM files, reloaded when they change.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ACME gets certificates from an ACME CA.
+	ACME *ACMEConfig `yaml:"acme"`
+	// TicketKeyFile holds the secret shared by every PoP of these names
+	// (hex, base64 or raw, at least 32 bytes). Session tickets, QUIC tokens
+	// and stateless resets derive from it. If empty, a per-process secret.
+	TicketKeyFile string `yaml:"ticket_key_file"`
+	// TicketRotation is how long one ticket key issues tickets. If zero, 6h.
+	TicketRotation time.Duration `yaml:"ticket_rotation"`
+	// AllowTLS12 admits TLS 1.2 on TCP. If false, TLS 1.3 only.
+	AllowTLS12 bool `yaml:"allow_tls12"`
+}
+
+// ACMEConfig configures ACME certificates.
+type ACMEConfig struct {
+	// Hosts are the names to obtain certificates for. Required.
+	Hosts []string `yaml:"hosts"`
+	// Dir is the autocert cache directory, shared by the PoPs. Required.
+	Dir string `yaml:"dir"`
+	// Email is the account contact. If empty, none.
+	Email string `yaml:"email"`
+	// DirectoryURL is the ACME directory. If empty, Let's Encrypt.
+	DirectoryURL string `yaml:"directory_url"`
+}
+
+// Site maps host names to an upstream group.
+type Site struct {
+	// Name labels the site in logs. If empty, its first host.
+	Name string `yaml:"name"`
+	// Hosts are exact names ("www.cdn.lab", "10.77.1.20") or wildcards of
+	// one leading label ("*.cdn.lab"). At least one.
+	Hosts []string `yaml:"hosts"`
+	// Upstream names an entry of Config.Upstreams. Required.
+	Upstream string `yaml:"upstream"`
+}
+
+// UpstreamConfig is an origin group. Zero durations and counts take the
+// defaults of package upstream.
+type UpstreamConfig struct {
+	Servers               []string      `yaml:"servers"`
+	Balancer              string        `yaml:"balancer"`
+	ServerName            string        `yaml:"server_name"`
+	CAFile                string        `yaml:"ca_file"`
+	ConnectTimeout        time.Duration `yaml:"connect_timeout"`
+	TLSTimeout            time.Duration `yaml:"tls_timeout"`
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	TotalTimeout          time.Duration `yaml:"total_timeout"`
+	MaxConcurrent         int           `yaml:"max_concurrent"`
+	WarmConns             int           `yaml:"warm_conns"`
+	KeepAlive             time.Duration `yaml:"keep_alive"`
+	HealthPath            string        `yaml:"health_path"`
+	HealthInterval        time.Duration `yaml:"health_interval"`
+	HealthTimeout         time.Duration `yaml:"health_timeout"`
+	FailThreshold         int           `yaml:"fail_threshold"`
+	OpenDuration          time.Duration `yaml:"open_duration"`
+	Retries               int           `yaml:"retries"`
+	RetryBudget           float64       `yaml:"retry_budget"`
+}
+
+// Limits are the hardening settings.
+type Limits struct {
+	// MaxHeaderBytes caps a request's header block; more gets 431. If zero, 32 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// ReadHeaderTimeout bounds reading a request's headers (slowloris). If zero, 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle client connections. If zero, 120s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConcurrentStreams per HTTP/2 or HTTP/3 connection. If zero, 250.
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// MaxBodyBytes caps a request body; more gets 413. If zero, 10 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// RateLimit is requests per second per client IP. If zero, no limit.
+	RateLimit float64 `yaml:"rate_limit"`
+	// RateBurst is the bucket size of the rate limit. If zero, 2*RateLimit (at least 1).
+	RateBurst int `yaml:"rate_burst"`
+}
+
+// DefaultConfig returns a configuration with every default filled in and no
+// sites: a caller adds at least Listen, a site and its upstream.
+func DefaultConfig() Config {
+	return Config{
+		Name:         "pop",
+		AltSvcMaxAge: 24 * time.Hour,
+		DrainTimeout: 25 * time.Second,
+		TLS:          TLSConfig{TicketRotation: 6 * time.Hour},
+		Upstreams:    map[string]UpstreamConfig{},
+		Limits: Limits{
+			MaxHeaderBytes:       32 << 10,
+			ReadHeaderTimeout:    10 * time.Second,
+			IdleTimeout:          120 * time.Second,
+			MaxConcurrentStreams: 250,
+			MaxBodyBytes:         10 << 20,
+		},
+	}
+}
+
+// ParseConfig decodes YAML over DefaultConfig and validates the result.
+// Errors name the field (and line, for decoding errors).
+func ParseConfig(data []byte) (Config, error) {
+	cfg := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: empty document, all defaults
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// LoadConfig reads and parses a YAML file.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate reports every problem at once, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	checkAddr := func(field, addr string, required bool) {
+		if addr == "" {
+			if required {
+				add("%s: empty, want host:port such as 127.0.0.1:8443", field)
+			}
+			return
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			add("%s: %q, want host:port such as 127.0.0.1:8443", field, addr)
+		}
+	}
+	checkAddr("listen", c.Listen, true)
+	checkAddr("http", c.HTTP, false)
+	checkAddr("admin", c.Admin, false)
+	if c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			add("tls.cert_file, tls.key_file: want both or neither")
+		}
+	}
+	if a := c.TLS.ACME; a != nil {
+		if len(a.Hosts) == 0 {
+			add("tls.acme.hosts: empty, want the names to get certificates for")
+		}
+		if a.Dir == "" {
+			add("tls.acme.dir: empty, want a cache directory shared by the PoPs")
+		}
+	}
+	if c.TLS.CertFile == "" && c.TLS.ACME == nil && c.TLS.CADir == "" {
+		add("tls: no certificate source, want ca_dir, cert_file and key_file, or acme")
+	}
+	if c.TLS.TicketRotation < 0 {
+		add("tls.ticket_rotation: %v, want a positive duration", c.TLS.TicketRotation)
+	}
+	if len(c.Sites) == 0 {
+		add("sites: empty, want at least one site with hosts and an upstream")
+	}
+	seen := map[string]string{}
+	for i, s := range c.Sites {
+		if len(s.Hosts) == 0 {
+			add("sites[%d].hosts: empty, want at least one host name", i)
+		}
+		for j, h := range s.Hosts {
+			n, err := normalizeHostPattern(h)
+			if err != nil {
+				add("sites[%d].hosts[%d]: %v", i, j, err)
+				continue
+			}
+			if prev, dup := seen[n]; dup {
+				add("sites[%d].hosts[%d]: %q already belongs to %s", i, j, h, prev)
+			}
+			seen[n] = fmt.Sprintf("sites[%d]", i)
+		}
+		if s.Upstream == "" {
+			add("sites[%d].upstream: empty, want one of %s", i, upstreamNames(c.Upstreams))
+		} else if _, ok := c.Upstreams[s.Upstream]; !ok {
+			add("sites[%d].upstream: %q is not defined, want one of %s", i, s.Upstream, upstreamNames(c.Upstreams))
+		}
+	}
+	for name, u := range c.Upstreams {
+		if len(u.Servers) == 0 {
+			add("upstreams.%s.servers: empty, want at least one origin URL", name)
+		}
+		for j, s := range u.Servers {
+			if err := checkOriginURL(s); err != nil {
+				add("upstreams.%s.servers[%d]: %v", name, j, err)
+			}
+		}
+		switch u.Balancer {
+		case "", "round_robin", "least_outstanding", "hash":
+		default:
+			add("upstreams.%s.balancer: %q, want round_robin, least_outstanding or hash", name, u.Balancer)
+		}
+	}
+	l := c.Limits
+	if l.MaxHeaderBytes < 0 || l.MaxConcurrentStreams < 0 || l.MaxBodyBytes < 0 || l.RateLimit < 0 || l.RateBurst < 0 {
+		add("limits: negative values are not allowed")
+	}
+	if c.DrainDelay < 0 || c.DrainTimeout < 0 {
+		add("drain_delay, drain_timeout: want durations of 0 or more")
+	}
+	return errors.Join(errs...)
+}
+
+func upstreamNames(m map[string]UpstreamConfig) string {
+	if len(m) == 0 {
+		return "the names under upstreams (none defined)"
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func checkOriginURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q, want an http:// or https:// URL with a host", s)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("%q, want scheme://host[:port] without path, query or user", s)
+	}
+	return nil
+}
+
+// normalizeHostPattern lowercases a site host and checks its form: a DNS
+// name, an IP address, or "*." followed by a DNS name.
+func normalizeHostPattern(h string) (string, error) {
+	n := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+	if n == "" {
+		return "", fmt.Errorf("empty host, want a name such as www.example.com")
+	}
+	if ip := net.ParseIP(strings.Trim(n, "[]")); ip != nil {
+		return ip.String(), nil
+	}
+	rest := strings.TrimPrefix(n, "*.")
+	if strings.Contains(rest, "*") {
+		return "", fmt.Errorf("%q: a wildcard may only be the whole first label, as in *.example.com", h)
+	}
+	for _, label := range strings.Split(rest, ".") {
+		if label == "" || len(label) > 63 {
+			return "", fmt.Errorf("%q: empty or overlong label, want a host name", h)
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return "", fmt.Errorf("%q: character %q, want a host name", h, c)
+			}
+		}
+	}
+	return n, nil
+}

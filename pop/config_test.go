@@ -1,0 +1,158 @@
+package pop
+
+import (
+	"strings"
+	"testing"
+)
+
+const goodConfig = `
+name: pop-eu
+listen: 127.0.0.1:8443
+admin: 127.0.0.1:9901
+tls:
+  ca_dir: /tmp/ca
+  ticket_rotation: 1h
+sites:
+  - name: www
+    hosts: [www.cdn.lab, "*.cdn.lab"]
+    upstream: origin
+upstreams:
+  origin:
+    servers: [https://10.77.1.10:9443, https://10.77.1.11:9443]
+    balancer: hash
+    response_header_timeout: 5s
+limits:
+  rate_limit: 100
+`
+
+func TestParseConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte(goodConfig))
+	if err != nil {
+		t.Fatalf("ParseConfig(good) = %v", err)
+	}
+	if cfg.Name != "pop-eu" || cfg.Upstreams["origin"].Balancer != "hash" || cfg.Limits.MaxHeaderBytes != 32<<10 {
+		t.Errorf("ParseConfig(good) = %+v, want fields from the file over defaults", cfg)
+	}
+	if got := cfg.Upstreams["origin"].ResponseHeaderTimeout.String(); got != "5s" {
+		t.Errorf("response_header_timeout = %s, want 5s", got)
+	}
+}
+
+func TestParseConfigErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		name, edit, want string
+	}{
+		{"unknown field", "listen: 127.0.0.1:8443\nlisten_adress: x\n", "listen_adress"},
+		{"bad listen", strings.Replace(goodConfig, "listen: 127.0.0.1:8443", "listen: nowhere", 1), "listen: \"nowhere\""},
+		{"missing upstream", strings.Replace(goodConfig, "upstream: origin", "upstream: orign", 1), "sites[0].upstream: \"orign\" is not defined"},
+		{"bad origin URL", strings.Replace(goodConfig, "https://10.77.1.11:9443", "ftp://x", 1), "upstreams.origin.servers[1]"},
+		{"origin with path", strings.Replace(goodConfig, "https://10.77.1.11:9443", "https://x/path", 1), "upstreams.origin.servers[1]"},
+		{"bad balancer", strings.Replace(goodConfig, "balancer: hash", "balancer: random", 1), "upstreams.origin.balancer"},
+		{"bad host", strings.Replace(goodConfig, `"*.cdn.lab"`, `"a.*.lab"`, 1), "sites[0].hosts[1]"},
+		{"bad duration", strings.Replace(goodConfig, "5s", "five", 1), "line"},
+		{"no sites", "listen: 127.0.0.1:1\ntls: {ca_dir: /x}\n", "sites: empty"},
+		{"no cert source", strings.Replace(goodConfig, "ca_dir: /tmp/ca", "allow_tls12: false", 1), "tls: no certificate source"},
+		{"half a key pair", strings.Replace(goodConfig, "ca_dir: /tmp/ca", "cert_file: c.pem", 1), "tls.cert_file, tls.key_file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.edit))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ParseConfig = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := DefaultConfig()
+	c.Sites = []Site{{Upstream: "nope"}}
+	err := c.Validate()
+	for _, want := range []string{"listen: empty", "tls: no certificate source", "sites[0].hosts: empty", "sites[0].upstream"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to contain %q", err, want)
+		}
+	}
+}
+
+func TestRouter(t *testing.T) {
+	rt := newRouter()
+	www, wild, ip := &site{name: "www"}, &site{name: "wild"}, &site{name: "ip"}
+	rt.add("www.cdn.lab", www)
+	rt.add("*.cdn.lab", wild)
+	rt.add("10.77.1.20", ip)
+	rt.add("::1", ip)
+	tests := []struct {
+		host string
+		want *site
+	}{
+		{"www.cdn.lab", www},
+		{"WWW.CDN.LAB.", www},
+		{"www.cdn.lab:8443", www},
+		{"pop-eu.cdn.lab", wild},
+		{"a.b.cdn.lab", nil},
+		{"cdn.lab", nil},
+		{"10.77.1.20:443", ip},
+		{"[::1]:8443", ip},
+		{"::1", ip},
+		{"evil.example", nil},
+		{"", nil},
+		{"www.cdn.lab.evil.example", nil},
+	}
+	for _, tt := range tests {
+		if got := rt.lookup(tt.host); got != tt.want {
+			t.Errorf("lookup(%q) = %v, want %v", tt.host, got, tt.want)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(goodConfig))
+	f.Add([]byte("sites: [{hosts: ['*.*'], upstream: x}]"))
+	f.Add([]byte("upstreams: {a: {servers: ['http://[::1']}}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig(data)
+		if err != nil {
+			return
+		}
+		// A config that parses must validate again and route its own hosts.
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("parsed config fails Validate: %v", err)
+		}
+		rt := newRouter()
+		for i, s := range cfg.Sites {
+			st := &site{name: s.Name}
+			for _, h := range cfg.Sites[i].Hosts {
+				rt.add(h, st)
+			}
+			for _, h := range s.Hosts {
+				if !strings.HasPrefix(h, "*.") && rt.lookup(h) != st {
+					t.Fatalf("host %q of site %d does not route to it", h, i)
+				}
+			}
+		}
+	})
+}
+
+func FuzzRouteHost(f *testing.F) {
+	for _, s := range []string{"www.cdn.lab", "[::1]:80", "a:b:c", "WWW.cdn.LAB.:1", "[", "]:", "x.cdn.lab"} {
+		f.Add(s)
+	}
+	rt := newRouter()
+	only := &site{name: "only"}
+	rt.add("www.cdn.lab", only)
+	rt.add("*.cdn.lab", only)
+	f.Fuzz(func(t *testing.T, host string) {
+		got := rt.lookup(host)
+		if got == nil {
+			return
+		}
+		// Anything routed must canonicalise to www.cdn.lab or one label
+		// under cdn.lab: no other host may reach the origin.
+		h := canonicalHost(host)
+		first, rest, _ := strings.Cut(h, ".")
+		if h != "www.cdn.lab" && (rest != "cdn.lab" || first == "" || strings.ContainsAny(first, ":[]")) {
+			t.Fatalf("lookup(%q) routed canonical host %q", host, h)
+		}
+	})
+}

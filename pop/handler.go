@@ -1,0 +1,109 @@
+package pop
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"strconv"
+)
+
+// ServeHTTP is the PoP's request path on every listener: limits, rate
+// limiting, site routing, early-data policy, then the site's proxy.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	s.serve(sw, r)
+	s.metrics.request(r.ProtoMajor, sw.code())
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h["X-Served-By"] = s.servedBy
+	if r.TLS != nil && r.ProtoMajor < 3 && s.altSvc != nil {
+		h["Alt-Svc"] = s.altSvc
+	}
+	if s.limiter != nil && !s.limiter.allow(clientIP(r.RemoteAddr)) {
+		s.metrics.rejected.WithLabelValues("rate_limit").Inc()
+		h.Set("Retry-After", "1")
+		http.Error(w, "429 too many requests from this address, slow down", http.StatusTooManyRequests)
+		return
+	}
+	site, ok := s.router.route(r)
+	if !ok {
+		s.metrics.rejected.WithLabelValues("unknown_host").Inc()
+		http.Error(w, "421 misdirected request: host "+strconv.Quote(r.Host)+" is not served by this CDN node", http.StatusMisdirectedRequest)
+		return
+	}
+	if r.ContentLength > s.maxBody {
+		s.metrics.rejected.WithLabelValues("body_too_large").Inc()
+		http.Error(w, "413 request body of "+strconv.FormatInt(r.ContentLength, 10)+" bytes exceeds the limit of "+strconv.FormatInt(s.maxBody, 10), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	}
+	early := r.TLS != nil && !r.TLS.HandshakeComplete
+	if early {
+		if !safeMethod(r.Method) {
+			s.metrics.earlyData.WithLabelValues("rejected").Inc()
+			http.Error(w, "425 too early: "+r.Method+" is not replay-safe; retry after the handshake", http.StatusTooEarly)
+			return
+		}
+		s.metrics.earlyData.WithLabelValues("accepted").Inc()
+	}
+	site.proxy.ServeHTTP(w, r)
+}
+
+// safeMethod reports whether a request may be served from 0-RTT data: only
+// safe methods, which a replay cannot turn into a second side effect.
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+func clientIP(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	return host
+}
+
+// statusWriter remembers the status code for metrics. It keeps the
+// optional interfaces reachable through Unwrap (http.ResponseController).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}

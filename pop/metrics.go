@@ -1,0 +1,163 @@
+package pop
+
+import (
+	"crypto/tls"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgecdn/cdn/pop/upstream"
+)
+
+// metrics are the PoP's Prometheus series, on a registry of its own.
+type metrics struct {
+	reg *prometheus.Registry
+
+	requests      *prometheus.CounterVec // proto, code
+	upstreamTime  *prometheus.HistogramVec
+	handshakes    *prometheus.CounterVec // transport, resumed
+	earlyData     *prometheus.CounterVec // result
+	rejected      *prometheus.CounterVec // reason
+	quicConns0RTT prometheus.Counter
+
+	mu       sync.Mutex // guards reqCache
+	reqCache map[reqKey]prometheus.Counter
+}
+
+type reqKey struct {
+	proto int
+	code  int
+}
+
+func newMetrics(groups map[string]*upstream.Group) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pop_requests_total", Help: "Client requests answered, by HTTP protocol and status code.",
+		}, []string{"proto", "code"}),
+		upstreamTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pop_upstream_response_seconds",
+			Help:    "Time from sending a request upstream to its response headers, by upstream group and outcome.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"upstream", "outcome"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pop_tls_handshakes_total", Help: "Completed TLS handshakes with clients, by transport (tcp, quic) and whether the session resumed.",
+		}, []string{"transport", "resumed"}),
+		earlyData: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pop_early_data_requests_total", Help: "HTTP/3 requests that arrived in 0-RTT early data: accepted (safe method, served) or rejected (425 Too Early).",
+		}, []string{"result"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pop_rejected_requests_total", Help: "Requests refused before reaching an upstream, by reason.",
+		}, []string{"reason"}),
+		quicConns0RTT: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pop_quic_0rtt_connections_total", Help: "QUIC connections whose client used 0-RTT.",
+		}),
+		reqCache: map[reqKey]prometheus.Counter{},
+	}
+	m.reg.MustRegister(m.requests, m.upstreamTime, m.handshakes, m.earlyData, m.rejected, m.quicConns0RTT,
+		&poolCollector{groups: groups},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// request counts one answered request. Counters are cached per label pair so
+// the hot path does not hash label values.
+func (m *metrics) request(protoMajor, code int) {
+	k := reqKey{protoMajor, code}
+	m.mu.Lock()
+	c, ok := m.reqCache[k]
+	if !ok {
+		c = m.requests.WithLabelValues(protoName(protoMajor), strconv.Itoa(code))
+		m.reqCache[k] = c
+	}
+	m.mu.Unlock()
+	c.Inc()
+}
+
+func protoName(major int) string {
+	switch major {
+	case 1:
+		return "h1"
+	case 2:
+		return "h2"
+	case 3:
+		return "h3"
+	}
+	return "other"
+}
+
+// handshake returns a tls.Config.VerifyConnection hook counting handshakes.
+func (m *metrics) handshake(transport string) func(tls.ConnectionState) error {
+	full := m.handshakes.WithLabelValues(transport, "false")
+	resumed := m.handshakes.WithLabelValues(transport, "true")
+	return func(cs tls.ConnectionState) error {
+		if cs.DidResume {
+			resumed.Inc()
+		} else {
+			full.Inc()
+		}
+		return nil
+	}
+}
+
+// poolCollector exports the upstream groups' state at scrape time.
+type poolCollector struct {
+	groups map[string]*upstream.Group
+}
+
+var (
+	descServerUp = prometheus.NewDesc("pop_upstream_server_up",
+		"1 if the origin server is healthy and its breaker is not open.", []string{"upstream", "server"}, nil)
+	descBreaker = prometheus.NewDesc("pop_upstream_breaker_state",
+		"Breaker state of an origin server: 0 closed, 1 half-open, 2 open.", []string{"upstream", "server"}, nil)
+	descOutstanding = prometheus.NewDesc("pop_upstream_outstanding_requests",
+		"Requests in flight to an origin server.", []string{"upstream", "server"}, nil)
+	descDials = prometheus.NewDesc("pop_upstream_dials_total",
+		"TCP connections dialled to an origin server.", []string{"upstream", "server"}, nil)
+	descOriginHandshakes = prometheus.NewDesc("pop_upstream_tls_handshakes_total",
+		"TLS handshakes with an origin server.", []string{"upstream", "server"}, nil)
+	descFailures = prometheus.NewDesc("pop_upstream_failures_total",
+		"Failed exchanges with an origin server.", []string{"upstream", "server"}, nil)
+	descOverloaded = prometheus.NewDesc("pop_upstream_overloaded_total",
+		"Requests refused because the group's concurrency cap (bulkhead) was full.", []string{"upstream"}, nil)
+	descRetries = prometheus.NewDesc("pop_upstream_retries_total",
+		"Requests retried on another origin server.", []string{"upstream"}, nil)
+)
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descServerUp, descBreaker, descOutstanding, descDials, descOriginHandshakes, descFailures, descOverloaded, descRetries} {
+		ch <- d
+	}
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, g := range c.groups {
+		st := g.Stats()
+		for _, s := range st.Servers {
+			up := 0.0
+			if s.Healthy && s.Breaker != upstream.BreakerOpen {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descServerUp, prometheus.GaugeValue, up, name, s.URL)
+			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, breakerValue(s.Breaker), name, s.URL)
+			ch <- prometheus.MustNewConstMetric(descOutstanding, prometheus.GaugeValue, float64(s.Outstanding), name, s.URL)
+			ch <- prometheus.MustNewConstMetric(descDials, prometheus.CounterValue, float64(s.Dials), name, s.URL)
+			ch <- prometheus.MustNewConstMetric(descOriginHandshakes, prometheus.CounterValue, float64(s.TLSHandshakes), name, s.URL)
+			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(s.Failures), name, s.URL)
+		}
+		ch <- prometheus.MustNewConstMetric(descOverloaded, prometheus.CounterValue, float64(st.Overloaded), name)
+		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(st.Retries), name)
+	}
+}
+
+func breakerValue(s upstream.BreakerState) float64 {
+	switch s {
+	case upstream.BreakerHalfOpen:
+		return 1
+	case upstream.BreakerOpen:
+		return 2
+	}
+	return 0
+}

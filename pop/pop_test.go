@@ -1,0 +1,644 @@
+package pop_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/origin"
+	"github.com/edgecdn/cdn/pop"
+)
+
+// testOrigin is a real origin server on loopback, over TLS with a lab-CA
+// certificate, or over plain HTTP.
+type testOrigin struct {
+	srv *origin.Server
+	url string
+}
+
+func startOrigin(t *testing.T, ca *certs.LabCA, root string) *testOrigin {
+	t.Helper()
+	srv, err := origin.New(origin.Config{Root: root})
+	if err != nil {
+		t.Fatalf("origin.New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue("127.0.0.1", "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ServeTLS(ln, cert) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return &testOrigin{srv: srv, url: "https://" + ln.Addr().String()}
+}
+
+// recordingOrigin is an origin that records the headers of each request.
+type recordingOrigin struct {
+	url string
+	mu  sync.Mutex // guards reqs
+	reqs []*http.Request
+}
+
+func startRecordingOrigin(t *testing.T, h http.HandlerFunc) *recordingOrigin {
+	t.Helper()
+	ro := &recordingOrigin{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			ro.mu.Lock()
+			ro.reqs = append(ro.reqs, r.Clone(context.Background()))
+			ro.mu.Unlock()
+		}
+		if h != nil {
+			h(w, r)
+			return
+		}
+		w.Write([]byte("recorded"))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	ro.url = "http://" + ln.Addr().String()
+	return ro
+}
+
+func (ro *recordingOrigin) requests() []*http.Request {
+	ro.mu.Lock()
+	defer ro.mu.Unlock()
+	return append([]*http.Request(nil), ro.reqs...)
+}
+
+// startPoP runs a PoP for the origin URL with the lab CA in caDir, after
+// edit changes its config, and waits until its pools are warm.
+func startPoP(t *testing.T, caDir, originURL string, edit func(*pop.Config)) *pop.Server {
+	t.Helper()
+	cfg := pop.DefaultConfig()
+	cfg.Name = "pop-test"
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Admin = "127.0.0.1:0"
+	cfg.TLS.CADir = caDir
+	cfg.Sites = []pop.Site{{Name: "www", Hosts: []string{"localhost", "127.0.0.1", "www.cdn.lab"}, Upstream: "origin"}}
+	cfg.Upstreams = map[string]pop.UpstreamConfig{"origin": {Servers: []string{originURL}, HealthInterval: 200 * time.Millisecond}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := pop.New(cfg)
+	if err != nil {
+		t.Fatalf("pop.New: %v", err)
+	}
+	if err := srv.Listen(); err != nil {
+		srv.Close()
+		t.Fatalf("Listen: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+	})
+	select {
+	case <-srv.Warmed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("PoP pools not warm after 10s")
+	}
+	return srv
+}
+
+func port(a net.Addr) string {
+	_, p, _ := net.SplitHostPort(a.String())
+	return p
+}
+
+// clients returns an HTTP/1.1, an HTTP/2 and an HTTP/3 client trusting the lab CA.
+func clients(t *testing.T, ca *certs.LabCA) map[string]*http.Client {
+	t.Helper()
+	tc := &tls.Config{RootCAs: ca.RootPool()}
+	h1 := &http.Transport{TLSClientConfig: tc.Clone()}
+	h1.Protocols = new(http.Protocols)
+	h1.Protocols.SetHTTP1(true)
+	h2 := &http.Transport{TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: true}
+	h2.Protocols = new(http.Protocols)
+	h2.Protocols.SetHTTP2(true)
+	h3 := &http3.Transport{TLSClientConfig: tc.Clone()}
+	t.Cleanup(func() { h1.CloseIdleConnections(); h2.CloseIdleConnections(); h3.Close() })
+	return map[string]*http.Client{"h1": {Transport: h1}, "h2": {Transport: h2}, "h3": {Transport: h3}}
+}
+
+func get(t *testing.T, c *http.Client, url string, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if strings.EqualFold(hdr[i], "Host") {
+			req.Host = hdr[i+1]
+		} else {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return resp, body
+}
+
+func TestProtocolsServeIdenticalBytes(t *testing.T) {
+	caDir := t.TempDir()
+	ca, err := certs.OpenLabCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	page := bytes.Repeat([]byte("<p>edge</p>\n"), 5000)
+	os.WriteFile(filepath.Join(root, "index.html"), page, 0o644)
+	o := startOrigin(t, ca, root)
+	p := startPoP(t, caDir, o.url, nil)
+	base := "https://localhost:" + port(p.Addr())
+
+	for _, path := range []string{"/index.html", "/gen/100k"} {
+		var want []byte
+		for _, proto := range []string{"h1", "h2", "h3"} {
+			resp, body := get(t, clients(t, ca)[proto], base+path)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s GET %s = %d, want 200", proto, path, resp.StatusCode)
+			}
+			if got, wantMajor := resp.ProtoMajor, int(proto[1]-'0'); got != wantMajor {
+				t.Errorf("%s GET %s: ProtoMajor = %d, want %d", proto, path, got, wantMajor)
+			}
+			altSvc := resp.Header.Get("Alt-Svc")
+			if proto != "h3" && altSvc != `h3=":`+port(p.Addr())+`"; ma=86400` {
+				t.Errorf("%s GET %s: Alt-Svc = %q, want h3 on port %s", proto, path, altSvc, port(p.Addr()))
+			}
+			if got := resp.Header.Get("X-Served-By"); got != "pop-test" {
+				t.Errorf("%s: X-Served-By = %q, want pop-test", proto, got)
+			}
+			if want == nil {
+				want = body
+				continue
+			}
+			if !bytes.Equal(body, want) {
+				t.Errorf("%s GET %s: %d bytes differ from h1's %d bytes", proto, path, len(body), len(want))
+			}
+		}
+		if path == "/index.html" && !bytes.Equal(want, page) {
+			t.Errorf("GET /index.html through the PoP differs from the file")
+		}
+	}
+}
+
+func TestWarmPoolHandshakesBeforeFirstRequest(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	o := startOrigin(t, ca, t.TempDir())
+	p := startPoP(t, caDir, o.url, nil)
+	before := o.srv.Stats().TLSHandshakes
+	if before < 1 {
+		t.Fatalf("origin TLS handshakes after PoP start = %d, want at least 1 before any client request", before)
+	}
+	c := clients(t, ca)["h2"]
+	for range 5 {
+		if resp, _ := get(t, c, "https://localhost:"+port(p.Addr())+"/gen/1k"); resp.StatusCode != 200 {
+			t.Fatalf("GET = %d", resp.StatusCode)
+		}
+	}
+	if after := o.srv.Stats().TLSHandshakes; after != before {
+		t.Errorf("origin TLS handshakes: %d after client requests, %d before; want no new handshake", after, before)
+	}
+}
+
+func TestUnknownHostRefusedWithoutOriginContact(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, nil)
+	p := startPoP(t, caDir, ro.url, nil)
+	c := clients(t, ca)
+	base := "https://127.0.0.1:" + port(p.Addr())
+	for _, host := range []string{"evil.example", "localhost.evil.example", "www.cdn.lab.evil", "127.0.0.2"} {
+		for _, proto := range []string{"h1", "h2", "h3"} {
+			resp, body := get(t, c[proto], base+"/x", "Host", host)
+			if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(string(body), host) {
+				t.Errorf("%s Host %q: %d %q, want 421 naming the host", proto, host, resp.StatusCode, body)
+			}
+		}
+	}
+	// An absolute-form request line must not make the PoP fetch that URL.
+	conn, err := tls.Dial("tcp", p.Addr().String(), &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "GET http://evil.example/steal HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+	reply, _ := io.ReadAll(conn)
+	conn.Close()
+	if !bytes.HasPrefix(reply, []byte("HTTP/1.1 421")) {
+		t.Errorf("absolute-form request: %q, want 421", firstLine(reply))
+	}
+	if n := len(ro.requests()); n != 0 {
+		t.Errorf("origin saw %d requests for unknown hosts, want 0", n)
+	}
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(string(b), "\r\n")
+	return s
+}
+
+func TestOriginFailures(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	c := clients(t, ca)["h2"]
+
+	t.Run("origin down gives 502", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		dead := "http://" + ln.Addr().String()
+		ln.Close()
+		p := startPoP(t, caDir, dead, nil)
+		resp, body := get(t, c, "https://localhost:"+port(p.Addr())+"/x")
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("GET with origin down = %d %q, want 502", resp.StatusCode, body)
+		}
+	})
+	t.Run("origin hanging gives 504 within the timeout", func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hang" {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}
+		})
+		const timeout = 300 * time.Millisecond
+		p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
+			u := c.Upstreams["origin"]
+			u.ResponseHeaderTimeout = timeout
+			c.Upstreams["origin"] = u
+		})
+		start := time.Now()
+		resp, body := get(t, c, "https://localhost:"+port(p.Addr())+"/hang")
+		took := time.Since(start)
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Errorf("GET /hang = %d %q, want 504", resp.StatusCode, body)
+		}
+		if took < timeout || took > timeout+5*time.Second {
+			t.Errorf("504 after %v, want soon after the %v timeout", took, timeout)
+		}
+	})
+}
+
+func TestProxyHygiene(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	originDate := "Tue, 01 Jan 2030 00:00:00 GMT"
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Date", originDate)
+		w.Header().Set("Connection", "X-Origin-Hop")
+		w.Header().Set("X-Origin-Hop", "secret")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Write([]byte("ok"))
+	})
+	p := startPoP(t, caDir, ro.url, nil)
+	resp, _ := get(t, clients(t, ca)["h1"], "https://localhost:"+port(p.Addr())+"/h",
+		"Connection", "X-Client-Hop", "X-Client-Hop", "1", "X-Forwarded-For", "6.6.6.6", "Via", "1.1 client-proxy", "Te", "trailers")
+	reqs := ro.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("origin saw %d requests, want 1", len(reqs))
+	}
+	got := reqs[0].Header
+	if got.Get("X-Client-Hop") != "" {
+		t.Errorf("header named in Connection reached the origin")
+	}
+	if xff := got.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want the client address only (127.0.0.1)", xff)
+	}
+	if xfp := got.Get("X-Forwarded-Proto"); xfp != "https" {
+		t.Errorf("X-Forwarded-Proto = %q, want https", xfp)
+	}
+	if via := strings.Join(got.Values("Via"), ", "); via != "1.1 client-proxy, 1.1 pop-test" {
+		t.Errorf("request Via = %q, want the client's then ours", via)
+	}
+	if reqs[0].Host != "localhost:"+port(p.Addr()) {
+		t.Errorf("origin Host = %q, want the client's Host", reqs[0].Host)
+	}
+	if resp.Header.Get("Date") != originDate {
+		t.Errorf("Date = %q, want the origin's %q", resp.Header.Get("Date"), originDate)
+	}
+	if resp.Header.Get("X-Origin-Hop") != "" || resp.Header.Get("Keep-Alive") != "" {
+		t.Errorf("hop-by-hop response headers reached the client: %v", resp.Header)
+	}
+	if via := resp.Header.Get("Via"); !strings.Contains(via, "pop-test") {
+		t.Errorf("response Via = %q, want it to name the PoP", via)
+	}
+}
+
+// h3Dial opens an early (0-RTT capable) QUIC connection to the PoP.
+func h3Dial(t *testing.T, addr string, tc *tls.Config) *quic.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddrEarly(ctx, addr, http3.ConfigureTLSConfig(tc), &quic.Config{})
+	if err != nil {
+		t.Fatalf("quic dial: %v", err)
+	}
+	return conn
+}
+
+func metric(t *testing.T, p *pop.Server, name string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + p.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, name) {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestZeroRTT(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, nil)
+	p := startPoP(t, caDir, ro.url, nil)
+	addr := "localhost:" + port(p.Addr())
+	cache := tls.NewLRUClientSessionCache(8)
+	tc := &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", ClientSessionCache: cache}
+
+	// First connection: full handshake, gets a session ticket.
+	tr := &http3.Transport{TLSClientConfig: tc}
+	resp, _ := get(t, &http.Client{Transport: tr}, "https://"+addr+"/first")
+	if resp.StatusCode != 200 {
+		t.Fatalf("first GET = %d", resp.StatusCode)
+	}
+	tr.Close()
+
+	// A request sent in 0-RTT can race the handshake's completion on
+	// loopback, so try a few fresh connections; each must resume with 0-RTT.
+	var sawEarlyGET, saw425 bool
+	for attempt := 0; attempt < 5 && !(sawEarlyGET && saw425); attempt++ {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			conn := h3Dial(t, addr, tc)
+			cc := (&http3.Transport{}).NewClientConn(conn)
+			str, err := cc.OpenRequestStream(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body io.Reader
+			if method == http.MethodPost {
+				body = strings.NewReader("payload")
+			}
+			req, _ := http.NewRequest(method, "https://"+addr+"/early", body)
+			if err := str.SendRequestHeader(req); err != nil {
+				t.Fatal(err)
+			}
+			if body != nil {
+				io.Copy(str, body)
+			}
+			str.Close()
+			resp, err := str.ReadResponse()
+			if err != nil {
+				t.Fatalf("%s in 0-RTT: %v", method, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if !conn.ConnectionState().Used0RTT {
+				t.Fatalf("attempt %d: connection did not use 0-RTT", attempt)
+			}
+			switch {
+			case method == http.MethodPost && resp.StatusCode == http.StatusTooEarly:
+				saw425 = true
+			case method == http.MethodPost && resp.StatusCode != http.StatusOK:
+				t.Errorf("POST in 0-RTT = %d, want 425 (or 200 if the handshake won the race)", resp.StatusCode)
+			case method == http.MethodGet && resp.StatusCode != http.StatusOK:
+				t.Errorf("GET in 0-RTT = %d, want 200", resp.StatusCode)
+			}
+			conn.CloseWithError(0, "")
+		}
+		for _, r := range ro.requests() {
+			if r.URL.Path == "/early" && r.Method == http.MethodGet && r.Header.Get("Early-Data") == "1" {
+				sawEarlyGET = true
+			}
+		}
+	}
+	if !sawEarlyGET {
+		t.Errorf("no GET reached the origin with Early-Data: 1")
+	}
+	if !saw425 {
+		t.Errorf("no POST in 0-RTT got 425 Too Early")
+	}
+	for _, r := range ro.requests() {
+		if r.Method == http.MethodPost && r.Header.Get("Early-Data") == "1" {
+			t.Errorf("a POST from early data reached the origin")
+		}
+	}
+	if m := metric(t, p, `pop_early_data_requests_total{result="accepted"}`); m == "" || strings.HasSuffix(m, " 0") {
+		t.Errorf("metrics: %q, want accepted early-data requests counted", m)
+	}
+}
+
+func TestResumptionAcrossPoPs(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, nil)
+	keyFile := filepath.Join(t.TempDir(), "ticket.key")
+	os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)), 0o600)
+	shared := func(c *pop.Config) { c.TLS.TicketKeyFile = keyFile }
+	popEU := startPoP(t, caDir, ro.url, shared)
+	popNA := startPoP(t, caDir, ro.url, shared)
+	loner := startPoP(t, caDir, ro.url, nil)
+
+	for _, transport := range []string{"tcp", "quic"} {
+		for _, tc := range []struct {
+			name   string
+			second *pop.Server
+			want   bool
+		}{{"shared keys", popNA, true}, {"own keys", loner, false}} {
+			t.Run(transport+"/"+tc.name, func(t *testing.T) {
+				cfg := &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+				first := resumedVia(t, transport, popEU, cfg)
+				if first {
+					t.Fatalf("first handshake resumed, want a full one")
+				}
+				if got := resumedVia(t, transport, tc.second, cfg); got != tc.want {
+					t.Errorf("resumed on the second PoP = %v, want %v", got, tc.want)
+				}
+			})
+		}
+	}
+}
+
+// resumedVia makes one request to p over TCP (HTTP/2) or QUIC (HTTP/3) on a
+// new connection and reports whether the TLS session resumed.
+func resumedVia(t *testing.T, transport string, p *pop.Server, tc *tls.Config) bool {
+	t.Helper()
+	url := "https://localhost:" + port(p.Addr()) + "/r"
+	var rt http.RoundTripper
+	if transport == "tcp" {
+		tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		rt = tr
+	} else {
+		tr := &http3.Transport{TLSClientConfig: tc}
+		defer tr.Close()
+		rt = tr
+	}
+	resp, _ := get(t, &http.Client{Transport: rt}, url)
+	if resp.TLS == nil {
+		t.Fatalf("%s: no TLS state", transport)
+	}
+	return resp.TLS.DidResume
+}
+
+func TestAdminReadinessAndDrain(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	release := make(chan struct{})
+	var inFlight atomic.Int32
+	started := make(chan struct{}, 1)
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			inFlight.Add(1)
+			started <- struct{}{}
+			<-release
+		}
+		w.Write([]byte("done"))
+	})
+	p := startPoP(t, caDir, ro.url, nil)
+	admin := "http://" + p.AdminAddr().String()
+	status := func(path string) int {
+		resp, err := http.Get(admin + path)
+		if err != nil {
+			return -1
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status("/livez"); got != 200 {
+		t.Errorf("/livez = %d, want 200", got)
+	}
+	if got := status("/readyz"); got != 200 {
+		t.Errorf("/readyz = %d, want 200 once warm", got)
+	}
+	c := clients(t, ca)["h2"]
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		resp, err := c.Get("https://localhost:" + port(p.Addr()) + "/slow")
+		if err != nil {
+			resc <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resc <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	<-started
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- p.Shutdown(context.Background()) }()
+	// Draining: readyz goes false while the request is still in flight.
+	waitFor(t, "/readyz to answer 503 during drain", func() bool { return status("/readyz") == http.StatusServiceUnavailable })
+	close(release)
+	r := <-resc
+	if r.err != nil || r.code != 200 || r.body != "done" {
+		t.Errorf("in-flight request during drain: %d %q %v, want 200 done", r.code, r.body, r.err)
+	}
+	if err := <-shutdownDone; err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestHardeningLimits(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("ok"))
+	})
+	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
+		c.Limits.MaxHeaderBytes = 4096
+		c.Limits.MaxBodyBytes = 1000
+		c.Limits.RateLimit = 1
+		c.Limits.RateBurst = 3
+		c.Sites = append(c.Sites, pop.Site{Hosts: []string{"limited.lab"}, Upstream: "origin"})
+	})
+	base := "https://localhost:" + port(p.Addr())
+	cs := clients(t, ca)
+	for _, proto := range []string{"h1", "h2"} {
+		req, _ := http.NewRequest("GET", base+"/", nil)
+		req.Header.Set("X-Big", strings.Repeat("a", 8000))
+		resp, err := cs[proto].Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Errorf("%s oversize header = %d, want 431", proto, resp.StatusCode)
+			}
+		} // HTTP/2 may reset the stream instead: also a refusal
+	}
+	resp, err := cs["h2"].Post(base+"/upload", "application/octet-stream", bytes.NewReader(make([]byte, 5000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("5000-byte body over a 1000-byte limit = %d, want 413", resp.StatusCode)
+	}
+	var limited int
+	for range 10 {
+		resp, _ := get(t, cs["h1"], base+"/", "Host", "limited.lab")
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Errorf("10 quick requests at 1/s with burst 3: none got 429")
+	}
+}

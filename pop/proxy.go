@@ -1,0 +1,141 @@
+package pop
+
+import (
+	"context"
+	"errors"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgecdn/cdn/pop/upstream"
+)
+
+// site is one configured site: its name and the proxy to its upstream group.
+type site struct {
+	name  string
+	group *upstream.Group
+	proxy *httputil.ReverseProxy
+}
+
+// newSite builds the reverse proxy of a site. httputil.ReverseProxy strips
+// hop-by-hop headers and those named in Connection, in both directions; the
+// rewrite adds Via, X-Forwarded-For/-Host/-Proto and Early-Data.
+func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site {
+	st := &site{name: name, group: g}
+	via := map[int]string{1: "1.1 " + s.cfg.Name, 2: "2 " + s.cfg.Name, 3: "3 " + s.cfg.Name}
+	timed := newTimedTransport(g, s.metrics.upstreamTime, groupName)
+	st.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			out := pr.Out
+			// The group picks the origin server; the URL only has to be
+			// absolute. The Host header stays the client's.
+			out.URL.Scheme = "http"
+			out.URL.Host = pr.In.Host
+			out.Host = pr.In.Host
+			// X-Forwarded-For is set to the client's address, not appended to
+			// what the client sent: an edge must not let clients spoof it.
+			pr.SetXForwarded()
+			v := via[pr.In.ProtoMajor]
+			if v == "" {
+				v = "1.1 " + s.cfg.Name
+			}
+			if prior := pr.In.Header.Values("Via"); len(prior) > 0 {
+				out.Header["Via"] = append(append([]string(nil), prior...), v)
+			} else {
+				out.Header["Via"] = []string{v}
+			}
+			if pr.In.TLS != nil && !pr.In.TLS.HandshakeComplete {
+				out.Header["Early-Data"] = []string{"1"}
+			}
+		},
+		Transport: timed,
+		ModifyResponse: func(resp *http.Response) error {
+			v := "1.1 " + s.cfg.Name
+			if resp.ProtoMajor == 2 {
+				v = "2 " + s.cfg.Name
+			}
+			resp.Header["Via"] = append(resp.Header["Via"], v)
+			return nil
+		},
+		ErrorHandler: s.proxyError,
+		ErrorLog:     log.New(slogWriter{s.log}, "", 0),
+		BufferPool:   s.buffers,
+	}
+	return st
+}
+
+// proxyError answers a failed upstream exchange: 503 with Retry-After when
+// the bulkhead is full, 504 on a timeout, 502 otherwise. A client that went
+// away gets nothing.
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	var code int
+	var msg string
+	switch {
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		s.metrics.rejected.WithLabelValues("client_gone").Inc()
+		w.WriteHeader(499) // nginx's "client closed request"; nobody reads it
+		return
+	case errors.Is(err, upstream.ErrOverloaded):
+		code, msg = http.StatusServiceUnavailable, "503 service unavailable: too many requests to the origin in flight, retry shortly"
+		w.Header().Set("Retry-After", "1")
+	case errors.Is(err, upstream.ErrTimeout):
+		code, msg = http.StatusGatewayTimeout, "504 gateway timeout: the origin did not answer in time"
+	case isBodyTooLarge(err):
+		code, msg = http.StatusRequestEntityTooLarge, "413 request body too large"
+	default:
+		code, msg = http.StatusBadGateway, "502 bad gateway: the origin could not be reached"
+	}
+	s.log.Debug("upstream error", "host", r.Host, "path", r.URL.Path, "status", code, "error", err)
+	http.Error(w, msg, code)
+}
+
+func isBodyTooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
+}
+
+// timedTransport measures the time to response headers per group.
+type timedTransport struct {
+	next      http.RoundTripper
+	ok, error prometheus.Observer
+}
+
+func newTimedTransport(next http.RoundTripper, hist *prometheus.HistogramVec, group string) *timedTransport {
+	return &timedTransport{next: next, ok: hist.WithLabelValues(group, "ok"), error: hist.WithLabelValues(group, "error")}
+}
+
+func (t *timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		t.error.Observe(time.Since(start).Seconds())
+	} else {
+		t.ok.Observe(time.Since(start).Seconds())
+	}
+	return resp, err
+}
+
+// bufferPool lends 32 KiB copy buffers to the reverse proxy.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+
+// slogWriter adapts the reverse proxy's log.Logger to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(string(p))
+	return len(p), nil
+}

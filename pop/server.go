@@ -1,0 +1,466 @@
+// Package pop is the CDN's edge server (point of presence).
+//
+// A Server terminates TLS 1.3 on TCP for HTTP/1.1 and HTTP/2 and QUIC on the
+// same UDP port for HTTP/3, advertises HTTP/3 with Alt-Svc, routes each
+// request by Host (and SNI) to a configured site, and proxies it over a warm,
+// pooled upstream group (package upstream). A request for a host no site
+// serves is refused with 421 and never fetched: the PoP is not an open proxy.
+//
+// HTTP/3 requests that arrive in 0-RTT early data are served only for safe
+// methods; anything else gets 425 Too Early, and early requests go upstream
+// with Early-Data: 1 (RFC 8470).
+//
+// Lifecycle follows net/http: New validates, Listen binds every socket (so
+// tests can use 127.0.0.1:0 and read the addresses back), Serve runs until
+// Shutdown (graceful: not ready first, then GOAWAY on h2 and h3, in-flight
+// requests finish) or Close.
+package pop
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/pop/upstream"
+)
+
+// Server is a PoP.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	tls     *tlsSetup
+	router  *router
+	groups  map[string]*upstream.Group
+	metrics *metrics
+	limiter *ipLimiter
+	buffers *bufferPool
+	maxBody int64
+
+	servedBy []string // X-Served-By value
+	altSvc   []string // Alt-Svc value, nil until the QUIC port is known
+
+	tcpLn   net.Listener
+	udpConn *net.UDPConn
+	httpLn  net.Listener
+	adminLn net.Listener
+
+	h12   *http.Server
+	h3    *http3.Server
+	quic  *quic.Transport
+	plain *http.Server
+	admin *http.Server
+
+	ready    atomic.Bool
+	draining atomic.Bool
+	warmed   chan struct{} // closed when the first warm-up of every group ends
+
+	startCtx    context.Context // cancelled by Shutdown/Close: stops pool warm-up
+	startCancel context.CancelFunc
+	wg          sync.WaitGroup // owns the serve and warm-up goroutines
+	closeOnce   sync.Once
+}
+
+// New validates cfg and builds the server: certificates, upstream groups
+// (not yet dialled), sites and metrics. Errors name the config field.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	fillDefaults(&cfg)
+	s := &Server{cfg: cfg, log: cfg.Logger, router: newRouter(), groups: map[string]*upstream.Group{},
+		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, servedBy: []string{cfg.Name}}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	t, err := buildTLS(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.tls = t
+	for name, uc := range cfg.Upstreams {
+		g, err := newGroup(name, uc, t, s.log)
+		if err != nil {
+			s.closeGroups()
+			return nil, err
+		}
+		s.groups[name] = g
+	}
+	s.metrics = newMetrics(s.groups)
+	for i, sc := range cfg.Sites {
+		name := sc.Name
+		if name == "" {
+			name = sc.Hosts[0]
+		}
+		st := s.newSite(name, sc.Upstream, s.groups[sc.Upstream])
+		for _, h := range cfg.Sites[i].Hosts {
+			s.router.add(h, st)
+		}
+	}
+	if cfg.Limits.RateLimit > 0 {
+		s.limiter = newIPLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, 100_000)
+	}
+	s.startCtx, s.startCancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+func fillDefaults(c *Config) {
+	d := DefaultConfig()
+	if c.Name == "" {
+		c.Name = d.Name
+	}
+	if c.AltSvcMaxAge == 0 {
+		c.AltSvcMaxAge = d.AltSvcMaxAge
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = d.DrainTimeout
+	}
+	l, dl := &c.Limits, d.Limits
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = dl.MaxHeaderBytes
+	}
+	if l.ReadHeaderTimeout == 0 {
+		l.ReadHeaderTimeout = dl.ReadHeaderTimeout
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = dl.IdleTimeout
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = dl.MaxConcurrentStreams
+	}
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = dl.MaxBodyBytes
+	}
+}
+
+func newGroup(name string, uc UpstreamConfig, t *tlsSetup, logger *slog.Logger) (*upstream.Group, error) {
+	gc := upstream.Config{
+		Name: name, Servers: uc.Servers, Balancer: uc.Balancer, ServerName: uc.ServerName,
+		ConnectTimeout: uc.ConnectTimeout, TLSTimeout: uc.TLSTimeout,
+		ResponseHeaderTimeout: uc.ResponseHeaderTimeout, TotalTimeout: uc.TotalTimeout,
+		MaxConcurrent: uc.MaxConcurrent, WarmConns: uc.WarmConns, KeepAlive: uc.KeepAlive,
+		HealthPath: uc.HealthPath, HealthInterval: uc.HealthInterval, HealthTimeout: uc.HealthTimeout,
+		FailThreshold: uc.FailThreshold, OpenDuration: uc.OpenDuration,
+		Retries: uc.Retries, RetryBudget: uc.RetryBudget, Logger: logger,
+	}
+	switch {
+	case uc.CAFile != "":
+		pool, err := certs.LoadPool(uc.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstreams.%s.ca_file: %w", name, err)
+		}
+		gc.RootCAs = pool
+	case t.labCA != nil:
+		// A lab-CA origin is trusted when the PoP uses the same CA.
+		gc.RootCAs = certs.SystemPoolWith(t.labCA.Root())
+	}
+	g, err := upstream.New(gc)
+	if err != nil {
+		return nil, fmt.Errorf("upstreams.%s: %w", name, err)
+	}
+	return g, nil
+}
+
+// Listen binds the TCP, UDP, plain-HTTP and admin sockets.
+func (s *Server) Listen() error {
+	var err error
+	s.tcpLn, err = net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if !s.cfg.DisableHTTP3 {
+		// QUIC on the same port as TCP, so Alt-Svc can say h3=":port".
+		tcpAddr := s.tcpLn.Addr().(*net.TCPAddr)
+		s.udpConn, err = net.ListenUDP("udp", &net.UDPAddr{IP: tcpAddr.IP, Port: tcpAddr.Port, Zone: tcpAddr.Zone})
+		if err != nil {
+			s.tcpLn.Close()
+			return fmt.Errorf("listen (udp for HTTP/3): %w", err)
+		}
+		s.altSvc = []string{`h3=":` + strconv.Itoa(tcpAddr.Port) + `"; ma=` + strconv.Itoa(int(s.cfg.AltSvcMaxAge.Seconds()))}
+	}
+	if s.cfg.HTTP != "" {
+		if s.httpLn, err = net.Listen("tcp", s.cfg.HTTP); err != nil {
+			s.closeListeners()
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	if s.cfg.Admin != "" {
+		if s.adminLn, err = net.Listen("tcp", s.cfg.Admin); err != nil {
+			s.closeListeners()
+			return fmt.Errorf("admin: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	for _, c := range []io.Closer{s.tcpLn, s.httpLn, s.adminLn} {
+		if c != nil && c != io.Closer(nil) {
+			c.Close()
+		}
+	}
+	if s.udpConn != nil {
+		s.udpConn.Close()
+	}
+}
+
+// Addr is the TLS (TCP) and QUIC (UDP) address.
+func (s *Server) Addr() net.Addr { return s.tcpLn.Addr() }
+
+// HTTPAddr is the plain-HTTP address, or nil.
+func (s *Server) HTTPAddr() net.Addr { return addrOf(s.httpLn) }
+
+// AdminAddr is the admin address, or nil.
+func (s *Server) AdminAddr() net.Addr { return addrOf(s.adminLn) }
+
+func addrOf(ln net.Listener) net.Addr {
+	if ln == nil {
+		return nil
+	}
+	return ln.Addr()
+}
+
+// Leaf returns the certificate served, when it is known up front (lab CA,
+// files), for clients that pin it.
+func (s *Server) Leaf() *tls.Certificate {
+	if s.tls.leaf == nil {
+		return nil
+	}
+	return &tls.Certificate{Certificate: [][]byte{s.tls.leaf.Raw}, Leaf: s.tls.leaf}
+}
+
+// LabCA returns the lab CA the certificate came from, or nil.
+func (s *Server) LabCA() *certs.LabCA { return s.tls.labCA }
+
+// Ready reports whether the PoP should receive traffic: listening,
+// certificates loaded, every upstream group warm, and not draining.
+func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+
+// Serve serves on the bound sockets until Shutdown or Close. It warms the
+// upstream pools in the background and becomes ready when they are warm.
+// It returns the first error of any listener, or nil after a shutdown.
+func (s *Server) Serve() error {
+	if s.tcpLn == nil {
+		return errors.New("serve: Listen was not called")
+	}
+	errc := make(chan error, 4)
+	serve := func(name string, f func() error) {
+		s.wg.Go(func() {
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				return
+			}
+			errc <- nil
+		})
+	}
+	n := 0
+	s.h12 = s.newHTTPServer(s)
+	tcpTLS := s.tls.config.Clone()
+	tcpTLS.VerifyConnection = s.metrics.handshake("tcp")
+	s.h12.TLSConfig = tcpTLS
+	serve("tls", func() error { return s.h12.ServeTLS(s.tcpLn, "", "") })
+	n++
+	if s.udpConn != nil {
+		ln, err := s.listenQUIC()
+		if err != nil {
+			return err
+		}
+		serve("quic", func() error { return s.h3.ServeListener(ln) })
+		n++
+	}
+	if s.httpLn != nil {
+		var h http.Handler = s
+		if s.tls.acme != nil {
+			h = s.tls.acme.HTTPHandler(s)
+		}
+		s.plain = s.newHTTPServer(h)
+		serve("http", func() error { return s.plain.Serve(s.httpLn) })
+		n++
+	}
+	if s.adminLn != nil {
+		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(slogWriter{s.log}, "", 0)}
+		serve("admin", func() error { return s.admin.Serve(s.adminLn) })
+		n++
+	}
+	s.wg.Go(s.warm)
+	var first error
+	for range n {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			go s.Close() // one listener failed: stop the others so Serve returns
+		}
+	}
+	return first
+}
+
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	l := s.cfg.Limits
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          l.MaxConcurrentStreams,
+			MaxReceiveBufferPerStream:     1 << 20,
+			MaxReceiveBufferPerConnection: 4 << 20,
+		},
+		ErrorLog: log.New(slogWriter{s.log}, "", 0),
+	}
+}
+
+func (s *Server) listenQUIC() (*quic.EarlyListener, error) {
+	token, reset := s.tls.tickets.QUICKeys()
+	tk, rk := quic.TokenGeneratorKey(token), quic.StatelessResetKey(reset)
+	s.quic = &quic.Transport{Conn: s.udpConn, TokenGeneratorKey: &tk, StatelessResetKey: &rk}
+	l := s.cfg.Limits
+	s.h3 = &http3.Server{
+		Handler:        s,
+		MaxHeaderBytes: l.MaxHeaderBytes,
+		IdleTimeout:    l.IdleTimeout,
+		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			if c.ConnectionState().Used0RTT {
+				s.metrics.quicConns0RTT.Inc()
+			}
+			return ctx
+		},
+	}
+	tc := s.tls.config.Clone()
+	tc.MinVersion = tls.VersionTLS13
+	tc.VerifyConnection = s.metrics.handshake("quic")
+	qc := &quic.Config{
+		Allow0RTT:                      true,
+		MaxIncomingStreams:             int64(l.MaxConcurrentStreams),
+		MaxIdleTimeout:                 l.IdleTimeout,
+		InitialStreamReceiveWindow:     512 << 10,
+		MaxStreamReceiveWindow:         6 << 20,
+		InitialConnectionReceiveWindow: 1 << 20,
+		MaxConnectionReceiveWindow:     15 << 20,
+	}
+	ln, err := s.quic.ListenEarly(http3.ConfigureTLSConfig(tc), qc)
+	if err != nil {
+		return nil, fmt.Errorf("listen quic: %w", err)
+	}
+	return ln, nil
+}
+
+// warm starts every upstream group and marks the server ready once all are
+// warm. A group whose origin is down keeps trying in the background.
+func (s *Server) warm() {
+	var wg sync.WaitGroup
+	for name, g := range s.groups {
+		wg.Go(func() {
+			if err := g.Start(s.startCtx); err != nil && s.startCtx.Err() == nil {
+				s.log.Warn("upstream warm-up", "upstream", name, "error", err)
+			}
+		})
+	}
+	wg.Wait()
+	// Ready reflects the groups' own health from here on (see readyz).
+	s.ready.Store(true)
+	close(s.warmed)
+}
+
+// Warmed is closed when the upstream groups have finished their first
+// warm-up (or given up on a down origin, which they keep retrying).
+func (s *Server) Warmed() <-chan struct{} { return s.warmed }
+
+// groupsReady reports whether every upstream group has a warm, healthy server.
+func (s *Server) groupsReady() bool {
+	for _, g := range s.groups {
+		if !g.Ready() {
+			return false
+		}
+	}
+	return true
+}
+
+// Shutdown drains the server: it reports not ready at once, waits
+// DrainDelay so that health checkers notice, then stops accepting, sends
+// GOAWAY on HTTP/2 and HTTP/3 and waits for in-flight requests until ctx
+// ends or DrainTimeout passes, whichever is first. Then it closes
+// everything.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	if d := s.cfg.DrainDelay; d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex // guards errs
+		errs []error
+	)
+	shut := func(f func(context.Context) error) {
+		wg.Go(func() {
+			if err := f(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	if s.h12 != nil {
+		shut(s.h12.Shutdown)
+	}
+	if s.h3 != nil {
+		shut(s.h3.Shutdown)
+	}
+	if s.plain != nil {
+		shut(s.plain.Shutdown)
+	}
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops everything at once: listeners, connections, pools. It may be
+// called more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(s.close)
+	return nil
+}
+
+func (s *Server) close() {
+	s.draining.Store(true)
+	s.startCancel()
+	for _, srv := range []*http.Server{s.h12, s.plain, s.admin} {
+		if srv != nil {
+			srv.Close()
+		}
+	}
+	if s.h3 != nil {
+		s.h3.Close()
+	}
+	if s.quic != nil {
+		s.quic.Close()
+	}
+	s.closeListeners()
+	s.wg.Wait()
+	s.closeGroups()
+}
+
+func (s *Server) closeGroups() {
+	for _, g := range s.groups {
+		g.Close()
+	}
+}
