@@ -52,8 +52,8 @@ func startOrigin(t *testing.T, ca *certs.LabCA, root string) *testOrigin {
 
 // recordingOrigin is an origin that records the headers of each request.
 type recordingOrigin struct {
-	url string
-	mu  sync.Mutex // guards reqs
+	url  string
+	mu   sync.Mutex // guards reqs
 	reqs []*http.Request
 }
 

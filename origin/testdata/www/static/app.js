@@ -1,0 +1,1 @@
+document.getElementById("proto").textContent += " (script loaded)";
