@@ -50,7 +50,7 @@ func TestChromiumFetchesOverHTTP3(t *testing.T) {
 	caDir := t.TempDir()
 	ro := startRecordingOrigin(t, nil)
 	p := startPoP(t, caDir, ro.url, nil)
-	hostport := "localhost:" + port(p.Addr())
+	hostport := "127.0.0.1:" + port(p.Addr()) // localhost may resolve to ::1, where nothing listens
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, chromium,

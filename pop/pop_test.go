@@ -421,7 +421,7 @@ func TestZeroRTT(t *testing.T) {
 			if method == http.MethodPost {
 				body = strings.NewReader("payload")
 			}
-			req, _ := http.NewRequest(method, "https://"+addr+"/early", body)
+			req, _ := http.NewRequest(method, "https://"+addr+"/early", nil)
 			if err := str.SendRequestHeader(req); err != nil {
 				t.Fatal(err)
 			}
@@ -511,7 +511,11 @@ func resumedVia(t *testing.T, transport string, p *pop.Server, tc *tls.Config) b
 		defer tr.CloseIdleConnections()
 		rt = tr
 	} else {
-		tr := &http3.Transport{TLSClientConfig: tc}
+		// A plain (not early) dial: the client must not try 0-RTT here,
+		// only resumption.
+		tr := &http3.Transport{TLSClientConfig: tc, Dial: func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+			return quic.DialAddr(ctx, addr, tlsCfg, cfg)
+		}}
 		defer tr.Close()
 		rt = tr
 	}
@@ -614,7 +618,7 @@ func TestHardeningLimits(t *testing.T) {
 	cs := clients(t, ca)
 	for _, proto := range []string{"h1", "h2"} {
 		req, _ := http.NewRequest("GET", base+"/", nil)
-		req.Header.Set("X-Big", strings.Repeat("a", 8000))
+		req.Header.Set("X-Big", strings.Repeat("a", 20000))
 		resp, err := cs[proto].Do(req)
 		if err == nil {
 			resp.Body.Close()
