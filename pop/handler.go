@@ -27,6 +27,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "429 too many requests from this address, slow down", http.StatusTooManyRequests)
 		return
 	}
+	if r.Method == http.MethodConnect {
+		// A CDN edge tunnels nothing: CONNECT would make it an open proxy.
+		s.metrics.rejected.WithLabelValues("connect").Inc()
+		h.Set("Allow", "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE")
+		http.Error(w, "405 method not allowed: CONNECT; this is a CDN edge, not a proxy", http.StatusMethodNotAllowed)
+		return
+	}
 	site, ok := s.router.route(r)
 	if !ok {
 		s.metrics.rejected.WithLabelValues("unknown_host").Inc()

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,8 +262,21 @@ func TestUnknownHostRefusedWithoutOriginContact(t *testing.T) {
 	if !bytes.HasPrefix(reply, []byte("HTTP/1.1 421")) {
 		t.Errorf("absolute-form request: %q, want 421", firstLine(reply))
 	}
+	// CONNECT, even to a served host, must not open a tunnel.
+	conn, err = tls.Dial("tcp", p.Addr().String(), &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "CONNECT www.cdn.lab:443 HTTP/1.1\r\nHost: www.cdn.lab:443\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 256)
+	n, _ := conn.Read(buf)
+	conn.Close()
+	if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 405")) {
+		t.Errorf("CONNECT: %q, want 405", firstLine(buf[:n]))
+	}
 	if n := len(ro.requests()); n != 0 {
-		t.Errorf("origin saw %d requests for unknown hosts, want 0", n)
+		t.Errorf("origin saw %d requests for unknown hosts or CONNECT, want 0", n)
 	}
 }
 
@@ -644,5 +658,52 @@ func TestHardeningLimits(t *testing.T) {
 	}
 	if limited == 0 {
 		t.Errorf("10 quick requests at 1/s with burst 3: none got 429")
+	}
+}
+
+func TestServerLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		caDir := t.TempDir()
+		ca, _ := certs.OpenLabCA(caDir)
+		o := startOrigin(t, ca, t.TempDir())
+		cfg := pop.DefaultConfig()
+		cfg.Listen, cfg.Admin, cfg.HTTP = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.TLS.CADir = caDir
+		cfg.Sites = []pop.Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
+		cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Servers: []string{o.url}}}
+		p, err := pop.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Serve() }()
+		<-p.Warmed()
+		cs := clients(t, ca)
+		for _, proto := range []string{"h1", "h2", "h3"} {
+			if resp, _ := get(t, cs[proto], "https://localhost:"+port(p.Addr())+"/gen/1k"); resp.StatusCode != 200 {
+				t.Fatalf("%s GET = %d", proto, resp.StatusCode)
+			}
+			cs[proto].CloseIdleConnections()
+		}
+		cs["h3"].Transport.(*http3.Transport).Close()
+		if err := p.Shutdown(context.Background()); err != nil {
+			t.Errorf("Shutdown = %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+		o.srv.Close()
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before+2 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines after shutdown, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }

@@ -247,7 +247,7 @@ func (s *Server) LabCA() *certs.LabCA { return s.tls.labCA }
 
 // Ready reports whether the PoP should receive traffic: listening,
 // certificates loaded, every upstream group warm, and not draining.
-func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() && s.groupsReady() }
 
 // Serve serves on the bound sockets until Shutdown or Close. It warms the
 // upstream pools in the background and becomes ready when they are warm.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestRunRejectsBadInput(t *testing.T) {
@@ -31,5 +33,62 @@ func TestRunRejectsBadInput(t *testing.T) {
 				t.Errorf("run(%q) = %v (stderr %q), want an error containing %q", tt.args, err, errb.String(), tt.want)
 			}
 		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRunServesAndStopsOnSignal(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-ca-dir", dir,
+			"-origin", "http://127.0.0.1:1", "-drain-timeout", "2s"}, &out, &errb)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(out.String(), "pop ready") {
+		select {
+		case err := <-done:
+			t.Fatalf("run ended before ready: %v\n%s", err, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready line; stderr:\n%s", errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	line := out.String()
+	for _, want := range []string{"listen=127.0.0.1:", "admin=127.0.0.1:", "ca=" + dir + "/root.pem", "spki="} {
+		if !strings.Contains(line, want) {
+			t.Errorf("ready line %q lacks %q", line, want)
+		}
+	}
+	cancel() // what SIGTERM does through signal.NotifyContext
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run after cancel = %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after cancel")
 	}
 }
