@@ -284,7 +284,9 @@ func (s *Server) Serve() error {
 	if s.httpLn != nil {
 		var h http.Handler = s
 		if s.tls.acme != nil {
-			h = s.tls.acme.HTTPHandler(s)
+			// With ACME the plain listener is port 80 for HTTP-01 challenges;
+			// everything else is redirected to https.
+			h = s.tls.acme.HTTPHandler(nil)
 		}
 		s.plain = s.newHTTPServer(h)
 		serve("http", func() error { return s.plain.Serve(s.httpLn) })
