@@ -1,0 +1,368 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures a Cache.
+type Config struct {
+	// Transport fetches what the cache cannot answer. Required. The
+	// request it gets has hop-by-hop headers removed and an absolute URL.
+	Transport http.RoundTripper
+	// MaxBytes is the memory budget for stored responses. If zero, 256 MiB.
+	MaxBytes int64
+	// MaxObjectBytes is the largest body stored; larger ones stream
+	// through. If zero, 8 MiB.
+	MaxObjectBytes int64
+	// TargetedFields are the cache-control fields that, when present,
+	// replace Cache-Control for this cache (RFC 9213), in order of
+	// precedence. If nil, CDN-Cache-Control then Surrogate-Control.
+	TargetedFields []string
+	// HeuristicFraction of the time since Last-Modified is the freshness of
+	// responses without explicit freshness. If zero, 0.1; negative: none.
+	HeuristicFraction float64
+	// HeuristicMax caps heuristic freshness. If zero, 24h.
+	HeuristicMax time.Duration
+	// Name is this cache's name in Cache-Status. If empty, "edgecdn".
+	Name string
+	// SortQuery sorts query parameters in the key; IgnoreQuery drops them.
+	SortQuery, IgnoreQuery bool
+	// Logger receives background errors. If nil, slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+}
+
+// Cache is an RFC 9111 shared cache in front of Config.Transport. It is an
+// http.Handler.
+type Cache struct {
+	cfg   Config
+	st    *store
+	stats Stats
+
+	mu      sync.Mutex // guards flights
+	flights map[string]*flight
+
+	ctx    context.Context // ends background revalidations
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // owns background revalidations
+}
+
+// New validates cfg and returns a Cache. Close it to stop its goroutines.
+func New(cfg Config) (*Cache, error) {
+	if cfg.Transport == nil {
+		return nil, errors.New("cache: transport is nil, want the upstream round tripper")
+	}
+	if cfg.MaxBytes < 0 || cfg.MaxObjectBytes < 0 {
+		return nil, errors.New("cache: max_bytes and max_object_bytes must be 0 (default) or more")
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = 256 << 20
+	}
+	if cfg.MaxObjectBytes == 0 {
+		cfg.MaxObjectBytes = 8 << 20
+	}
+	if cfg.TargetedFields == nil {
+		cfg.TargetedFields = []string{"CDN-Cache-Control", "Surrogate-Control"}
+	}
+	if cfg.HeuristicFraction == 0 {
+		cfg.HeuristicFraction = 0.1
+	}
+	if cfg.HeuristicMax == 0 {
+		cfg.HeuristicMax = 24 * time.Hour
+	}
+	if cfg.Name == "" {
+		cfg.Name = "edgecdn"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	st, err := newStore(cfg.MaxBytes)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	c := &Cache{cfg: cfg, st: st, flights: map[string]*flight{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// Close stops background revalidations and frees the store.
+func (c *Cache) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	c.st.close()
+	return nil
+}
+
+// Wait blocks until stores in flight are applied (ristretto sets are
+// asynchronous); for tests.
+func (c *Cache) Wait() { c.st.rc.Wait() }
+
+// ServeHTTP answers r from the cache or through the transport.
+func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		c.serveCacheable(w, r)
+	default:
+		c.serveUnsafe(w, r)
+	}
+}
+
+// primaryKey is scheme, host, path and query (as configured).
+func (c *Cache) primaryKey(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil || r.URL.Scheme == "https" {
+		scheme = "https"
+	}
+	host := strings.ToLower(r.Host)
+	if host == "" {
+		host = strings.ToLower(r.URL.Host)
+	}
+	q := r.URL.RawQuery
+	switch {
+	case c.cfg.IgnoreQuery:
+		q = ""
+	case c.cfg.SortQuery && q != "":
+		parts := strings.Split(q, "&")
+		sort.Strings(parts)
+		q = strings.Join(parts, "&")
+	}
+	path := r.URL.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	if q != "" || r.URL.ForceQuery {
+		return scheme + "://" + host + path + "?" + q
+	}
+	return scheme + "://" + host + path
+}
+
+// requestDirectives are the request's Cache-Control, with Pragma: no-cache
+// honoured when Cache-Control is absent (RFC 9111 5.4).
+func requestDirectives(r *http.Request) Directives {
+	lines := r.Header.Values("Cache-Control")
+	d := ParseCacheControl(lines)
+	if len(lines) == 0 {
+		for _, p := range r.Header.Values("Pragma") {
+			if strings.Contains(strings.ToLower(p), "no-cache") {
+				d.NoCache = true
+			}
+		}
+	}
+	return d
+}
+
+// lookup finds the stored response for r, following Vary.
+func (c *Cache) lookup(pkey string, r *http.Request) *entry {
+	if vi := c.st.getVary(pkey); vi != nil {
+		return c.st.getEntry(secondaryKey(pkey, vi.names, r.Header))
+	}
+	return c.st.getEntry(pkey)
+}
+
+func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
+	reqCC := requestDirectives(r)
+	pkey := c.primaryKey(r)
+	// A request with credentials is never answered from another user's
+	// response: it goes upstream (and may store the answer only if the
+	// origin marks it shareable).
+	private := r.Header.Get("Authorization") != ""
+	var e *entry
+	if !private {
+		e = c.lookup(pkey, r)
+	}
+	now := c.cfg.Now()
+	if e != nil {
+		age := currentAge(e.header, e.pol, now)
+		fresh := age < e.lifetime && !e.purged.Load() && !(e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil)
+		acceptable := fresh && !reqCC.NoCache &&
+			(reqCC.MaxAge < 0 || age <= seconds(reqCC.MaxAge)) &&
+			(reqCC.MinFresh < 0 || e.lifetime-age >= seconds(reqCC.MinFresh))
+		if acceptable {
+			c.stats.hits.Add(1)
+			c.serveEntry(w, r, e, age, "hit; ttl="+formatAge(e.lifetime-age))
+			return
+		}
+		staleness := age - e.lifetime
+		if !fresh && c.mayServeStale(e) && !reqCC.NoCache {
+			if reqCC.MaxStaleAny || (reqCC.MaxStale >= 0 && staleness <= seconds(reqCC.MaxStale)) {
+				c.stats.stale.Add(1)
+				c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(staleness)+"; detail=max-stale")
+				return
+			}
+			if swr := e.pol.cc.StaleWhileRevalidate; swr >= 0 && staleness <= seconds(swr) {
+				c.stats.stale.Add(1)
+				c.revalidateInBackground(r, e)
+				c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(staleness)+"; detail=stale-while-revalidate")
+				return
+			}
+		}
+		if reqCC.OnlyIfCached {
+			c.gatewayTimeout(w, "only-if-cached and the stored response is stale")
+			return
+		}
+		c.revalidate(w, r, e, reqCC)
+		return
+	}
+	if reqCC.OnlyIfCached {
+		c.gatewayTimeout(w, "only-if-cached and nothing is stored")
+		return
+	}
+	c.stats.misses.Add(1)
+	c.fetch(w, r, pkey, reqCC, private)
+}
+
+// mayServeStale: must-revalidate, proxy-revalidate, s-maxage and no-cache
+// forbid serving a stale response (RFC 9111 4.2.4, 5.2.2).
+func (c *Cache) mayServeStale(e *entry) bool {
+	cc := e.pol.cc
+	return !cc.MustRevalidate && !cc.ProxyRevalidate && cc.SMaxAge < 0 && !cc.NoCache
+}
+
+func negTTL(staleness time.Duration) string { return "-" + formatAge(staleness) }
+
+func (c *Cache) gatewayTimeout(w http.ResponseWriter, why string) {
+	w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=miss; detail=only-if-cached")
+	http.Error(w, "504 gateway timeout: "+why, http.StatusGatewayTimeout)
+}
+
+// serveEntry writes a stored response with its Age and Cache-Status,
+// answering conditional and range requests from it.
+func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age time.Duration, status string) {
+	h := w.Header()
+	for k, v := range e.header {
+		h[k] = v
+	}
+	h["Age"] = []string{formatAge(age)}
+	appendCacheStatus(h, c.cfg.Name+"; "+status)
+	if e.status != http.StatusOK {
+		w.WriteHeader(e.status)
+		if r.Method != http.MethodHead {
+			w.Write(e.body)
+		}
+		return
+	}
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil // no sniffing: serve what the origin sent
+	}
+	delete(h, "Content-Length")
+	var modtime time.Time
+	if lm, ok := parseHTTPDate(e.header.Get("Last-Modified")); ok {
+		modtime = lm
+	}
+	// ServeContent evaluates If-None-Match (weak comparison, lists, *)
+	// before If-Modified-Since, If-Match, If-Range and Range (single and
+	// multipart) against the stored ETag and Last-Modified, and HEAD.
+	http.ServeContent(w, r, "", modtime, bytes.NewReader(e.body))
+}
+
+func appendCacheStatus(h http.Header, v string) {
+	if prior := h.Get("Cache-Status"); prior != "" {
+		h.Set("Cache-Status", prior+", "+v)
+		return
+	}
+	h["Cache-Status"] = []string{v}
+}
+
+// serveUnsafe forwards a request with a method the cache does not store
+// and, if it succeeds, invalidates the target and same-origin Location and
+// Content-Location (RFC 9111 4.4).
+func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request) {
+	resp, err := c.roundTrip(r.Context(), r, nil)
+	if err != nil {
+		c.writeError(w, err)
+		return
+	}
+	defer resp.Body.Close()
+	if safe := r.Method == http.MethodOptions || r.Method == http.MethodTrace; !safe && resp.StatusCode < 400 {
+		pkey := c.primaryKey(r)
+		c.st.del(pkey, false)
+		base, _ := url.Parse(pkey)
+		for _, f := range []string{"Location", "Content-Location"} {
+			if v := resp.Header.Get(f); v != "" && base != nil {
+				if u, err := base.Parse(v); err == nil && u.Host == base.Host && u.Scheme == base.Scheme {
+					c.st.del(u.String(), false)
+				}
+			}
+		}
+	}
+	writeResponse(w, resp, c.cfg.Name+"; fwd=method")
+}
+
+// writeError reports a failed upstream exchange as a Transport error:
+// callers that want 502/504 mapping wrap the Transport.
+func (c *Cache) writeError(w http.ResponseWriter, err error) {
+	code := http.StatusBadGateway
+	var se interface{ StatusCode() int }
+	if errors.As(err, &se) {
+		code = se.StatusCode()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		code = http.StatusGatewayTimeout
+	}
+	w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=miss; detail=upstream-error")
+	http.Error(w, fmt.Sprintf("%d %s: %v", code, http.StatusText(code), err), code)
+}
+
+// writeResponse copies an upstream response to the client.
+func writeResponse(w http.ResponseWriter, resp *http.Response, status string) {
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	removeHopByHop(h)
+	appendCacheStatus(h, status)
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+// roundTrip sends an upstream request derived from r, with extra headers.
+func (c *Cache) roundTrip(ctx context.Context, r *http.Request, extra http.Header) (*http.Response, error) {
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	if out.URL.Host == "" {
+		out.URL.Host = r.Host
+	}
+	if out.URL.Scheme == "" {
+		out.URL.Scheme = "http"
+		if r.TLS != nil {
+			out.URL.Scheme = "https"
+		}
+	}
+	removeHopByHop(out.Header)
+	for k, v := range extra {
+		out.Header[k] = v
+	}
+	return c.cfg.Transport.RoundTrip(out)
+}
+
+// hopByHop are the connection-specific fields (RFC 9110 7.6.1).
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// removeHopByHop deletes hop-by-hop fields and those named in Connection.
+func removeHopByHop(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				h.Del(n)
+			}
+		}
+	}
+	for _, n := range hopByHop {
+		delete(h, n)
+	}
+}

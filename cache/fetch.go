@@ -1,0 +1,378 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// flight is one origin fetch that concurrent requests for the same key
+// share. done closes when the leader has decided; then e is the stored
+// response to serve, or nil when waiters must fetch on their own (the
+// response could not be shared: private, too large, an error).
+type flight struct {
+	done    chan struct{}
+	e       *entry
+	waiters atomic.Int64
+}
+
+// fetch answers a miss. Requests for the same key share one upstream
+// request (the first caller leads); the fetch runs on a context detached
+// from the leader's client, so a client hanging up does not cancel it.
+func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC Directives, private bool) {
+	if private || reqCC.NoStore {
+		c.fetchAlone(w, r, pkey, reqCC, private, nil)
+		return
+	}
+	c.mu.Lock()
+	if f, ok := c.flights[pkey]; ok {
+		c.mu.Unlock()
+		f.waiters.Add(1)
+		c.stats.coalesced.Add(1)
+		select {
+		case <-f.done:
+		case <-r.Context().Done():
+			return
+		}
+		// Share the leader's response unless it varies on fields this
+		// request sends differently. (The store may not have applied it
+		// yet: ristretto's sets are asynchronous, so use it directly.)
+		if e := f.e; e != nil && e.key == entryKey(pkey, e.header, r) {
+			c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=miss; detail=coalesced")
+			return
+		}
+		c.fetchAlone(w, r, pkey, reqCC, false, nil)
+		return
+	}
+	f := &flight{done: make(chan struct{})}
+	c.flights[pkey] = f
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.flights, pkey)
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	f.e = c.fetchAlone(w, r, pkey, reqCC, false, f)
+}
+
+// fetchAlone fetches r upstream, stores the response when allowed and
+// serves it. It returns the stored entry, if any.
+func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, reqCC Directives, private bool, f *flight) *entry {
+	ctx := context.WithoutCancel(r.Context())
+	reqTime := c.cfg.Now()
+	resp, err := c.roundTrip(ctx, r, nil)
+	if err != nil {
+		c.writeError(w, err)
+		return nil
+	}
+	defer resp.Body.Close()
+	respTime := c.cfg.Now()
+	e, reason := c.storable(r, resp, pkey, reqCC, private, reqTime, respTime)
+	if e == nil {
+		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail="+reason)
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
+	if err != nil {
+		c.writeError(w, err)
+		return nil
+	}
+	if int64(len(body)) > c.cfg.MaxObjectBytes {
+		// Too large to store: stream what was read and the rest.
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
+		return nil
+	}
+	e.body = body
+	c.save(e, r)
+	c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
+	return e
+}
+
+// storable decides whether a response may be stored (RFC 9111 3) and
+// builds its entry (without the body).
+func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqCC Directives, private bool, reqTime, respTime time.Time) (*entry, string) {
+	if r.Method != http.MethodGet {
+		return nil, "method"
+	}
+	if reqCC.NoStore {
+		return nil, "request-no-store"
+	}
+	cc, targeted := effectiveDirectives(resp.Header, c.cfg.TargetedFields)
+	code := resp.StatusCode
+	switch {
+	case code == http.StatusPartialContent:
+		return nil, "partial"
+	case code < 200 || code == http.StatusNotModified:
+		return nil, "status"
+	}
+	if cc.MustUnderstand {
+		if !understoodStatus(code) {
+			return nil, "must-understand"
+		}
+	} else if cc.NoStore {
+		return nil, "no-store"
+	}
+	if cc.Private && cc.PrivateFields == nil {
+		return nil, "private"
+	}
+	if private && !cc.Public && cc.SMaxAge < 0 && !cc.MustRevalidate {
+		return nil, "authorization"
+	}
+	if resp.Header.Get("Set-Cookie") != "" && !cc.Public && cc.SMaxAge < 0 {
+		return nil, "set-cookie"
+	}
+	names, star := varyNames(resp.Header)
+	if star {
+		return nil, "vary-star"
+	}
+	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
+	fraction := c.cfg.HeuristicFraction
+	if fraction < 0 {
+		fraction = 0
+	}
+	life, heur := freshnessLifetime(code, resp.Header, pol, fraction, c.cfg.HeuristicMax)
+	explicit := cc.MaxAge >= 0 || cc.SMaxAge >= 0 || cc.Public || (!targeted && resp.Header.Get("Expires") != "") ||
+		cc.NoCache || cc.StaleWhileRevalidate >= 0 || cc.StaleIfError >= 0 || cc.Invalid
+	if !explicit && !cacheableByDefault(code) {
+		return nil, "status"
+	}
+	if !explicit && !heur {
+		return nil, "no-freshness" // nothing says how long: store nothing rather than invent a TTL
+	}
+	h := resp.Header.Clone()
+	removeHopByHop(h)
+	for _, f := range cc.PrivateFields {
+		h.Del(f)
+	}
+	for _, f := range cc.NoCacheFields {
+		h.Del(f)
+	}
+	delete(h, "Cache-Status")
+	key := pkey
+	if len(names) > 0 {
+		key = secondaryKey(pkey, names, r.Header)
+	}
+	return &entry{key: key, status: code, header: h, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, ""
+}
+
+func surrogateKeys(h http.Header) []string {
+	var tags []string
+	for _, f := range []string{"Surrogate-Key", "Cache-Tag"} {
+		for _, v := range h.Values(f) {
+			for _, t := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }) {
+				tags = append(tags, t)
+			}
+		}
+	}
+	return tags
+}
+
+// save stores e (and its Vary index) for its freshness plus the longest
+// window in which it may still be served or revalidated.
+func (c *Cache) save(e *entry, r *http.Request) {
+	ttl := e.lifetime + c.keepAfterStale(e)
+	if names, _ := varyNames(e.header); len(names) > 0 {
+		pkey := e.key[:strings.IndexByte(e.key, 0)]
+		vi := c.st.getVary(pkey)
+		if vi == nil || strings.Join(vi.names, ",") != strings.Join(names, ",") {
+			vi = &varyIndex{key: pkey, names: names, variants: map[string]struct{}{}}
+		}
+		vi.mu.Lock()
+		vi.variants[e.key] = struct{}{}
+		vi.mu.Unlock()
+		c.st.putVary(vi, ttl)
+	}
+	if c.st.put(e, ttl) {
+		c.stats.stored.Add(1)
+		c.stats.storedBytes.Add(e.cost())
+	} else {
+		c.stats.rejected.Add(1)
+	}
+}
+
+// keepAfterStale is how long after it goes stale an entry is worth
+// keeping: its stale-* windows, and at least a while for revalidation
+// when it has a validator.
+func (c *Cache) keepAfterStale(e *entry) time.Duration {
+	keep := time.Duration(0)
+	if v := e.pol.cc.StaleWhileRevalidate; v > 0 {
+		keep = max(keep, seconds(v))
+	}
+	if v := e.pol.cc.StaleIfError; v > 0 {
+		keep = max(keep, seconds(v))
+	}
+	if e.header.Get("ETag") != "" || e.header.Get("Last-Modified") != "" {
+		keep = max(keep, time.Hour)
+	}
+	return keep
+}
+
+// revalidate validates a stale entry with the origin (coalesced per key)
+// and serves the result: the updated entry on 304, the new response on
+// 200, or the stale entry within stale-if-error when the origin fails.
+func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, reqCC Directives) {
+	newE, resp, err := c.validate(context.WithoutCancel(r.Context()), r, e)
+	if newE != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		c.serveEntry(w, r, newE, currentAge(newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")
+		return
+	}
+	failed := err != nil || (resp != nil && resp.StatusCode >= 500)
+	if failed && c.withinStaleIfError(e, reqCC) {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		c.stats.stale.Add(1)
+		age := currentAge(e.header, e.pol, c.cfg.Now())
+		c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(age-e.lifetime)+"; detail=stale-if-error")
+		return
+	}
+	if err != nil {
+		c.writeError(w, err)
+		return
+	}
+	defer resp.Body.Close()
+	// A full response replaces the stored one when it may be stored.
+	pkey := c.primaryKey(r)
+	now := c.cfg.Now()
+	if ne, _ := c.storable(r, resp, pkey, reqCC, false, now, now); ne != nil {
+		body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
+		if err == nil && int64(len(body)) <= c.cfg.MaxObjectBytes {
+			ne.body = body
+			c.save(ne, r)
+			c.serveEntry(w, r, ne, 0, "fwd=stale; fwd-status=200; stored")
+			return
+		}
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+	} else {
+		c.st.del(e.key, false)
+	}
+	writeResponse(w, resp, c.cfg.Name+"; fwd=stale; fwd-status="+strconv.Itoa(resp.StatusCode))
+}
+
+func (c *Cache) withinStaleIfError(e *entry, reqCC Directives) bool {
+	if !c.mayServeStale(e) {
+		return false
+	}
+	staleness := currentAge(e.header, e.pol, c.cfg.Now()) - e.lifetime
+	window := int64(-1)
+	if v := e.pol.cc.StaleIfError; v >= 0 {
+		window = v
+	}
+	if reqCC.StaleIfError > window {
+		window = reqCC.StaleIfError
+	}
+	return window >= 0 && staleness <= seconds(window)
+}
+
+// validate sends a conditional request for e. On 304 it returns the
+// updated, stored entry; otherwise the upstream response (or error).
+func (c *Cache) validate(ctx context.Context, r *http.Request, e *entry) (*entry, *http.Response, error) {
+	cond := http.Header{}
+	if et := e.header.Get("ETag"); et != "" {
+		cond.Set("If-None-Match", et)
+	}
+	if lm := e.header.Get("Last-Modified"); lm != "" {
+		cond.Set("If-Modified-Since", lm)
+	}
+	vr := r.Clone(ctx)
+	vr.Method = http.MethodGet
+	for _, f := range []string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range", "Range"} {
+		vr.Header.Del(f)
+	}
+	reqTime := c.cfg.Now()
+	resp, err := c.roundTrip(ctx, vr, cond)
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusNotModified {
+		c.stats.revalidated200.Add(1)
+		return nil, resp, nil
+	}
+	resp.Body.Close()
+	c.stats.revalidated304.Add(1)
+	return c.freshen(e, resp, reqTime, c.cfg.Now()), nil, nil
+}
+
+// freshen applies a 304's header fields to a stored response (RFC 9111
+// 4.3.4) and stores the result.
+func (c *Cache) freshen(e *entry, resp *http.Response, reqTime, respTime time.Time) *entry {
+	h := e.header.Clone()
+	for k, v := range resp.Header {
+		switch k {
+		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding", "Cache-Status":
+			continue
+		}
+		h[k] = v
+	}
+	removeHopByHop(h)
+	cc, targeted := effectiveDirectives(h, c.cfg.TargetedFields)
+	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
+	fraction := max(c.cfg.HeuristicFraction, 0)
+	life, heur := freshnessLifetime(e.status, h, pol, fraction, c.cfg.HeuristicMax)
+	ne := &entry{key: e.key, status: e.status, header: h, body: e.body, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
+	c.save(ne, nil)
+	return ne
+}
+
+// revalidateInBackground refreshes e once per key (stale-while-revalidate).
+func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
+	bkey := "\x00bg\x00" + e.key
+	c.mu.Lock()
+	if _, busy := c.flights[bkey]; busy {
+		c.mu.Unlock()
+		return
+	}
+	f := &flight{done: make(chan struct{})}
+	c.flights[bkey] = f
+	c.mu.Unlock()
+	req := r.Clone(c.ctx)
+	c.wg.Go(func() {
+		defer func() {
+			c.mu.Lock()
+			delete(c.flights, bkey)
+			c.mu.Unlock()
+			close(f.done)
+		}()
+		_, resp, err := c.validate(c.ctx, req, e)
+		if err != nil {
+			c.cfg.Logger.Debug("background revalidation", "key", e.key, "error", err)
+			return
+		}
+		if resp == nil {
+			return
+		}
+		defer resp.Body.Close()
+		now := c.cfg.Now()
+		if ne, _ := c.storable(req, resp, c.primaryKey(req), emptyDirectives(), false, now, now); ne != nil {
+			if body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1)); err == nil && int64(len(body)) <= c.cfg.MaxObjectBytes {
+				ne.body = body
+				c.save(ne, req)
+			}
+		}
+	})
+}
+
+// entryKey is the key a request would have for a stored response with
+// header h: the primary key, plus the Vary part when it varies.
+func entryKey(pkey string, h http.Header, r *http.Request) string {
+	if names, _ := varyNames(h); len(names) > 0 {
+		return secondaryKey(pkey, names, r.Header)
+	}
+	return pkey
+}
