@@ -39,7 +39,7 @@ type varyIndex struct {
 type store struct {
 	rc *ristretto.Cache[string, any]
 
-	mu   sync.Mutex          // guards tags
+	mu   sync.Mutex                     // guards tags
 	tags map[string]map[string]struct{} // surrogate key -> entry keys
 }
 
