@@ -314,6 +314,9 @@ func (c *Cache) writeError(w http.ResponseWriter, err error) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		code = http.StatusGatewayTimeout
 	}
+	if r := w.Header(); code == http.StatusServiceUnavailable {
+		r.Set("Retry-After", "1")
+	}
 	w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=miss; detail=upstream-error")
 	http.Error(w, fmt.Sprintf("%d %s: %v", code, http.StatusText(code), err), code)
 }

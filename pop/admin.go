@@ -1,6 +1,8 @@
 package pop
 
 import (
+	"crypto/subtle"
+	"encoding/json"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -32,5 +34,56 @@ func (s *Server) adminHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /purge", s.purge)
 	return mux
+}
+
+// purge removes cached responses: POST /purge?url=URL or ?tag=KEY (both may
+// repeat), &soft=1 to mark them stale instead. It needs
+// "Authorization: Bearer TOKEN" with cache.purge_token; without a
+// configured token purging is off. It answers with what it purged, as JSON.
+func (s *Server) purge(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	token := s.cfg.Cache.PurgeToken
+	switch {
+	case s.cache == nil:
+		http.Error(w, "purge: the cache is disabled", http.StatusNotFound)
+		return
+	case token == "":
+		http.Error(w, "purge: off, set cache.purge_token in the config to enable it", http.StatusForbidden)
+		return
+	case subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="purge"`)
+		http.Error(w, "purge: want Authorization: Bearer <cache.purge_token>", http.StatusUnauthorized)
+		return
+	}
+	q := r.URL.Query()
+	soft := q.Get("soft") == "1" || q.Get("soft") == "true"
+	type result struct {
+		URL    string `json:"url,omitempty"`
+		Tag    string `json:"tag,omitempty"`
+		Purged int    `json:"purged"`
+	}
+	var out struct {
+		Soft    bool     `json:"soft"`
+		Results []result `json:"results"`
+	}
+	out.Soft = soft
+	if len(q["url"]) == 0 && len(q["tag"]) == 0 {
+		http.Error(w, "purge: want ?url=https://host/path or ?tag=KEY", http.StatusBadRequest)
+		return
+	}
+	for _, u := range q["url"] {
+		n, err := s.cache.PurgeURL(u, soft)
+		if err != nil {
+			http.Error(w, "purge: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		out.Results = append(out.Results, result{URL: u, Purged: n})
+	}
+	for _, t := range q["tag"] {
+		out.Results = append(out.Results, result{Tag: t, Purged: s.cache.PurgeTag(t, soft)})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
 }

@@ -39,6 +39,7 @@ type Config struct {
 	Sites     []Site                    `yaml:"sites"`
 	Upstreams map[string]UpstreamConfig `yaml:"upstreams"`
 	Limits    Limits                    `yaml:"limits"`
+	Cache     CacheConfig               `yaml:"cache"`
 
 	// DrainDelay is how long the PoP reports not ready before it stops
 	// accepting, so that GeoDNS and load balancers move traffic away first.
@@ -264,6 +265,9 @@ func (c *Config) Validate() error {
 	l := c.Limits
 	if l.MaxHeaderBytes < 0 || l.MaxConcurrentStreams < 0 || l.MaxBodyBytes < 0 || l.RateLimit < 0 || l.RateBurst < 0 {
 		add("limits: negative values are not allowed")
+	}
+	if c.Cache.MaxBytes < 0 || c.Cache.MaxObjectBytes < 0 {
+		add("cache.max_bytes, cache.max_object_bytes: want 0 (default) or more")
 	}
 	if c.DrainDelay < 0 || c.DrainTimeout < 0 {
 		add("drain_delay, drain_timeout: want durations of 0 or more")

@@ -57,7 +57,25 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		s.metrics.earlyData.WithLabelValues("accepted").Inc()
 	}
-	site.proxy.ServeHTTP(w, r)
+	if s.cache == nil || isUpgrade(r) {
+		site.proxy.ServeHTTP(w, r)
+		return
+	}
+	s.cache.ServeHTTP(w, r)
+}
+
+// roundTripFunc adapts a function to http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// originFor sends a cache fetch to the origin group of the request's site.
+func (s *Server) originFor(r *http.Request) (*http.Response, error) {
+	st, ok := s.router.route(r)
+	if !ok {
+		return nil, &upstreamError{http.StatusMisdirectedRequest, errUnknownHost}
+	}
+	return st.transport.RoundTrip(r)
 }
 
 // safeMethod reports whether a request may be served from 0-RTT data: only

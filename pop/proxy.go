@@ -17,18 +17,19 @@ import (
 
 // site is one configured site: its name and the proxy to its upstream group.
 type site struct {
-	name  string
-	group *upstream.Group
-	proxy *httputil.ReverseProxy
+	name      string
+	group     *upstream.Group
+	proxy     *httputil.ReverseProxy // uncached path: upgrades, or no cache
+	transport *originTransport      // the cache's path to the origin
 }
 
 // newSite builds the reverse proxy of a site. httputil.ReverseProxy strips
 // hop-by-hop headers and those named in Connection, in both directions; the
 // rewrite adds Via, X-Forwarded-For/-Host/-Proto and Early-Data.
 func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site {
-	st := &site{name: name, group: g}
-	via := map[int]string{1: "1.1 " + s.cfg.Name, 2: "2 " + s.cfg.Name, 3: "3 " + s.cfg.Name}
 	timed := newTimedTransport(g, s.metrics.upstreamTime, groupName)
+	st := &site{name: name, group: g, transport: &originTransport{name: s.cfg.Name, group: timed}}
+	via := map[int]string{1: "1.1 " + s.cfg.Name, 2: "2 " + s.cfg.Name, 3: "3 " + s.cfg.Name}
 	st.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out

@@ -34,9 +34,12 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/edgecdn/cdn/cache"
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/pop/upstream"
 )
+
+var errUnknownHost = errors.New("host is not served by this CDN node")
 
 // Server is a PoP.
 type Server struct {
@@ -46,6 +49,7 @@ type Server struct {
 	router  *router
 	groups  map[string]*upstream.Group
 	metrics *metrics
+	cache   *cache.Cache // nil when caching is disabled
 	limiter *ipLimiter
 	buffers *bufferPool
 	maxBody int64
@@ -109,6 +113,18 @@ func New(cfg Config) (*Server, error) {
 		for _, h := range cfg.Sites[i].Hosts {
 			s.router.add(h, st)
 		}
+	}
+	if !cfg.Cache.Disabled {
+		c, err := cache.New(cache.Config{
+			Transport: roundTripFunc(s.originFor), MaxBytes: cfg.Cache.MaxBytes, MaxObjectBytes: cfg.Cache.MaxObjectBytes,
+			TargetedFields: cfg.Cache.TargetedFields, Name: cfg.Name, Logger: s.log,
+		})
+		if err != nil {
+			s.closeGroups()
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+		s.cache = c
+		s.metrics.reg.MustRegister(cacheCollector{c})
 	}
 	if cfg.Limits.RateLimit > 0 {
 		s.limiter = newIPLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, 100_000)
@@ -459,6 +475,9 @@ func (s *Server) close() {
 	s.closeListeners()
 	s.wg.Wait()
 	s.closeGroups()
+	if s.cache != nil {
+		s.cache.Close()
+	}
 }
 
 func (s *Server) closeGroups() {

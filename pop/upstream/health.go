@@ -9,52 +9,71 @@ import (
 	"time"
 )
 
-// warmServer opens n connections to s at once (concurrent requests force
-// separate HTTP/1.1 connections; HTTP/2 shares one) and marks s warm and
-// healthy when one succeeds.
+// warmServer makes sure n connections to s are open and handshaken, and
+// marks s warm and healthy when it answers. The first health request opens
+// one connection; over HTTP/2 that is all it takes. Over HTTP/1.1, n-1 more
+// requests are sent while every earlier response is still unread, so each
+// must dial a connection of its own and no dial is left racing in the
+// background; then all responses are drained and the connections go idle.
 func (g *Group) warmServer(ctx context.Context, s *server, n int) error {
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() { errs[i] = g.check(ctx, s, g.cfg.ConnectTimeout+g.cfg.TLSTimeout+g.cfg.HealthTimeout) })
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err == nil {
-			g.markHealthy(s, true)
-			return nil
+	timeout := g.cfg.ConnectTimeout + g.cfg.TLSTimeout + g.cfg.HealthTimeout
+	first, err := g.check(ctx, s, timeout)
+	if err != nil {
+		if ctx.Err() == nil {
+			g.markHealthy(s, false)
 		}
+		return fmt.Errorf("warm %s: %w", s.url.Host, err)
 	}
-	if ctx.Err() == nil {
-		g.markHealthy(s, false)
+	held := []*http.Response{first}
+	if first.ProtoMajor < 2 && n > 1 {
+		var mu sync.Mutex // guards held
+		var wg sync.WaitGroup
+		for range n - 1 {
+			wg.Go(func() {
+				if resp, err := g.check(ctx, s, timeout); err == nil {
+					mu.Lock()
+					held = append(held, resp)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
 	}
-	return fmt.Errorf("warm %s: %w", s.url.Host, errs[0])
+	for _, resp := range held {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	}
+	g.markHealthy(s, true)
+	return nil
 }
 
-// check sends one health request. With active checks disabled it sends
-// OPTIONS * (any answer means the server is reachable).
-func (g *Group) check(ctx context.Context, s *server, timeout time.Duration) error {
+// check sends one health request and returns the response unread (the
+// caller drains and closes it, which frees the connection). With active
+// checks disabled it sends OPTIONS * (any answer means reachable).
+func (g *Group) check(ctx context.Context, s *server, timeout time.Duration) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	method, target := http.MethodGet, s.url.String()+g.cfg.HealthPath
 	if g.cfg.HealthPath == "-" {
 		method, target = http.MethodOptions, s.url.String()+"/"
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
-		return err
+		cancel()
+		return nil, err
 	}
 	req.Header.Set("User-Agent", "edgecdn-pop-health")
 	resp, err := s.tr.RoundTrip(req)
 	if err != nil {
-		return err
+		cancel()
+		return nil, err
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
 	if g.cfg.HealthPath != "-" && (resp.StatusCode < 200 || resp.StatusCode > 299) {
-		return fmt.Errorf("health check %s: status %d", req.URL, resp.StatusCode)
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("health check %s: status %d", req.URL, resp.StatusCode)
 	}
-	return nil
+	resp.Body = &trackedBody{rc: resp.Body, done: cancel}
+	return resp, nil
 }
 
 func (g *Group) markHealthy(s *server, ok bool) {

@@ -1,0 +1,134 @@
+package pop
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgecdn/cdn/cache"
+	"github.com/edgecdn/cdn/pop/upstream"
+)
+
+// CacheConfig configures the PoP's shared cache (package cache).
+type CacheConfig struct {
+	// Disabled turns caching off: every request goes to the origin.
+	Disabled bool `yaml:"disabled"`
+	// MaxBytes is the memory budget. If zero, 256 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxObjectBytes is the largest body stored. If zero, 8 MiB.
+	MaxObjectBytes int64 `yaml:"max_object_bytes"`
+	// TargetedFields replace Cache-Control for this cache when present
+	// (RFC 9213). If empty, CDN-Cache-Control then Surrogate-Control.
+	TargetedFields []string `yaml:"targeted_fields"`
+	// PurgeToken authorises purges on the admin listener (Authorization:
+	// Bearer TOKEN). If empty, purging is off.
+	PurgeToken string `yaml:"purge_token"`
+}
+
+// originTransport is what the cache fetches through: it adds the proxy
+// headers (Via, X-Forwarded-*, Early-Data) and sends the request over the
+// site's upstream group, turning pool errors into statuses.
+type originTransport struct {
+	name  string
+	group http.RoundTripper
+}
+
+func (t *originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	h := r.Header
+	ver := "1.1 "
+	switch r.ProtoMajor {
+	case 2:
+		ver = "2 "
+	case 3:
+		ver = "3 "
+	}
+	h["Via"] = append(h["Via"], ver+t.name)
+	// X-Forwarded-For is the client's address only: an edge must not let
+	// clients spoof it.
+	h["X-Forwarded-For"] = []string{clientIP(r.RemoteAddr)}
+	h["X-Forwarded-Host"] = []string{r.Host}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	h["X-Forwarded-Proto"] = []string{proto}
+	delete(h, "Forwarded")
+	if r.TLS != nil && !r.TLS.HandshakeComplete {
+		h["Early-Data"] = []string{"1"}
+	}
+	resp, err := t.group.RoundTrip(r)
+	if err != nil {
+		return nil, statusError(err)
+	}
+	v := "1.1 " + t.name
+	if resp.ProtoMajor == 2 {
+		v = "2 " + t.name
+	}
+	resp.Header["Via"] = append(resp.Header["Via"], v)
+	return resp, nil
+}
+
+// upstreamError carries the status a pool error maps to.
+type upstreamError struct {
+	code int
+	err  error
+}
+
+func (e *upstreamError) Error() string   { return e.err.Error() }
+func (e *upstreamError) Unwrap() error   { return e.err }
+func (e *upstreamError) StatusCode() int { return e.code }
+
+func statusError(err error) error {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, upstream.ErrOverloaded):
+		return &upstreamError{http.StatusServiceUnavailable, err}
+	case errors.Is(err, upstream.ErrTimeout):
+		return &upstreamError{http.StatusGatewayTimeout, err}
+	case isBodyTooLarge(err):
+		return &upstreamError{http.StatusRequestEntityTooLarge, err}
+	}
+	return &upstreamError{http.StatusBadGateway, err}
+}
+
+// isUpgrade reports a protocol upgrade (WebSocket): those bypass the cache
+// through the reverse proxy, which can tunnel them.
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+// cacheCollector exports the cache's counters.
+type cacheCollector struct{ c *cache.Cache }
+
+var (
+	descCacheEvents = prometheus.NewDesc("pop_cache_events_total", "Cache decisions by kind: hit, miss, stale (served stale), revalidated_304, revalidated_200, coalesced (waited for another's fetch), stored, rejected (admission).", []string{"event"}, nil)
+	descCacheBytes  = prometheus.NewDesc("pop_cache_bytes", "Bytes held by the cache.", nil, nil)
+	descCacheEvict  = prometheus.NewDesc("pop_cache_evictions_total", "Responses evicted from the cache.", nil, nil)
+	descCacheRatio  = prometheus.NewDesc("pop_cache_hit_ratio", "Hits (fresh or stale) over hits plus misses since start.", nil, nil)
+)
+
+func (cc cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descCacheEvents
+	ch <- descCacheBytes
+	ch <- descCacheEvict
+	ch <- descCacheRatio
+}
+
+func (cc cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	s := cc.c.Stats()
+	for name, v := range map[string]int64{"hit": s.Hits, "miss": s.Misses, "stale": s.Stale, "revalidated_304": s.Revalidated304,
+		"revalidated_200": s.Revalidated200, "coalesced": s.Coalesced, "stored": s.Stored, "rejected": s.Rejected} {
+		ch <- prometheus.MustNewConstMetric(descCacheEvents, prometheus.CounterValue, float64(v), name)
+	}
+	ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, float64(s.Bytes))
+	ch <- prometheus.MustNewConstMetric(descCacheEvict, prometheus.CounterValue, float64(s.Evictions))
+	ratio := 0.0
+	if total := s.Hits + s.Stale + s.Misses; total > 0 {
+		ratio = float64(s.Hits+s.Stale) / float64(total)
+	}
+	ch <- prometheus.MustNewConstMetric(descCacheRatio, prometheus.GaugeValue, ratio)
+}
