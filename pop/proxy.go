@@ -20,7 +20,7 @@ type site struct {
 	name      string
 	group     *upstream.Group
 	proxy     *httputil.ReverseProxy // uncached path: upgrades, or no cache
-	transport *originTransport      // the cache's path to the origin
+	transport *originTransport       // the cache's path to the origin
 }
 
 // newSite builds the reverse proxy of a site. httputil.ReverseProxy strips
