@@ -1,0 +1,60 @@
+package cache
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+)
+
+// BenchmarkHit measures the handler-level hit path: lookup, freshness and
+// writing a stored response, for 1 KiB and 100 KiB objects.
+func BenchmarkHit(b *testing.B) {
+	for _, size := range []int{1 << 10, 100 << 10} {
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			body := bytes.Repeat([]byte("x"), size)
+			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=3600")
+				w.Header().Set("ETag", `"b"`)
+				w.Header().Set("Content-Type", "application/octet-stream")
+				w.Write(body)
+			}))
+			defer origin.Close()
+			c, err := New(Config{Transport: originTransport{origin.URL}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			req := httptest.NewRequest("GET", "http://bench.lab/obj", nil)
+			c.ServeHTTP(httptest.NewRecorder(), req)
+			c.Wait()
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				w := &nullWriter{h: make(http.Header, 8)}
+				c.ServeHTTP(w, req)
+				if w.code != http.StatusOK {
+					b.Fatalf("status %d", w.code)
+				}
+			}
+			if c.Stats().Hits == 0 {
+				b.Fatal("no hits")
+			}
+		})
+	}
+}
+
+type nullWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *nullWriter) Header() http.Header { return w.h }
+func (w *nullWriter) WriteHeader(c int)   { w.code = c }
+func (w *nullWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = 200
+	}
+	return len(p), nil
+}

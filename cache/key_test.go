@@ -1,0 +1,118 @@
+package cache
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+func TestPrimaryKey(t *testing.T) {
+	tests := []struct {
+		name      string
+		cfg       Config
+		url, host string
+		want      string
+	}{
+		{"plain", Config{}, "/a/b?x=1", "WWW.cdn.lab", "http://www.cdn.lab/a/b?x=1"},
+		{"empty query kept", Config{}, "/a?", "h", "http://h/a?"},
+		{"sorted query", Config{SortQuery: true}, "/a?b=2&a=1", "h", "http://h/a?a=1&b=2"},
+		{"ignored query", Config{IgnoreQuery: true}, "/a?b=2", "h", "http://h/a"},
+		{"escaped path kept", Config{}, "/a%2Fb", "h", "http://h/a%2Fb"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Cache{cfg: tt.cfg}
+			r := httptest.NewRequest("GET", tt.url, nil)
+			r.Host = tt.host
+			if got := c.primaryKey(r); got != tt.want {
+				t.Errorf("primaryKey(%q) = %q, want %q", tt.url, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSecondaryKeyNormalisation(t *testing.T) {
+	key := func(kv ...string) string {
+		h := http.Header{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			h.Add(kv[i], kv[i+1])
+		}
+		return secondaryKey("k", []string{"Accept-Encoding", "Accept-Language"}, h)
+	}
+	same := [][2]string{
+		{key("Accept-Encoding", "gzip, br"), key("Accept-Encoding", "br,gzip")},
+		{key("Accept-Encoding", "GZIP"), key("Accept-Encoding", "gzip")},
+		{key("Accept-Encoding", "gzip", "Accept-Encoding", "br"), key("Accept-Encoding", "br, gzip")},
+		{key("Accept-Language", "en ; q=0.5"), key("Accept-Language", "EN;q=0.5")},
+	}
+	for i, p := range same {
+		if p[0] != p[1] {
+			t.Errorf("pair %d: %q != %q, want equal keys", i, p[0], p[1])
+		}
+	}
+	differ := [][2]string{
+		{key("Accept-Encoding", "gzip"), key()},
+		{key("Accept-Encoding", ""), key()},
+		{key("Accept-Language", "en, de"), key("Accept-Language", "de, en")}, // preference order matters
+	}
+	for i, p := range differ {
+		if p[0] == p[1] {
+			t.Errorf("pair %d: keys equal (%q), want different", i, p[0])
+		}
+	}
+}
+
+func FuzzCacheKey(f *testing.F) {
+	for _, s := range []string{"/a?b=1&a=2", "/%2e%2e/x", "/?", "//x", "/a#frag"} {
+		f.Add(s, "www.cdn.lab")
+	}
+	f.Fuzz(func(t *testing.T, target, host string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		r := &http.Request{Method: "GET", URL: u, Host: host}
+		for _, cfg := range []Config{{}, {SortQuery: true}, {IgnoreQuery: true}} {
+			c := &Cache{cfg: cfg}
+			k := c.primaryKey(r)
+			if !strings.HasPrefix(k, "http://"+strings.ToLower(host)) {
+				t.Fatalf("primaryKey(%q, %q) = %q, want it to start with the host", target, host, k)
+			}
+			if k2 := c.primaryKey(r); k2 != k {
+				t.Fatalf("primaryKey not deterministic: %q vs %q", k, k2)
+			}
+			if cfg.IgnoreQuery && strings.Contains(k[len("http://"+host):], "?") && u.RawQuery != "" {
+				t.Fatalf("IgnoreQuery key %q keeps a query", k)
+			}
+		}
+	})
+}
+
+func FuzzVary(f *testing.F) {
+	f.Add("Accept-Encoding, accept-encoding", "gzip, br")
+	f.Add("*", "x")
+	f.Add(" , ,Accept", "text/html;q=0.9 , */*")
+	f.Fuzz(func(t *testing.T, vary, value string) {
+		h := http.Header{"Vary": {vary}}
+		names, star := varyNames(h)
+		if star && names != nil {
+			t.Fatalf("varyNames(%q): star with names %v", vary, names)
+		}
+		seen := map[string]bool{}
+		for _, n := range names {
+			if n == "" || seen[n] || n != http.CanonicalHeaderKey(n) {
+				t.Fatalf("varyNames(%q) = %v: empty, duplicate or non-canonical name", vary, names)
+			}
+			seen[n] = true
+		}
+		req := http.Header{}
+		for _, n := range names {
+			req.Set(n, value)
+		}
+		if secondaryKey("p", names, req) != secondaryKey("p", names, req.Clone()) {
+			t.Fatalf("secondaryKey not deterministic")
+		}
+	})
+}
