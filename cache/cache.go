@@ -51,8 +51,10 @@ type Cache struct {
 	st    *store
 	stats Stats
 
-	mu      sync.Mutex // guards flights
+	mu      sync.Mutex // guards flights, saving
 	flights map[string]*flight
+	saving  int        // fetches that may still store a response
+	idle    *sync.Cond // signalled when saving drops to zero
 
 	ctx    context.Context // ends background revalidations
 	cancel context.CancelFunc
@@ -96,6 +98,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
 	c := &Cache{cfg: cfg, st: st, flights: map[string]*flight{}}
+	c.idle = sync.NewCond(&c.mu)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -108,9 +111,32 @@ func (c *Cache) Close() error {
 	return nil
 }
 
-// Wait blocks until stores in flight are applied (ristretto sets are
-// asynchronous); for tests.
-func (c *Cache) Wait() { c.st.rc.Wait() }
+// Wait blocks until fetches in progress have stored their responses and
+// the store has applied them (ristretto sets are asynchronous); for tests.
+func (c *Cache) Wait() {
+	c.mu.Lock()
+	for c.saving > 0 {
+		c.idle.Wait()
+	}
+	c.mu.Unlock()
+	c.st.rc.Wait()
+}
+
+// beginSave and endSave bracket work that may store a response, for Wait.
+func (c *Cache) beginSave() {
+	c.mu.Lock()
+	c.saving++
+	c.mu.Unlock()
+}
+
+func (c *Cache) endSave() {
+	c.mu.Lock()
+	c.saving--
+	if c.saving == 0 {
+		c.idle.Broadcast()
+	}
+	c.mu.Unlock()
+}
 
 // ServeHTTP answers r from the cache or through the transport.
 func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {

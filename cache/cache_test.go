@@ -387,3 +387,76 @@ func TestPurge(t *testing.T) {
 		t.Errorf("PurgeTag(all) = %d, want 2", n)
 	}
 }
+
+func TestStreamsWhileStoring(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // never leave the origin blocked
+	rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Write([]byte("first-"))
+		w.(http.Flusher).Flush()
+		<-release
+		w.Write([]byte("second"))
+	})
+	type got struct {
+		first string
+		rest  string
+	}
+	results := make(chan got, 2)
+	firsts := make(chan struct{}, 2)
+	for range 2 {
+		go func() {
+			resp, err := http.Get(rg.front.URL + "/stream")
+			if err != nil {
+				t.Error(err)
+				results <- got{}
+				return
+			}
+			defer resp.Body.Close()
+			buf := make([]byte, 6)
+			io.ReadFull(resp.Body, buf)
+			firsts <- struct{}{}
+			rest, _ := io.ReadAll(resp.Body)
+			results <- got{string(buf), string(rest)}
+		}()
+	}
+	// Both clients, the leader and the coalesced waiter, see the first
+	// bytes while the origin is still holding the rest.
+	for range 2 {
+		select {
+		case <-firsts:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a client did not get the first bytes before the origin finished")
+		}
+	}
+	once.Do(func() { close(release) })
+	for range 2 {
+		if g := <-results; g.first != "first-" || g.rest != "second" {
+			t.Errorf("client got %q + %q, want first- + second", g.first, g.rest)
+		}
+	}
+	rg.cache.Wait()
+	if _, body := rg.get("/stream"); body != "first-second" || rg.hits.Load() != 1 {
+		t.Errorf("after streaming: %q with %d origin hits, want a stored hit", body, rg.hits.Load())
+	}
+}
+
+func TestTooLargeStreamsThroughUnstored(t *testing.T) {
+	rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		for range 10 {
+			w.Write([]byte(strings.Repeat("z", 1000)))
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+		}
+	})
+	rg.cache.cfg.MaxObjectBytes = 4000
+	for range 2 {
+		if _, body := rg.get("/big"); len(body) != 10000 {
+			t.Fatalf("body %d bytes, want 10000", len(body))
+		}
+	}
+	if h := rg.hits.Load(); h != 2 {
+		t.Errorf("origin hits = %d, want 2 (too large to store)", h)
+	}
+}

@@ -3,10 +3,12 @@ package cache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -19,7 +21,76 @@ type flight struct {
 	done    chan struct{}
 	e       *entry
 	waiters atomic.Int64
+
+	// started closes when the leader begins streaming a storable 200;
+	// stream is set before. Waiters then stream the same bytes as they
+	// arrive instead of waiting for the whole body.
+	started chan struct{}
+	stream  *stream
 }
+
+// stream is a response being fetched, stored and sent at once.
+type stream struct {
+	e    *entry // headers and policy; body not yet set
+	body *sharedBody
+}
+
+// sharedBody is a body that grows as the leader reads it; readers block
+// until there is more or it ends.
+type sharedBody struct {
+	mu   sync.Mutex // guards buf, done, err
+	cond *sync.Cond
+	buf  []byte
+	done bool
+	err  error
+}
+
+func newSharedBody() *sharedBody {
+	b := &sharedBody{}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+func (b *sharedBody) append(p []byte) {
+	b.mu.Lock()
+	b.buf = append(b.buf, p...)
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+func (b *sharedBody) finish(err error) {
+	b.mu.Lock()
+	b.done, b.err = true, err
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// next returns the bytes after off, blocking until there are some or the
+// body ended (then err is io.EOF or why it failed).
+func (b *sharedBody) next(off int) ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.buf) <= off && !b.done {
+		b.cond.Wait()
+	}
+	if len(b.buf) > off {
+		return b.buf[off:], nil
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	return nil, io.EOF
+}
+
+// plainGET is a request that wants the whole body with no conditions:
+// only those are answered while the body streams in.
+func plainGET(r *http.Request) bool {
+	h := r.Header
+	return r.Method == http.MethodGet && h.Get("Range") == "" && h.Get("If-None-Match") == "" &&
+		h.Get("If-Modified-Since") == "" && h.Get("If-Match") == "" && h.Get("If-Unmodified-Since") == ""
+}
+
+var errTooLarge = errors.New("response grew beyond the cache's max object size while streaming")
 
 // fetch answers a miss. Requests for the same key share one upstream
 // request (the first caller leads); the fetch runs on a context detached
@@ -35,6 +106,12 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		f.waiters.Add(1)
 		c.stats.coalesced.Add(1)
 		select {
+		case <-f.started:
+			if st := f.stream; plainGET(r) && st.e.key == entryKey(pkey, st.e.header, r) {
+				c.serveStream(w, st, "fwd=miss; detail=coalesced")
+				return
+			}
+			<-f.done
 		case <-f.done:
 		case <-r.Context().Done():
 			return
@@ -49,7 +126,7 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		c.fetchAlone(w, r, pkey, reqCC, false, nil)
 		return
 	}
-	f := &flight{done: make(chan struct{})}
+	f := &flight{done: make(chan struct{}), started: make(chan struct{})}
 	c.flights[pkey] = f
 	c.mu.Unlock()
 	defer func() {
@@ -64,6 +141,8 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 // fetchAlone fetches r upstream, stores the response when allowed and
 // serves it. It returns the stored entry, if any.
 func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, reqCC Directives, private bool, f *flight) *entry {
+	c.beginSave()
+	defer c.endSave()
 	ctx := context.WithoutCancel(r.Context())
 	reqTime := c.cfg.Now()
 	resp, err := c.roundTrip(ctx, r, nil)
@@ -77,6 +156,13 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	if e == nil {
 		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail="+reason)
 		return nil
+	}
+	if resp.ContentLength > c.cfg.MaxObjectBytes {
+		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
+		return nil
+	}
+	if e.status == http.StatusOK && plainGET(r) {
+		return c.streamAndStore(w, r, resp, e, f)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
 	if err != nil {
@@ -221,6 +307,8 @@ func (c *Cache) keepAfterStale(e *entry) time.Duration {
 // and serves the result: the updated entry on 304, the new response on
 // 200, or the stale entry within stale-if-error when the origin fails.
 func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, reqCC Directives) {
+	c.beginSave()
+	defer c.endSave()
 	newE, resp, err := c.validate(context.WithoutCancel(r.Context()), r, e)
 	if newE != nil {
 		if resp != nil {
@@ -375,4 +463,95 @@ func entryKey(pkey string, h http.Header, r *http.Request) string {
 		return secondaryKey(pkey, names, r.Header)
 	}
 	return pkey
+}
+
+// streamAndStore sends a storable 200 to the client as it arrives, shares
+// it with coalesced waiters, and stores it when complete. A body that grows
+// beyond MaxObjectBytes (no Content-Length) is not stored; the leader's
+// client still gets all of it, waiters are cut off.
+func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, f *flight) *entry {
+	st := &stream{e: e, body: newSharedBody()}
+	if resp.ContentLength >= 0 {
+		e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	if f != nil {
+		f.stream = st
+		close(f.started)
+	}
+	h := w.Header()
+	for k, v := range e.header {
+		h[k] = v
+	}
+	h["Age"] = []string{formatAge(currentAge(e.header, e.pol, c.cfg.Now()))}
+	appendCacheStatus(h, c.cfg.Name+"; fwd=uri-miss; stored")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	clientOK := true
+	buf := make([]byte, 32<<10)
+	size := int64(0)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			size += int64(n)
+			if size <= c.cfg.MaxObjectBytes {
+				st.body.append(buf[:n])
+			} else if size-int64(n) <= c.cfg.MaxObjectBytes {
+				st.body.finish(errTooLarge)
+			}
+			if clientOK {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					clientOK = false // keep reading: the store and the waiters want it
+				} else {
+					rc.Flush() // the client gets each chunk as it arrives
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			st.body.finish(err)
+			if clientOK {
+				panic(http.ErrAbortHandler) // cut the response: it is incomplete
+			}
+			return nil
+		}
+	}
+	if size > c.cfg.MaxObjectBytes {
+		return nil
+	}
+	st.body.finish(nil)
+	e.body = st.body.buf
+	c.save(e, r)
+	return e
+}
+
+// serveStream sends a response that another request is fetching, as its
+// bytes arrive.
+func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) {
+	h := w.Header()
+	for k, v := range st.e.header {
+		h[k] = v
+	}
+	h["Age"] = []string{formatAge(currentAge(st.e.header, st.e.pol, c.cfg.Now()))}
+	appendCacheStatus(h, c.cfg.Name+"; "+status)
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	off := 0
+	for {
+		p, err := st.body.next(off)
+		if len(p) > 0 {
+			if _, werr := w.Write(p); werr != nil {
+				return
+			}
+			rc.Flush()
+			off += len(p)
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			panic(http.ErrAbortHandler) // the shared fetch failed midway
+		}
+	}
 }
