@@ -66,6 +66,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		allowTLS12 = fs.Bool("allow-tls12", false, "also accept TLS 1.2 on TCP (default TLS 1.3 only)")
 		noH3       = fs.Bool("no-h3", false, "disable HTTP/3 (QUIC) and Alt-Svc")
 		rateLimit  = fs.Float64("rate-limit", 0, "requests per second per client IP; 0: off")
+		cacheBytes = fs.Int64("cache-bytes", 256<<20, "cache memory budget in `bytes`")
+		noCache    = fs.Bool("no-cache", false, "disable the cache: every request goes to the origin")
+		purgeToken = fs.String("purge-token", "", "bearer `token` for POST /purge on the admin listener; empty: purge off")
 		drainDelay = fs.Duration("drain-delay", 0, "on SIGTERM, report not ready for this `long` before draining")
 		drainTime  = fs.Duration("drain-timeout", 25*time.Second, "on SIGTERM, let in-flight requests finish for at most this `long`")
 		verbose    = fs.Bool("v", false, "log debug events")
@@ -104,6 +107,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	override("no-h3", func() { cfg.DisableHTTP3 = *noH3 })
 	override("rate-limit", func() { cfg.Limits.RateLimit = *rateLimit })
 	override("drain-delay", func() { cfg.DrainDelay = *drainDelay })
+	override("cache-bytes", func() { cfg.Cache.MaxBytes = *cacheBytes })
+	override("no-cache", func() { cfg.Cache.Disabled = *noCache })
+	override("purge-token", func() { cfg.Cache.PurgeToken = *purgeToken })
 	override("drain-timeout", func() { cfg.DrainTimeout = *drainTime })
 	if set["ticket-key"] {
 		cfg.TLS.TicketKeyFile = *ticketKey
