@@ -36,7 +36,7 @@ func (rt *router) lookup(host string) *site {
 	if s := rt.exact[h]; s != nil {
 		return s
 	}
-	if _, suffix, ok := strings.Cut(h, "."); ok {
+	if first, suffix, ok := strings.Cut(h, "."); ok && first != "" && !strings.ContainsAny(first, ":[]") {
 		return rt.wildcard[suffix]
 	}
 	return nil
