@@ -84,6 +84,7 @@ func TestCacheServesStaleWhenOriginStops(t *testing.T) {
 	if resp, body := get(t, c, base+"/cached"); resp.StatusCode != 200 || body == nil {
 		t.Fatalf("prime: %d", resp.StatusCode)
 	}
+	p.WaitCache()
 	srv.Close() // the origin is gone
 	waitFor(t, "the cached object to go stale", func() bool {
 		resp, _ := get(t, c, base+"/cached")
@@ -117,6 +118,7 @@ func TestCachePurgeEndpoint(t *testing.T) {
 	c := clients(t, ca)["h2"]
 	base := "https://localhost:" + port(p.Addr())
 	get(t, c, base+"/item")
+	p.WaitCache()
 	get(t, c, base+"/item")
 	if n := len(ro.requests()); n != 1 {
 		t.Fatalf("origin requests = %d, want 1 (second was a hit)", n)

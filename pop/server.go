@@ -258,6 +258,15 @@ func (s *Server) Leaf() *tls.Certificate {
 	return &tls.Certificate{Certificate: [][]byte{s.tls.leaf.Raw}, Leaf: s.tls.leaf}
 }
 
+// WaitCache blocks until responses being fetched are stored and the
+// cache has applied its pending stores (they are asynchronous); for tests
+// and tools that must see a just-fetched object as a hit.
+func (s *Server) WaitCache() {
+	if s.cache != nil {
+		s.cache.Wait()
+	}
+}
+
 // LabCA returns the lab CA the certificate came from, or nil.
 func (s *Server) LabCA() *certs.LabCA { return s.tls.labCA }
 
