@@ -70,7 +70,8 @@ type Config struct {
 	// KeepAlive is the idle time after which an HTTP/2 connection is PINGed,
 	// and the period at which HTTP/1.1 connections are re-warmed. If zero, 15s.
 	KeepAlive time.Duration
-	// HealthPath is requested by active health checks; 2xx is healthy. If
+	// HealthPath is requested by active health checks; any status below 500
+	// is healthy (an origin without that path is still up). If
 	// empty, "/healthz"; "-" disables active checks (servers are then healthy
 	// unless their breaker is open).
 	HealthPath string

@@ -67,7 +67,9 @@ func (g *Group) check(ctx context.Context, s *server, timeout time.Duration) (*h
 		cancel()
 		return nil, err
 	}
-	if g.cfg.HealthPath != "-" && (resp.StatusCode < 200 || resp.StatusCode > 299) {
+	// Any answer below 500 means the server is up and serving: an origin
+	// without a health path (404) is as alive as one with it.
+	if g.cfg.HealthPath != "-" && resp.StatusCode >= 500 {
 		resp.Body.Close()
 		cancel()
 		return nil, fmt.Errorf("health check %s: status %d", req.URL, resp.StatusCode)
