@@ -93,6 +93,17 @@ func (a *ACME) NextProtos(protos []string) []string {
 
 // HTTPHandler answers HTTP-01 challenges and passes every other request to
 // fallback. If fallback is nil, other requests are redirected to https.
+//
+// The port is stripped from the Host header first: autocert checks the host
+// policy against the whole Host, so a listener reached on a port other than
+// 80 (behind NAT, in a lab) would otherwise refuse every challenge.
 func (a *ACME) HTTPHandler(fallback http.Handler) http.Handler {
-	return a.m.HTTPHandler(fallback)
+	h := a.m.HTTPHandler(fallback)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r = r.Clone(r.Context())
+			r.Host = host
+		}
+		h.ServeHTTP(w, r)
+	})
 }
