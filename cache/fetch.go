@@ -473,6 +473,7 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 	st := &stream{e: e, body: newSharedBody()}
 	if resp.ContentLength >= 0 {
 		e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		st.body.buf = make([]byte, 0, resp.ContentLength) // no garbage from growing
 	}
 	if f != nil {
 		f.stream = st

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -149,6 +150,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	if os.Getenv("GOMEMLIMIT") == "" && !cfg.Cache.Disabled {
+		// A soft memory limit a little above the cache budget: without it
+		// Go's GC lets the heap grow to twice the live data, and the cache
+		// is most of the live data.
+		budget := cfg.Cache.MaxBytes
+		if budget == 0 {
+			budget = 256 << 20
+		}
+		debug.SetMemoryLimit(budget*5/4 + 64<<20)
+	}
 	srv, err := pop.New(cfg)
 	if err != nil {
 		return err
