@@ -294,3 +294,15 @@ func WriteKeyPair(cert tls.Certificate, certFile, keyFile string) error {
 	}
 	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
 }
+
+// DefaultDir is where the programs keep certificate state when not told:
+// DIR/edgecdn/sub under the user cache directory (~/.cache), or the temp
+// directory when there is none. sub is "ca" for the lab CA, "acme" for the
+// ACME cache.
+func DefaultDir(sub string) string {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	return filepath.Join(base, "edgecdn", sub)
+}

@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -131,11 +130,7 @@ func loadCert(certFile, keyFile, caDir, listen string) (tls.Certificate, error) 
 		return c, nil
 	}
 	if caDir == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			base = os.TempDir()
-		}
-		caDir = filepath.Join(base, "edgecdn", "ca")
+		caDir = certs.DefaultDir("ca")
 	}
 	ca, err := certs.OpenLabCA(caDir)
 	if err != nil {

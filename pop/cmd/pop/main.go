@@ -20,7 +20,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -124,12 +123,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *acmeHosts != "" {
 		dir := *acmeDir
 		if dir == "" {
-			dir = defaultDir("acme")
+			dir = certs.DefaultDir("acme")
 		}
 		cfg.TLS.ACME = &pop.ACMEConfig{Hosts: splitList(*acmeHosts), Dir: dir, DirectoryURL: *acmeURL}
 	}
 	if cfg.TLS.CertFile == "" && cfg.TLS.ACME == nil && cfg.TLS.CADir == "" {
-		cfg.TLS.CADir = defaultDir("ca")
+		cfg.TLS.CADir = certs.DefaultDir("ca")
 	}
 	if *origin != "" {
 		if len(cfg.Sites) > 0 {
@@ -212,14 +211,6 @@ func readyLine(srv *pop.Server, cfg pop.Config) string {
 		fmt.Fprintf(&b, " spki=%s", certs.SPKIPin(leaf.Leaf))
 	}
 	return b.String()
-}
-
-func defaultDir(sub string) string {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		base = os.TempDir()
-	}
-	return filepath.Join(base, "edgecdn", sub)
 }
 
 func splitList(s string) []string {
