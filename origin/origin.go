@@ -14,7 +14,7 @@
 //
 // and answers GET /healthz (200 ok) and GET /_origin/stats (JSON request
 // counts by path and TLS handshakes, so tests in other processes can count
-// origin hits). Every request is logged when it ends.
+// origin hits). Every other request is logged when it ends.
 package origin
 
 import (
@@ -177,13 +177,15 @@ func (s *Server) Requests(path string) int64 {
 
 // ServeHTTP counts, logs and dispatches a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/healthz" && r.URL.Path != "/_origin/stats" {
+	internal := r.URL.Path == "/healthz" || r.URL.Path == "/_origin/stats"
+	if !internal {
 		s.requests.Add(1)
 		s.mu.Lock()
 		s.byPath[r.URL.Path]++
 		s.mu.Unlock()
 	}
-	if !s.cfg.LogRequests {
+	// Health checks come every few seconds from every PoP: not logged.
+	if !s.cfg.LogRequests || internal {
 		s.mux.ServeHTTP(w, r)
 		return
 	}
