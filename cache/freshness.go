@@ -51,11 +51,22 @@ type policy struct {
 // then Cache-Control and Expires are ignored), otherwise Cache-Control.
 func effectiveDirectives(h http.Header, targeted []string) (Directives, bool) {
 	for _, name := range targeted {
-		if lines := h.Values(name); len(lines) > 0 {
-			d := ParseCacheControl(lines)
-			if d.anySet() {
+		lines := h.Values(name)
+		if len(lines) == 0 {
+			continue
+		}
+		if strings.EqualFold(name, "Surrogate-Control") {
+			// The older field: Cache-Control syntax, not a Structured Field.
+			if d := ParseCacheControl(lines); d.anySet() {
 				return d, true
 			}
+			continue
+		}
+		// RFC 9213: the first targeted field with a valid, non-empty
+		// Structured Field value governs, and Cache-Control and Expires
+		// are ignored.
+		if d, ok := parseTargeted(lines); ok {
+			return d, true
 		}
 	}
 	return ParseCacheControl(h.Values("Cache-Control")), false

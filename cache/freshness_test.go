@@ -78,7 +78,14 @@ func TestFreshnessLifetime(t *testing.T) {
 		{"CDN-Cache-Control wins", 200, hdr("Cache-Control", "max-age=10", "CDN-Cache-Control", "max-age=600"), 600 * time.Second, false},
 		{"targeted ignores Expires", 200, hdr("CDN-Cache-Control", "public", "Date", date, "Expires", now.Add(time.Hour).Format(http.TimeFormat)), 0, false},
 		{"Surrogate-Control second", 200, hdr("Cache-Control", "max-age=10", "Surrogate-Control", "max-age=30"), 30 * time.Second, false},
-		{"empty targeted field ignored", 200, hdr("Cache-Control", "max-age=10", "CDN-Cache-Control", "foo"), 10 * time.Second, false},
+		{"valid targeted field without freshness governs", 200, hdr("Cache-Control", "max-age=10", "CDN-Cache-Control", "foo"), 0, false},
+		{"invalid structured field ignored", 200, hdr("Cache-Control", "max-age=10", "CDN-Cache-Control", "max-age=100, &&&&&"), 10 * time.Second, false},
+		{"space before equals is invalid", 200, hdr("Cache-Control", "max-age=10", "CDN-Cache-Control", "max-age =100"), 10 * time.Second, false},
+		{"space after equals is invalid", 200, hdr("Cache-Control", "max-age=10", "CDN-Cache-Control", "max-age= 100"), 10 * time.Second, false},
+		{"string max-age is the wrong type", 200, hdr("Cache-Control", "max-age=10", "CDN-Cache-Control", `max-age="100"`), 0, false},
+		{"huge targeted max-age", 200, hdr("CDN-Cache-Control", "max-age=99999999999"), maxDelta * time.Second, false},
+		{"targeted with extension and params", 200, hdr("CDN-Cache-Control", "foobar;x=1, max-age=3600"), time.Hour, false},
+		{"empty targeted field ignored", 200, hdr("Cache-Control", "max-age=10", "CDN-Cache-Control", ""), 10 * time.Second, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,6 +158,23 @@ func FuzzAgeAndDates(f *testing.F) {
 		}
 		if l, _ := freshnessLifetime(200, h, p, 0.1, 24*time.Hour); l < 0 {
 			t.Fatalf("freshnessLifetime with %q = %v, want >= 0", s, l)
+		}
+	})
+}
+
+func FuzzTargeted(f *testing.F) {
+	for _, s := range []string{"max-age=60", "private", `a="x", b=?1, c=(1 2);p=3`, "max-age=1.5", ":aGk=:", "&&", "x=-5"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, ok := parseTargeted([]string{s})
+		if !ok {
+			return
+		}
+		for _, v := range []int64{d.MaxAge, d.SMaxAge, d.StaleWhileRevalidate, d.StaleIfError} {
+			if v < -1 || v > maxDelta {
+				t.Fatalf("parseTargeted(%q): value %d outside [-1, 2^31]", s, v)
+			}
 		}
 	})
 }
