@@ -36,12 +36,39 @@ type Config struct {
 	HeuristicMax time.Duration
 	// Name is this cache's name in Cache-Status. If empty, "edgecdn".
 	Name string
-	// SortQuery sorts query parameters in the key; IgnoreQuery drops them.
-	SortQuery, IgnoreQuery bool
+	// Query says how the query string enters the cache key. If zero,
+	// QueryKeep.
+	Query Query
+	// QueryFor picks Query per request (per site, in the PoP). If nil,
+	// Query applies to every request.
+	QueryFor func(*http.Request) Query
 	// Logger receives background errors. If nil, slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. If nil, time.Now.
 	Now func() time.Time
+}
+
+// Query is how a request's query string enters the cache key.
+type Query int
+
+// Query modes.
+const (
+	QueryKeep   Query = iota // as sent
+	QuerySort                // parameters sorted, so ?a=1&b=2 and ?b=2&a=1 share an entry
+	QueryIgnore              // dropped: every query of a path shares one entry
+)
+
+// ParseQuery parses "keep", "sort" or "ignore" (empty is keep).
+func ParseQuery(s string) (Query, error) {
+	switch s {
+	case "", "keep":
+		return QueryKeep, nil
+	case "sort":
+		return QuerySort, nil
+	case "ignore":
+		return QueryIgnore, nil
+	}
+	return QueryKeep, fmt.Errorf("query %q: want keep, sort or ignore", s)
 }
 
 // Cache is an RFC 9111 shared cache in front of Config.Transport. It is an
@@ -159,10 +186,14 @@ func (c *Cache) primaryKey(r *http.Request) string {
 		host = strings.ToLower(r.URL.Host)
 	}
 	q := r.URL.RawQuery
+	mode := c.cfg.Query
+	if c.cfg.QueryFor != nil {
+		mode = c.cfg.QueryFor(r)
+	}
 	switch {
-	case c.cfg.IgnoreQuery:
+	case mode == QueryIgnore:
 		q = ""
-	case c.cfg.SortQuery && q != "":
+	case mode == QuerySort && q != "":
 		parts := strings.Split(q, "&")
 		sort.Strings(parts)
 		q = strings.Join(parts, "&")
@@ -171,7 +202,7 @@ func (c *Cache) primaryKey(r *http.Request) string {
 	if path == "" {
 		path = "/"
 	}
-	if q != "" || r.URL.ForceQuery {
+	if q != "" || (r.URL.ForceQuery && mode != QueryIgnore) {
 		return scheme + "://" + host + path + "?" + q
 	}
 	return scheme + "://" + host + path

@@ -17,8 +17,8 @@ func TestPrimaryKey(t *testing.T) {
 	}{
 		{"plain", Config{}, "/a/b?x=1", "WWW.cdn.lab", "http://www.cdn.lab/a/b?x=1"},
 		{"empty query kept", Config{}, "/a?", "h", "http://h/a?"},
-		{"sorted query", Config{SortQuery: true}, "/a?b=2&a=1", "h", "http://h/a?a=1&b=2"},
-		{"ignored query", Config{IgnoreQuery: true}, "/a?b=2", "h", "http://h/a"},
+		{"sorted query", Config{Query: QuerySort}, "/a?b=2&a=1", "h", "http://h/a?a=1&b=2"},
+		{"ignored query", Config{Query: QueryIgnore}, "/a?b=2", "h", "http://h/a"},
 		{"escaped path kept", Config{}, "/a%2Fb", "h", "http://h/a%2Fb"},
 	}
 	for _, tt := range tests {
@@ -74,7 +74,7 @@ func FuzzCacheKey(f *testing.F) {
 			return
 		}
 		r := &http.Request{Method: "GET", URL: u, Host: host}
-		for _, cfg := range []Config{{}, {SortQuery: true}, {IgnoreQuery: true}} {
+		for _, cfg := range []Config{{}, {Query: QuerySort}, {Query: QueryIgnore}} {
 			c := &Cache{cfg: cfg}
 			k := c.primaryKey(r)
 			if !strings.HasPrefix(k, "http://"+strings.ToLower(host)) {
@@ -83,7 +83,7 @@ func FuzzCacheKey(f *testing.F) {
 			if k2 := c.primaryKey(r); k2 != k {
 				t.Fatalf("primaryKey not deterministic: %q vs %q", k, k2)
 			}
-			if cfg.IgnoreQuery && strings.Contains(k[len("http://"+host):], "?") && u.RawQuery != "" {
+			if cfg.Query == QueryIgnore && strings.Contains(k[len("http://"+host):], "?") && u.RawQuery != "" {
 				t.Fatalf("IgnoreQuery key %q keeps a query", k)
 			}
 		}

@@ -155,3 +155,131 @@ func TestCachePurgeEndpoint(t *testing.T) {
 		t.Errorf("after purge: origin requests = %d, want 2", n)
 	}
 }
+
+func TestCacheBehaviourThroughPoP(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	var version atomic.Int64
+	version.Store(1)
+	var revalidations atomic.Int64
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/swr":
+			w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=60")
+			fmt.Fprintf(w, "v%d", version.Load())
+		case "/etag":
+			w.Header().Set("Cache-Control", "max-age=1")
+			w.Header().Set("ETag", `"e"`)
+			w.Header().Set("X-Version", fmt.Sprint(version.Load()))
+			if r.Header.Get("If-None-Match") == `"e"` {
+				revalidations.Add(1)
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Write([]byte("0123456789"))
+		case "/account":
+			w.Header().Set("Cache-Control", "max-age=600")
+			fmt.Fprintf(w, "account of %q", r.Header.Get("Authorization"))
+		default:
+			w.Header().Set("Cache-Control", "max-age=600")
+			fmt.Fprintf(w, "query %s", r.URL.RawQuery)
+		}
+	})
+	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
+		c.Sites = append(c.Sites,
+			pop.Site{Hosts: []string{"sorted.lab"}, Upstream: "origin", CacheQuery: "sort"},
+			pop.Site{Hosts: []string{"noquery.lab"}, Upstream: "origin", CacheQuery: "ignore"})
+	})
+	c := clients(t, ca)["h2"]
+	base := "https://localhost:" + port(p.Addr())
+	originHits := func(path string) int {
+		n := 0
+		for _, r := range ro.requests() {
+			if r.URL.Path == path {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("stale-while-revalidate serves stale at once and refreshes once", func(t *testing.T) {
+		get(t, c, base+"/swr")
+		p.WaitCache()
+		version.Store(2)
+		waitFor(t, "the object to go stale", func() bool {
+			resp, _ := get(t, c, base+"/swr")
+			return strings.Contains(resp.Header.Get("Cache-Status"), "stale-while-revalidate")
+		})
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				resp, body := get(t, c, base+"/swr")
+				if resp.StatusCode != 200 || (string(body) != "v1" && string(body) != "v2") {
+					t.Errorf("during refresh: %d %q", resp.StatusCode, body)
+				}
+			})
+		}
+		wg.Wait()
+		waitFor(t, "the refreshed object", func() bool { _, b := get(t, c, base+"/swr"); return string(b) == "v2" })
+		if n := originHits("/swr"); n != 2 {
+			t.Errorf("origin requests for /swr = %d, want 2 (the fill and exactly one refresh)", n)
+		}
+	})
+	t.Run("304 revalidation updates stored headers", func(t *testing.T) {
+		get(t, c, base+"/etag")
+		p.WaitCache()
+		version.Store(7)
+		waitFor(t, "a revalidation", func() bool { get(t, c, base+"/etag"); return revalidations.Load() > 0 })
+		p.WaitCache()
+		resp, body := get(t, c, base+"/etag")
+		if string(body) != "0123456789" || resp.Header.Get("X-Version") != "7" {
+			t.Errorf("after 304: %q X-Version %q, want the stored body with X-Version 7", body, resp.Header.Get("X-Version"))
+		}
+	})
+	t.Run("HEAD and ranges from the stored GET", func(t *testing.T) {
+		get(t, c, base+"/stored?x=1")
+		p.WaitCache()
+		before := originHits("/stored")
+		req, _ := http.NewRequest("HEAD", base+"/stored?x=1", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != "9" {
+			t.Errorf("HEAD = %d, Content-Length %q", resp.StatusCode, resp.Header.Get("Content-Length"))
+		}
+		resp, body := get(t, c, base+"/stored?x=1", "Range", "bytes=0-1,6-8")
+		if resp.StatusCode != 206 || !strings.Contains(string(body), "qu") || !strings.Contains(string(body), "x=1") {
+			t.Errorf("multi-range = %d %q", resp.StatusCode, body)
+		}
+		if n := originHits("/stored") - before; n != 0 {
+			t.Errorf("HEAD and range went to the origin %d times, want 0", n)
+		}
+	})
+	t.Run("Authorization never gets another user's response", func(t *testing.T) {
+		_, alice := get(t, c, base+"/account", "Authorization", "Bearer alice")
+		p.WaitCache()
+		_, bob := get(t, c, base+"/account", "Authorization", "Bearer bob")
+		_, anon := get(t, c, base+"/account")
+		if string(alice) != `account of "Bearer alice"` || string(bob) != `account of "Bearer bob"` || strings.Contains(string(anon), "alice") {
+			t.Errorf("alice %q, bob %q, anonymous %q: a response crossed users", alice, bob, anon)
+		}
+	})
+	t.Run("per-site query keys", func(t *testing.T) {
+		host := "https://127.0.0.1:" + port(p.Addr())
+		get(t, c, host+"/q?a=1&b=2", "Host", "sorted.lab")
+		p.WaitCache()
+		if _, body := get(t, c, host+"/q?b=2&a=1", "Host", "sorted.lab"); string(body) != "query a=1&b=2" {
+			t.Errorf("sorted site: %q, want the stored a=1&b=2", body)
+		}
+		get(t, c, host+"/q?one", "Host", "noquery.lab")
+		p.WaitCache()
+		if _, body := get(t, c, host+"/q?two", "Host", "noquery.lab"); string(body) != "query one" {
+			t.Errorf("query-ignoring site: %q, want the stored 'query one'", body)
+		}
+		if _, body := get(t, c, base+"/q?two"); string(body) != "query two" {
+			t.Errorf("default site: %q, want its own response", body)
+		}
+	})
+}

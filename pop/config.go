@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/edgecdn/cdn/cache"
 )
 
 // Config is the whole configuration of a PoP. The YAML form uses the yaml
@@ -95,6 +97,9 @@ type Site struct {
 	Hosts []string `yaml:"hosts"`
 	// Upstream names an entry of Config.Upstreams. Required.
 	Upstream string `yaml:"upstream"`
+	// CacheQuery is how the query string enters this site's cache key:
+	// keep (if empty), sort (parameter order does not matter) or ignore.
+	CacheQuery string `yaml:"cache_query"`
 }
 
 // UpstreamConfig is an origin group. Zero durations and counts take the
@@ -240,6 +245,9 @@ func (c *Config) Validate() error {
 				add("sites[%d].hosts[%d]: %q already belongs to %s", i, j, h, prev)
 			}
 			seen[n] = fmt.Sprintf("sites[%d]", i)
+		}
+		if _, err := cache.ParseQuery(s.CacheQuery); err != nil {
+			add("sites[%d].cache_query: %v", i, err)
 		}
 		if s.Upstream == "" {
 			add("sites[%d].upstream: empty, want one of %s", i, upstreamNames(c.Upstreams))

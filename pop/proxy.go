@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgecdn/cdn/cache"
 	"github.com/edgecdn/cdn/pop/upstream"
 )
 
@@ -21,6 +22,7 @@ type site struct {
 	group     *upstream.Group
 	proxy     *httputil.ReverseProxy // uncached path: upgrades, or no cache
 	transport *originTransport       // the cache's path to the origin
+	query     cache.Query            // how the query enters the cache key
 }
 
 // newSite builds the reverse proxy of a site. httputil.ReverseProxy strips

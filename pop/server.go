@@ -110,6 +110,7 @@ func New(cfg Config) (*Server, error) {
 			name = sc.Hosts[0]
 		}
 		st := s.newSite(name, sc.Upstream, s.groups[sc.Upstream])
+		st.query, _ = cache.ParseQuery(sc.CacheQuery) // validated above
 		for _, h := range cfg.Sites[i].Hosts {
 			s.router.add(h, st)
 		}
@@ -118,6 +119,7 @@ func New(cfg Config) (*Server, error) {
 		c, err := cache.New(cache.Config{
 			Transport: roundTripFunc(s.originFor), MaxBytes: cfg.Cache.MaxBytes, MaxObjectBytes: cfg.Cache.MaxObjectBytes,
 			TargetedFields: cfg.Cache.TargetedFields, Name: cfg.Name, Logger: s.log,
+			QueryFor: s.queryFor,
 		})
 		if err != nil {
 			s.closeGroups()
@@ -404,6 +406,14 @@ func (s *Server) warm() {
 // Warmed is closed when the upstream groups have finished their first
 // warm-up (or given up on a down origin, which they keep retrying).
 func (s *Server) Warmed() <-chan struct{} { return s.warmed }
+
+// queryFor is the cache-key query mode of the request's site.
+func (s *Server) queryFor(r *http.Request) cache.Query {
+	if st, ok := s.router.route(r); ok {
+		return st.query
+	}
+	return cache.QueryKeep
+}
 
 // groupsReady reports whether every upstream group has a warm, healthy server.
 func (s *Server) groupsReady() bool {
