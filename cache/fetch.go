@@ -214,9 +214,6 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	if private && !cc.Public && cc.SMaxAge < 0 && !cc.MustRevalidate {
 		return nil, "authorization"
 	}
-	if resp.Header.Get("Set-Cookie") != "" && !cc.Public && cc.SMaxAge < 0 {
-		return nil, "set-cookie"
-	}
 	names, star := varyNames(resp.Header)
 	if star {
 		return nil, "vary-star"
