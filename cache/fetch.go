@@ -276,6 +276,10 @@ func (c *Cache) save(e *entry, r *http.Request) {
 		c.st.putVary(vi, ttl)
 	}
 	if c.st.put(e, ttl) {
+		// ristretto applies sets asynchronously: wait, so that the next
+		// request for this key (the flight is over) finds it. Only misses
+		// pay for this.
+		c.st.rc.Wait()
 		c.stats.stored.Add(1)
 		c.stats.storedBytes.Add(e.cost())
 	} else {
