@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -330,6 +331,12 @@ func TestOriginFailures(t *testing.T) {
 }
 
 func TestProxyHygiene(t *testing.T) {
+	for _, cached := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cache=%v", cached), func(t *testing.T) { proxyHygiene(t, cached) })
+	}
+}
+
+func proxyHygiene(t *testing.T, cached bool) {
 	caDir := t.TempDir()
 	ca, _ := certs.OpenLabCA(caDir)
 	originDate := "Tue, 01 Jan 2030 00:00:00 GMT"
@@ -340,7 +347,7 @@ func TestProxyHygiene(t *testing.T) {
 		w.Header().Set("Keep-Alive", "timeout=5")
 		w.Write([]byte("ok"))
 	})
-	p := startPoP(t, caDir, ro.url, nil)
+	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Cache.Disabled = !cached })
 	resp, _ := get(t, clients(t, ca)["h1"], "https://localhost:"+port(p.Addr())+"/h",
 		"Connection", "X-Client-Hop", "X-Client-Hop", "1", "X-Forwarded-For", "6.6.6.6", "Via", "1.1 client-proxy", "Te", "trailers")
 	reqs := ro.requests()

@@ -31,40 +31,18 @@ type site struct {
 func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site {
 	timed := newTimedTransport(g, s.metrics.upstreamTime, groupName)
 	st := &site{name: name, group: g, transport: &originTransport{name: s.cfg.Name, group: timed}}
-	via := map[int]string{1: "1.1 " + s.cfg.Name, 2: "2 " + s.cfg.Name, 3: "3 " + s.cfg.Name}
+	// The proxy strips hop-by-hop fields (and those named in Connection)
+	// both ways; originTransport adds Via, X-Forwarded-* and Early-Data,
+	// as it does for the cache.
 	st.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			out := pr.Out
 			// The group picks the origin server; the URL only has to be
 			// absolute. The Host header stays the client's.
-			out.URL.Scheme = "http"
-			out.URL.Host = pr.In.Host
-			out.Host = pr.In.Host
-			// X-Forwarded-For is set to the client's address, not appended to
-			// what the client sent: an edge must not let clients spoof it.
-			pr.SetXForwarded()
-			v := via[pr.In.ProtoMajor]
-			if v == "" {
-				v = "1.1 " + s.cfg.Name
-			}
-			if prior := pr.In.Header.Values("Via"); len(prior) > 0 {
-				out.Header["Via"] = append(append([]string(nil), prior...), v)
-			} else {
-				out.Header["Via"] = []string{v}
-			}
-			if pr.In.TLS != nil && !pr.In.TLS.HandshakeComplete {
-				out.Header["Early-Data"] = []string{"1"}
-			}
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = pr.In.Host
+			pr.Out.Host = pr.In.Host
 		},
-		Transport: timed,
-		ModifyResponse: func(resp *http.Response) error {
-			v := "1.1 " + s.cfg.Name
-			if resp.ProtoMajor == 2 {
-				v = "2 " + s.cfg.Name
-			}
-			resp.Header["Via"] = append(resp.Header["Via"], v)
-			return nil
-		},
+		Transport:    st.transport,
 		ErrorHandler: s.proxyError,
 		ErrorLog:     log.New(slogWriter{s.log}, "", 0),
 		BufferPool:   s.buffers,
