@@ -1,0 +1,97 @@
+package geodns
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// adminHandler serves /healthz, /status (PoP health and the routing table
+// per configured region and network) and /metrics.
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		st := s.state.Load()
+		type pop struct {
+			Name        string `json:"name"`
+			Healthy     bool   `json:"healthy"`
+			Transitions int64  `json:"transitions"`
+		}
+		out := struct {
+			PoPs    []pop               `json:"pops"`
+			Routing map[string][]string `json:"routing"` // network -> PoPs answered
+		}{Routing: map[string][]string{}}
+		for _, p := range st.pops {
+			out.PoPs = append(out.PoPs, pop{p.cfg.Name, p.healthy.Load(), p.transitions.Load()})
+		}
+		for _, n := range st.networks {
+			for _, p := range st.nearest(st.pops, n.loc, st.answers) {
+				out.Routing[n.prefix.String()] = append(out.Routing[n.prefix.String()], p.cfg.Name)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(out)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+type metrics struct {
+	reg     *prometheus.Registry
+	queries *prometheus.CounterVec // qtype, rcode
+	answers *prometheus.CounterVec // pop
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "geodns_queries_total",
+			Help: "Queries answered, by query type and response code."}, []string{"qtype", "rcode"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "geodns_pop_answers_total",
+			Help: "Geo-routed answers that named a PoP."}, []string{"pop"}),
+	}
+	m.reg.MustRegister(m.queries, m.answers)
+	return m
+}
+
+func (m *metrics) register(s *Server) {
+	m.reg.MustRegister(healthCollector{s})
+}
+
+func (m *metrics) query(req, resp *dns.Msg) {
+	qtype := "none"
+	if len(req.Question) == 1 {
+		qtype = dns.TypeToString[req.Question[0].Qtype]
+	}
+	m.queries.WithLabelValues(qtype, dns.RcodeToString[resp.Rcode]).Inc()
+}
+
+func (m *metrics) routed(pops []*popState) {
+	for _, p := range pops {
+		m.answers.WithLabelValues(p.cfg.Name).Inc()
+	}
+}
+
+type healthCollector struct{ s *Server }
+
+var (
+	descUp          = prometheus.NewDesc("geodns_pop_healthy", "1 if the PoP passes its health check.", []string{"pop"}, nil)
+	descTransitions = prometheus.NewDesc("geodns_pop_health_transitions_total", "Health changes of the PoP.", []string{"pop"}, nil)
+)
+
+func (h healthCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descUp; ch <- descTransitions }
+
+func (h healthCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range h.s.state.Load().pops {
+		up := 0.0
+		if p.healthy.Load() {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, p.cfg.Name)
+		ch <- prometheus.MustNewConstMetric(descTransitions, prometheus.CounterValue, float64(p.transitions.Load()), p.cfg.Name)
+	}
+}

@@ -1,0 +1,464 @@
+package geodns
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+const labConfig = `
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+ttl: 20
+answers: 1
+zones:
+  - origin: cdn.lab.
+    ns: [ns1.cdn.lab.]
+    records: |
+      ns1     60 IN A     10.77.0.53
+      origin  60 IN A     10.77.1.10
+      alias   60 IN CNAME www
+      static  60 IN A     10.77.9.9
+      deep.empty.nonterminal 60 IN TXT "x"
+      big     60 IN TXT   "%s"
+    geo:
+      - name: www
+pops:
+  - {name: pop-na, a: [10.77.1.20], aaaa: ["fd77:1::20"], region: na, lat: 40.7, lon: -74.0}
+  - {name: pop-eu, a: [10.77.2.20], aaaa: ["fd77:2::20"], region: eu, lat: 50.1, lon: 8.7}
+  - {name: pop-ap, a: [10.77.3.20], aaaa: ["fd77:3::20"], region: ap, lat: 1.35, lon: 103.8}
+locator:
+  networks:
+    - {prefix: 10.77.1.0/24, region: na}
+    - {prefix: 10.77.2.0/24, region: eu}
+    - {prefix: 10.77.3.0/24, region: ap}
+    - {prefix: 127.0.0.0/8, region: eu}
+    - {prefix: 192.0.2.0/24, lat: 35.7, lon: 139.7}
+  regions:
+    na: {lat: 40.7, lon: -74.0}
+    eu: {lat: 50.1, lon: 8.7}
+    ap: {lat: 1.35, lon: 103.8}
+`
+
+func bigTXT() string {
+	return strings.Repeat("a", 250) + `" "` + strings.Repeat("b", 250) + `" "` + strings.Repeat("c", 250)
+}
+
+func startServer(t *testing.T, yaml string, edit func(*Config)) *Server {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml))
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-done
+	})
+	return s
+}
+
+func query(t *testing.T, s *Server, network, name string, qtype uint16, ecs string) *dns.Msg {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	if ecs != "" {
+		m.SetEdns0(1232, false)
+		_, ipnet, _ := net.ParseCIDR(ecs)
+		bits, _ := ipnet.Mask.Size()
+		e := &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(bits), Address: ipnet.IP.To4()}
+		if ipnet.IP.To4() == nil {
+			e.Family, e.Address = 2, ipnet.IP
+		}
+		m.IsEdns0().Option = append(m.IsEdns0().Option, e)
+	}
+	c := &dns.Client{Net: network, Timeout: 5 * time.Second}
+	r, _, err := c.Exchange(m, s.Addr().String())
+	if err != nil {
+		t.Fatalf("query %s %s: %v", name, dns.TypeToString[qtype], err)
+	}
+	return r
+}
+
+func answerIPs(m *dns.Msg) []string {
+	var out []string
+	for _, rr := range m.Answer {
+		switch r := rr.(type) {
+		case *dns.A:
+			out = append(out, r.A.String())
+		case *dns.AAAA:
+			out = append(out, r.AAAA.String())
+		}
+	}
+	return out
+}
+
+func ecsScope(m *dns.Msg) int {
+	if opt := m.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+				return int(e.SourceScope)
+			}
+		}
+	}
+	return -1
+}
+
+func TestGeoRouting(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
+	tests := []struct {
+		name  string
+		ecs   string
+		qtype uint16
+		want  string
+		scope int
+	}{
+		{"na subnet", "10.77.1.0/24", dns.TypeA, "10.77.1.20", 24},
+		{"eu client address", "10.77.2.100/32", dns.TypeA, "10.77.2.20", 24},
+		{"ap subnet", "10.77.3.0/24", dns.TypeA, "10.77.3.20", 24},
+		{"coarser source than network", "10.77.0.0/16", dns.TypeA, "10.77.1.20", 0},
+		{"coordinates nearest (Tokyo -> Singapore)", "192.0.2.0/24", dns.TypeA, "10.77.3.20", 24},
+		{"AAAA", "10.77.2.0/24", dns.TypeAAAA, "fd77:2::20", 24},
+		{"no ECS: source 127.0.0.1 is eu", "", dns.TypeA, "10.77.2.20", -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := query(t, s, "udp", "www.cdn.lab.", tt.qtype, tt.ecs)
+			if got := answerIPs(r); len(got) != 1 || got[0] != tt.want {
+				t.Errorf("answers = %v, want [%s]", got, tt.want)
+			}
+			if !r.Authoritative || r.Answer[0].Header().Ttl != 20 {
+				t.Errorf("AA %v TTL %d, want AA and TTL 20", r.Authoritative, r.Answer[0].Header().Ttl)
+			}
+			if got := ecsScope(r); got != tt.scope {
+				t.Errorf("ECS scope = %d, want %d", got, tt.scope)
+			}
+		})
+	}
+}
+
+func TestStaticAnswersAndNegatives(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
+	r := query(t, s, "udp", "origin.cdn.lab.", dns.TypeA, "10.77.1.0/24")
+	if got := answerIPs(r); len(got) != 1 || got[0] != "10.77.1.10" || ecsScope(r) != 0 {
+		t.Errorf("static A = %v scope %d, want 10.77.1.10 with scope 0", got, ecsScope(r))
+	}
+	r = query(t, s, "udp", "alias.cdn.lab.", dns.TypeA, "10.77.3.0/24")
+	if len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeCNAME {
+		t.Errorf("CNAME to a geo name: %v", r.Answer)
+	}
+	for _, tt := range []struct {
+		name  string
+		qtype uint16
+		rcode int
+	}{
+		{"nope.cdn.lab.", dns.TypeA, dns.RcodeNameError},
+		{"static.cdn.lab.", dns.TypeTXT, dns.RcodeSuccess},
+		{"www.cdn.lab.", dns.TypeTXT, dns.RcodeSuccess},
+		{"empty.nonterminal.cdn.lab.", dns.TypeA, dns.RcodeSuccess},
+	} {
+		r := query(t, s, "udp", tt.name, tt.qtype, "")
+		if r.Rcode != tt.rcode || len(r.Answer) != 0 || len(r.Ns) != 1 || r.Ns[0].Header().Rrtype != dns.TypeSOA || !r.Authoritative {
+			t.Errorf("%s %s: rcode %s, %d answers, authority %v; want %s with the SOA",
+				tt.name, dns.TypeToString[tt.qtype], dns.RcodeToString[r.Rcode], len(r.Answer), r.Ns, dns.RcodeToString[tt.rcode])
+		}
+	}
+	r = query(t, s, "udp", "www.cdn.lab.", dns.TypeANY, "")
+	if len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeHINFO {
+		t.Errorf("ANY = %v, want one HINFO (RFC 8482)", r.Answer)
+	}
+}
+
+func TestTruncationThenTCP(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
+	m := new(dns.Msg)
+	m.SetQuestion("big.cdn.lab.", dns.TypeTXT) // no EDNS: 512 bytes
+	r, _, err := (&dns.Client{Net: "udp"}).Exchange(m, s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Truncated {
+		t.Errorf("750-byte TXT over UDP without EDNS: TC not set (%d answers)", len(r.Answer))
+	}
+	r = query(t, s, "tcp", "big.cdn.lab.", dns.TypeTXT, "")
+	if r.Truncated || len(r.Answer) != 1 {
+		t.Errorf("over TCP: TC %v, %d answers; want the full record", r.Truncated, len(r.Answer))
+	}
+}
+
+func TestFailover(t *testing.T) {
+	var euUp atomic.Bool
+	euUp.Store(true)
+	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if euUp.Load() {
+			w.Write([]byte("ready"))
+			return
+		}
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+	}))
+	defer ready.Close()
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) {
+		c.PoPs[1].Check = Check{URL: ready.URL + "/readyz", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 2, Fall: 2}
+	})
+	eu := func() string {
+		return strings.Join(answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24")), ",")
+	}
+	if got := eu(); got != "10.77.2.20" {
+		t.Fatalf("eu client, pop-eu up: %s", got)
+	}
+	euUp.Store(false)
+	start := time.Now()
+	waitFor(t, "pop-eu to leave the answers", func() bool { return eu() != "10.77.2.20" })
+	t.Logf("pop-eu left the answers after %v (interval 20ms x fall 2)", time.Since(start))
+	if got := eu(); got != "10.77.1.20" {
+		t.Errorf("eu client with pop-eu down = %s, want the next nearest, pop-na", got)
+	}
+	euUp.Store(true)
+	waitFor(t, "pop-eu to come back", func() bool { return eu() == "10.77.2.20" })
+}
+
+func TestFailOpenWhenAllDown(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) {
+		for i := range c.PoPs {
+			c.PoPs[i].Check = Check{TCP: "127.0.0.1:1", Interval: 10 * time.Millisecond, Fall: 1}
+		}
+		c.Answers = 3
+	})
+	waitFor(t, "all PoPs to be marked down", func() bool {
+		for _, p := range s.state.Load().pops {
+			if p.healthy.Load() {
+				return false
+			}
+		}
+		return true
+	})
+	if got := answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.1.0/24")); len(got) != 3 {
+		t.Errorf("every PoP down: answers %v, want all three (fail open)", got)
+	}
+}
+
+func TestForwarding(t *testing.T) {
+	upPC, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &dns.Server{PacketConn: upPC, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 7)})
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	up.NotifyStartedFunc = func() { close(started) }
+	go up.ActivateAndServe()
+	<-started
+	defer up.Shutdown()
+	for _, tt := range []struct {
+		name  string
+		allow []string
+		ups   []string
+		rcode int
+	}{
+		{"allowed client", nil, []string{upPC.LocalAddr().String()}, dns.RcodeSuccess},
+		{"client outside the ACL", []string{"10.0.0.0/8"}, []string{upPC.LocalAddr().String()}, dns.RcodeRefused},
+		{"no upstream", nil, nil, dns.RcodeRefused},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) {
+				c.Forward = Forward{Upstreams: tt.ups, Allow: tt.allow}
+			})
+			r := query(t, s, "udp", "example.org.", dns.TypeA, "")
+			if r.Rcode != tt.rcode {
+				t.Errorf("rcode = %s, want %s", dns.RcodeToString[r.Rcode], dns.RcodeToString[tt.rcode])
+			}
+			if tt.rcode == dns.RcodeSuccess && strings.Join(answerIPs(r), ",") != "192.0.2.7" {
+				t.Errorf("forwarded answer = %v", answerIPs(r))
+			}
+		})
+	}
+}
+
+func TestMalformedECSIsFORMERR(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
+	m := new(dns.Msg)
+	m.SetQuestion("www.cdn.lab.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.IPv4(10, 77, 1, 0).To4()})
+	wire, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ECS option ends the packet: family(2) netmask(1) scope(1) addr(3).
+	// Make the family IPv6 with a /40 over three address bytes, and then
+	// an IPv4 family with a /40: both disagree with their address.
+	for _, patch := range []struct{ family, bits byte }{{1, 40}, {3, 24}} {
+		bad := append([]byte(nil), wire...)
+		bad[len(bad)-6], bad[len(bad)-5] = patch.family, patch.bits
+		conn, err := net.Dial("udp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(bad)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := conn.Read(buf)
+		conn.Close()
+		if err != nil {
+			t.Fatalf("family %d /%d: no reply: %v", patch.family, patch.bits, err)
+		}
+		var r dns.Msg
+		if err := r.Unpack(buf[:n]); err != nil {
+			t.Fatalf("unparsable reply: %v", err)
+		}
+		if r.Rcode != dns.RcodeFormatError {
+			t.Errorf("ECS family %d with /%d: rcode %s, want FORMERR", patch.family, patch.bits, dns.RcodeToString[r.Rcode])
+		}
+	}
+}
+
+func TestConfigErrorsNameFields(t *testing.T) {
+	bad := `
+listen: 127.0.0.1:0
+zones:
+  - origin: "bad..name"
+    ns: []
+  - origin: cdn.lab.
+    ns: [ns1.cdn.lab.]
+    geo: [{name: www, pops: [pop-mars]}]
+pops:
+  - {name: pop-na, a: [not-an-ip]}
+locator:
+  networks: [{prefix: 10.0.0.0/33}]
+forward:
+  allow: [nonsense]
+`
+	_, err := ParseConfig([]byte(bad))
+	for _, want := range []string{"zones[0].origin", "zones[1].geo[0].pops[0]", "pops[0].a[0]", "locator.networks[0].prefix", "forward.allow[0]"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseConfig = %v, want it to name %s", err, want)
+		}
+	}
+	if _, err := ParseConfig([]byte("listen: x\nlisen: y\n")); err == nil || !strings.Contains(err.Error(), "lisen") {
+		t.Errorf("unknown field: %v", err)
+	}
+}
+
+func TestReloadSwapsPoPs(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
+	cfg, _ := ParseConfig([]byte(fmt.Sprintf(labConfig, bigTXT())))
+	cfg.PoPs[1].A = []string{"10.77.2.21"}
+	if err := s.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24")); len(got) != 1 || got[0] != "10.77.2.21" {
+		t.Errorf("after reload: %v, want the new pop-eu address", got)
+	}
+	bad := cfg
+	bad.Zones = nil
+	if err := s.Reload(bad); err == nil {
+		t.Errorf("Reload(bad) = nil, want an error")
+	}
+	if got := answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24")); len(got) != 1 || got[0] != "10.77.2.21" {
+		t.Errorf("after a failed reload: %v, want the running config kept", got)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func FuzzQueryBytes(f *testing.F) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.cdn.lab.", dns.TypeA)
+	seed, _ := m.Pack()
+	f.Add(seed)
+	f.Add([]byte{0, 1, 2})
+	f.Add(make([]byte, 12))
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(labConfig, "x")))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		f.Fatal(err)
+	}
+	go s.Serve()
+	defer s.Shutdown(context.Background())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		conn, err := net.Dial("udp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write(data)
+		conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		buf := make([]byte, 65535)
+		n, err := conn.Read(buf)
+		if err != nil {
+			return // no answer is allowed
+		}
+		var r dns.Msg
+		if err := r.Unpack(buf[:n]); err != nil {
+			t.Fatalf("server sent an unparsable reply to %x", data)
+		}
+		var q dns.Msg
+		if q.Unpack(data) != nil && r.Rcode != dns.RcodeFormatError {
+			t.Fatalf("unparsable query %x got rcode %s, want FORMERR", data, dns.RcodeToString[r.Rcode])
+		}
+	})
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(fmt.Sprintf(labConfig, "x")))
+	f.Add([]byte("zones: [{origin: a., ns: [b.], records: 'x IN A 1.2.3.4'}]\nlisten: :1"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig(data)
+		if err != nil {
+			return
+		}
+		if _, err := compile(cfg); err != nil {
+			t.Fatalf("a config that validates fails to compile: %v", err)
+		}
+	})
+}
+
+func TestLabConfigParses(t *testing.T) {
+	cfg, err := LoadConfig("testdata/lab.yaml")
+	if err != nil {
+		t.Fatalf("testdata/lab.yaml: %v", err)
+	}
+	if _, err := compile(cfg); err != nil {
+		t.Fatalf("compile lab config: %v", err)
+	}
+}

@@ -1,0 +1,134 @@
+package geodns
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// popState is a PoP with its live health.
+type popState struct {
+	cfg     PoP
+	a, aaaa []netip.Addr
+	healthy atomic.Bool
+	// transitions counts health changes, for metrics.
+	transitions atomic.Int64
+}
+
+func newPopState(p PoP) *popState {
+	ps := &popState{cfg: p}
+	for _, a := range p.A {
+		ps.a = append(ps.a, netip.MustParseAddr(a))
+	}
+	for _, a := range p.AAAA {
+		ps.aaaa = append(ps.aaaa, netip.MustParseAddr(a))
+	}
+	ps.healthy.Store(true) // until a check says otherwise: a fresh start answers
+	return ps
+}
+
+func (p *popState) weight() int {
+	if p.cfg.Weight == 0 {
+		return 1
+	}
+	return p.cfg.Weight
+}
+
+// startChecks stops the checkers of the previous state and starts one per
+// PoP of st.
+func (s *Server) startChecks(st *state) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopChecks != nil {
+		s.stopChecks()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopChecks = cancel
+	for _, p := range st.pops {
+		if p.cfg.Check.URL == "" && p.cfg.Check.TCP == "" {
+			continue
+		}
+		s.checks.Go(func() { s.checkLoop(ctx, p) })
+	}
+}
+
+// checkLoop checks p every interval: fall consecutive failures make it
+// unhealthy, rise consecutive successes healthy again.
+func (s *Server) checkLoop(ctx context.Context, p *popState) {
+	c := p.cfg.Check
+	interval, timeout, rise, fall := c.Interval, c.Timeout, c.Rise, c.Fall
+	if interval == 0 {
+		interval = 2 * time.Second
+	}
+	if timeout == 0 {
+		timeout = time.Second
+	}
+	if rise == 0 {
+		rise = 2
+	}
+	if fall == 0 {
+		fall = 2
+	}
+	client := &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, // "is it serving", not "is it trusted"
+			DisableKeepAlives: true,
+		},
+	}
+	defer client.CloseIdleConnections()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	good, bad := 0, 0
+	for {
+		ok := probe(ctx, client, c, timeout)
+		if ok {
+			good, bad = good+1, 0
+		} else {
+			good, bad = 0, bad+1
+		}
+		switch {
+		case ok && good >= rise && !p.healthy.Load():
+			p.healthy.Store(true)
+			p.transitions.Add(1)
+			s.log.Info("pop healthy", "pop", p.cfg.Name)
+		case !ok && bad >= fall && p.healthy.Load():
+			p.healthy.Store(false)
+			p.transitions.Add(1)
+			s.log.Warn("pop unhealthy", "pop", p.cfg.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func probe(ctx context.Context, client *http.Client, c Check, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if c.URL == "" {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", c.TCP)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL, nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("User-Agent", "edgecdn-geodns-health")
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode >= 200 && resp.StatusCode < 300
+}

@@ -1,0 +1,411 @@
+// Package geodns is an authoritative GeoDNS server on miekg/dns that sends
+// every client to its nearest healthy PoP, and a forwarding resolver for
+// the lab's clients.
+//
+// Geo-routed names (www.cdn.lab) are answered with the N nearest healthy
+// PoPs to the client, located by its EDNS Client Subnet (RFC 7871) or its
+// source address, through a static prefix map (what the lab uses). The ECS
+// option is echoed with the scope of the network that decided the answer.
+// Every PoP is health-checked; an unhealthy one leaves the answers after
+// interval x fall and returns after rise good checks; if every PoP is
+// down, all are answered (fail open). Static records come from the config
+// or an RFC 1035 zone file. Names outside the zones are forwarded for
+// allowed clients and REFUSED for others.
+package geodns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// state is everything a query needs, compiled from one Config and swapped
+// whole on reload.
+type state struct {
+	cfg      Config
+	zones    []*zone
+	pops     []*popState
+	networks []netEntry
+	regions  map[string]Region
+	allow    []netip.Prefix
+	mmdb     *cityDB
+	ttl      uint32
+	answers  int
+	fwd      *dns.Client
+}
+
+func compile(cfg Config) (*state, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st0 := &state{cfg: cfg, regions: cfg.Locator.Regions, ttl: cfg.TTL, answers: cfg.Answers}
+	if cfg.Locator.MMDB != "" {
+		db, err := openCityDB(cfg.Locator.MMDB)
+		if err != nil {
+			return nil, fmt.Errorf("locator.mmdb: %w", err)
+		}
+		st0.mmdb = db
+	}
+	st := st0
+	if st.ttl == 0 {
+		st.ttl = 20
+	}
+	if st.answers == 0 {
+		st.answers = 1
+	}
+	byName := map[string]*popState{}
+	for _, p := range cfg.PoPs {
+		ps := newPopState(p)
+		st.pops = append(st.pops, ps)
+		byName[p.Name] = ps
+	}
+	for _, z := range cfg.Zones {
+		cz, err := compileZone(z, byName, st.pops)
+		if err != nil {
+			return nil, err
+		}
+		st.zones = append(st.zones, cz)
+	}
+	sort.Slice(st.zones, func(i, j int) bool { return len(st.zones[i].origin) > len(st.zones[j].origin) })
+	for _, n := range cfg.Locator.Networks {
+		pfx := netip.MustParsePrefix(n.Prefix).Masked()
+		loc := location{region: n.Region, lat: n.Lat, lon: n.Lon, hasCoord: n.Lat != 0 || n.Lon != 0, bits: pfx.Bits(), known: true}
+		if pfx.Addr().Is4() {
+			loc.bits = pfx.Bits()
+		}
+		st.networks = append(st.networks, netEntry{prefix: pfx, loc: loc})
+	}
+	sort.SliceStable(st.networks, func(i, j int) bool { return st.networks[i].prefix.Bits() > st.networks[j].prefix.Bits() })
+	allow := cfg.Forward.Allow
+	if allow == nil {
+		allow = []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"}
+	}
+	for _, a := range allow {
+		st.allow = append(st.allow, netip.MustParsePrefix(a))
+	}
+	timeout := cfg.Forward.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	st.fwd = &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.DefaultMsgSize}
+	return st, nil
+}
+
+// Server is a GeoDNS server.
+type Server struct {
+	log     *slog.Logger
+	state   atomic.Pointer[state]
+	metrics *metrics
+
+	udpConn net.PacketConn
+	tcpLn   net.Listener
+	adminLn net.Listener
+	udp     *dns.Server
+	tcp     *dns.Server
+	admin   *http.Server
+	started chan struct{} // one value per DNS server once it serves
+
+	mu         sync.Mutex // guards stopChecks
+	stopChecks context.CancelFunc
+	checks     sync.WaitGroup // owns the health checkers
+	serving    sync.WaitGroup // owns the listeners' goroutines
+}
+
+// New validates cfg and builds a server.
+func New(cfg Config) (*Server, error) {
+	st, err := compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{log: cfg.Logger, metrics: newMetrics()}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.state.Store(st)
+	s.metrics.register(s)
+	return s, nil
+}
+
+// Reload swaps in a new configuration without dropping queries: queries in
+// flight finish on the old state, new ones use the new. Listen addresses
+// are not changed by a reload.
+func (s *Server) Reload(cfg Config) error {
+	st, err := compile(cfg)
+	if err != nil {
+		return err
+	}
+	s.state.Store(st)
+	s.startChecks(st)
+	s.log.Info("geodns reloaded", "zones", len(st.zones), "pops", len(st.pops))
+	return nil
+}
+
+// Listen binds UDP and TCP on the same port, and the admin listener.
+func (s *Server) Listen() error {
+	cfg := s.state.Load().cfg
+	var err error
+	if s.tcpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if s.udpConn, err = net.ListenPacket("udp", s.tcpLn.Addr().String()); err != nil {
+		s.tcpLn.Close()
+		return fmt.Errorf("listen (udp): %w", err)
+	}
+	if cfg.Admin != "" {
+		if s.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
+			s.tcpLn.Close()
+			s.udpConn.Close()
+			return fmt.Errorf("admin: %w", err)
+		}
+		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	}
+	// The servers exist from here on, so Shutdown never races Serve.
+	h := dns.HandlerFunc(s.ServeDNS)
+	s.started = make(chan struct{}, 2)
+	notify := func() { s.started <- struct{}{} }
+	s.udp = &dns.Server{PacketConn: s.udpConn, Handler: h, UDPSize: 65535, NotifyStartedFunc: notify}
+	s.tcp = &dns.Server{Listener: s.tcpLn, Handler: h, NotifyStartedFunc: notify}
+	return nil
+}
+
+// Addr is the DNS address (UDP and TCP).
+func (s *Server) Addr() net.Addr { return s.tcpLn.Addr() }
+
+// AdminAddr is the admin address, or nil.
+func (s *Server) AdminAddr() net.Addr {
+	if s.adminLn == nil {
+		return nil
+	}
+	return s.adminLn.Addr()
+}
+
+// Serve answers queries until Shutdown. It starts the health checkers.
+func (s *Server) Serve() error {
+	if s.tcpLn == nil {
+		return errors.New("serve: Listen was not called")
+	}
+	s.startChecks(s.state.Load())
+	errc := make(chan error, 3)
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		s.serving.Go(func() { errc <- srv.ActivateAndServe() })
+	}
+	<-s.started
+	<-s.started
+	if s.admin != nil {
+		s.serving.Go(func() {
+			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		})
+	}
+	return <-errc
+}
+
+// Shutdown stops the listeners and the health checkers.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		if srv != nil {
+			errs = append(errs, srv.ShutdownContext(ctx))
+		}
+	}
+	if s.admin != nil {
+		errs = append(errs, s.admin.Shutdown(ctx))
+	}
+	s.mu.Lock()
+	if s.stopChecks != nil {
+		s.stopChecks()
+	}
+	s.mu.Unlock()
+	s.checks.Wait()
+	return errors.Join(errs...)
+}
+
+// ServeDNS answers one query.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	st := s.state.Load()
+	m := s.answer(st, w, req)
+	if m == nil {
+		return
+	}
+	s.metrics.query(req, m)
+	size := dns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
+		size = max(int(opt.UDPSize()), dns.MinMsgSize)
+	}
+	if _, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
+		m.Truncate(size) // sets TC when it must drop records: the client retries over TCP
+	}
+	w.WriteMsg(m)
+}
+
+// answer builds the reply to req.
+func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	if req.Opcode != dns.OpcodeQuery {
+		m.SetRcode(req, dns.RcodeNotImplemented)
+		return m
+	}
+	if len(req.Question) != 1 {
+		m.SetRcode(req, dns.RcodeFormatError)
+		return m
+	}
+	m.SetReply(req)
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	client, ecs, ok := clientAddr(w, req)
+	if !ok {
+		m.SetRcode(req, dns.RcodeFormatError)
+		return m
+	}
+	z := findZone(st.zones, name)
+	if z == nil {
+		return s.forward(st, w, req, client)
+	}
+	m.Authoritative = true
+	scope := 0 // the answer does not depend on the client unless geo-routed
+	switch {
+	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY:
+		m.SetRcode(req, dns.RcodeRefused)
+		return m
+	case q.Qtype == dns.TypeANY:
+		// RFC 8482: a minimal answer instead of everything.
+		m.Answer = []dns.RR{&dns.HINFO{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: st.ttl}, Cpu: "RFC8482"}}
+	case z.geo[name] != nil:
+		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA {
+			loc := st.locate(client)
+			pops := st.nearest(z.geo[name], loc, st.answers)
+			m.Answer = popRRs(q.Name, q.Qtype, st.ttl, pops)
+			if loc.known {
+				scope = loc.bits
+			}
+			s.metrics.routed(pops)
+		}
+		if len(m.Answer) == 0 {
+			m.Ns = []dns.RR{negSOA(z)}
+		}
+	default:
+		s.static(z, m, q, name)
+	}
+	if opt := req.IsEdns0(); opt != nil {
+		m.SetEdns0(dns.DefaultMsgSize, false)
+		if ecs != nil {
+			scope = min(scope, int(ecs.SourceNetmask))
+			out := *ecs
+			out.SourceScope = uint8(scope)
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &out)
+		}
+	}
+	return m
+}
+
+// static answers from the zone's records, following an in-zone CNAME.
+func (s *Server) static(z *zone, m *dns.Msg, q dns.Question, name string) {
+	for hops := 0; hops < 8; hops++ {
+		byType := z.rrs[name]
+		if rrs := byType[q.Qtype]; len(rrs) > 0 {
+			m.Answer = append(m.Answer, rrs...)
+			return
+		}
+		if cn := byType[dns.TypeCNAME]; len(cn) > 0 && q.Qtype != dns.TypeCNAME {
+			m.Answer = append(m.Answer, cn...)
+			target := strings.ToLower(cn[0].(*dns.CNAME).Target)
+			if !dns.IsSubDomain(z.origin, target) {
+				return
+			}
+			name = target
+			continue
+		}
+		if len(m.Answer) == 0 {
+			if !z.names[name] {
+				m.Rcode = dns.RcodeNameError
+			}
+			m.Ns = []dns.RR{negSOA(z)}
+		}
+		return
+	}
+}
+
+// negSOA is the SOA for a negative answer, with the negative TTL.
+func negSOA(z *zone) dns.RR {
+	soa := *z.soa
+	soa.Hdr.Ttl = min(soa.Hdr.Ttl, soa.Minttl)
+	return &soa
+}
+
+// clientAddr returns the address that locates the client: the ECS
+// address when present (with the option), else the source address. An
+// ECS whose family and address disagree is malformed.
+func clientAddr(w dns.ResponseWriter, req *dns.Msg) (netip.Addr, *dns.EDNS0_SUBNET, bool) {
+	if opt := req.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			e, ok := o.(*dns.EDNS0_SUBNET)
+			if !ok {
+				continue
+			}
+			addr, ok := netip.AddrFromSlice(e.Address)
+			if !ok {
+				return netip.Addr{}, nil, false
+			}
+			addr = addr.Unmap()
+			switch {
+			case e.Family == 1 && (!addr.Is4() || e.SourceNetmask > 32):
+				return netip.Addr{}, nil, false
+			case e.Family == 2 && (!addr.Is6() || e.SourceNetmask > 128):
+				return netip.Addr{}, nil, false
+			case e.Family != 1 && e.Family != 2:
+				return netip.Addr{}, nil, false
+			}
+			pfx, err := addr.Prefix(int(e.SourceNetmask))
+			if err != nil {
+				return netip.Addr{}, nil, false
+			}
+			return pfx.Addr(), e, true
+		}
+	}
+	ap, err := netip.ParseAddrPort(w.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}, nil, true
+	}
+	return ap.Addr().Unmap(), nil, true
+}
+
+// forward relays a query outside the zones to the upstream resolvers, for
+// allowed clients only.
+func (s *Server) forward(st *state, w dns.ResponseWriter, req *dns.Msg, client netip.Addr) *dns.Msg {
+	src, err := netip.ParseAddrPort(w.RemoteAddr().String())
+	allowed := false
+	if err == nil {
+		for _, p := range st.allow {
+			if p.Contains(src.Addr().Unmap()) {
+				allowed = true
+				break
+			}
+		}
+	}
+	m := new(dns.Msg)
+	if !allowed || len(st.cfg.Forward.Upstreams) == 0 {
+		m.SetRcode(req, dns.RcodeRefused)
+		return m
+	}
+	for _, up := range st.cfg.Forward.Upstreams {
+		resp, _, err := st.fwd.Exchange(req, up)
+		if err == nil && resp != nil {
+			resp.Id = req.Id
+			return resp
+		}
+	}
+	m.SetRcode(req, dns.RcodeServerFailure)
+	return m
+}

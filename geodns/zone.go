@@ -1,0 +1,217 @@
+package geodns
+
+import (
+	"math"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// zone is a compiled authoritative zone.
+type zone struct {
+	origin string // lowercase FQDN
+	soa    *dns.SOA
+	rrs    map[string]map[uint16][]dns.RR // owner -> type -> records
+	names  map[string]bool                // every owner and empty non-terminal
+	geo    map[string][]*popState         // geo owner -> candidate PoPs
+}
+
+func compileZone(z Zone, pops map[string]*popState, all []*popState) (*zone, error) {
+	origin := strings.ToLower(dns.Fqdn(z.Origin))
+	c := &zone{origin: origin, rrs: map[string]map[uint16][]dns.RR{}, names: map[string]bool{}, geo: map[string][]*popState{}}
+	c.soa = &dns.SOA{
+		Hdr:     dns.RR_Header{Name: origin, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 3600},
+		Ns:      dns.Fqdn(z.NS[0]),
+		Mbox:    orDefault(z.Mbox, "hostmaster."+origin),
+		Serial:  orDefaultU(z.Serial, 1),
+		Refresh: orDefaultU(z.Refresh, 3600),
+		Retry:   orDefaultU(z.Retry, 600),
+		Expire:  orDefaultU(z.Expire, 86400),
+		Minttl:  orDefaultU(z.MinTTL, 30),
+	}
+	c.add(c.soa)
+	for _, ns := range z.NS {
+		c.add(&dns.NS{Hdr: dns.RR_Header{Name: origin, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: 3600}, Ns: dns.Fqdn(ns)})
+	}
+	recs, err := z.records()
+	if err != nil {
+		return nil, err
+	}
+	for _, rr := range recs {
+		c.add(rr)
+	}
+	for _, g := range z.Geo {
+		name := strings.ToLower(g.Name)
+		if !dns.IsFqdn(name) {
+			name = name + "." + origin
+		}
+		cands := all
+		if len(g.PoPs) > 0 {
+			cands = nil
+			for _, p := range g.PoPs {
+				cands = append(cands, pops[p])
+			}
+		}
+		c.geo[name] = cands
+		c.addName(name)
+	}
+	return c, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return dns.Fqdn(s)
+}
+
+func orDefaultU(v, d uint32) uint32 {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func (z *zone) add(rr dns.RR) {
+	name := strings.ToLower(rr.Header().Name)
+	rr.Header().Name = name
+	m := z.rrs[name]
+	if m == nil {
+		m = map[uint16][]dns.RR{}
+		z.rrs[name] = m
+	}
+	m[rr.Header().Rrtype] = append(m[rr.Header().Rrtype], rr)
+	z.addName(name)
+}
+
+// addName records name and its ancestors up to the origin, so that empty
+// non-terminals answer NODATA rather than NXDOMAIN.
+func (z *zone) addName(name string) {
+	for n := name; dns.IsSubDomain(z.origin, n); {
+		z.names[n] = true
+		if n == z.origin {
+			return
+		}
+		i := strings.IndexByte(n, '.')
+		n = n[i+1:]
+	}
+}
+
+// findZone returns the zone with the longest origin containing name.
+func findZone(zones []*zone, name string) *zone {
+	for _, z := range zones { // sorted longest origin first
+		if dns.IsSubDomain(z.origin, name) {
+			return z
+		}
+	}
+	return nil
+}
+
+// location is where a client is and how specific that knowledge is.
+type location struct {
+	region   string
+	lat, lon float64
+	hasCoord bool
+	bits     int // prefix length of the matched network: the ECS scope
+	known    bool
+}
+
+type netEntry struct {
+	prefix netip.Prefix
+	loc    location
+}
+
+// locate finds the client's location: the longest matching static
+// network, else the city database.
+func (st *state) locate(ip netip.Addr) location {
+	ip = ip.Unmap()
+	for _, n := range st.networks { // sorted longest prefix first
+		if n.prefix.Contains(ip) {
+			return n.loc
+		}
+	}
+	if st.mmdb != nil {
+		if loc, ok := st.mmdb.lookup(ip); ok {
+			return loc
+		}
+	}
+	return location{}
+}
+
+// nearest orders candidates for a client: healthy ones only (all of them
+// if none is healthy: fail open), by the region's explicit preference, else
+// by great-circle distance, else by weight; then takes n.
+func (st *state) nearest(cands []*popState, loc location, n int) []*popState {
+	var healthy []*popState
+	for _, p := range cands {
+		if p.healthy.Load() {
+			healthy = append(healthy, p)
+		}
+	}
+	if len(healthy) == 0 {
+		healthy = append([]*popState(nil), cands...)
+	}
+	region, hasRegion := st.regions[loc.region]
+	lat, lon, hasCoord := loc.lat, loc.lon, loc.hasCoord
+	if !hasCoord && hasRegion && (region.Lat != 0 || region.Lon != 0) {
+		lat, lon, hasCoord = region.Lat, region.Lon, true
+	}
+	rank := func(p *popState) float64 {
+		if hasRegion && len(region.PoPs) > 0 {
+			for i, name := range region.PoPs {
+				if name == p.cfg.Name {
+					return float64(i)
+				}
+			}
+			return 1e6 + distance(lat, lon, p.cfg.Lat, p.cfg.Lon)
+		}
+		if hasCoord {
+			return distance(lat, lon, p.cfg.Lat, p.cfg.Lon)
+		}
+		if loc.region != "" && p.cfg.Region == loc.region {
+			return 0
+		}
+		return 1
+	}
+	sort.SliceStable(healthy, func(i, j int) bool {
+		ri, rj := rank(healthy[i]), rank(healthy[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return healthy[i].weight() > healthy[j].weight()
+	})
+	if n < len(healthy) {
+		healthy = healthy[:n]
+	}
+	return healthy
+}
+
+// distance is the great-circle distance in kilometres (haversine).
+func distance(lat1, lon1, lat2, lon2 float64) float64 {
+	const r = 6371.0
+	rad := math.Pi / 180
+	dlat, dlon := (lat2-lat1)*rad, (lon2-lon1)*rad
+	a := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
+	return 2 * r * math.Asin(math.Min(1, math.Sqrt(a)))
+}
+
+// popRRs builds the A or AAAA records of the chosen PoPs.
+func popRRs(name string, qtype uint16, ttl uint32, pops []*popState) []dns.RR {
+	var out []dns.RR
+	for _, p := range pops {
+		hdr := dns.RR_Header{Name: name, Rrtype: qtype, Class: dns.ClassINET, Ttl: ttl}
+		if qtype == dns.TypeA {
+			for _, a := range p.a {
+				out = append(out, &dns.A{Hdr: hdr, A: net.IP(a.AsSlice())})
+			}
+		} else {
+			for _, a := range p.aaaa {
+				out = append(out, &dns.AAAA{Hdr: hdr, AAAA: net.IP(a.AsSlice())})
+			}
+		}
+	}
+	return out
+}
