@@ -462,3 +462,13 @@ func TestLabConfigParses(t *testing.T) {
 		t.Fatalf("compile lab config: %v", err)
 	}
 }
+
+func TestLocalConfigParses(t *testing.T) {
+	cfg, err := LoadConfig("testdata/local.yaml")
+	if err != nil {
+		t.Fatalf("testdata/local.yaml: %v", err)
+	}
+	if _, err := compile(cfg); err != nil {
+		t.Fatalf("compile: %v", err)
+	}
+}
