@@ -1,17 +1,54 @@
 package geodns
 
 import (
-	"errors"
 	"net/netip"
+
+	"github.com/oschwald/maxminddb-golang/v2"
 )
 
-// cityDB is a MaxMind-format city database.
-type cityDB struct{}
-
-// openCityDB is not built yet: configs that name a database are refused
-// with this error rather than silently answering without it.
-func openCityDB(path string) (*cityDB, error) {
-	return nil, errors.New(path + ": MaxMind databases are not supported by this build yet; use locator.networks")
+// cityDB is a MaxMind-format city database (GeoLite2-City or compatible):
+// it locates clients by the record's location.latitude/longitude and, as a
+// region, its continent code.
+type cityDB struct {
+	r *maxminddb.Reader
 }
 
-func (db *cityDB) lookup(netip.Addr) (location, bool) { return location{}, false }
+func openCityDB(path string) (*cityDB, error) {
+	r, err := maxminddb.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return &cityDB{r: r}, nil
+}
+
+type cityRecord struct {
+	Location struct {
+		Latitude  *float64 `maxminddb:"latitude"`
+		Longitude *float64 `maxminddb:"longitude"`
+	} `maxminddb:"location"`
+	Continent struct {
+		Code string `maxminddb:"code"`
+	} `maxminddb:"continent"`
+}
+
+// lookup locates ip; the matched network's prefix length is the ECS scope.
+func (db *cityDB) lookup(ip netip.Addr) (location, bool) {
+	res := db.r.Lookup(ip)
+	if !res.Found() {
+		return location{}, false
+	}
+	var rec cityRecord
+	if err := res.Decode(&rec); err != nil {
+		return location{}, false
+	}
+	loc := location{region: rec.Continent.Code, known: true, bits: res.Prefix().Bits()}
+	if ip.Is4() && res.Prefix().Addr().Is4In6() {
+		loc.bits -= 96
+	}
+	if rec.Location.Latitude != nil && rec.Location.Longitude != nil {
+		loc.lat, loc.lon, loc.hasCoord = *rec.Location.Latitude, *rec.Location.Longitude, true
+	}
+	return loc, true
+}
+
+func (db *cityDB) close() error { return db.r.Close() }
