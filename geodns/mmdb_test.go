@@ -47,8 +47,8 @@ func writeCityDB(t *testing.T, nets map[string][3]any) string {
 
 func TestCityDatabaseLocator(t *testing.T) {
 	db := writeCityDB(t, map[string][3]any{
-		"198.51.100.0/24": {35.7, 139.7, "AS"}, // Tokyo: nearest is Singapore
-		"203.0.113.0/25":  {48.9, 2.35, "EU"},  // Paris: nearest is Frankfurt
+		"198.51.100.0/24": {35.7, 139.7, "AS"},  // Tokyo: nearest is Singapore
+		"203.0.113.0/25":  {48.9, 2.35, "EU"},   // Paris: nearest is Frankfurt
 		"2001:db8::/32":   {37.8, -122.4, "NA"}, // San Francisco: nearest is New York
 	})
 	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) { c.Locator.MMDB = db })
