@@ -44,6 +44,7 @@ type metrics struct {
 	reg     *prometheus.Registry
 	queries *prometheus.CounterVec // qtype, rcode
 	answers *prometheus.CounterVec // pop
+	limited *prometheus.CounterVec // action
 }
 
 func newMetrics() *metrics {
@@ -54,7 +55,9 @@ func newMetrics() *metrics {
 		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "geodns_pop_answers_total",
 			Help: "Geo-routed answers that named a PoP."}, []string{"pop"}),
 	}
-	m.reg.MustRegister(m.queries, m.answers)
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "geodns_rate_limited_total",
+		Help: "UDP responses withheld by response rate limiting: dropped, or slipped as truncated."}, []string{"action"})
+	m.reg.MustRegister(m.queries, m.answers, m.limited)
 	return m
 }
 

@@ -31,6 +31,8 @@ type Config struct {
 	PoPs    []PoP   `yaml:"pops"`
 	Locator Locator `yaml:"locator"`
 	Forward Forward `yaml:"forward"`
+	// RateLimit limits UDP responses per client prefix. If zero, off.
+	RateLimit RateLimit `yaml:"rate_limit"`
 
 	// Logger receives health transitions and reloads. If nil, slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -246,6 +248,9 @@ func (c *Config) Validate() error {
 				add("locator.regions.%s.pops[%d]: %q is not defined under pops", name, k, p)
 			}
 		}
+	}
+	if r := c.RateLimit; r.ResponsesPerSecond < 0 || r.Burst < 0 || r.Slip < 0 {
+		add("rate_limit: negative values are not allowed")
 	}
 	for i, a := range c.Forward.Allow {
 		if _, err := netip.ParsePrefix(a); err != nil {

@@ -472,3 +472,30 @@ func TestLocalConfigParses(t *testing.T) {
 		t.Fatalf("compile: %v", err)
 	}
 }
+
+func TestResponseRateLimitingSlips(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) {
+		c.RateLimit = RateLimit{ResponsesPerSecond: 0.001, Burst: 3, Slip: 2}
+	})
+	var answered, slipped, dropped int
+	for range 12 {
+		m := new(dns.Msg)
+		m.SetQuestion("www.cdn.lab.", dns.TypeA)
+		r, _, err := (&dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}).Exchange(m, s.Addr().String())
+		switch {
+		case err != nil:
+			dropped++
+		case r.Truncated && len(r.Answer) == 0:
+			slipped++
+		default:
+			answered++
+		}
+	}
+	if answered != 3 || slipped == 0 || dropped == 0 {
+		t.Errorf("12 queries from one prefix, burst 3, slip 2: answered %d, slipped %d, dropped %d", answered, slipped, dropped)
+	}
+	// TCP is not limited: a limited client gets its answer there.
+	if r := query(t, s, "tcp", "www.cdn.lab.", dns.TypeA, ""); len(r.Answer) != 1 {
+		t.Errorf("over TCP while limited: %v", r.Answer)
+	}
+}

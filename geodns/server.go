@@ -43,6 +43,7 @@ type state struct {
 	ttl      uint32
 	answers  int
 	fwd      *dns.Client
+	rrl      *rrl
 }
 
 func compile(cfg Config) (*state, error) {
@@ -98,6 +99,7 @@ func compile(cfg Config) (*state, error) {
 	if timeout == 0 {
 		timeout = 2 * time.Second
 	}
+	st.rrl = newRRL(cfg.RateLimit)
 	st.fwd = &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.DefaultMsgSize}
 	return st, nil
 }
@@ -244,7 +246,20 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if opt := req.IsEdns0(); opt != nil {
 		size = max(int(opt.UDPSize()), dns.MinMsgSize)
 	}
-	if _, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
+	if ua, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
+		if st.rrl != nil {
+			switch st.rrl.check(ua.AddrPort().Addr()) {
+			case drop:
+				s.metrics.limited.WithLabelValues("drop").Inc()
+				return
+			case slipTC:
+				s.metrics.limited.WithLabelValues("slip").Inc()
+				m.Answer, m.Ns, m.Extra = nil, nil, nil
+				m.Truncated = true
+				w.WriteMsg(m)
+				return
+			}
+		}
 		m.Truncate(size) // sets TC when it must drop records: the client retries over TCP
 	}
 	w.WriteMsg(m)
