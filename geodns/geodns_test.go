@@ -499,3 +499,30 @@ func TestResponseRateLimitingSlips(t *testing.T) {
 		t.Errorf("over TCP while limited: %v", r.Answer)
 	}
 }
+
+func TestDNSBenchConfigMapping(t *testing.T) {
+	cfg, err := LoadConfig("testdata/dnsbench.yaml")
+	if err != nil {
+		t.Fatalf("testdata/dnsbench.yaml: %v", err)
+	}
+	cfg.Listen = "127.0.0.1:0"
+	for i := range cfg.PoPs {
+		cfg.PoPs[i].Check = Check{} // the harness's health endpoints are not running here
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	defer s.Shutdown(context.Background())
+	for ecs, want := range map[string]string{"10.1.0.0/24": "127.0.1.1", "10.2.0.0/24": "127.0.2.1", "10.3.0.0/24": "127.0.3.1",
+		"10.4.0.0/24": "127.0.3.1", "10.5.0.0/24": "127.0.2.1", "2001:db8:101::/56": "127.0.1.1"} {
+		r := query(t, s, "udp", "www.cdn.lab.", dns.TypeA, ecs)
+		if got := answerIPs(r); len(got) != 1 || got[0] != want {
+			t.Errorf("ECS %s: %v, want %s", ecs, got, want)
+		}
+	}
+}
