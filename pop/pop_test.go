@@ -709,3 +709,45 @@ func TestServerLeavesNoGoroutines(t *testing.T) {
 		t.Errorf("%d goroutines after shutdown, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+func TestBulkheadAnswers503WithRetryAfter(t *testing.T) {
+	for _, cached := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cache=%v", cached), func(t *testing.T) { bulkhead(t, cached) })
+	}
+}
+
+func bulkhead(t *testing.T, cached bool) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			entered <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.Write([]byte("ok"))
+	})
+	t.Cleanup(func() { close(release) })
+	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
+		u := c.Upstreams["origin"]
+		u.MaxConcurrent = 1
+		c.Upstreams["origin"] = u
+		c.Cache.Disabled = !cached
+	})
+	c := clients(t, ca)["h2"]
+	base := "https://localhost:" + port(p.Addr())
+	go func() {
+		if resp, err := c.Get(base + "/block"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	resp, body := get(t, c, base+"/other")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("with the bulkhead full: %d Retry-After %q %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+}
