@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,7 +30,9 @@ func main() {
 	}
 }
 
-const usage = `usage: bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...`
+const usage = `usage:
+  bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
+  bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-cacert FILE] [-o json] URL`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -38,6 +41,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "ttfb":
 		return ttfb(ctx, args[1:], stdout, stderr)
+	case "load":
+		return load(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
 }
@@ -83,5 +88,44 @@ func ttfb(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	return nil
+}
+
+func load(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	proto := fs.String("proto", "h2", "`protocol`: h1, h2 or h3")
+	conns := fs.Int("c", 1, "`connections` (closed loop)")
+	streams := fs.Int("m", 1, "requests in flight per connection (h2, h3)")
+	rate := fs.Float64("rate", 0, "open loop: requests per `second`, latency from the intended send time")
+	dur := fs.Duration("d", 0, "run for this `long`")
+	n := fs.Int64("n", 0, "run this many `requests`")
+	cacert := fs.String("cacert", "", "PEM `file` of CA certificates to trust")
+	output := fs.String("o", "table", "output `format`: table or json (one object for the run)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("load: want exactly one URL; " + usage)
+	}
+	if *output != "table" && *output != "json" {
+		return fmt.Errorf("-o %q: want table or json", *output)
+	}
+	cfg := bench.LoadConfig{Proto: *proto, Conns: *conns, Streams: *streams, Rate: *rate, Duration: *dur, N: *n, Progress: stderr}
+	if *cacert != "" {
+		pool, err := certs.LoadPool(*cacert)
+		if err != nil {
+			return fmt.Errorf("-cacert: %w", err)
+		}
+		cfg.RootCAs = pool
+	}
+	res, err := bench.Load(ctx, cfg, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	bench.WriteLoad(stdout, res)
 	return nil
 }

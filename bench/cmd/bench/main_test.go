@@ -12,7 +12,9 @@ func TestRunRejectsBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "usage: bench ttfb"},
+		{nil, "bench ttfb"},
+		{[]string{"load", "https://x/"}, "want -d DURATION or -n COUNT"},
+		{[]string{"load", "-n", "1"}, "exactly one URL"},
 		{[]string{"fly"}, `unknown command "fly"`},
 		{[]string{"ttfb"}, "no URL"},
 		{[]string{"ttfb", "-proto", "h4", "https://x/"}, `proto "h4"`},

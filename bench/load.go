@@ -1,0 +1,372 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+)
+
+// LoadConfig configures a load run.
+type LoadConfig struct {
+	Proto string // h1, h2 or h3
+	// Conns is the number of connections (closed loop). If zero, 1.
+	Conns int
+	// Streams is the requests in flight per connection (h2, h3). If zero, 1.
+	Streams int
+	// Rate, when set, makes the run open-loop: requests are sent on a
+	// fixed schedule of Rate per second whatever the server does, and each
+	// latency is measured from its intended send time, so a stalled
+	// server shows in the percentiles (no coordinated omission).
+	Rate float64
+	// Duration or N bound the run; at least one is required.
+	Duration time.Duration
+	N        int64
+	RootCAs  *x509.CertPool
+	// Timeout bounds each request. If zero, 10s.
+	Timeout time.Duration
+	// MaxInFlight caps open-loop concurrency. If zero, 10000.
+	MaxInFlight int
+	// Progress receives a live status line every second. If nil, none.
+	Progress io.Writer
+}
+
+// LoadResult summarises a run.
+type LoadResult struct {
+	Proto       string           `json:"proto"`
+	Mode        string           `json:"mode"` // closed or open
+	URL         string           `json:"url"`
+	Requests    int64            `json:"requests"`
+	Bytes       int64            `json:"bytes"`
+	Seconds     float64          `json:"seconds"`
+	RPS         float64          `json:"rps"`
+	BytesPerSec float64          `json:"bytes_per_sec"`
+	P50ms       float64          `json:"p50_ms"`
+	P90ms       float64          `json:"p90_ms"`
+	P99ms       float64          `json:"p99_ms"`
+	P999ms      float64          `json:"p999_ms"`
+	Maxms       float64          `json:"max_ms"`
+	Status      map[string]int64 `json:"status"`
+	Errors      map[string]int64 `json:"errors"`
+	HitRatio    float64          `json:"hit_ratio"`
+}
+
+// histogram is an HDR-style log-linear histogram of microseconds: 64
+// sub-buckets per power of two, so every value is kept to within ~1.6%.
+type histogram struct {
+	counts [64 * 48]int64
+	max    int64
+	n      int64
+}
+
+func bucketOf(us int64) int {
+	if us < 128 {
+		return int(max(us, 0))
+	}
+	e := bits.Len64(uint64(us)) - 7 // us >> e is in [64, 128)
+	return min((e+1)*64+int(us>>uint(e))-64, len(histogram{}.counts)-1)
+}
+
+// valueOf is the largest value bucket b holds.
+func valueOf(b int) int64 {
+	if b < 128 {
+		return int64(b)
+	}
+	e := b/64 - 1
+	m := int64(b%64 + 64)
+	return (m+1)<<uint(e) - 1
+}
+
+func (h *histogram) record(us int64) {
+	h.counts[bucketOf(us)]++
+	h.n++
+	h.max = max(h.max, us)
+}
+
+func (h *histogram) merge(o *histogram) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+	h.max = max(h.max, o.max)
+}
+
+// quantile returns the value at q (0..1) in microseconds.
+func (h *histogram) quantile(q float64) int64 {
+	if h.n == 0 {
+		return 0
+	}
+	target := int64(math.Ceil(q * float64(h.n)))
+	var seen int64
+	for i, c := range h.counts {
+		seen += c
+		if seen >= target {
+			return min(valueOf(i), h.max)
+		}
+	}
+	return h.max
+}
+
+// worker state is per goroutine and merged at the end: no locks on the hot path.
+type tally struct {
+	hist   histogram
+	bytes  int64
+	status map[string]int64
+	errs   map[string]int64
+	hits   int64
+	misses int64
+}
+
+func newTally() *tally { return &tally{status: map[string]int64{}, errs: map[string]int64{}} }
+
+// Load runs a load test against rawURL.
+func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error) {
+	if !strings.HasPrefix(rawURL, "https://") {
+		return LoadResult{}, fmt.Errorf("url %q: want an https:// URL", rawURL)
+	}
+	switch cfg.Proto {
+	case H1, H2, H3:
+	default:
+		return LoadResult{}, fmt.Errorf("proto %q: want h1, h2 or h3", cfg.Proto)
+	}
+	if cfg.Duration <= 0 && cfg.N <= 0 {
+		return LoadResult{}, errors.New("load: want -d DURATION or -n COUNT")
+	}
+	if cfg.Rate < 0 {
+		return LoadResult{}, fmt.Errorf("rate %v: want a positive rate", cfg.Rate)
+	}
+	cfg.Conns, cfg.Streams = max(cfg.Conns, 1), max(cfg.Streams, 1)
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = 10000
+	}
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	clients := make([]*http.Client, cfg.Conns)
+	for i := range clients {
+		clients[i] = newLoadClient(cfg)
+	}
+	defer func() {
+		for _, c := range clients {
+			c.CloseIdleConnections()
+			if t, ok := c.Transport.(*http3.Transport); ok {
+				t.Close()
+			}
+		}
+	}()
+	var issued, done atomic.Int64
+	stopProgress := progress(cfg.Progress, &done)
+	defer stopProgress()
+	start := time.Now()
+	var tallies []*tally
+	var mu sync.Mutex // guards tallies
+	var wg sync.WaitGroup
+	take := func() bool { return cfg.N <= 0 || issued.Add(1) <= cfg.N }
+	mode := "closed"
+	if cfg.Rate == 0 {
+		for i := range cfg.Conns * cfg.Streams {
+			c := clients[i%cfg.Conns]
+			wg.Go(func() {
+				t := newTally()
+				for ctx.Err() == nil && take() {
+					do(ctx, c, rawURL, cfg.Timeout, time.Now(), t)
+					done.Add(1)
+				}
+				mu.Lock()
+				tallies = append(tallies, t)
+				mu.Unlock()
+			})
+		}
+	} else {
+		mode = "open"
+		sem := make(chan struct{}, cfg.MaxInFlight)
+		interval := time.Duration(float64(time.Second) / cfg.Rate)
+		t := newTally() // shared by the open-loop goroutines under tmu
+		var tmu sync.Mutex
+		tallies = append(tallies, t)
+		for i := int64(0); ctx.Err() == nil && take(); i++ {
+			intended := start.Add(time.Duration(i) * interval)
+			if d := time.Until(intended); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+				}
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			c := clients[int(i)%cfg.Conns]
+			wg.Go(func() {
+				defer func() { <-sem }()
+				local := newTally()
+				do(ctx, c, rawURL, cfg.Timeout, intended, local)
+				done.Add(1)
+				tmu.Lock()
+				mergeTally(t, local)
+				tmu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := newTally()
+	for _, t := range tallies {
+		mergeTally(all, t)
+	}
+	res := LoadResult{Proto: cfg.Proto, Mode: mode, URL: rawURL, Requests: all.hist.n, Bytes: all.bytes, Seconds: elapsed.Seconds(),
+		Status: all.status, Errors: all.errs}
+	res.RPS = float64(res.Requests) / res.Seconds
+	res.BytesPerSec = float64(res.Bytes) / res.Seconds
+	q := func(p float64) float64 { return float64(all.hist.quantile(p)) / 1000 }
+	res.P50ms, res.P90ms, res.P99ms, res.P999ms, res.Maxms = q(0.5), q(0.9), q(0.99), q(0.999), float64(all.hist.max)/1000
+	if all.hits+all.misses > 0 {
+		res.HitRatio = float64(all.hits) / float64(all.hits+all.misses)
+	}
+	return res, nil
+}
+
+func mergeTally(dst, src *tally) {
+	dst.hist.merge(&src.hist)
+	dst.bytes += src.bytes
+	dst.hits += src.hits
+	dst.misses += src.misses
+	for k, v := range src.status {
+		dst.status[k] += v
+	}
+	for k, v := range src.errs {
+		dst.errs[k] += v
+	}
+}
+
+func newLoadClient(cfg LoadConfig) *http.Client {
+	tc := &tls.Config{RootCAs: cfg.RootCAs, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	if cfg.Proto == H3 {
+		return &http.Client{Transport: &http3.Transport{TLSClientConfig: tc}}
+	}
+	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: cfg.Proto == H2, MaxIdleConnsPerHost: cfg.Streams, DisableCompression: true}
+	tr.Protocols = new(http.Protocols)
+	if cfg.Proto == H2 {
+		tr.Protocols.SetHTTP2(true)
+	} else {
+		tr.Protocols.SetHTTP1(true)
+		tr.MaxConnsPerHost = cfg.Streams
+	}
+	return &http.Client{Transport: tr}
+}
+
+// do sends one request and records its latency from intended.
+func do(ctx context.Context, c *http.Client, url string, timeout time.Duration, intended time.Time, t *tally) {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return // the run ended: not an error of the server
+		}
+		t.errs[errorKind(err)]++
+		t.hist.record(time.Since(intended).Microseconds())
+		return
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	t.hist.record(time.Since(intended).Microseconds())
+	t.bytes += n
+	if err != nil {
+		t.errs["body: "+errorKind(err)]++
+	}
+	t.status[fmt.Sprint(resp.StatusCode)]++
+	switch cacheWord(resp.Header.Get("Cache-Status")) {
+	case "hit", "stale":
+		t.hits++
+	case "miss":
+		t.misses++
+	}
+}
+
+// errorKind groups errors for the summary.
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return "timeout"
+	case strings.Contains(err.Error(), "connection refused"):
+		return "connection refused"
+	case strings.Contains(err.Error(), "reset"):
+		return "connection reset"
+	case strings.Contains(err.Error(), "EOF"):
+		return "eof"
+	}
+	return "other"
+}
+
+// progress prints a live line each second until stopped.
+func progress(w io.Writer, done *atomic.Int64) func() {
+	if w == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		start, last := time.Now(), int64(0)
+		for {
+			select {
+			case <-stop:
+				fmt.Fprintln(w)
+				return
+			case <-tick.C:
+				n := done.Load()
+				fmt.Fprintf(w, "\r%5.0fs  %d requests  %d/s   ", time.Since(start).Seconds(), n, n-last)
+				last = n
+			}
+		}
+	})
+	return func() { close(stop); wg.Wait() }
+}
+
+// WriteLoad prints a load summary.
+func WriteLoad(w io.Writer, r LoadResult) {
+	fmt.Fprintf(w, "%s %s-loop %s\n", r.Proto, r.Mode, r.URL)
+	fmt.Fprintf(w, "  requests %d in %.2fs: %.0f req/s, %.1f MB/s, hit ratio %.2f\n", r.Requests, r.Seconds, r.RPS, r.BytesPerSec/1e6, r.HitRatio)
+	fmt.Fprintf(w, "  latency ms: p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.Maxms)
+	for _, m := range []struct {
+		name string
+		v    map[string]int64
+	}{{"status", r.Status}, {"errors", r.Errors}} {
+		keys := make([]string, 0, len(m.v))
+		for k := range m.v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(w, "  %s %s: %d\n", m.name, k, m.v[k])
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package bench_test
+
+import (
+	"context"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgecdn/cdn/bench"
+)
+
+func TestClosedLoopCountsEverything(t *testing.T) {
+	p, ca := startPoP(t)
+	_, port, _ := net.SplitHostPort(p.Addr().String())
+	for _, proto := range []string{bench.H1, bench.H2, bench.H3} {
+		t.Run(proto, func(t *testing.T) {
+			res, err := bench.Load(context.Background(), bench.LoadConfig{Proto: proto, Conns: 2, Streams: 4, N: 200, RootCAs: ca.RootPool()},
+				"https://localhost:"+port+"/gen/1k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Requests != 200 || res.Status["200"] != 200 || res.Bytes != 200*1024 || len(res.Errors) != 0 {
+				t.Errorf("result %+v, want 200 requests of 1 KiB, all 200", res)
+			}
+			if res.HitRatio < 0.9 || res.P50ms <= 0 || res.P50ms > res.P99ms || res.P99ms > res.Maxms {
+				t.Errorf("hit ratio %.2f, p50 %.3f p99 %.3f max %.3f", res.HitRatio, res.P50ms, res.P99ms, res.Maxms)
+			}
+		})
+	}
+}
+
+func TestOpenLoopShowsAServerStall(t *testing.T) {
+	var gate sync.RWMutex
+	var n atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 60 {
+			gate.Lock() // the whole server pauses for 200 ms
+			time.Sleep(200 * time.Millisecond)
+			gate.Unlock()
+		}
+		gate.RLock()
+		gate.RUnlock()
+		w.Write([]byte("ok"))
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	res, err := bench.Load(context.Background(), bench.LoadConfig{Proto: bench.H2, Rate: 200, N: 200, RootCAs: pool}, srv.URL+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mode != "open" || res.Requests != 200 {
+		t.Fatalf("result %+v", res)
+	}
+	// About 40 requests were due during the pause; measured from their
+	// intended send time, the tail must carry it.
+	if res.P99ms < 150 {
+		t.Errorf("p99 = %.1f ms after a 200 ms server pause, want the pause to show (>= 150 ms)", res.P99ms)
+	}
+}
