@@ -32,7 +32,8 @@ func main() {
 
 const usage = `usage:
   bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
-  bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-cacert FILE] [-o json] URL`
+  bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-cacert FILE] [-o json] URL
+  bench compare A.json B.json`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -43,6 +44,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return ttfb(ctx, args[1:], stdout, stderr)
 	case "load":
 		return load(ctx, args[1:], stdout, stderr)
+	case "compare":
+		return compare(args[1:], stdout)
 	}
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
 }
@@ -128,4 +131,23 @@ func load(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	bench.WriteLoad(stdout, res)
 	return nil
+}
+
+func compare(args []string, stdout io.Writer) error {
+	if len(args) != 2 {
+		return errors.New("compare: want two JSON files; " + usage)
+	}
+	var sums [2]map[string]map[string]float64
+	for i, path := range args {
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("compare: %w", err)
+		}
+		sums[i], err = bench.Summarize(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("compare %s: %w", path, err)
+		}
+	}
+	return bench.WriteCompare(stdout, bench.Compare(sums[0], sums[1]))
 }
