@@ -453,15 +453,6 @@ func FuzzParseConfig(f *testing.F) {
 	})
 }
 
-func TestLabConfigParses(t *testing.T) {
-	cfg, err := LoadConfig("testdata/lab.yaml")
-	if err != nil {
-		t.Fatalf("testdata/lab.yaml: %v", err)
-	}
-	if _, err := compile(cfg); err != nil {
-		t.Fatalf("compile lab config: %v", err)
-	}
-}
 
 func TestLocalConfigParses(t *testing.T) {
 	cfg, err := LoadConfig("testdata/local.yaml")
