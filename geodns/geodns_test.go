@@ -453,7 +453,6 @@ func FuzzParseConfig(f *testing.F) {
 	})
 }
 
-
 func TestLocalConfigParses(t *testing.T) {
 	cfg, err := LoadConfig("testdata/local.yaml")
 	if err != nil {
