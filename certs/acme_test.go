@@ -133,16 +133,21 @@ func TestACMEIssuesWithBothChallenges(t *testing.T) {
 			TLSConfig: &tls.Config{GetCertificate: m.GetCertificate, NextProtos: m.NextProtos([]string{"h2", "http/1.1"})}, ErrorLog: log.New(io.Discard, "", 0)}
 		go srv.ServeTLS(tlsLn, "", "")
 		t.Cleanup(func() { srv.Close() })
-		if err := fetchCert(t, tlsLn.Addr().String(), "www.cdn.test", p.issuer); err != nil {
-			t.Fatalf("handshake for www.cdn.test: %v", err)
-		}
 		// A host outside the policy fails before any contact with the CA.
+		// Checked first, while nothing else talks to the CA.
+		fresh, err := certs.NewACME(certs.ACMEConfig{Hosts: []string{"www.cdn.test"}, Dir: t.TempDir(), DirectoryURL: p.dirURL, RootCAs: p.roots})
+		if err != nil {
+			t.Fatal(err)
+		}
 		before := p.requests.Load()
-		if err := fetchCert(t, tlsLn.Addr().String(), "evil.cdn.test", p.issuer); err == nil {
-			t.Errorf("handshake for a host outside the policy succeeded")
+		if _, err := fresh.GetCertificate(&tls.ClientHelloInfo{ServerName: "evil.cdn.test", CipherSuites: []uint16{tls.TLS_AES_128_GCM_SHA256}}); err == nil {
+			t.Errorf("GetCertificate for a host outside the policy succeeded")
 		}
 		if n := p.requests.Load() - before; n != 0 {
 			t.Errorf("a host outside the policy made %d requests to the ACME CA, want 0", n)
+		}
+		if err := fetchCert(t, tlsLn.Addr().String(), "www.cdn.test", p.issuer); err != nil {
+			t.Fatalf("handshake for www.cdn.test: %v", err)
 		}
 	})
 	t.Run("http-01 on the port-80 listener", func(t *testing.T) {
