@@ -1,0 +1,357 @@
+package compose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Net is the lab's network on one machine: a network namespace per host,
+// each with a TUN device holding the host's address, joined by a userspace
+// delay line in this process that forwards every packet to its destination
+// after the one-way delay of the topology (half the pair's RTT). It needs
+// no kernel qdisc (sch_netem is missing on some kernels) and no bridge.
+type Net struct {
+	topo   *Topology
+	prefix string // namespace names are prefix+host
+	hosts  map[netip.Addr]*nsHost
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // owns the readers and the pair queues
+}
+
+type nsHost struct {
+	host Host
+	ns   string
+	tun  *os.File
+	// out holds one queue per destination, so that packets of one pair
+	// keep their order while pairs with different delays interleave.
+	out map[netip.Addr]chan packet
+}
+
+type packet struct {
+	due  time.Time
+	data []byte
+}
+
+// NetConfig configures Up.
+type NetConfig struct {
+	// Prefix names the namespaces (prefix+host). If empty, "edgecdn-".
+	Prefix string
+	// Resolver is written to /etc/netns/NS/resolv.conf of every host
+	// (ip netns exec bind-mounts it). If empty, none is written.
+	Resolver string
+}
+
+const tunName = "lab0"
+
+// Up creates the namespaces and the delay line. Close removes everything.
+func Up(ctx context.Context, topo *Topology, cfg NetConfig) (*Net, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("lab: network namespaces need root")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "edgecdn-"
+	}
+	n := &Net{topo: topo, prefix: cfg.Prefix, hosts: map[netip.Addr]*nsHost{}}
+	for _, h := range topo.Hosts {
+		nh, err := n.addHost(h, cfg.Resolver)
+		if err != nil {
+			n.Close()
+			return nil, fmt.Errorf("lab host %s: %w", h.Name, err)
+		}
+		n.hosts[h.Addr] = nh
+	}
+	ctx, n.cancel = context.WithCancel(ctx)
+	for _, src := range n.hosts {
+		for _, dst := range n.hosts {
+			if src == dst {
+				continue
+			}
+			q := make(chan packet, 4096)
+			src.out[dst.host.Addr] = q
+			n.wg.Go(func() { deliver(ctx, q, dst.tun) })
+		}
+	}
+	for _, src := range n.hosts {
+		n.wg.Go(func() { n.read(src) })
+	}
+	return n, nil
+}
+
+// NS is the namespace name of a host.
+func (n *Net) NS(host string) string { return n.prefix + host }
+
+// addHost creates the namespace, its loopback and its TUN device.
+func (n *Net) addHost(h Host, resolver string) (*nsHost, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	defer netns.Set(orig)
+	netns.DeleteNamed(n.NS(h.Name)) // a leftover of a crashed run
+	ns, err := netns.NewNamed(n.NS(h.Name))
+	if err != nil {
+		return nil, fmt.Errorf("create namespace: %w", err)
+	}
+	defer ns.Close()
+	tun, err := openTUN(tunName)
+	if err != nil {
+		return nil, err
+	}
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		tun.Close()
+		return nil, err
+	}
+	defer nl.Close()
+	lo, err := nl.LinkByName("lo")
+	if err == nil {
+		err = nl.LinkSetUp(lo)
+	}
+	var link netlink.Link
+	if err == nil {
+		link, err = nl.LinkByName(tunName)
+	}
+	if err == nil {
+		addr := &netlink.Addr{IPNet: netlinkIPNet(h.Addr, n.topo.Subnet.Bits())}
+		err = nl.AddrAdd(link, addr)
+	}
+	if err == nil {
+		err = nl.LinkSetUp(link)
+	}
+	if err != nil {
+		tun.Close()
+		return nil, fmt.Errorf("configure %s: %w", tunName, err)
+	}
+	if resolver != "" {
+		dir := filepath.Join("/etc/netns", n.NS(h.Name))
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+resolver+"\noptions timeout:2 attempts:2\n"), 0o644)
+		}
+	}
+	return &nsHost{host: h, ns: n.NS(h.Name), tun: tun, out: map[netip.Addr]chan packet{}}, nil
+}
+
+func netlinkIPNet(a netip.Addr, bits int) *net.IPNet {
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, 32)}
+}
+
+// openTUN creates a TUN device (IFF_TUN|IFF_NO_PI) in the calling thread's
+// network namespace.
+func openTUN(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	var req [unix.IFNAMSIZ + 64]byte
+	copy(req[:], name)
+	*(*uint16)(unsafe.Pointer(&req[unix.IFNAMSIZ])) = unix.IFF_TUN | unix.IFF_NO_PI
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(unix.TUNSETIFF), uintptr(unsafe.Pointer(&req[0]))); errno != 0 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETIFF %s: %w", name, errno)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+}
+
+// read takes packets from a host's TUN device and queues each for its
+// destination with the pair's one-way delay.
+func (n *Net) read(src *nsHost) {
+	buf := make([]byte, 65536)
+	for {
+		k, err := src.tun.Read(buf)
+		if err != nil {
+			return // closed
+		}
+		if k < 20 || buf[0]>>4 != 4 {
+			continue // IPv4 only in the lab
+		}
+		dstAddr := netip.AddrFrom4([4]byte(buf[16:20]))
+		q, ok := src.out[dstAddr]
+		if !ok {
+			continue // not a lab host: dropped, never leaves the lab
+		}
+		dst := n.hosts[dstAddr]
+		delay := n.topo.RTTBetween(src.host, dst.host) / 2
+		p := packet{due: time.Now().Add(delay), data: append([]byte(nil), buf[:k]...)}
+		select {
+		case q <- p:
+		default: // queue full: drop, as a congested link would
+		}
+	}
+}
+
+// deliver writes a pair's packets to the destination when they are due.
+func deliver(ctx context.Context, q chan packet, dst *os.File) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-q:
+			if d := time.Until(p.due); d > 0 {
+				timer.Reset(d)
+				select {
+				case <-ctx.Done():
+					return
+				case <-timer.C:
+				}
+			}
+			dst.Write(p.data)
+		}
+	}
+}
+
+// Exec returns a command that runs inside host's namespace (with its
+// resolv.conf, through ip netns exec).
+func (n *Net) Exec(ctx context.Context, host string, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.NS(host), name}, args...)...)
+}
+
+// Close stops the delay line and removes the namespaces and resolv.confs.
+func (n *Net) Close() error {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	for _, h := range n.hosts {
+		h.tun.Close()
+	}
+	n.wg.Wait()
+	var errs []error
+	for _, h := range n.topo.Hosts {
+		if err := netns.DeleteNamed(n.NS(h.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		os.RemoveAll(filepath.Join("/etc/netns", n.NS(h.Name)))
+	}
+	return errors.Join(errs...)
+}
+
+// inNS runs f with the calling goroutine's thread in host's namespace;
+// sockets f creates stay in that namespace and may be used from anywhere.
+func (n *Net) inNS(host string, f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(n.NS(host))
+	if err != nil {
+		return fmt.Errorf("namespace of %s: %w", host, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	return f()
+}
+
+// ListenPacket opens a UDP socket inside host's namespace.
+func (n *Net) ListenPacket(host, addr string) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := n.inNS(host, func() (err error) {
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	})
+	return pc, err
+}
+
+// MeasureRTT measures the round trip from host a to host b with UDP
+// echoes through the delay line: the least of count probes.
+func (n *Net) MeasureRTT(ctx context.Context, a, b string, count int) (time.Duration, error) {
+	hb, ok := n.topo.Host(b)
+	if !ok {
+		return 0, fmt.Errorf("no host %s", b)
+	}
+	echo, err := n.ListenPacket(b, net.JoinHostPort(hb.Addr.String(), "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			k, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(buf[:k], from)
+		}
+	}()
+	ha, _ := n.topo.Host(a)
+	c, err := n.ListenPacket(a, net.JoinHostPort(ha.Addr.String(), "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	best := time.Duration(-1)
+	buf := make([]byte, 64)
+	for i := range count {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		start := time.Now()
+		msg := []byte(fmt.Sprintf("probe %d", i))
+		if _, err := c.WriteTo(msg, echo.LocalAddr()); err != nil {
+			return 0, err
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		k, _, err := c.ReadFrom(buf)
+		if err != nil || string(buf[:k]) != string(msg) {
+			continue
+		}
+		if rtt := time.Since(start); best < 0 || rtt < best {
+			best = rtt
+		}
+	}
+	if best < 0 {
+		return 0, fmt.Errorf("no echo from %s to %s", a, b)
+	}
+	return best, nil
+}
+
+// Listen opens a TCP listener inside host's namespace.
+func (n *Net) Listen(host, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := n.inNS(host, func() (err error) {
+		ln, err = net.Listen("tcp4", addr)
+		return err
+	})
+	return ln, err
+}
+
+// Dialer returns a DialContext that dials from inside host's namespace.
+func (n *Net) Dialer(host string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := n.inNS(host, func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}

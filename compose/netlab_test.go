@@ -1,0 +1,106 @@
+package compose
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+func TestNativeLabDelays(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	topo, err := Load(context.Background(), "../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("ect%d-", os.Getpid())
+	n, err := Up(context.Background(), topo, NetConfig{Prefix: prefix})
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		for _, h := range topo.Hosts {
+			if _, err := netns.GetFromName(prefix + h.Name); err == nil {
+				t.Errorf("namespace %s%s left behind", prefix, h.Name)
+			}
+		}
+	})
+	for _, tt := range []struct{ a, b string }{
+		{"client-na", "pop-na"}, {"client-eu", "pop-na"}, {"client-ap", "origin"}, {"pop-eu", "pop-ap"}, {"client-ap", "geodns"},
+	} {
+		want := topo.RTTBetween(mustHost(t, topo, tt.a), mustHost(t, topo, tt.b))
+		got, err := n.MeasureRTT(context.Background(), tt.a, tt.b, 5)
+		if err != nil {
+			t.Fatalf("%s -> %s: %v", tt.a, tt.b, err)
+		}
+		t.Logf("%s -> %s: measured %v, matrix %v", tt.a, tt.b, got.Round(10*time.Microsecond), want)
+		// The calibration rule of the lab: within 2 ms + 5% of the matrix.
+		if tol := 2*time.Millisecond + want/20; got < want || got > want+tol {
+			t.Errorf("RTT %s -> %s = %v, want %v (+%v)", tt.a, tt.b, got, want, tol)
+		}
+	}
+}
+
+func TestNativeLabCarriesTCP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	topo, err := Load(context.Background(), "../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("ecu%d-", os.Getpid())
+	n, err := Up(context.Background(), topo, NetConfig{Prefix: prefix})
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	defer n.Close()
+	ln, err := n.Listen("pop-eu", "10.77.2.20:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Repeat("x", 200<<10) // several segments each way
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := &http.Client{Transport: &http.Transport{DialContext: n.Dialer("client-eu")}}
+	start := time.Now()
+	resp, err := c.Get("http://10.77.2.20:8080/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if string(got) != body {
+		t.Fatalf("got %d bytes, want %d", len(got), len(body))
+	}
+	// A TCP handshake and a request: at least two round trips of 10 ms.
+	if took < 20*time.Millisecond {
+		t.Errorf("fetch over the lab took %v, want at least 2 RTT (20 ms)", took)
+	}
+	// A host outside the lab is not reachable from inside: nothing leaves.
+	if _, err := n.Dialer("client-eu")(context.Background(), "tcp", "192.0.2.1:80"); err == nil {
+		t.Errorf("dialled an address outside the lab")
+	}
+}
+
+func mustHost(t *testing.T, topo *Topology, name string) Host {
+	t.Helper()
+	h, ok := topo.Host(name)
+	if !ok {
+		t.Fatalf("no host %s", name)
+	}
+	return h
+}
