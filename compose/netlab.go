@@ -355,3 +355,22 @@ func (n *Net) Dialer(host string) func(ctx context.Context, network, addr string
 		return c, err
 	}
 }
+
+// Attach returns a Net for namespaces another process brought up (for lab
+// exec, status and rtt); it forwards nothing itself and Close is not for it.
+func Attach(topo *Topology, prefix string) *Net {
+	if prefix == "" {
+		prefix = "edgecdn-"
+	}
+	return &Net{topo: topo, prefix: prefix, hosts: map[netip.Addr]*nsHost{}}
+}
+
+// Exists reports whether host's namespace exists.
+func (n *Net) Exists(host string) bool {
+	h, err := netns.GetFromName(n.NS(host))
+	if err != nil {
+		return false
+	}
+	h.Close()
+	return true
+}

@@ -1,0 +1,217 @@
+// Command lab runs the multi-PoP lab of docker-compose.yml natively, in
+// network namespaces joined by a userspace delay line (no Docker, no
+// sch_netem needed). Run as root from the repository root.
+//
+//	lab up [-d]           build, start, wait for health, calibrate, print a summary
+//	lab down              stop a lab started with -d and remove its namespaces
+//	lab status            which hosts and services are up
+//	lab exec HOST -- CMD  run CMD inside HOST's namespace, with the lab resolver
+//	lab rtt               measure the RTT matrix
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgecdn/cdn/compose"
+)
+
+const stateDir = "/var/lib/edgecdn-lab"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "lab:", err)
+		os.Exit(2)
+	}
+}
+
+const usage = "usage: lab up [-d] | down | status | exec HOST -- CMD [ARGS] | rtt"
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "up":
+		fs := flag.NewFlagSet("lab up", flag.ContinueOnError)
+		detach := fs.Bool("d", false, "detach: run in the background (stop with lab down)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *detach {
+			return detachUp(root, stdout)
+		}
+		return up(ctx, root, stdout, stderr)
+	case "down":
+		return down(root, stdout)
+	case "status":
+		return status(ctx, root, stdout)
+	case "exec":
+		rest := args[1:]
+		if len(rest) < 3 || rest[1] != "--" {
+			return errors.New("exec: want HOST -- CMD [ARGS]")
+		}
+		topo, err := compose.Load(ctx, filepath.Join(root, "docker-compose.yml"))
+		if err != nil {
+			return err
+		}
+		if _, ok := topo.Host(rest[0]); !ok {
+			return fmt.Errorf("exec: no host %q; hosts: %s", rest[0], hostNames(topo))
+		}
+		ipPath, err := exec.LookPath("ip")
+		if err != nil {
+			return err
+		}
+		return syscall.Exec(ipPath, append([]string{"ip", "netns", "exec", "edgecdn-" + rest[0]}, rest[2:]...), os.Environ())
+	case "rtt":
+		topo, err := compose.Load(ctx, filepath.Join(root, "docker-compose.yml"))
+		if err != nil {
+			return err
+		}
+		n := compose.Attach(topo, "")
+		for i, a := range topo.Hosts {
+			for _, b := range topo.Hosts[i+1:] {
+				got, err := n.MeasureRTT(ctx, a.Name, b.Name, 3)
+				if err != nil {
+					return fmt.Errorf("%s-%s: %w (is the lab up?)", a.Name, b.Name, err)
+				}
+				fmt.Fprintf(stdout, "%-10s %-10s matrix %-6v measured %v\n", a.Name, b.Name, topo.RTTBetween(a, b), got.Round(10*time.Microsecond))
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown command %q; %s", args[0], usage)
+}
+
+func hostNames(t *compose.Topology) string {
+	var names []string
+	for _, h := range t.Hosts {
+		names = append(names, h.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+func up(ctx context.Context, root string, stdout, stderr io.Writer) error {
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: stateDir, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer r.Stop()
+	table, err := r.Calibrate(ctx)
+	if err != nil {
+		fmt.Fprint(stdout, table)
+		return err
+	}
+	os.WriteFile(filepath.Join(stateDir, "lab.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	defer os.Remove(filepath.Join(stateDir, "lab.pid"))
+	summary(stdout, r, table)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "stopping the lab")
+	return nil
+}
+
+func summary(w io.Writer, r *compose.Runner, table string) {
+	fmt.Fprintln(w, "lab up: delay backend userspace (TUN delay line)")
+	fmt.Fprint(w, r.Topo)
+	fmt.Fprintln(w, "\nRTT calibration:")
+	fmt.Fprint(w, table)
+	caRoot := filepath.Join(stateDir, "volume-lab-ca", "ca", "root.pem")
+	fmt.Fprintf(w, "\nCA root: %s\n", caRoot)
+	fmt.Fprintln(w, "Try:")
+	fmt.Fprintf(w, "  go run ./compose/cmd/lab exec client-eu -- curl --cacert %s https://www.cdn.lab/index.html -v\n", caRoot)
+	fmt.Fprintf(w, "  go run ./compose/cmd/lab exec client-ap -- go run ./bench/cmd/bench ttfb -proto h3 -mode 0rtt -n 10 -cacert %s https://www.cdn.lab/gen/1k\n", caRoot)
+	fmt.Fprintf(w, "  logs and the PoPs' ready lines (SPKI pins): %s/*.log\n", stateDir)
+}
+
+func detachUp(root string, stdout io.Writer) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	os.MkdirAll(stateDir, 0o755)
+	logf, err := os.Create(filepath.Join(stateDir, "lab.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, "up")
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	pidFile := filepath.Join(stateDir, "lab.pid")
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(pidFile); err == nil {
+			out, _ := os.ReadFile(logf.Name())
+			fmt.Fprint(stdout, string(out))
+			return nil
+		}
+		if cmd.ProcessState != nil {
+			break
+		}
+		if err := syscall.Kill(cmd.Process.Pid, 0); err != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, _ := os.ReadFile(logf.Name())
+	return fmt.Errorf("lab did not come up:\n%s", out)
+}
+
+func down(root string, stdout io.Writer) error {
+	b, err := os.ReadFile(filepath.Join(stateDir, "lab.pid"))
+	if err != nil {
+		return errors.New("down: no running lab (no " + filepath.Join(stateDir, "lab.pid") + ")")
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 {
+		return errors.New("down: bad pid file")
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for range 150 {
+		if syscall.Kill(pid, 0) != nil {
+			fmt.Fprintln(stdout, "lab down")
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("down: lab process %d still running after 30s", pid)
+}
+
+func status(ctx context.Context, root string, stdout io.Writer) error {
+	topo, err := compose.Load(ctx, filepath.Join(root, "docker-compose.yml"))
+	if err != nil {
+		return err
+	}
+	n := compose.Attach(topo, "")
+	for _, h := range topo.Hosts {
+		state := "down"
+		if n.Exists(h.Name) {
+			state = "namespace up"
+		}
+		fmt.Fprintf(stdout, "%-10s %-13s %s\n", h.Name, h.Addr, state)
+	}
+	return nil
+}

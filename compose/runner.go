@@ -1,0 +1,240 @@
+package compose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// RunnerConfig configures the native runner.
+type RunnerConfig struct {
+	// Root is the repository root: docker-compose.yml, the programs'
+	// sources and the files the compose file mounts. Required.
+	Root string
+	// StateDir holds the lab CA volume, the built programs and logs. If
+	// empty, /var/lib/edgecdn-lab.
+	StateDir string
+	// Prefix names the namespaces. If empty, "edgecdn-".
+	Prefix string
+	// Logger receives progress. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// Runner runs the lab natively: the network of Up plus one process per
+// service, started inside its namespace with the service's command line
+// from docker-compose.yml (container paths mapped to the checkout).
+type Runner struct {
+	cfg  RunnerConfig
+	Topo *Topology
+	Net  *Net
+	log  *slog.Logger
+
+	mu    sync.Mutex // guards procs
+	procs map[string]*exec.Cmd
+}
+
+// containerPaths maps the paths the image and the compose file use to the
+// native equivalents.
+func (r *Runner) containerPaths() map[string]string {
+	return map[string]string{
+		"/lab":                     filepath.Join(r.cfg.StateDir, "volume-lab-ca"),
+		"/srv/www":                 filepath.Join(r.cfg.Root, "origin", "testdata", "www"),
+		"/etc/edgecdn/geodns.yaml": filepath.Join(r.cfg.Root, "compose", "lab", "geodns.yaml"),
+	}
+}
+
+// StartLab loads the topology, builds the programs, brings the network up
+// and starts every service in dependency order, waiting for each health
+// check. Stop undoes it all.
+func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = "/var/lib/edgecdn-lab"
+	}
+	r := &Runner{cfg: cfg, log: cfg.Logger, procs: map[string]*exec.Cmd{}}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	topo, err := Load(ctx, filepath.Join(cfg.Root, "docker-compose.yml"))
+	if err != nil {
+		return nil, err
+	}
+	r.Topo = topo
+	bin := filepath.Join(cfg.StateDir, "bin")
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "volume-lab-ca"), 0o755); err != nil {
+		return nil, err
+	}
+	r.log.Info("building the lab's programs", "into", bin)
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./pop/cmd/pop", "./origin/cmd/origin", "./geodns/cmd/geodns", "./bench/cmd/bench")
+	build.Dir = cfg.Root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	geo, _ := topo.Host("geodns")
+	r.Net, err = Up(ctx, topo, NetConfig{Prefix: cfg.Prefix, Resolver: geo.Addr.String()})
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"lab-init", "geodns", "origin", "pop-na", "pop-eu", "pop-ap", "client-na", "client-eu", "client-ap"} {
+		h, ok := topo.Host(name)
+		if !ok || len(h.Command) == 0 {
+			continue
+		}
+		if err := r.start(ctx, h, bin); err != nil {
+			r.Stop()
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+	}
+	return r, nil
+}
+
+func (r *Runner) mapArgs(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		for from, to := range r.containerPaths() {
+			if a == from || strings.HasPrefix(a, from+"/") {
+				a = to + strings.TrimPrefix(a, from)
+			}
+			a = strings.ReplaceAll(a, " "+from+"/", " "+to+"/")
+		}
+		out[i] = a
+	}
+	return out
+}
+
+func (r *Runner) start(ctx context.Context, h Host, bin string) error {
+	args := r.mapArgs(h.Command)
+	switch args[0] {
+	case "sleep":
+		return nil // clients: the namespace is the host
+	case "sh":
+		cmd := r.Net.Exec(ctx, h.Name, args[0], args[1:]...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	logf, err := os.Create(filepath.Join(r.cfg.StateDir, h.Name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := r.Net.Exec(context.WithoutCancel(ctx), h.Name, filepath.Join(bin, args[0]), args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	r.mu.Lock()
+	r.procs[h.Name] = cmd
+	r.mu.Unlock()
+	go func() { cmd.Wait(); logf.Close() }()
+	return r.waitHealthy(ctx, h)
+}
+
+// waitHealthy polls the service's readiness URL (the URL its compose
+// health check fetches) from inside its namespace.
+func (r *Runner) waitHealthy(ctx context.Context, h Host) error {
+	url := healthURL(h.Name, h.Addr.String())
+	if url == "" {
+		return nil
+	}
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: r.Net.Dialer(h.Name), DisableKeepAlives: true}}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := c.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				r.log.Info("healthy", "service", h.Name, "url", url)
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not healthy after 60s (last: %v); see %s", url, err, filepath.Join(r.cfg.StateDir, h.Name+".log"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// healthURL is what each service's compose health check fetches.
+func healthURL(name, addr string) string {
+	switch {
+	case name == "geodns":
+		return "http://" + addr + ":9953/healthz"
+	case name == "origin":
+		return "http://" + addr + "/healthz"
+	case strings.HasPrefix(name, "pop-"):
+		return "http://" + addr + ":9901/readyz"
+	}
+	return ""
+}
+
+// Stop ends every service (SIGTERM, then SIGKILL after 10s) and removes
+// the network.
+func (r *Runner) Stop() error {
+	r.mu.Lock()
+	procs := r.procs
+	r.procs = map[string]*exec.Cmd{}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, cmd := range procs {
+		wg.Go(func() {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Process.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			}
+		})
+	}
+	wg.Wait()
+	if r.Net == nil {
+		return nil
+	}
+	return r.Net.Close()
+}
+
+// Calibrate measures every host pair's RTT and compares it with the
+// matrix: more than 2 ms + 5% off is an error carrying the whole table.
+func (r *Runner) Calibrate(ctx context.Context) (string, error) {
+	var b strings.Builder
+	var bad []string
+	fmt.Fprintf(&b, "%-10s %-10s %9s %9s\n", "from", "to", "matrix", "measured")
+	hosts := r.Topo.Hosts
+	for i, a := range hosts {
+		for _, c := range hosts[i+1:] {
+			want := r.Topo.RTTBetween(a, c)
+			got, err := r.Net.MeasureRTT(ctx, a.Name, c.Name, 3)
+			if err != nil {
+				return b.String(), err
+			}
+			mark := ""
+			if tol := 2*time.Millisecond + want/20; got < want || got > want+tol {
+				mark = "  OFF"
+				bad = append(bad, a.Name+"-"+c.Name)
+			}
+			fmt.Fprintf(&b, "%-10s %-10s %9v %9v%s\n", a.Name, c.Name, want, got.Round(10*time.Microsecond), mark)
+		}
+	}
+	if len(bad) > 0 {
+		return b.String(), errors.New("calibration: " + strings.Join(bad, ", ") + " more than 2 ms + 5% off the matrix")
+	}
+	return b.String(), nil
+}
