@@ -1,101 +1,98 @@
 package upstream
 
 import (
-	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"sync/atomic"
 	"time"
 )
 
-// balancer picks a server for a request among those available and not yet
-// tried, and takes the server's breaker (the half-open trial, if it is one).
+// balancer picks a server for a request among the available ones not yet
+// tried, and takes that server's breaker admission (trial reports the
+// half-open trial). It returns nil when no server is available.
 type balancer interface {
-	pick(r *http.Request, tried []*server, now time.Time) *server
+	pick(r *http.Request, tried []*server, now time.Time) (s *server, trial bool)
 }
 
 func newBalancer(name string, servers []*server) balancer {
 	switch name {
-	case "least_outstanding":
+	case LeastOutstanding:
 		return &p2c{servers: servers}
-	case "hash":
+	case Hash:
 		return newHashRing(servers)
 	}
 	return &roundRobin{servers: servers}
 }
 
+// available reports whether s may take a request: healthy, not tried yet by
+// this request, its breaker admitting.
 func available(s *server, tried []*server, now time.Time) bool {
 	return s.healthy.Load() && !slices.Contains(tried, s) && s.breaker.usable(now)
 }
 
-// take returns s if its breaker admits the request.
-func take(s *server, now time.Time) *server {
-	if s.breaker.acquire(now) {
-		return s
-	}
-	return nil
-}
-
+// roundRobin takes servers in turn, skipping unavailable ones.
 type roundRobin struct {
 	servers []*server
 	next    atomic.Uint64
 }
 
-func (b *roundRobin) pick(_ *http.Request, tried []*server, now time.Time) *server {
+func (b *roundRobin) pick(_ *http.Request, tried []*server, now time.Time) (*server, bool) {
 	n := uint64(len(b.servers))
 	start := b.next.Add(1) - 1
 	for i := range n {
 		s := b.servers[(start+i)%n]
-		if available(s, tried, now) {
-			if got := take(s, now); got != nil {
-				return got
-			}
+		if !available(s, tried, now) {
+			continue
+		}
+		if ok, trial := s.breaker.acquire(now); ok {
+			return s, trial
 		}
 	}
-	return nil
+	return nil, false
 }
 
 // p2c samples two available servers and takes the one with fewer requests
-// in flight (power of two choices).
+// in flight (power of two choices): nearly as good as least-loaded, without
+// a global scan or herding onto one server.
 type p2c struct {
 	servers []*server
 }
 
-func (b *p2c) pick(_ *http.Request, tried []*server, now time.Time) *server {
-	var cand []*server
+func (b *p2c) pick(_ *http.Request, tried []*server, now time.Time) (*server, bool) {
+	var buf [16]*server
+	cand := buf[:0]
 	for _, s := range b.servers {
 		if available(s, tried, now) {
 			cand = append(cand, s)
 		}
 	}
 	for len(cand) > 0 {
-		i := rand.IntN(len(cand))
-		best := i
+		best := rand.IntN(len(cand))
 		if len(cand) > 1 {
 			j := rand.IntN(len(cand) - 1)
-			if j >= i {
+			if j >= best {
 				j++
 			}
-			if cand[j].outstanding.Load() < cand[i].outstanding.Load() {
+			if cand[j].outstanding.Load() < cand[best].outstanding.Load() {
 				best = j
 			}
 		}
-		if got := take(cand[best], now); got != nil {
-			return got
+		if ok, trial := cand[best].breaker.acquire(now); ok {
+			return cand[best], trial
 		}
-		cand = slices.Delete(cand, best, best+1)
+		cand = slices.Delete(cand, best, best+1) // lost a race for its trial
 	}
-	return nil
+	return nil, false
 }
 
-// hashRing is a consistent-hash ring with virtual nodes: a URL maps to the
-// first available server clockwise from its hash, so removing a server
-// moves only its own URLs.
+// hashRing is a consistent-hash ring with virtual nodes: a URL goes to the
+// first available server clockwise from the URL's hash, so a URL sticks to
+// one server, and taking a server out moves only that server's URLs.
 type hashRing struct {
-	points []ringPoint
+	points  []ringPoint // sorted by hash
+	servers int
 }
 
 type ringPoint struct {
@@ -103,44 +100,84 @@ type ringPoint struct {
 	s    *server
 }
 
+// virtualNodes per server: enough for an even spread over a few servers.
 const virtualNodes = 160
 
 func newHashRing(servers []*server) *hashRing {
-	r := &hashRing{}
+	r := &hashRing{servers: len(servers)}
 	for _, s := range servers {
 		for v := range virtualNodes {
-			r.points = append(r.points, ringPoint{hash64(s.url.Host + "#" + strconv.Itoa(v)), s})
+			r.points = append(r.points, ringPoint{mix(fnvString(fnvOffset, s.url.String()+"#"+strconv.Itoa(v))), s})
 		}
 	}
-	sort.Slice(r.points, func(i, j int) bool { return r.points[i].hash < r.points[j].hash })
+	slices.SortFunc(r.points, func(a, b ringPoint) int {
+		switch {
+		case a.hash < b.hash:
+			return -1
+		case a.hash > b.hash:
+			return 1
+		}
+		return 0
+	})
 	return r
 }
 
-func hash64(s string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	// fnv's last bytes mix poorly into the high bits; finish with a
-	// splitmix64 step so ring positions spread evenly.
-	x := h.Sum64()
+func (r *hashRing) pick(req *http.Request, tried []*server, now time.Time) (*server, bool) {
+	key := requestHash(req)
+	i, _ := slices.BinarySearchFunc(r.points, key, func(p ringPoint, k uint64) int {
+		switch {
+		case p.hash < k:
+			return -1
+		case p.hash > k:
+			return 1
+		}
+		return 0
+	})
+	var seen []*server // servers already considered, on the slow path
+	for k := range len(r.points) {
+		s := r.points[(i+k)%len(r.points)].s
+		if slices.Contains(seen, s) {
+			continue
+		}
+		if available(s, tried, now) {
+			if ok, trial := s.breaker.acquire(now); ok {
+				return s, trial
+			}
+		}
+		if seen = append(seen, s); len(seen) == r.servers {
+			break
+		}
+	}
+	return nil, false
+}
+
+// requestHash hashes the URL's path and query (FNV-1a, then a splitmix64
+// finish so that ring positions spread evenly).
+func requestHash(r *http.Request) uint64 {
+	h := fnvString(fnvOffset, r.URL.EscapedPath())
+	if r.URL.RawQuery != "" {
+		h = fnvString(fnvString(h, "?"), r.URL.RawQuery)
+	}
+	return mix(h)
+}
+
+const fnvOffset = 14695981039346656037
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// mix is splitmix64's finaliser: FNV's last bytes reach the high bits
+// poorly, and the ring is ordered by them.
+func mix(x uint64) uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
 	x ^= x >> 27
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return x
-}
-
-func (r *hashRing) pick(req *http.Request, tried []*server, now time.Time) *server {
-	key := hash64(req.URL.RequestURI())
-	i := sort.Search(len(r.points), func(i int) bool { return r.points[i].hash >= key })
-	for k := range len(r.points) {
-		s := r.points[(i+k)%len(r.points)].s
-		if available(s, tried, now) {
-			if got := take(s, now); got != nil {
-				return got
-			}
-			tried = append(tried, s)
-		}
-	}
-	return nil
 }

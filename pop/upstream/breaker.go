@@ -25,18 +25,19 @@ func (s BreakerState) String() string {
 	return "closed"
 }
 
-// breaker ejects a server after threshold consecutive failures, for openFor;
-// then it lets exactly one trial through: success closes it, failure opens
-// it again.
+// breaker ejects a server after threshold consecutive failures (passive
+// ejection). After openFor it is half-open and lets exactly one trial
+// request through: success closes it, failure opens it again. A trial whose
+// client gave up decides nothing and frees the slot for another.
 type breaker struct {
 	threshold int
 	openFor   time.Duration
 
 	mu       sync.Mutex // guards open, fails, openedAt, trial
 	open     bool
-	fails    int
-	openedAt time.Time
-	trial    bool // a half-open trial is in flight
+	fails    int       // consecutive failures
+	openedAt time.Time // when it last opened
+	trial    bool      // a half-open trial is in flight
 }
 
 // state reports the state at now.
@@ -56,7 +57,8 @@ func (b *breaker) stateLocked(now time.Time) BreakerState {
 	return BreakerOpen
 }
 
-// usable reports whether acquire would succeed, without taking the trial.
+// usable reports whether acquire would admit a request now, without
+// taking the trial.
 func (b *breaker) usable(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -69,83 +71,55 @@ func (b *breaker) usable(now time.Time) bool {
 	return false
 }
 
-// acquire admits one request: always when closed, the single trial when
-// half-open, never when open.
-func (b *breaker) acquire(now time.Time) bool {
+// acquire admits one request: always when closed, one trial at a time when
+// half-open, never when open. trial reports that the request is the
+// half-open trial; its outcome must reach success, failure or abandon.
+func (b *breaker) acquire(now time.Time) (ok, trial bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.stateLocked(now) {
 	case BreakerClosed:
-		return true
+		return true, false
 	case BreakerHalfOpen:
 		if b.trial {
-			return false
+			return false, false
 		}
 		b.trial = true
+		return true, true
+	}
+	return false, false
+}
+
+// success closes the breaker. It reports whether it was open.
+func (b *breaker) success() (wasOpen bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	wasOpen = b.open
+	b.open, b.fails, b.trial = false, 0, false
+	return wasOpen
+}
+
+// failure counts a failure; it reports whether the breaker opened (or
+// opened again after a failed trial). Late failures of requests sent
+// before it opened do not extend an open breaker.
+func (b *breaker) failure(now time.Time) (opened bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fails++
+	if b.trial || (!b.open && b.fails >= b.threshold) {
+		b.open, b.openedAt, b.trial = true, now, false
 		return true
 	}
 	return false
 }
 
-func (b *breaker) success() {
+// abandon frees the half-open trial slot of a request that decided
+// nothing (its client went away, or it was picked but never sent).
+func (b *breaker) abandon(trial bool) {
+	if !trial {
+		return
+	}
 	b.mu.Lock()
-	b.open, b.fails, b.trial = false, 0, false
+	b.trial = false
 	b.mu.Unlock()
-}
-
-func (b *breaker) failure(now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.fails++
-	if b.trial || b.fails >= b.threshold {
-		b.open, b.openedAt, b.trial = true, now, false
-	}
-}
-
-// retryBudget allows retries as a fraction of requests plus a floor per
-// second, so a failing origin does not see its load multiplied.
-type retryBudget struct {
-	ratio    float64
-	perSec   float64
-	now      func() time.Time
-	mu       sync.Mutex // guards tokens, last
-	tokens   float64
-	last     time.Time
-	capacity float64
-}
-
-func newRetryBudget(ratio, perSec float64, now func() time.Time) *retryBudget {
-	return &retryBudget{ratio: ratio, perSec: perSec, now: now, tokens: perSec, last: now(), capacity: perSec + 100*ratio}
-}
-
-func (b *retryBudget) refill() {
-	now := b.now()
-	b.tokens += now.Sub(b.last).Seconds() * b.perSec
-	b.last = now
-	if b.tokens > b.capacity {
-		b.tokens = b.capacity
-	}
-}
-
-// deposit credits one request.
-func (b *retryBudget) deposit() {
-	b.mu.Lock()
-	b.refill()
-	b.tokens += b.ratio
-	if b.tokens > b.capacity {
-		b.tokens = b.capacity
-	}
-	b.mu.Unlock()
-}
-
-// withdraw takes one retry, if the budget allows it.
-func (b *retryBudget) withdraw() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.refill()
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }

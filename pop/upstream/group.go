@@ -1,3 +1,24 @@
+// Package upstream is a PoP's pool of warm, persistent connections to one
+// origin group: several origin servers behind one http.RoundTripper.
+//
+// A cold origin connection costs a TCP and a TLS handshake, a round trip or
+// two each, on the path of a client request that already waited for the
+// PoP. So a Group dials and handshakes its connections before the first
+// request (Start) and keeps them warm: HTTP/2 connections (negotiated by
+// ALPN) are PINGed when idle, HTTP/1.1 pools are re-warmed with periodic
+// requests. Each request then follows RoundTrip:
+//
+//  1. The bulkhead: beyond MaxConcurrent requests in flight the group
+//     answers ErrOverloaded at once, so a slow origin cannot pile up the
+//     PoP's goroutines.
+//  2. The balancer picks a server (round robin, least outstanding by power
+//     of two choices, or a consistent hash of the URL), skipping servers
+//     that failed an active health check and servers whose breaker is open
+//     (passive ejection after consecutive failures; half-open later).
+//  3. The exchange is bounded by connect, TLS, response-header and total
+//     timeouts; the total one covers reading the body.
+//  4. An idempotent request that sent nothing (the dial or the handshake
+//     failed) is retried on another server, if the retry budget allows.
 package upstream
 
 import (
@@ -6,31 +27,35 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Group is a pool of connections to the servers of one origin group.
+// Group is a pool of connections to the servers of one origin group. It is
+// an http.RoundTripper, safe for concurrent use.
 type Group struct {
 	cfg     Config
+	log     *slog.Logger // with the group's name
 	servers []*server
 	bal     balancer
-	sem     chan struct{} // bulkhead: one token per request in flight
+	sem     chan struct{} // the bulkhead: one token per request in flight
 	budget  *retryBudget
 
 	overloaded, retries, budgetDenied atomic.Int64
 
-	ctx    context.Context // ends the background loops
+	ctx    context.Context // ends the background loops: cancelled by Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // owns the health loop
-	once   sync.Once      // guards starting the health loop
-	closed sync.Once
+	wg     sync.WaitGroup // the per-server keep-warm and health loops
+
+	mu      sync.Mutex // guards started, closed
+	started bool
+	closed  bool
 }
 
 // server is one origin server with its own transport and breaker.
@@ -39,14 +64,17 @@ type server struct {
 	tr      *http.Transport
 	breaker breaker
 
-	healthy     atomic.Bool
-	warm        atomic.Bool
+	healthy     atomic.Bool  // in rotation: passed its last health check, or has none
+	warm        atomic.Bool  // reached at least once
+	proto       atomic.Int32 // HTTP major version it answered with, 0 until warm
 	outstanding atomic.Int64
 	requests    atomic.Int64
 	failures    atomic.Int64
 	dials       atomic.Int64
 	handshakes  atomic.Int64
 }
+
+var _ http.RoundTripper = (*Group)(nil)
 
 // New validates cfg and builds a Group. Nothing is dialled until Start or
 // the first request.
@@ -55,15 +83,22 @@ func New(cfg Config) (*Group, error) {
 		return nil, err
 	}
 	cfg.fill()
-	g := &Group{cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrent), budget: newRetryBudget(cfg.RetryBudget, 10, cfg.Now)}
+	g := &Group{
+		cfg:    cfg,
+		log:    cfg.Logger.With("upstream", cfg.Name),
+		sem:    make(chan struct{}, cfg.MaxConcurrent),
+		budget: newRetryBudget(cfg.RetryBudget, 10, cfg.Now),
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	for _, raw := range cfg.Servers {
-		u, _ := url.Parse(raw)
-		u.Path = ""
-		s := &server{url: u, breaker: breaker{threshold: cfg.FailThreshold, openFor: cfg.OpenDuration}}
+		u, _ := url.Parse(raw) // validated
+		s := &server{
+			url:     &url.URL{Scheme: u.Scheme, Host: u.Host},
+			breaker: breaker{threshold: cfg.FailThreshold, openFor: cfg.OpenDuration},
+		}
 		s.tr = g.newTransport(s)
-		// Until the first health check says otherwise, a server is presumed
-		// healthy, so that requests work before Start and without checks.
+		// Presumed healthy until a check says otherwise, so that requests
+		// work before Start and without active checks.
 		s.healthy.Store(true)
 		g.servers = append(g.servers, s)
 	}
@@ -71,30 +106,33 @@ func New(cfg Config) (*Group, error) {
 	return g, nil
 }
 
+// newTransport builds s's transport, counting its dials and handshakes.
 func (g *Group) newTransport(s *server) *http.Transport {
 	c := g.cfg
-	dialer := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
-	tlsConf := &tls.Config{
-		RootCAs:            c.RootCAs,
-		ServerName:         c.ServerName,
-		ClientSessionCache: tls.NewLRUClientSessionCache(64),
-		VerifyConnection: func(tls.ConnectionState) error {
-			s.handshakes.Add(1)
-			return nil
-		},
-	}
-	if tlsConf.ServerName == "" {
-		tlsConf.ServerName = s.url.Hostname()
+	dialer := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: c.KeepAlive}
+	serverName := c.ServerName
+	if serverName == "" {
+		serverName = s.url.Hostname()
 	}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			s.dials.Add(1)
 			return dialer.DialContext(ctx, network, addr)
 		},
-		TLSClientConfig:       tlsConf,
+		TLSClientConfig: &tls.Config{
+			RootCAs:            c.RootCAs,
+			ServerName:         serverName,
+			ClientSessionCache: tls.NewLRUClientSessionCache(64),
+			// Runs once per completed handshake, resumed ones included.
+			VerifyConnection: func(tls.ConnectionState) error {
+				s.handshakes.Add(1)
+				return nil
+			},
+		},
 		ForceAttemptHTTP2:     true, // a custom dialer and TLS config turn HTTP/2 off otherwise
 		TLSHandshakeTimeout:   c.TLSTimeout,
 		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
 		MaxIdleConns:          c.MaxIdleConnsPerServer,
 		MaxIdleConnsPerHost:   c.MaxIdleConnsPerServer,
 		IdleConnTimeout:       10 * time.Minute,
@@ -106,23 +144,48 @@ func (g *Group) newTransport(s *server) *http.Transport {
 	}
 }
 
-// Start warms every server (WarmConns connections, each through a full
-// TLS handshake) and starts the health and keep-warm loop, owned by the
-// Group until Close. It returns when every server was tried once or ctx
-// ends; a server that is down stays out of rotation until a health check
-// reaches it.
+// Start warms every server: WarmConns connections each, dialled and
+// TLS-handshaken (one for a server that speaks HTTP/2), and starts the
+// per-server health and keep-warm loops, which run until Close. It returns
+// when every reachable server is warm or ctx ends, with the errors of the
+// servers it could not reach; those stay out of rotation (with active
+// checks) and the loops keep trying them every HealthInterval, so the group
+// becomes ready when they come up. Calling Start again warms again.
 func (g *Group) Start(ctx context.Context) error {
-	var wg sync.WaitGroup
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return fmt.Errorf("start upstream %s: %w", g.cfg.Name, ErrClosed)
+	}
+	first := !g.started
+	g.started = true
+	g.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(g.ctx, cancel)() // Close ends a warm-up too
+
 	errs := make([]error, len(g.servers))
+	var wg sync.WaitGroup
 	for i, s := range g.servers {
-		wg.Go(func() { errs[i] = g.warmServer(ctx, s, g.cfg.WarmConns) })
+		wg.Go(func() { errs[i] = g.warm(ctx, s, g.cfg.WarmConns) })
 	}
 	wg.Wait()
-	g.once.Do(func() { g.wg.Go(g.healthLoop) })
+
+	if first {
+		g.mu.Lock()
+		if !g.closed { // else Close is waiting on g.wg: add nothing
+			for _, s := range g.servers {
+				g.wg.Go(func() { g.tend(g.ctx, s) })
+			}
+		}
+		g.mu.Unlock()
+	}
 	return errors.Join(errs...)
 }
 
-// Ready reports whether at least one server is warm, healthy and not ejected.
+// Ready reports whether at least one server is warm, healthy and not
+// ejected by its breaker.
 func (g *Group) Ready() bool {
 	now := g.cfg.Now()
 	for _, s := range g.servers {
@@ -133,122 +196,168 @@ func (g *Group) Ready() bool {
 	return false
 }
 
-// Close stops the loops and closes idle connections.
+// Close stops the loops, waits for them and closes idle connections.
+// Requests in flight finish on their connections; new ones fail with
+// ErrClosed.
 func (g *Group) Close() error {
-	g.closed.Do(func() {
-		g.cancel()
-		g.wg.Wait()
-		for _, s := range g.servers {
-			s.tr.CloseIdleConnections()
-		}
-	})
+	g.mu.Lock()
+	already := g.closed
+	g.closed = true
+	g.mu.Unlock()
+	if already {
+		return nil
+	}
+	g.cancel()
+	g.wg.Wait()
+	for _, s := range g.servers {
+		s.tr.CloseIdleConnections()
+	}
 	return nil
 }
 
+func (g *Group) isClosed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
+}
+
 // RoundTrip sends req to a server of the group. req.URL supplies the path
-// and query; scheme and host become the chosen server's, and req.Host (the
-// client's Host) is kept.
+// and query; its scheme and host become the chosen server's, and req.Host
+// (the site's name, set by the caller) is kept, or req.URL.Host if empty.
+// The request is in flight (for the bulkhead and the total timeout) until
+// the response body is read to the end or closed.
 func (g *Group) RoundTrip(req *http.Request) (*http.Response, error) {
+	if g.isClosed() {
+		closeBody(req)
+		return nil, fmt.Errorf("upstream %s: %w", g.cfg.Name, ErrClosed)
+	}
 	select {
 	case g.sem <- struct{}{}:
 	default:
 		g.overloaded.Add(1)
-		return nil, fmt.Errorf("%s: %d requests in flight: %w", g.cfg.Name, g.cfg.MaxConcurrent, ErrOverloaded)
+		closeBody(req)
+		return nil, fmt.Errorf("upstream %s: %d requests in flight: %w", g.cfg.Name, g.cfg.MaxConcurrent, ErrOverloaded)
 	}
-	release := func() { <-g.sem }
 	g.budget.deposit()
+	ctx, cancel := context.WithTimeout(req.Context(), g.cfg.TotalTimeout)
+	resp, err := g.exchange(ctx, cancel, req)
+	if err != nil {
+		cancel()
+		<-g.sem
+		return nil, err
+	}
+	return resp, nil
+}
 
+// exchange tries servers until one answers, a failure may not be retried,
+// or the attempts or the budget run out. ctx carries the total timeout;
+// cancel is handed to the response body.
+func (g *Group) exchange(ctx context.Context, cancel context.CancelFunc, req *http.Request) (*http.Response, error) {
 	attempts := 1
 	if g.cfg.Retries > 0 && idempotent(req) {
 		attempts += g.cfg.Retries
 	}
 	var tried []*server
 	var lastErr error
-	for attempt := 0; attempt < attempts; attempt++ {
-		if attempt > 0 {
-			if !g.budget.withdraw() {
-				g.budgetDenied.Add(1)
-				break
-			}
-			g.retries.Add(1)
-			if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
-				body, err := req.GetBody()
-				if err != nil {
-					break
-				}
-				req.Body = body
-			}
-		}
-		s := g.bal.pick(req, tried, g.cfg.Now())
+	body := req.Body // the body of attempt 0; retries get theirs from GetBody
+	for attempt := range attempts {
+		now := g.cfg.Now()
+		s, trial := g.bal.pick(req, tried, now)
 		if s == nil {
 			if lastErr == nil {
-				lastErr = fmt.Errorf("%s: %w", g.cfg.Name, ErrUnavailable)
+				closeBody(req) // never handed to a transport
+				return nil, g.unavailable(now)
 			}
 			break
 		}
+		if attempt > 0 {
+			if !g.budget.withdraw() {
+				g.budgetDenied.Add(1)
+				s.breaker.abandon(trial)
+				break
+			}
+			g.retries.Add(1)
+			if body != nil && body != http.NoBody {
+				var err error
+				if body, err = req.GetBody(); err != nil {
+					s.breaker.abandon(trial)
+					break
+				}
+			}
+		}
 		tried = append(tried, s)
-		resp, sent, err := g.send(s, req, release)
+		resp, sent, err := g.attempt(ctx, cancel, req, body, s, trial)
 		if err == nil {
 			return resp, nil
 		}
 		lastErr = err
-		if sent || req.Context().Err() != nil {
+		if sent || ctx.Err() != nil {
 			break
 		}
 	}
-	release()
 	return nil, lastErr
 }
 
-// send makes one attempt on s. sent reports whether any of the request may
-// have reached the server (then it must not be retried).
-func (g *Group) send(s *server, req *http.Request, release func()) (resp *http.Response, sent bool, err error) {
-	ctx, cancel := context.WithTimeout(req.Context(), g.cfg.TotalTimeout)
-	var gotConn atomic.Bool
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
-	out := req.Clone(ctx)
-	out.URL.Scheme, out.URL.Host = s.url.Scheme, s.url.Host
+// attempt sends req to s once. sent reports whether any of the request may
+// have reached the server, which rules out a retry.
+func (g *Group) attempt(ctx context.Context, cancel context.CancelFunc, req *http.Request, body io.ReadCloser, s *server, trial bool) (resp *http.Response, sent bool, err error) {
+	tr := &attemptTrace{}
+	out := req.WithContext(httptrace.WithClientTrace(ctx, tr.hooks()))
+	u := *req.URL
+	u.Scheme, u.Host, u.User = s.url.Scheme, s.url.Host, nil
+	out.URL = &u
 	if out.Host == "" {
 		out.Host = req.URL.Host
 	}
 	out.RequestURI = ""
+	out.Body = body
+
 	s.outstanding.Add(1)
 	s.requests.Add(1)
 	resp, err = s.tr.RoundTrip(out)
 	if err != nil {
 		s.outstanding.Add(-1)
-		cancel()
-		if req.Context().Err() != nil {
-			return nil, true, req.Context().Err() // the client gave up: not the origin's fault
+		p := tr.phase()
+		if cerr := req.Context().Err(); cerr != nil {
+			// The client gave up: its error, and no verdict on the server.
+			s.breaker.abandon(trial)
+			return nil, true, fmt.Errorf("origin %s: %w", s.url, cerr)
 		}
-		s.failures.Add(1)
-		s.breaker.failure(g.cfg.Now())
-		return nil, gotConn.Load(), g.classify(s, err)
+		g.failed(s)
+		sent = p >= phaseSent && !isDial(err)
+		if isTimeout(err) || ctx.Err() != nil {
+			return nil, sent, g.timeoutError(s, p, ctx.Err() != nil)
+		}
+		return nil, sent, fmt.Errorf("origin %s: %w", s.url, err)
 	}
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		s.failures.Add(1)
-		s.breaker.failure(g.cfg.Now())
+		g.failed(s)
 	default:
-		s.breaker.success()
+		if s.breaker.success() {
+			g.log.Info("upstream breaker closed", "server", s.url.String())
+		}
 	}
-	resp.Body = &trackedBody{rc: resp.Body, done: func() {
-		s.outstanding.Add(-1)
-		cancel()
-		release()
-	}}
+	b := &respBody{g: g, s: s, client: req.Context(), total: ctx, cancel: cancel}
+	if resp.Body == nil || resp.Body == http.NoBody {
+		b.finish() // nothing to read: the exchange is over
+		return resp, true, nil
+	}
+	b.rc = resp.Body
+	resp.Body = b
 	return resp, true, nil
 }
 
-// classify wraps a transport error, marking timeouts with ErrTimeout.
-func (g *Group) classify(s *server, err error) error {
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return fmt.Errorf("origin %s: %w: %v", s.url.Host, ErrTimeout, err)
+// failed counts a failure of s and feeds its breaker.
+func (g *Group) failed(s *server) {
+	s.failures.Add(1)
+	if s.breaker.failure(g.cfg.Now()) {
+		g.log.Info("upstream breaker opened", "server", s.url.String(), "open_for", g.cfg.OpenDuration)
 	}
-	return fmt.Errorf("origin %s: %w", s.url.Host, err)
 }
 
+// idempotent reports whether req may be sent again: an idempotent method
+// whose body is empty or can be had again.
 func idempotent(r *http.Request) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
@@ -257,59 +366,93 @@ func idempotent(r *http.Request) bool {
 	return false
 }
 
-// trackedBody runs done once, when the body is read to its end or closed.
-type trackedBody struct {
-	rc   io.ReadCloser
-	once sync.Once
-	done func()
+// closeBody closes the body of a request RoundTrip will not send, as a
+// RoundTripper must.
+func closeBody(r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body.Close()
+	}
 }
 
-func (b *trackedBody) Read(p []byte) (int, error) {
+// attemptTrace records how far an attempt got. Its hooks may run on the
+// transport's dial goroutine, even after the attempt is over.
+type attemptTrace struct {
+	p atomic.Int32
+}
+
+func (t *attemptTrace) phase() phase { return phase(t.p.Load()) }
+
+// reach moves the phase forward, never back: a dial this request started
+// may report progress after the request took another connection.
+func (t *attemptTrace) reach(p phase) {
+	for {
+		cur := t.p.Load()
+		if int32(p) <= cur || t.p.CompareAndSwap(cur, int32(p)) {
+			return
+		}
+	}
+}
+
+func (t *attemptTrace) hooks() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		DNSStart:             func(httptrace.DNSStartInfo) { t.reach(phaseConnect) },
+		ConnectStart:         func(string, string) { t.reach(phaseConnect) },
+		TLSHandshakeStart:    func() { t.reach(phaseTLS) },
+		GotConn:              func(httptrace.GotConnInfo) { t.reach(phaseSent) },
+		GotFirstResponseByte: func() { t.reach(phaseBody) },
+	}
+}
+
+// respBody is a response body that ends the exchange when it is read to its
+// end or closed: it frees the bulkhead slot, the server's outstanding count
+// and the total-timeout timer, and reports a total timeout while reading as
+// ErrTimeout.
+type respBody struct {
+	rc     io.ReadCloser
+	g      *Group
+	s      *server
+	client context.Context // the caller's: its end is not the origin's fault
+	total  context.Context // client plus TotalTimeout
+	cancel context.CancelFunc
+
+	once   sync.Once
+	closed atomic.Bool
+	failed atomic.Bool // the failure was counted
+}
+
+func (b *respBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err == io.EOF {
-		b.once.Do(b.done)
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		b.finish()
+	case b.client.Err() != nil || b.closed.Load():
+	case b.total.Err() == context.DeadlineExceeded:
+		b.fail()
+		err = b.g.timeoutError(b.s, phaseBody, true)
+	default:
+		b.fail() // the origin broke off mid-body
 	}
 	return n, err
 }
 
-func (b *trackedBody) Close() error {
+func (b *respBody) Close() error {
+	b.closed.Store(true)
 	err := b.rc.Close()
-	b.once.Do(b.done)
+	b.finish()
 	return err
 }
 
-// Stats is a snapshot of the group for metrics.
-type Stats struct {
-	Servers      []ServerStats
-	Inflight     int
-	Overloaded   int64 // requests refused by the bulkhead
-	Retries      int64
-	BudgetDenied int64 // retries the budget refused
-}
-
-// ServerStats describes one origin server.
-type ServerStats struct {
-	URL           string
-	Healthy       bool // passed its last health check (or has none)
-	Warm          bool // has been reached at least once
-	Breaker       BreakerState
-	Outstanding   int64
-	Requests      int64
-	Failures      int64
-	Dials         int64
-	TLSHandshakes int64
-}
-
-// Stats returns a snapshot of the group.
-func (g *Group) Stats() Stats {
-	now := g.cfg.Now()
-	st := Stats{Inflight: len(g.sem), Overloaded: g.overloaded.Load(), Retries: g.retries.Load(), BudgetDenied: g.budgetDenied.Load()}
-	for _, s := range g.servers {
-		st.Servers = append(st.Servers, ServerStats{
-			URL: s.url.String(), Healthy: s.healthy.Load(), Warm: s.warm.Load(), Breaker: s.breaker.state(now),
-			Outstanding: s.outstanding.Load(), Requests: s.requests.Load(), Failures: s.failures.Load(),
-			Dials: s.dials.Load(), TLSHandshakes: s.handshakes.Load(),
-		})
+func (b *respBody) fail() {
+	if b.failed.CompareAndSwap(false, true) {
+		b.g.failed(b.s)
 	}
-	return st
+}
+
+func (b *respBody) finish() {
+	b.once.Do(func() {
+		b.s.outstanding.Add(-1)
+		b.cancel()
+		<-b.g.sem
+	})
 }

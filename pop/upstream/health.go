@@ -1,127 +1,37 @@
 package upstream
 
-import (
-	"context"
-	"fmt"
-	"io"
-	"net/http"
-	"sync"
-	"time"
-)
+// Active health checks ride on the keep-warm requests (see warm and tend):
+// every check is a request on the pooled connections, so a check also
+// proves that those connections work. This file holds the verdicts.
 
-// warmServer makes sure n connections to s are open and handshaken, and
-// marks s warm and healthy when it answers. The first health request opens
-// one connection; over HTTP/2 that is all it takes. Over HTTP/1.1, n-1 more
-// requests are sent while every earlier response is still unread, so each
-// must dial a connection of its own and no dial is left racing in the
-// background; then all responses are drained and the connections go idle.
-func (g *Group) warmServer(ctx context.Context, s *server, n int) error {
-	timeout := g.cfg.ConnectTimeout + g.cfg.TLSTimeout + g.cfg.HealthTimeout
-	first, err := g.check(ctx, s, timeout)
-	if err != nil {
-		if ctx.Err() == nil {
-			g.markHealthy(s, false)
-		}
-		return fmt.Errorf("warm %s: %w", s.url.Host, err)
-	}
-	held := []*http.Response{first}
-	if first.ProtoMajor < 2 && n > 1 {
-		var mu sync.Mutex // guards held
-		var wg sync.WaitGroup
-		for range n - 1 {
-			wg.Go(func() {
-				if resp, err := g.check(ctx, s, timeout); err == nil {
-					mu.Lock()
-					held = append(held, resp)
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-	}
-	for _, resp := range held {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-	}
-	g.markHealthy(s, true)
-	return nil
-}
+// checks reports whether active health checks are on.
+func (g *Group) checks() bool { return g.cfg.HealthPath != noHealthChecks }
 
-// check sends one health request and returns the response unread (the
-// caller drains and closes it, which frees the connection). With active
-// checks disabled it sends OPTIONS * (any answer means reachable).
-func (g *Group) check(ctx context.Context, s *server, timeout time.Duration) (*http.Response, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	method, target := http.MethodGet, s.url.String()+g.cfg.HealthPath
-	if g.cfg.HealthPath == "-" {
-		method, target = http.MethodOptions, s.url.String()+"/"
+// checkPassed puts s back in rotation and closes its breaker. With active
+// checks off, reaching a server decides nothing: its breaker alone does.
+func (g *Group) checkPassed(s *server) {
+	if !g.checks() {
+		return
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, nil)
-	if err != nil {
-		cancel()
-		return nil, err
+	if !s.healthy.Swap(true) {
+		g.log.Info("upstream server healthy", "server", s.url.String())
 	}
-	req.Header.Set("User-Agent", "edgecdn-pop-health")
-	resp, err := s.tr.RoundTrip(req)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	// Any answer below 500 means the server is up and serving: an origin
-	// without a health path (404) is as alive as one with it.
-	if g.cfg.HealthPath != "-" && resp.StatusCode >= 500 {
-		resp.Body.Close()
-		cancel()
-		return nil, fmt.Errorf("health check %s: status %d", req.URL, resp.StatusCode)
-	}
-	resp.Body = &trackedBody{rc: resp.Body, done: cancel}
-	return resp, nil
-}
-
-func (g *Group) markHealthy(s *server, ok bool) {
-	if ok {
-		s.warm.Store(true)
-		s.breaker.success()
-	}
-	if was := s.healthy.Swap(ok); was != ok {
-		g.cfg.Logger.Info("upstream server health changed", "upstream", g.cfg.Name, "server", s.url.Host, "healthy", ok)
+	if s.breaker.success() {
+		g.log.Info("upstream breaker closed", "server", s.url.String(), "by", "health check")
 	}
 }
 
-// healthLoop checks every server each HealthInterval (when active checks
-// are on) and re-opens WarmConns connections each KeepAlive, so HTTP/1.1
-// pools stay warm through origin idle timeouts.
-func (g *Group) healthLoop() {
-	interval := g.cfg.HealthInterval
-	if g.cfg.HealthPath == "-" {
-		interval = g.cfg.KeepAlive
+// checkFailed takes s out of rotation until a check passes, and counts the
+// failure towards its breaker. A server never reached is not logged: Start
+// returns its error, and the loop logs when it comes up.
+func (g *Group) checkFailed(s *server, err error) {
+	if !g.checks() {
+		return
 	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	lastWarm := time.Now()
-	for {
-		select {
-		case <-g.ctx.Done():
-			return
-		case <-tick.C:
-		}
-		rewarm := time.Since(lastWarm) >= g.cfg.KeepAlive
-		if rewarm {
-			lastWarm = time.Now()
-		}
-		var wg sync.WaitGroup
-		for _, s := range g.servers {
-			wg.Go(func() {
-				n := 1
-				if rewarm || !s.warm.Load() {
-					n = g.cfg.WarmConns
-				}
-				if g.cfg.HealthPath == "-" && s.warm.Load() && !rewarm {
-					return
-				}
-				g.warmServer(g.ctx, s, n)
-			})
-		}
-		wg.Wait()
+	if s.healthy.Swap(false) && s.warm.Load() {
+		g.log.Warn("upstream server unhealthy", "server", s.url.String(), "error", err)
+	}
+	if s.breaker.failure(g.cfg.Now()) {
+		g.log.Info("upstream breaker opened", "server", s.url.String(), "open_for", g.cfg.OpenDuration)
 	}
 }
