@@ -49,6 +49,12 @@ type ProbeConfig struct {
 	// PoPHeader names the response header that says which PoP answered.
 	// If empty, X-Served-By.
 	PoPHeader string
+	// Dial opens TCP connections (and DNS queries). If nil, a net.Dialer.
+	// The lab sets it to dial from inside a client's network namespace.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ListenPacket opens the UDP socket of each QUIC connection. If nil,
+	// net.ListenPacket on an ephemeral port.
+	ListenPacket func() (net.PacketConn, error)
 }
 
 // Result is one measured request. Durations are milliseconds; a phase that
@@ -103,7 +109,13 @@ func Probe(ctx context.Context, cfg ProbeConfig, rawURL string) ([]Result, error
 	if cfg.PoPHeader == "" {
 		cfg.PoPHeader = "X-Served-By"
 	}
-	p := &prober{cfg: cfg, u: u, resolver: newResolver(cfg.Resolver)}
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{}).DialContext
+	}
+	if cfg.ListenPacket == nil {
+		cfg.ListenPacket = func() (net.PacketConn, error) { return net.ListenPacket("udp", ":0") }
+	}
+	p := &prober{cfg: cfg, u: u, resolver: newResolver(cfg.Resolver, cfg.Dial)}
 	if cfg.Mode == Resumed || cfg.Mode == ZeroRTT {
 		p.sessions = tls.NewLRUClientSessionCache(16)
 		if _, err := p.one(ctx, true); err != nil { // prime the session ticket
@@ -135,6 +147,7 @@ type prober struct {
 	h12    *http.Transport
 	h3conn *http3.ClientConn
 	h3quic *quic.Conn
+	h3tr   *quic.Transport
 }
 
 func (p *prober) close() {
@@ -143,15 +156,16 @@ func (p *prober) close() {
 	}
 	if p.h3quic != nil {
 		p.h3quic.CloseWithError(0, "")
+		p.h3tr.Close()
 	}
 }
 
-func newResolver(addr string) *net.Resolver {
+func newResolver(addr string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *net.Resolver {
 	if addr == "" {
 		return net.DefaultResolver
 	}
 	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, addr)
+		return dial(ctx, network, addr)
 	}}
 }
 
@@ -263,7 +277,7 @@ func (p *prober) dial(ctx context.Context, network, _ string) (net.Conn, error) 
 		return nil, err
 	}
 	start := time.Now()
-	conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	conn, err := p.cfg.Dial(ctx, network, addr)
 	p.mu.Lock()
 	p.dnsTook, p.connTook = dnsTook, time.Since(start)
 	p.mu.Unlock()
@@ -292,19 +306,31 @@ func (p *prober) oneH3(ctx context.Context, r Result) (Result, error) {
 	}
 	tc := http3.ConfigureTLSConfig(p.tlsConfig())
 	hsStart := time.Now()
+	pc, err := p.cfg.ListenPacket()
+	if err != nil {
+		return r, fmt.Errorf("udp socket: %w", err)
+	}
+	udpAddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		pc.Close()
+		return r, err
+	}
+	tr := &quic.Transport{Conn: pc}
 	var conn *quic.Conn
 	if p.cfg.Mode == ZeroRTT {
-		conn, err = quic.DialAddrEarly(ctx, addr, tc, &quic.Config{})
+		conn, err = tr.DialEarly(ctx, udpAddr, tc, &quic.Config{})
 	} else {
-		conn, err = quic.DialAddr(ctx, addr, tc, &quic.Config{})
+		conn, err = tr.Dial(ctx, udpAddr, tc, &quic.Config{})
 	}
 	if err != nil {
+		tr.Close()
 		return r, fmt.Errorf("quic: %w", err)
 	}
 	cc := (&http3.Transport{}).NewClientConn(conn)
 	if p.cfg.Mode == Warm {
-		p.h3conn, p.h3quic = cc, conn
+		p.h3conn, p.h3quic, p.h3tr = cc, conn, tr
 	} else {
+		defer tr.Close()
 		defer conn.CloseWithError(0, "")
 	}
 	if p.cfg.Mode != ZeroRTT {
