@@ -5,11 +5,13 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/edgecdn/cdn/bench"
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/compose"
 )
 
 func main() {
@@ -33,7 +36,8 @@ func main() {
 const usage = `usage:
   bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
   bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-cacert FILE] [-o json] URL
-  bench compare A.json B.json`
+  bench compare A.json B.json
+  bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -46,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return load(ctx, args[1:], stdout, stderr)
 	case "compare":
 		return compare(args[1:], stdout)
+	case "lab":
+		return lab(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
 }
@@ -150,4 +156,68 @@ func compare(args []string, stdout io.Writer) error {
 		}
 	}
 	return bench.WriteCompare(stdout, bench.Compare(sums[0], sums[1]))
+}
+
+func lab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench lab", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "lab-report", "`directory` for report.md and report.html")
+	cacert := fs.String("cacert", "/var/lib/edgecdn-lab/volume-lab-ca/ca/root.pem", "the lab CA's root `file`")
+	topoFile := fs.String("topology", "docker-compose.yml", "the lab topology `file`")
+	n := fs.Int("n", 5, "measured `requests` per scenario")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	topo, err := compose.Load(ctx, *topoFile)
+	if err != nil {
+		return err
+	}
+	pool, err := certs.LoadPool(*cacert)
+	if err != nil {
+		return fmt.Errorf("-cacert: %w (is the lab up?)", err)
+	}
+	cfg, err := labConfig(topo, compose.Attach(topo, ""), pool, *n)
+	if err != nil {
+		return err
+	}
+	rows, err := bench.RunLab(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	bench.WriteLabTable(stdout, rows)
+	if err := bench.WriteLabReport(*out, rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s/report.md and %s/report.html\n", *out, *out)
+	return nil
+}
+
+// labConfig builds the clients of the lab with their namespaces' sockets
+// and the RTTs their floors come from.
+func labConfig(topo *compose.Topology, n *compose.Net, pool *x509.CertPool, count int) (bench.LabConfig, error) {
+	geo, ok := topo.Host("geodns")
+	origin, ok2 := topo.Host("origin")
+	if !ok || !ok2 {
+		return bench.LabConfig{}, errors.New("lab: the topology has no geodns or origin host")
+	}
+	cfg := bench.LabConfig{Resolver: net.JoinHostPort(geo.Addr.String(), "53"), RootCAs: pool,
+		CDNURL: "https://www.cdn.lab", OriginURL: "https://origin.lab", N: count}
+	for _, region := range []string{"na", "eu", "ap"} {
+		client, ok := topo.Host("client-" + region)
+		pop, ok2 := topo.Host("pop-" + region)
+		if !ok || !ok2 {
+			continue
+		}
+		name := client.Name
+		cfg.Clients = append(cfg.Clients, bench.LabClient{
+			Name:         name,
+			Dial:         n.Dialer(name),
+			ListenPacket: func() (net.PacketConn, error) { return n.ListenPacket(name, client.Addr.String()+":0") },
+			PoPRTT:       topo.RTTBetween(client, pop),
+			OriginRTT:    topo.RTTBetween(client, origin),
+			PoPOriginRTT: topo.RTTBetween(pop, origin),
+			DNSRTT:       topo.RTTBetween(client, geo),
+		})
+	}
+	return cfg, nil
 }

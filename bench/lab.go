@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// LabClient is a client host of the lab, with ways to open sockets from
+// inside its network namespace.
+type LabClient struct {
+	Name         string // client-na, ...
+	Dial         func(ctx context.Context, network, addr string) (net.Conn, error)
+	ListenPacket func() (net.PacketConn, error)
+	// RTTs the floors are computed from (from the lab's matrix).
+	PoPRTT, OriginRTT, PoPOriginRTT, DNSRTT time.Duration
+}
+
+// LabConfig configures RunLab.
+type LabConfig struct {
+	Clients  []LabClient
+	Resolver string // the lab's DNS server, host:port
+	RootCAs  *x509.CertPool
+	// CDNURL is the base URL of the CDN name (https://www.cdn.lab), OriginURL
+	// the origin's (https://origin.lab). Paths are appended.
+	CDNURL, OriginURL string
+	// N is the number of measured requests per scenario. If zero, 5.
+	N int
+}
+
+// LabRow is one scenario from one client, set beside its floor.
+type LabRow struct {
+	Client  string  `json:"client"`
+	Target  string  `json:"target"` // hit, miss or direct
+	Proto   string  `json:"proto"`
+	Mode    string  `json:"mode"`
+	TTFBms  float64 `json:"ttfb_p50_ms"`
+	Floorms float64 `json:"floor_ms"`
+	Ratio   float64 `json:"ratio"`
+	PoP     string  `json:"pop"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// roundTrips is how many round trips a request needs before its first
+// byte: TCP + TLS 1.3 + request = 3, QUIC + request = 2, 0-RTT = 1.
+func roundTrips(proto, mode string) int {
+	switch {
+	case mode == ZeroRTT:
+		return 1
+	case proto == H3:
+		return 2
+	}
+	return 3
+}
+
+// RunLab measures, from every client, hits and misses through the CDN and
+// requests direct to the origin, and sets each beside its physical floor:
+// one DNS round trip plus the handshake round trips to the server, plus the
+// PoP's round trip to the origin on a miss.
+func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
+	if cfg.N == 0 {
+		cfg.N = 5
+	}
+	var rows []LabRow
+	stamp := time.Now().UnixNano()
+	for _, c := range cfg.Clients {
+		probe := func(proto, mode, url string, n int) ([]Result, error) {
+			return Probe(ctx, ProbeConfig{Proto: proto, Mode: mode, N: n, Resolver: cfg.Resolver, RootCAs: cfg.RootCAs,
+				Dial: c.Dial, ListenPacket: c.ListenPacket}, url)
+		}
+		hitURL := fmt.Sprintf("%s/gen/1k?lab=%d-%s", cfg.CDNURL, stamp, c.Name)
+		if _, err := probe(H2, Cold, hitURL, 1); err != nil { // fill this PoP's cache
+			return nil, fmt.Errorf("%s: fill: %w", c.Name, err)
+		}
+		add := func(target, proto, mode string, rs []Result, err error, floor time.Duration) {
+			row := LabRow{Client: c.Name, Target: target, Proto: proto, Mode: mode, Floorms: ms(floor)}
+			if err != nil {
+				row.Error = err.Error()
+				rows = append(rows, row)
+				return
+			}
+			var v []float64
+			for _, r := range rs {
+				if r.Error != "" {
+					row.Error = r.Error
+					continue
+				}
+				v = append(v, r.TTFBms)
+				row.PoP = r.PoP
+			}
+			row.TTFBms = percentiles(v).P50
+			if row.Floorms > 0 {
+				row.Ratio = row.TTFBms / row.Floorms
+			}
+			rows = append(rows, row)
+		}
+		for _, s := range []struct{ proto, mode string }{{H1, Cold}, {H2, Cold}, {H3, Cold}, {H2, Resumed}, {H3, Resumed}, {H3, ZeroRTT}} {
+			rs, err := probe(s.proto, s.mode, hitURL, cfg.N)
+			add("hit", s.proto, s.mode, rs, err, c.DNSRTT+time.Duration(roundTrips(s.proto, s.mode))*c.PoPRTT)
+		}
+		for _, proto := range []string{H2, H3} {
+			var all []Result
+			var ferr error
+			for i := range cfg.N {
+				url := fmt.Sprintf("%s/gen/1k?lab=%d-%s-miss-%s-%d", cfg.CDNURL, stamp, c.Name, proto, i)
+				rs, err := probe(proto, Cold, url, 1)
+				if err != nil {
+					ferr = err
+					break
+				}
+				all = append(all, rs...)
+			}
+			add("miss", proto, Cold, all, ferr, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.PoPRTT+c.PoPOriginRTT)
+		}
+		for _, proto := range []string{H1, H2} {
+			rs, err := probe(proto, Cold, cfg.OriginURL+"/gen/1k?cc=no-store", cfg.N)
+			add("direct", proto, Cold, rs, err, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.OriginRTT)
+		}
+	}
+	return rows, nil
+}
+
+// WriteLabTable prints the rows.
+func WriteLabTable(w io.Writer, rows []LabRow) {
+	fmt.Fprintf(w, "%-10s %-6s %-3s %-8s %10s %10s %7s  %s\n", "client", "target", "p", "mode", "ttfb p50", "floor", "ratio", "pop")
+	for _, r := range rows {
+		if r.Error != "" {
+			fmt.Fprintf(w, "%-10s %-6s %-3s %-8s error: %s\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
+			continue
+		}
+		fmt.Fprintf(w, "%-10s %-6s %-3s %-8s %8.1fms %8.1fms %7.2f  %s\n", r.Client, r.Target, r.Proto, r.Mode, r.TTFBms, r.Floorms, r.Ratio, r.PoP)
+	}
+}
+
+// WriteLabReport writes report.md and report.html (a self-contained page
+// with an SVG bar chart, the floor marked on every bar) into dir.
+func WriteLabReport(dir string, rows []LabRow) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var md strings.Builder
+	md.WriteString("# edgecdn lab report\n\nTime to first byte (p50, DNS included) beside its floor from the lab's RTT matrix.\n\n")
+	md.WriteString("| client | target | proto | mode | ttfb p50 ms | floor ms | ratio | PoP |\n|---|---|---|---|---:|---:|---:|---|\n")
+	for _, r := range rows {
+		if r.Error != "" {
+			fmt.Fprintf(&md, "| %s | %s | %s | %s | error: %s | | | |\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
+			continue
+		}
+		fmt.Fprintf(&md, "| %s | %s | %s | %s | %.1f | %.1f | %.2f | %s |\n", r.Client, r.Target, r.Proto, r.Mode, r.TTFBms, r.Floorms, r.Ratio, r.PoP)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "report.html"), []byte(labHTML(rows)), 0o644)
+}
+
+func labHTML(rows []LabRow) string {
+	maxv := 1.0
+	for _, r := range rows {
+		maxv = max(maxv, r.TTFBms, r.Floorms)
+	}
+	const barH, gap, left, width = 18, 6, 260, 640
+	height := len(rows)*(barH+gap) + 40
+	var svg strings.Builder
+	fmt.Fprintf(&svg, `<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, left+width+80, height)
+	for i, r := range rows {
+		y := 20 + i*(barH+gap)
+		label := html.EscapeString(fmt.Sprintf("%s %s %s %s", r.Client, r.Target, r.Proto, r.Mode))
+		fmt.Fprintf(&svg, `<text x="%d" y="%d" text-anchor="end">%s</text>`, left-8, y+13, label)
+		w := int(r.TTFBms / maxv * width)
+		color := map[string]string{"hit": "#2a7", "miss": "#e92", "direct": "#c44"}[r.Target]
+		fmt.Fprintf(&svg, `<rect class="bar" x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%.1f ms</title></rect>`, left, y, w, barH, color, r.TTFBms)
+		fx := left + int(r.Floorms/maxv*width)
+		fmt.Fprintf(&svg, `<line class="floor" x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000" stroke-width="2"/>`, fx, y-2, fx, y+barH+2)
+		fmt.Fprintf(&svg, `<text x="%d" y="%d">%.1f ms (x%.2f)</text>`, left+w+6, y+13, r.TTFBms, r.Ratio)
+	}
+	svg.WriteString(`</svg>`)
+	return `<!doctype html><html><head><meta charset="utf-8"><title>edgecdn lab report</title></head><body>
+<h1>edgecdn lab report</h1><p>Time to first byte (p50, DNS included); the black mark is the floor from the RTT matrix.
+Green: hit through the PoP, orange: miss, red: direct to the origin.</p>
+` + svg.String() + `</body></html>
+`
+}
