@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgecdn/cdn/bench"
+	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/compose"
+)
+
+// TestLabEndToEnd brings the native lab up (root), runs bench lab from
+// every client and checks the orderings the physics promise, the report
+// files, and that the HTML renders in headless Chromium.
+func TestLabEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root")
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	root, _ := filepath.Abs("../../..")
+	state := t.TempDir()
+	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: state, Prefix: fmt.Sprintf("ebl%d-", os.Getpid())})
+	if err != nil {
+		t.Fatalf("StartLab: %v", err)
+	}
+	defer func() {
+		if err := r.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	}()
+	pool, err := certs.LoadPool(filepath.Join(state, "volume-lab-ca", "ca", "root.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := labConfig(r.Topo, r.Net, pool, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := bench.RunLab(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(client, target, proto, mode string) float64 {
+		for _, row := range rows {
+			if row.Client == client && row.Target == target && row.Proto == proto && row.Mode == mode {
+				if row.Error != "" {
+					t.Fatalf("%s %s %s %s: %s", client, target, proto, mode, row.Error)
+				}
+				return row.TTFBms
+			}
+		}
+		t.Fatalf("no row %s %s %s %s", client, target, proto, mode)
+		return 0
+	}
+	for _, c := range []string{"client-na", "client-eu", "client-ap"} {
+		zero, h3, h2 := get(c, "hit", "h3", "0rtt"), get(c, "hit", "h3", "cold"), get(c, "hit", "h2", "cold")
+		if !(zero < h3 && h3 < h2) {
+			t.Errorf("%s hits: 0-RTT %.1f, h3 %.1f, h2 %.1f ms; want 0-RTT < h3 < h2", c, zero, h3, h2)
+		}
+	}
+	for _, c := range []string{"client-eu", "client-ap"} { // the origin is in na
+		hit, miss, direct := get(c, "hit", "h2", "cold"), get(c, "miss", "h2", "cold"), get(c, "direct", "h2", "cold")
+		if !(hit < miss && miss < direct) {
+			t.Errorf("%s: hit %.1f, miss %.1f, direct %.1f ms; want hit < miss < direct", c, hit, miss, direct)
+		}
+	}
+	out := t.TempDir()
+	if err := bench.WriteLabReport(out, rows); err != nil {
+		t.Fatal(err)
+	}
+	page, err := os.ReadFile(filepath.Join(out, "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(page), `class="bar"`); n != len(rows) || !strings.Contains(string(page), "<svg") {
+		t.Errorf("report.html has %d bars for %d rows", n, len(rows))
+	}
+	if _, err := os.Stat(filepath.Join(out, "report.md")); err != nil {
+		t.Error(err)
+	}
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("EDGECDN_REQUIRE_CLIENTS") != "" {
+			t.Fatal("chromium not installed; .ci/run installs it")
+		}
+		return
+	}
+	shot := filepath.Join(out, "report.png")
+	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
+		"--window-size=1000,900", "--screenshot="+shot, "file://"+filepath.Join(out, "report.html"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, b)
+	}
+	if fi, err := os.Stat(shot); err != nil || fi.Size() < 10000 {
+		t.Errorf("screenshot %s: %v (size %v), want a rendered page", shot, err, fi)
+	}
+	for _, row := range rows {
+		t.Logf("%-10s %-6s %-3s %-8s %7.1f ms floor %7.1f ms x%.2f", row.Client, row.Target, row.Proto, row.Mode, row.TTFBms, row.Floorms, row.Ratio)
+	}
+}
