@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sort"
 	"strings"
 	"sync"
@@ -62,6 +63,20 @@ type LoadResult struct {
 	Status      map[string]int64 `json:"status"`
 	Errors      map[string]int64 `json:"errors"`
 	HitRatio    float64          `json:"hit_ratio"`
+	// The per-request fields of ttfb's JSON, summarised for the run: the
+	// p50 time to first byte and to the end, the most frequent
+	// Cache-Status and PoP. Connections are reused, so the DNS, connect
+	// and TLS phases are not measured per request (0) and nothing is
+	// resumed or sent as early data.
+	DNSms       float64 `json:"dns_ms"`
+	Connectms   float64 `json:"connect_ms"`
+	TLSms       float64 `json:"tls_ms"`
+	TTFBms      float64 `json:"ttfb_ms"`
+	Totalms     float64 `json:"total_ms"`
+	CacheStatus string  `json:"cache_status"`
+	PoP         string  `json:"pop"`
+	Resumed     bool    `json:"resumed"`
+	EarlyData   bool    `json:"early_data"`
 }
 
 // histogram is an HDR-style log-linear histogram of microseconds: 64
@@ -123,6 +138,9 @@ func (h *histogram) quantile(q float64) int64 {
 // worker state is per goroutine and merged at the end: no locks on the hot path.
 type tally struct {
 	hist   histogram
+	ttfb   histogram
+	pops   map[string]int64
+	caches map[string]int64
 	bytes  int64
 	status map[string]int64
 	errs   map[string]int64
@@ -130,7 +148,9 @@ type tally struct {
 	misses int64
 }
 
-func newTally() *tally { return &tally{status: map[string]int64{}, errs: map[string]int64{}} }
+func newTally() *tally {
+	return &tally{status: map[string]int64{}, errs: map[string]int64{}, pops: map[string]int64{}, caches: map[string]int64{}}
+}
 
 // Load runs a load test against rawURL.
 func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error) {
@@ -247,11 +267,20 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 	if all.hits+all.misses > 0 {
 		res.HitRatio = float64(all.hits) / float64(all.hits+all.misses)
 	}
+	res.TTFBms, res.Totalms = float64(all.ttfb.quantile(0.5))/1000, res.P50ms
+	res.PoP, res.CacheStatus = mostFrequent(all.pops), mostFrequent(all.caches)
 	return res, nil
 }
 
 func mergeTally(dst, src *tally) {
 	dst.hist.merge(&src.hist)
+	dst.ttfb.merge(&src.ttfb)
+	for k, v := range src.pops {
+		dst.pops[k] += v
+	}
+	for k, v := range src.caches {
+		dst.caches[k] += v
+	}
 	dst.bytes += src.bytes
 	dst.hits += src.hits
 	dst.misses += src.misses
@@ -283,6 +312,8 @@ func newLoadClient(cfg LoadConfig) *http.Client {
 func do(ctx context.Context, c *http.Client, url string, timeout time.Duration, intended time.Time, t *tally) {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var first time.Time
+	rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { first = time.Now() }})
 	req, _ := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
 	resp, err := c.Do(req)
 	if err != nil {
@@ -293,10 +324,16 @@ func do(ctx context.Context, c *http.Client, url string, timeout time.Duration, 
 		t.hist.record(time.Since(intended).Microseconds())
 		return
 	}
+	if first.IsZero() {
+		first = time.Now() // HTTP/3 does not report it: the headers are here
+	}
+	t.ttfb.record(first.Sub(intended).Microseconds())
 	n, err := io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	t.hist.record(time.Since(intended).Microseconds())
 	t.bytes += n
+	t.pops[resp.Header.Get("X-Served-By")]++
+	t.caches[cacheWord(resp.Header.Get("Cache-Status"))]++
 	if err != nil {
 		t.errs["body: "+errorKind(err)]++
 	}
@@ -307,6 +344,16 @@ func do(ctx context.Context, c *http.Client, url string, timeout time.Duration, 
 	case "miss":
 		t.misses++
 	}
+}
+
+func mostFrequent(m map[string]int64) string {
+	best, n := "", int64(-1)
+	for k, v := range m {
+		if v > n || (v == n && k < best) {
+			best, n = k, v
+		}
+	}
+	return best
 }
 
 // errorKind groups errors for the summary.

@@ -27,6 +27,9 @@ func TestClosedLoopCountsEverything(t *testing.T) {
 			if res.Requests != 200 || res.Status["200"] != 200 || res.Bytes != 200*1024 || len(res.Errors) != 0 {
 				t.Errorf("result %+v, want 200 requests of 1 KiB, all 200", res)
 			}
+			if res.PoP != "pop" || res.CacheStatus != "hit" || res.TTFBms <= 0 || res.TTFBms > res.Totalms {
+				t.Errorf("pop %q cache %q ttfb %.3f total %.3f", res.PoP, res.CacheStatus, res.TTFBms, res.Totalms)
+			}
 			if res.HitRatio < 0.9 || res.P50ms <= 0 || res.P50ms > res.P99ms || res.P99ms > res.Maxms {
 				t.Errorf("hit ratio %.2f, p50 %.3f p99 %.3f max %.3f", res.HitRatio, res.P50ms, res.P99ms, res.Maxms)
 			}
