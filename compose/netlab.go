@@ -374,3 +374,34 @@ func (n *Net) Exists(host string) bool {
 	h.Close()
 	return true
 }
+
+// NetemAvailable reports whether the kernel offers the netem qdisc, by
+// trying to add one in a throwaway namespace. The lab uses its userspace
+// delay line either way; this is for the report.
+func NetemAvailable() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	defer netns.Set(orig)
+	ns, err := netns.New() // unnamed: gone when the handle closes
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	lo, err := nl.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	q := netlink.NewNetem(netlink.QdiscAttrs{LinkIndex: lo.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT},
+		netlink.NetemQdiscAttrs{Latency: 1000})
+	return nl.QdiscAdd(q)
+}

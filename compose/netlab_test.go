@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -103,4 +104,25 @@ func mustHost(t *testing.T, topo *Topology, name string) Host {
 		t.Fatalf("no host %s", name)
 	}
 	return h
+}
+
+func TestNetemDetection(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if _, err := exec.LookPath("tc"); err != nil {
+		t.Skip("tc (iproute2) not installed")
+	}
+	// The detection must agree with tc(8) trying the same in a namespace.
+	ns := fmt.Sprintf("ecn%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	tcErr := exec.Command("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms").Run()
+	got := NetemAvailable()
+	t.Logf("netem: tc says %v, NetemAvailable says %v", tcErr, got)
+	if (tcErr == nil) != (got == nil) {
+		t.Errorf("NetemAvailable() = %v but tc says %v", got, tcErr)
+	}
 }

@@ -130,12 +130,30 @@ func up(ctx context.Context, root string, stdout, stderr io.Writer) error {
 }
 
 func summary(w io.Writer, r *compose.Runner, table string) {
-	fmt.Fprintln(w, "lab up: delay backend userspace (TUN delay line)")
+	backend := "userspace delay line (TUN devices)"
+	if err := compose.NetemAvailable(); err != nil {
+		backend += "; sch_netem is not available here: " + err.Error()
+	} else {
+		backend += "; sch_netem is available but not used yet"
+	}
+	fmt.Fprintln(w, "lab up: delay backend:", backend)
 	fmt.Fprint(w, r.Topo)
 	fmt.Fprintln(w, "\nRTT calibration:")
 	fmt.Fprint(w, table)
 	caRoot := filepath.Join(stateDir, "volume-lab-ca", "ca", "root.pem")
 	fmt.Fprintf(w, "\nCA root: %s\n", caRoot)
+	var pins []string
+	for _, name := range []string{"pop-na", "pop-eu", "pop-ap"} {
+		log, _ := os.ReadFile(filepath.Join(stateDir, name+".log"))
+		for _, f := range strings.Fields(string(log)) {
+			if pin, ok := strings.CutPrefix(f, "spki="); ok {
+				pins = append(pins, pin)
+			}
+		}
+	}
+	if len(pins) > 0 {
+		fmt.Fprintf(w, "SPKI pins for browsers: --ignore-certificate-errors-spki-list=%s\n", strings.Join(pins, ","))
+	}
 	fmt.Fprintln(w, "Try:")
 	fmt.Fprintf(w, "  go run ./compose/cmd/lab exec client-eu -- curl --cacert %s https://www.cdn.lab/index.html -v\n", caRoot)
 	fmt.Fprintf(w, "  go run ./compose/cmd/lab exec client-ap -- go run ./bench/cmd/bench ttfb -proto h3 -mode 0rtt -n 10 -cacert %s https://www.cdn.lab/gen/1k\n", caRoot)
