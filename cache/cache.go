@@ -374,7 +374,9 @@ func (c *Cache) writeError(w http.ResponseWriter, err error) {
 	if r := w.Header(); code == http.StatusServiceUnavailable {
 		r.Set("Retry-After", "1")
 	}
-	w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=miss; detail=upstream-error")
+	if w.Header().Get("Cache-Status") == "" {
+		w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=miss; detail=upstream-error")
+	}
 	http.Error(w, fmt.Sprintf("%d %s: %v", code, http.StatusText(code), err), code)
 }
 

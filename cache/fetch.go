@@ -329,6 +329,7 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 		return
 	}
 	if err != nil {
+		w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=stale; detail=upstream-error-beyond-stale-if-error")
 		c.writeError(w, err)
 		return
 	}

@@ -2,6 +2,7 @@ package compose
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ type Runner struct {
 
 	mu    sync.Mutex // guards procs
 	procs map[string]*exec.Cmd
+	bin   string
 }
 
 // containerPaths maps the paths the image and the compose file use to the
@@ -70,6 +72,7 @@ func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 	}
 	r.Topo = topo
 	bin := filepath.Join(cfg.StateDir, "bin")
+	r.bin = bin
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "volume-lab-ca"), 0o755); err != nil {
 		return nil, err
 	}
@@ -94,7 +97,52 @@ func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
 	}
+	// GeoDNS found some PoPs down while they were starting; wait until it
+	// sees them all healthy, so clients are sent to their own region.
+	if err := r.WaitGeoDNS(ctx); err != nil {
+		r.Stop()
+		return nil, err
+	}
 	return r, nil
+}
+
+// WaitGeoDNS polls geodns's /status until every PoP is healthy.
+func (r *Runner) WaitGeoDNS(ctx context.Context) error {
+	geo, ok := r.Topo.Host("geodns")
+	if !ok {
+		return nil
+	}
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: r.Net.Dialer(geo.Name), DisableKeepAlives: true}}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var st struct {
+			PoPs []struct {
+				Name    string `json:"name"`
+				Healthy bool   `json:"healthy"`
+			} `json:"pops"`
+		}
+		resp, err := c.Get("http://" + geo.Addr.String() + ":9953/status")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		healthy := err == nil && len(st.PoPs) > 0
+		for _, p := range st.PoPs {
+			healthy = healthy && p.Healthy
+		}
+		if healthy {
+			r.log.Info("geodns sees every PoP healthy")
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("geodns does not see every PoP healthy after 60s (last: %+v, %v)", st.PoPs, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func (r *Runner) mapArgs(args []string) []string {
@@ -237,4 +285,41 @@ func (r *Runner) Calibrate(ctx context.Context) (string, error) {
 		return b.String(), errors.New("calibration: " + strings.Join(bad, ", ") + " more than 2 ms + 5% off the matrix")
 	}
 	return b.String(), nil
+}
+
+// StopService stops one service (SIGTERM, SIGKILL after 10s), as a drill
+// that takes a host down does.
+func (r *Runner) StopService(name string) error {
+	r.mu.Lock()
+	cmd := r.procs[name]
+	delete(r.procs, name)
+	r.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("service %s is not running", name)
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Process.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	return nil
+}
+
+// StartService starts a stopped service again and waits for its health.
+func (r *Runner) StartService(ctx context.Context, name string) error {
+	h, ok := r.Topo.Host(name)
+	if !ok {
+		return fmt.Errorf("no service %s", name)
+	}
+	r.mu.Lock()
+	_, running := r.procs[name]
+	r.mu.Unlock()
+	if running {
+		return fmt.Errorf("service %s is running", name)
+	}
+	return r.start(ctx, h, r.bin)
 }

@@ -14,6 +14,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,7 +39,8 @@ const usage = `usage:
   bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
   bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-cacert FILE] [-o json] URL
   bench compare A.json B.json
-  bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)`
+  bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
+  bench drill [-out DIR] [origin-down] [pop-down]   (as root: brings up a lab of its own)`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -52,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return compare(args[1:], stdout)
 	case "lab":
 		return lab(ctx, args[1:], stdout, stderr)
+	case "drill":
+		return drill(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
 }
@@ -220,4 +225,85 @@ func labConfig(topo *compose.Topology, n *compose.Net, pool *x509.CertPool, coun
 		})
 	}
 	return cfg, nil
+}
+
+func drill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench drill", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "drill-report", "`directory` for drills.md and drills.json")
+	load := fs.Duration("load", 6*time.Second, "how `long` clients keep requesting while the origin is down")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	names := fs.Args()
+	if len(names) == 0 {
+		names = []string{"origin-down", "pop-down"}
+	}
+	for _, n := range names {
+		if n != "origin-down" && n != "pop-down" {
+			return fmt.Errorf("drill %q: want origin-down or pop-down (the others are not built yet)", n)
+		}
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	state, err := os.MkdirTemp("", "edgecdn-drill-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(state)
+	checks, err := runDrills(ctx, root, state, fmt.Sprintf("edd%d-", os.Getpid()), names, *load)
+	if err != nil {
+		return err
+	}
+	bench.WriteDrillTable(stdout, checks)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	var md strings.Builder
+	bench.WriteDrillTable(&md, checks)
+	os.WriteFile(filepath.Join(*out, "drills.md"), []byte(md.String()), 0o644)
+	b, _ := json.MarshalIndent(checks, "", "  ")
+	os.WriteFile(filepath.Join(*out, "drills.json"), b, 0o644)
+	for _, c := range checks {
+		if !c.Pass {
+			return errors.New("drill: some expectations failed")
+		}
+	}
+	return nil
+}
+
+// runDrills brings up a private lab (its own namespaces and state) and
+// runs the named drills against it.
+func runDrills(ctx context.Context, root, state, prefix string, names []string, load time.Duration) ([]bench.DrillCheck, error) {
+	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: state, Prefix: prefix})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Stop()
+	pool, err := certs.LoadPool(filepath.Join(state, "volume-lab-ca", "ca", "root.pem"))
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := labConfig(r.Topo, r.Net, pool, 1)
+	if err != nil {
+		return nil, err
+	}
+	var checks []bench.DrillCheck
+	for _, n := range names {
+		var cs []bench.DrillCheck
+		switch n {
+		case "origin-down":
+			cs, err = bench.DrillOriginDown(ctx, cfg, r, load)
+		case "pop-down":
+			pop, _ := r.Topo.Host("pop-eu")
+			cs, err = bench.DrillPoPDown(ctx, cfg, r, "pop-eu", pop.Addr.String(), "client-eu")
+		}
+		if err != nil {
+			return checks, fmt.Errorf("%s: %w", n, err)
+		}
+		checks = append(checks, cs...)
+	}
+	return checks, nil
 }

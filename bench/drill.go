@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// LabControl stops and starts the lab's services for drills.
+type LabControl interface {
+	StopService(name string) error
+	StartService(ctx context.Context, name string) error
+	// WaitGeoDNS returns when GeoDNS sees every PoP healthy.
+	WaitGeoDNS(ctx context.Context) error
+}
+
+// DrillCheck is one expectation of a drill and what was measured.
+type DrillCheck struct {
+	Drill       string `json:"drill"`
+	Expectation string `json:"expectation"`
+	Measured    string `json:"measured"`
+	Pass        bool   `json:"pass"`
+}
+
+// WriteDrillTable prints drill checks as a markdown table.
+func WriteDrillTable(w io.Writer, checks []DrillCheck) {
+	fmt.Fprintln(w, "| drill | expectation | measured | result |\n|---|---|---|---|")
+	for _, c := range checks {
+		res := "PASS"
+		if !c.Pass {
+			res = "FAIL"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", c.Drill, c.Expectation, c.Measured, res)
+	}
+}
+
+// labClient is an HTTP/2 client that resolves and dials from inside a
+// client's namespace.
+func labClient(c LabClient, resolver string, cfg LabConfig, timeout time.Duration) *http.Client {
+	res := newResolver(resolver, c.Dial)
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: cfg.RootCAs},
+		ForceAttemptHTTP2: true,
+		DisableKeepAlives: true, // every request re-resolves: a moved name is followed
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ips, err := res.LookupHost(ctx, host)
+			if err != nil {
+				return nil, err
+			}
+			return c.Dial(ctx, network, net.JoinHostPort(ips[0], port))
+		},
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
+type outcome struct {
+	status int
+	err    error
+	took   time.Duration
+	pop    string
+	cache  string
+}
+
+func fetch(ctx context.Context, c *http.Client, url string) outcome {
+	start := time.Now()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return outcome{err: err, took: time.Since(start)}
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return outcome{status: resp.StatusCode, took: time.Since(start), pop: resp.Header.Get("X-Served-By"), cache: resp.Header.Get("Cache-Status")}
+}
+
+// DrillOriginDown stops the origin while clients in every region request
+// cached and uncached objects: cached ones must keep coming (stale-if-error)
+// with zero 5xx, uncached ones must fail fast with 502/504 and nothing may
+// hang; after the origin returns, fresh content must flow again.
+func DrillOriginDown(ctx context.Context, cfg LabConfig, ctl LabControl, load time.Duration) ([]DrillCheck, error) {
+	if err := ctl.WaitGeoDNS(ctx); err != nil {
+		return nil, err
+	}
+	stamp := time.Now().UnixNano()
+	cached := func(i int) string {
+		return fmt.Sprintf("%s/gen/1k?cc=public,max-age=1,stale-if-error=600&drill=%d-c%d", cfg.CDNURL, stamp, i)
+	}
+	uncached := func(i int) string { return fmt.Sprintf("%s/gen/1k?cc=no-store&drill=%d-u%d", cfg.CDNURL, stamp, i) }
+	clients := map[string]*http.Client{}
+	var prefetched []string
+	for _, c := range cfg.Clients {
+		hc := labClient(c, cfg.Resolver, cfg, 20*time.Second)
+		clients[c.Name] = hc
+		for i := range 3 { // fill each region's PoP
+			o := fetch(ctx, hc, cached(i))
+			if o.err != nil || o.status != 200 {
+				return nil, fmt.Errorf("%s: prefetch: %v %d", c.Name, o.err, o.status)
+			}
+			prefetched = append(prefetched, fmt.Sprintf("%s c%d via %s (%s)", c.Name, i, o.pop, o.cache))
+		}
+	}
+	if err := ctl.StopService("origin"); err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex // guards the counters
+	cachedStatus, uncachedStatus := map[string]int{}, map[string]int{}
+	var longest time.Duration
+	var failures []string // PoP and Cache-Status of failed cached requests
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(load)
+	for name, hc := range clients {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				for _, kind := range []string{"cached", "uncached"} {
+					url := cached(i % 3)
+					if kind == "uncached" {
+						url = uncached(i)
+					}
+					o := fetch(ctx, hc, url)
+					key := fmt.Sprint(o.status)
+					if o.err != nil {
+						key = "error"
+					}
+					mu.Lock()
+					if kind == "cached" && o.status >= 500 {
+						failures = append(failures, fmt.Sprintf("%s c%d at %s", name, i%3, o.pop))
+					}
+					if kind == "cached" {
+						cachedStatus[key]++
+					} else {
+						uncachedStatus[key]++
+					}
+					longest = max(longest, o.took)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	restartErr := ctl.StartService(ctx, "origin")
+	// After the origin is back, a new object must flow within the PoPs'
+	// breaker pause (a few seconds).
+	recovered := time.Duration(-1)
+	start := time.Now()
+	hc := clients[cfg.Clients[0].Name]
+	for time.Since(start) < 30*time.Second && restartErr == nil {
+		if o := fetch(ctx, hc, fmt.Sprintf("%s/gen/1k?drill=%d-after-%d", cfg.CDNURL, stamp, time.Now().UnixNano())); o.err == nil && o.status == 200 {
+			recovered = time.Since(start)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	fives := 0
+	for k, v := range cachedStatus {
+		if strings.HasPrefix(k, "5") || k == "error" {
+			fives += v
+		}
+	}
+	uncachedOK := uncachedStatus["200"] == 0 && uncachedStatus["error"] == 0
+	for k := range uncachedStatus {
+		if k != "502" && k != "504" {
+			uncachedOK = false
+		}
+	}
+	checks := []DrillCheck{
+		{"origin-down", "cached objects keep being served (stale-if-error), zero 5xx", fmt.Sprintf("cached statuses %v %s [prefetch: %s]", cachedStatus, strings.Join(failures, "; "), strings.Join(prefetched, ", ")), fives == 0 && cachedStatus["200"] > 0},
+		{"origin-down", "uncached objects get 502/504", fmt.Sprintf("uncached statuses %v", uncachedStatus), uncachedOK && len(uncachedStatus) > 0},
+		{"origin-down", "no request hangs (longest < 10 s)", fmt.Sprintf("longest response %v", longest.Round(time.Millisecond)), longest < 10*time.Second},
+		{"origin-down", "fresh content flows after the origin returns", fmt.Sprintf("restart %v, first fresh 200 after %v", restartErr, recovered.Round(time.Millisecond)), restartErr == nil && recovered >= 0},
+	}
+	return checks, nil
+}
+
+// DrillPoPDown stops pop-eu: GeoDNS must stop handing it to client-eu
+// within its health window, client-eu must be served by another PoP, and
+// when pop-eu returns traffic must go back to it.
+func DrillPoPDown(ctx context.Context, cfg LabConfig, ctl LabControl, popName, popAddr, clientName string) ([]DrillCheck, error) {
+	var client LabClient
+	for _, c := range cfg.Clients {
+		if c.Name == clientName {
+			client = c
+		}
+	}
+	if client.Dial == nil {
+		return nil, fmt.Errorf("no client %s", clientName)
+	}
+	res := newResolver(cfg.Resolver, client.Dial)
+	answer := func() string {
+		ips, err := res.LookupHost(ctx, strings.TrimPrefix(cfg.CDNURL, "https://"))
+		if err != nil || len(ips) == 0 {
+			return ""
+		}
+		return ips[0]
+	}
+	hc := labClient(client, cfg.Resolver, cfg, 20*time.Second)
+	if err := ctl.WaitGeoDNS(ctx); err != nil {
+		return nil, err
+	}
+	before := answer()
+	// SIGTERM: the PoP reports not ready at once and drains; GeoDNS should
+	// drop it within its health window (interval x fall), timed from here.
+	stopped := time.Now()
+	stopErr := make(chan error, 1)
+	go func() { stopErr <- ctl.StopService(popName) }()
+	moved := time.Duration(-1)
+	for time.Since(stopped) < 30*time.Second {
+		if a := answer(); a != "" && a != popAddr {
+			moved = time.Since(stopped)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := <-stopErr; err != nil {
+		return nil, err
+	}
+	during := fetch(ctx, hc, cfg.CDNURL+"/gen/1k")
+	restartErr := ctl.StartService(ctx, popName)
+	restarted := time.Now()
+	back := time.Duration(-1)
+	for time.Since(restarted) < 30*time.Second && restartErr == nil {
+		if answer() == popAddr {
+			back = time.Since(restarted)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	after := fetch(ctx, hc, cfg.CDNURL+"/gen/1k")
+	return []DrillCheck{
+		{"pop-down", "before: " + clientName + " is sent to " + popName, "answer " + before, before == popAddr},
+		{"pop-down", "geodns stops handing out " + popName + " within its health window", fmt.Sprintf("after %v", moved.Round(time.Millisecond)), moved >= 0 && moved < 10*time.Second},
+		{"pop-down", clientName + " is served by another PoP", fmt.Sprintf("status %d from %q (%v)", during.status, during.pop, during.err), during.err == nil && during.status == 200 && during.pop != popName},
+		{"pop-down", "traffic goes back when " + popName + " returns", fmt.Sprintf("answer back after %v; then status %d from %q", back.Round(time.Millisecond), after.status, after.pop), back >= 0 && after.status == 200 && after.pop == popName},
+	}, nil
+}
