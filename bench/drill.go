@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,8 @@ type LabControl interface {
 	StartService(ctx context.Context, name string) error
 	// WaitGeoDNS returns when GeoDNS sees every PoP healthy.
 	WaitGeoDNS(ctx context.Context) error
+	// ServiceLog is the path of a service's log (the origin logs each request).
+	ServiceLog(name string) string
 }
 
 // DrillCheck is one expectation of a drill and what was measured.
@@ -240,5 +243,183 @@ func DrillPoPDown(ctx context.Context, cfg LabConfig, ctl LabControl, popName, p
 		{"pop-down", "geodns stops handing out " + popName + " within its health window", fmt.Sprintf("after %v", moved.Round(time.Millisecond)), moved >= 0 && moved < 10*time.Second},
 		{"pop-down", clientName + " is served by another PoP", fmt.Sprintf("status %d from %q (%v)", during.status, during.pop, during.err), during.err == nil && during.status == 200 && during.pop != popName},
 		{"pop-down", "traffic goes back when " + popName + " returns", fmt.Sprintf("answer back after %v; then status %d from %q", back.Round(time.Millisecond), after.status, after.pop), back >= 0 && after.status == 200 && after.pop == popName},
+	}, nil
+}
+
+// clientByName finds a lab client.
+func clientByName(cfg LabConfig, name string) (LabClient, error) {
+	for _, c := range cfg.Clients {
+		if c.Name == name {
+			return c, nil
+		}
+	}
+	return LabClient{}, fmt.Errorf("no client %s", name)
+}
+
+// DrillPoPDrain sends SIGTERM to a PoP while a client of its region keeps
+// requesting: not one request may fail (the PoP reports not ready first,
+// GeoDNS moves the client, in-flight requests finish), and readyz must go
+// false before the PoP stops serving.
+func DrillPoPDrain(ctx context.Context, cfg LabConfig, ctl LabControl, popName, popAddr, clientName string) ([]DrillCheck, error) {
+	client, err := clientByName(cfg, clientName)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctl.WaitGeoDNS(ctx); err != nil {
+		return nil, err
+	}
+	hc := labClient(client, cfg.Resolver, cfg, 20*time.Second)
+	admin := labClient(client, cfg.Resolver, cfg, time.Second)
+	var mu sync.Mutex // guards the counts
+	statuses := map[string]int{}
+	var pops []string
+	stopLoad := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				o := fetch(ctx, hc, cfg.CDNURL+"/gen/1k")
+				key := fmt.Sprint(o.status)
+				if o.err != nil {
+					key = "error: " + errorKind(o.err)
+				}
+				mu.Lock()
+				statuses[key]++
+				if len(pops) == 0 || pops[len(pops)-1] != o.pop {
+					pops = append(pops, o.pop)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(2 * time.Second) // load before the drain
+	stopped := time.Now()
+	stopErr := make(chan error, 1)
+	go func() { stopErr <- ctl.StopService(popName) }()
+	notReady := time.Duration(-1)
+	for time.Since(stopped) < 10*time.Second {
+		o := fetch(ctx, admin, "http://"+popAddr+":9901/readyz")
+		if o.err == nil && o.status == http.StatusServiceUnavailable {
+			notReady = time.Since(stopped)
+			break
+		}
+		if o.err != nil {
+			break // already gone: readyz never said not ready
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := <-stopErr; err != nil {
+		close(stopLoad)
+		wg.Wait()
+		return nil, err
+	}
+	gone := time.Since(stopped)
+	time.Sleep(time.Second) // load after the drain
+	close(stopLoad)
+	wg.Wait()
+	restartErr := ctl.StartService(ctx, popName)
+	failed := 0
+	for k, v := range statuses {
+		if k != "200" {
+			failed += v
+		}
+	}
+	return []DrillCheck{
+		{"pop-drain", "zero failed requests while " + popName + " drains", fmt.Sprintf("statuses %v; served by %v", statuses, pops), failed == 0 && statuses["200"] > 0},
+		{"pop-drain", "readyz goes false before the PoP stops", fmt.Sprintf("readyz 503 after %v, process gone after %v", notReady.Round(time.Millisecond), gone.Round(time.Millisecond)), notReady >= 0 && notReady < gone},
+		{"pop-drain", popName + " comes back", fmt.Sprintf("restart: %v", restartErr), restartErr == nil},
+	}, nil
+}
+
+// DrillColdRestart restarts a PoP with an empty cache while clients keep
+// asking for a few objects: the origin must see at most one request per
+// object per PoP process (coalescing), not one per client.
+func DrillColdRestart(ctx context.Context, cfg LabConfig, ctl LabControl, popName, popAddr, clientName string) ([]DrillCheck, error) {
+	client, err := clientByName(cfg, clientName)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctl.WaitGeoDNS(ctx); err != nil {
+		return nil, err
+	}
+	hc := labClient(client, cfg.Resolver, cfg, 20*time.Second)
+	base := int(time.Now().UnixNano()%100000) + 100000 // object sizes, unique per run
+	paths := make([]string, 5)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("/gen/%d", base+i)
+	}
+	var mu sync.Mutex // guards okCount, bad
+	okCount, bad := 0, map[string]int{}
+	stopLoad := make(chan struct{})
+	var wg sync.WaitGroup
+	const workers = 20
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; ; i++ {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				o := fetch(ctx, hc, cfg.CDNURL+paths[i%len(paths)])
+				mu.Lock()
+				if o.err == nil && o.status == 200 {
+					okCount++
+				} else if o.err != nil {
+					bad["error: "+errorKind(o.err)]++
+				} else {
+					bad[fmt.Sprint(o.status)]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	stopErr := ctl.StopService(popName)
+	startErr := ctl.StartService(ctx, popName)
+	time.Sleep(2 * time.Second) // load on the restarted, empty PoP
+	close(stopLoad)
+	wg.Wait()
+	if stopErr != nil || startErr != nil {
+		return nil, fmt.Errorf("restart %s: %v %v", popName, stopErr, startErr)
+	}
+	// Count the origin's requests per object and per PoP address.
+	logData, err := os.ReadFile(ctl.ServiceLog("origin"))
+	if err != nil {
+		return nil, err
+	}
+	perPoP := map[string]int{}
+	worst := 0
+	for _, line := range strings.Split(string(logData), "\n") {
+		for _, p := range paths {
+			if strings.Contains(line, "path="+p+" ") {
+				remote := ""
+				for _, f := range strings.Fields(line) {
+					if r, ok := strings.CutPrefix(f, "remote="); ok {
+						remote, _, _ = strings.Cut(r, ":")
+					}
+				}
+				k := p + "@" + remote
+				perPoP[k]++
+				worst = max(worst, perPoP[k])
+			}
+		}
+	}
+	// pop-na's first process fetched each object once and its restarted
+	// process once more; every other PoP (reached while it was down) once.
+	ok := worst <= 2
+	for k, v := range perPoP {
+		if !strings.HasSuffix(k, "@"+popAddr) && v > 1 {
+			ok = false
+		}
+	}
+	return []DrillCheck{
+		{"cold-restart", fmt.Sprintf("origin sees at most one request per object per PoP process (%d clients)", workers),
+			fmt.Sprintf("origin requests per object@PoP %v; client 200s %d, other %v", perPoP, okCount, bad), ok && len(perPoP) > 0},
 	}, nil
 }

@@ -323,3 +323,8 @@ func (r *Runner) StartService(ctx context.Context, name string) error {
 	}
 	return r.start(ctx, h, r.bin)
 }
+
+// ServiceLog is the path of a service's log file.
+func (r *Runner) ServiceLog(name string) string {
+	return filepath.Join(r.cfg.StateDir, name+".log")
+}
