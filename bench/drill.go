@@ -423,3 +423,65 @@ func DrillColdRestart(ctx context.Context, cfg LabConfig, ctl LabControl, popNam
 			fmt.Sprintf("origin requests per object@PoP %v; client 200s %d, other %v", perPoP, okCount, bad), ok && len(perPoP) > 0},
 	}, nil
 }
+
+// DrillOriginSlow makes the origin answer one cold object after 5 s while
+// many clients ask for it at once: the origin must see exactly one request
+// (coalescing), and hits on other objects must not wait for it.
+func DrillOriginSlow(ctx context.Context, cfg LabConfig, ctl LabControl, clientName string, clients int) ([]DrillCheck, error) {
+	client, err := clientByName(cfg, clientName)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctl.WaitGeoDNS(ctx); err != nil {
+		return nil, err
+	}
+	size := int(time.Now().UnixNano()%100000) + 300000
+	slowPath := fmt.Sprintf("/gen/%d", size)
+	slowURL := cfg.CDNURL + slowPath + "?delay=5s"
+	hitURL := fmt.Sprintf("%s/gen/%d", cfg.CDNURL, size+1)
+	hc := labClient(client, cfg.Resolver, cfg, 30*time.Second)
+	if o := fetch(ctx, hc, hitURL); o.err != nil || o.status != 200 {
+		return nil, fmt.Errorf("prefetch: %v %d", o.err, o.status)
+	}
+	measureHits := func(n int) time.Duration {
+		var worst time.Duration
+		for range n {
+			if o := fetch(ctx, hc, hitURL); o.err == nil && o.status == 200 {
+				worst = max(worst, o.took)
+			}
+		}
+		return worst
+	}
+	before := measureHits(10)
+	var mu sync.Mutex // guards slowOK, slowBad
+	slowOK, slowBad := 0, map[string]int{}
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			o := fetch(ctx, hc, slowURL)
+			mu.Lock()
+			defer mu.Unlock()
+			if o.err == nil && o.status == 200 {
+				slowOK++
+			} else if o.err != nil {
+				slowBad["error: "+errorKind(o.err)]++
+			} else {
+				slowBad[fmt.Sprint(o.status)]++
+			}
+		})
+	}
+	time.Sleep(time.Second) // the slow fetch is in flight
+	during := measureHits(10)
+	wg.Wait()
+	logData, err := os.ReadFile(ctl.ServiceLog("origin"))
+	if err != nil {
+		return nil, err
+	}
+	originRequests := strings.Count(string(logData), "path="+slowPath+" ")
+	return []DrillCheck{
+		{"origin-slow", fmt.Sprintf("%d concurrent clients for a cold object the origin answers in 5 s: exactly one origin request", clients),
+			fmt.Sprintf("origin requests %d; clients served %d, other %v", originRequests, slowOK, slowBad), originRequests == 1 && slowOK == clients},
+		{"origin-slow", "hits on other objects do not wait for the slow origin (worst hit under 1 s)",
+			fmt.Sprintf("worst hit before %v, during %v", before.Round(time.Millisecond), during.Round(time.Millisecond)), during > 0 && during < time.Second},
+	}, nil
+}

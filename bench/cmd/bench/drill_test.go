@@ -21,12 +21,12 @@ func TestDrills(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	root, _ := filepath.Abs("../../..")
-	checks, err := runDrills(ctx, root, t.TempDir(), fmt.Sprintf("edt%d-", os.Getpid()), []string{"origin-down", "pop-down", "pop-drain", "cold-restart"}, 4*time.Second)
+	checks, err := runDrills(ctx, root, t.TempDir(), fmt.Sprintf("edt%d-", os.Getpid()), []string{"origin-down", "origin-slow", "pop-down", "pop-drain", "cold-restart"}, 4*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(checks) != 12 {
-		t.Errorf("%d checks, want 12", len(checks))
+	if len(checks) != 14 {
+		t.Errorf("%d checks, want 14", len(checks))
 	}
 	for _, c := range checks {
 		t.Logf("%s: %s: %s (pass %v)", c.Drill, c.Expectation, c.Measured, c.Pass)

@@ -40,7 +40,7 @@ const usage = `usage:
   bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-cacert FILE] [-o json] URL
   bench compare A.json B.json
   bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
-  bench drill [-out DIR] [origin-down] [pop-down] [pop-drain] [cold-restart]   (as root: brings up a lab of its own)`
+  bench drill [-out DIR] [origin-down] [origin-slow] [pop-down] [pop-drain] [cold-restart]   (as root: brings up a lab of its own)`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -237,13 +237,13 @@ func drill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	names := fs.Args()
 	if len(names) == 0 {
-		names = []string{"origin-down", "pop-down", "pop-drain", "cold-restart"}
+		names = []string{"origin-down", "origin-slow", "pop-down", "pop-drain", "cold-restart"}
 	}
 	for _, n := range names {
 		switch n {
-		case "origin-down", "pop-down", "pop-drain", "cold-restart":
+		case "origin-down", "origin-slow", "pop-down", "pop-drain", "cold-restart":
 		default:
-			return fmt.Errorf("drill %q: want origin-down, pop-down, pop-drain or cold-restart (the others are not built yet)", n)
+			return fmt.Errorf("drill %q: want origin-down, origin-slow, pop-down, pop-drain or cold-restart (the others are not built yet)", n)
 		}
 	}
 	root, err := os.Getwd()
@@ -301,6 +301,8 @@ func runDrills(ctx context.Context, root, state, prefix string, names []string, 
 		case "pop-down":
 			pop, _ := r.Topo.Host("pop-eu")
 			cs, err = bench.DrillPoPDown(ctx, cfg, r, "pop-eu", pop.Addr.String(), "client-eu")
+		case "origin-slow":
+			cs, err = bench.DrillOriginSlow(ctx, cfg, r, "client-na", 300)
 		case "pop-drain":
 			pop, _ := r.Topo.Host("pop-eu")
 			cs, err = bench.DrillPoPDrain(ctx, cfg, r, "pop-eu", pop.Addr.String(), "client-eu")
