@@ -176,7 +176,7 @@ func DrillOriginDown(ctx context.Context, cfg LabConfig, ctl LabControl, load ti
 		}
 	}
 	checks := []DrillCheck{
-		{"origin-down", "cached objects keep being served (stale-if-error), zero 5xx", fmt.Sprintf("cached statuses %v %s [prefetch: %s]", cachedStatus, strings.Join(failures, "; "), strings.Join(prefetched, ", ")), fives == 0 && cachedStatus["200"] > 0},
+		{"origin-down", "cached objects keep being served (stale-if-error), zero 5xx", cachedMeasure(cachedStatus, failures, prefetched), fives == 0 && cachedStatus["200"] > 0},
 		{"origin-down", "uncached objects get 502/504", fmt.Sprintf("uncached statuses %v", uncachedStatus), uncachedOK && len(uncachedStatus) > 0},
 		{"origin-down", "no request hangs (longest < 10 s)", fmt.Sprintf("longest response %v", longest.Round(time.Millisecond)), longest < 10*time.Second},
 		{"origin-down", "fresh content flows after the origin returns", fmt.Sprintf("restart %v, first fresh 200 after %v", restartErr, recovered.Round(time.Millisecond)), restartErr == nil && recovered >= 0},
@@ -484,4 +484,14 @@ func DrillOriginSlow(ctx context.Context, cfg LabConfig, ctl LabControl, clientN
 		{"origin-slow", "hits on other objects do not wait for the slow origin (worst hit under 1 s)",
 			fmt.Sprintf("worst hit before %v, during %v", before.Round(time.Millisecond), during.Round(time.Millisecond)), during > 0 && during < time.Second},
 	}, nil
+}
+
+// cachedMeasure reports the cached objects' statuses; on failure, where
+// each failed and where it had been prefetched.
+func cachedMeasure(statuses map[string]int, failures, prefetched []string) string {
+	m := fmt.Sprintf("cached statuses %v", statuses)
+	if len(failures) > 0 {
+		m += " failed: " + strings.Join(failures, "; ") + " [prefetched: " + strings.Join(prefetched, ", ") + "]"
+	}
+	return m
 }
