@@ -382,11 +382,13 @@ func (c *Cache) writeError(w http.ResponseWriter, err error) {
 
 // writeResponse copies an upstream response to the client.
 func writeResponse(w http.ResponseWriter, resp *http.Response, status string) {
+	// The upstream's hop-by-hop fields go; the handler's own (a
+	// Connection: close the PoP decided on) stay.
+	removeHopByHop(resp.Header)
 	h := w.Header()
 	for k, v := range resp.Header {
 		h[k] = v
 	}
-	removeHopByHop(h)
 	appendCacheStatus(h, status)
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)

@@ -3,6 +3,7 @@ package pop
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -61,6 +62,12 @@ func (t *originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.group.RoundTrip(r)
 	if err != nil {
+		if cb, ok := r.Body.(*clientBody); ok && cb.err != nil {
+			if isBodyTooLarge(cb.err) {
+				return nil, &upstreamError{http.StatusRequestEntityTooLarge, cb.err}
+			}
+			return nil, &upstreamError{http.StatusBadRequest, fmt.Errorf("request body: %w", cb.err)}
+		}
 		return nil, statusError(err)
 	}
 	v := "1.1 " + t.name

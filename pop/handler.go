@@ -2,6 +2,7 @@ package pop
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -46,7 +47,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+		r.Body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.maxBody)}
+	}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// Go drops a Content-Length that came with chunked encoding and
+		// keeps the connection: close it after this response, so bytes
+		// smuggled after the body are never read as a request (RFC 9112
+		// 6.1 requires closing on that conflict).
+		h.Set("Connection", "close")
 	}
 	early := r.TLS != nil && !r.TLS.HandshakeComplete
 	if early {
@@ -131,4 +139,19 @@ func (w *statusWriter) code() int {
 		return http.StatusOK
 	}
 	return w.status
+}
+
+// clientBody remembers why reading the client's request body failed, so a
+// malformed or oversized upload is answered 400/413, not blamed on the origin.
+type clientBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }

@@ -3,6 +3,7 @@ package pop
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"net/http"
@@ -56,11 +57,14 @@ func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var code int
 	var msg string
+	var ue *upstreamError
 	switch {
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		s.metrics.rejected.WithLabelValues("client_gone").Inc()
 		w.WriteHeader(499) // nginx's "client closed request"; nobody reads it
 		return
+	case errors.As(err, &ue) && ue.code < 500:
+		code, msg = ue.code, fmt.Sprintf("%d %s: %v", ue.code, http.StatusText(ue.code), ue.err)
 	case errors.Is(err, upstream.ErrOverloaded):
 		code, msg = http.StatusServiceUnavailable, "503 service unavailable: too many requests to the origin in flight, retry shortly"
 		w.Header().Set("Retry-After", "1")
