@@ -119,3 +119,31 @@ func isTimeout(err error) bool {
 	ne, ok := err.(interface{ Timeout() bool })
 	return ok && ne.Timeout()
 }
+
+// TestUnkeyedHeadersCannotPoison: the forwarding headers a client sends
+// are replaced by the PoP, so an origin that reflects them cannot be made
+// to cache an attacker's value for everyone.
+func TestUnkeyedHeadersCannotPoison(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "host="+r.Header.Get("X-Forwarded-Host")+" proto="+r.Header.Get("X-Forwarded-Proto")+
+			" for="+r.Header.Get("X-Forwarded-For")+" fwd="+r.Header.Get("Forwarded"))
+	})
+	p := startPoP(t, caDir, ro.url, nil)
+	c := clients(t, ca)["h2"]
+	url := "https://localhost:" + port(p.Addr()) + "/reflect"
+	_, attacker := get(t, c, url, "X-Forwarded-Host", "evil.example", "X-Forwarded-Proto", "http",
+		"X-Forwarded-For", "6.6.6.6", "Forwarded", "host=evil.example;proto=http")
+	p.WaitCache()
+	_, victim := get(t, c, url)
+	for _, body := range []string{string(attacker), string(victim)} {
+		if strings.Contains(body, "evil") || strings.Contains(body, "6.6.6.6") || strings.Contains(body, "proto=http ") {
+			t.Errorf("a client's forwarding headers reached the origin: %q", body)
+		}
+	}
+	if string(victim) != string(attacker) {
+		t.Errorf("victim got %q, attacker %q: want the same stored response", victim, attacker)
+	}
+}
