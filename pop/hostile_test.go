@@ -2,6 +2,7 @@ package pop_test
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"io"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/edgecdn/cdn/certs"
 )
@@ -146,4 +150,72 @@ func TestUnkeyedHeadersCannotPoison(t *testing.T) {
 	if string(victim) != string(attacker) {
 		t.Errorf("victim got %q, attacker %q: want the same stored response", victim, attacker)
 	}
+}
+
+// TestHTTP2RapidResetAndHeaderFlood opens streams and resets them at once
+// by the thousand (CVE-2023-44487), then floods a stream with CONTINUATION
+// frames: the PoP must stay up for others and let go of the goroutines.
+func TestHTTP2RapidResetAndHeaderFlood(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, nil)
+	p := startPoP(t, caDir, ro.url, nil)
+	before := runtime.NumGoroutine()
+	attack := func(t *testing.T, f func(fr *http2.Framer, enc *hpack.Encoder, buf *bytes.Buffer)) {
+		conn, err := tls.Dial("tcp", p.Addr().String(), &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, http2.ClientPreface)
+		fr := http2.NewFramer(conn, conn)
+		fr.WriteSettings()
+		var buf bytes.Buffer
+		enc := hpack.NewEncoder(&buf)
+		f(fr, enc, &buf)
+		// Drain what the server says until it hangs up or goes quiet.
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}
+	headers := func(enc *hpack.Encoder, buf *bytes.Buffer) []byte {
+		buf.Reset()
+		for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "localhost"}, {":path", "/gen/1k"}} {
+			enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		return append([]byte(nil), buf.Bytes()...)
+	}
+	t.Run("rapid reset", func(t *testing.T) {
+		attack(t, func(fr *http2.Framer, enc *hpack.Encoder, buf *bytes.Buffer) {
+			for i := uint32(1); i < 4000; i += 2 {
+				if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: i, BlockFragment: headers(enc, buf), EndStream: true, EndHeaders: true}) != nil {
+					return
+				}
+				if fr.WriteRSTStream(i, http2.ErrCodeCancel) != nil {
+					return
+				}
+			}
+		})
+	})
+	t.Run("continuation flood", func(t *testing.T) {
+		attack(t, func(fr *http2.Framer, enc *hpack.Encoder, buf *bytes.Buffer) {
+			if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headers(enc, buf), EndHeaders: false}) != nil {
+				return
+			}
+			junk := bytes.Repeat([]byte{0x40, 0x01, 'x', 0x01, 'y'}, 3000)
+			for range 200 {
+				if fr.WriteContinuation(1, false, junk) != nil {
+					return
+				}
+			}
+		})
+	})
+	if resp, _ := get(t, clients(t, ca)["h2"], "https://localhost:"+port(p.Addr())+"/gen/1k"); resp.StatusCode != 200 {
+		t.Errorf("a normal request after the attacks = %d", resp.StatusCode)
+	}
+	waitFor(t, "the attack's goroutines to end", func() bool { return runtime.NumGoroutine() <= before+10 })
 }
