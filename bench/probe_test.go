@@ -97,20 +97,36 @@ func TestModesDifferOnTheWire(t *testing.T) {
 		t.Run(tc.proto+"/"+tc.mode, func(t *testing.T) {
 			cfg := bench.ProbeConfig{Proto: tc.proto, Mode: tc.mode, N: n, RootCAs: ca.RootPool()}
 			full0, res0, early0 := serverCounts(t, p)
-			rs, err := bench.Probe(context.Background(), cfg, url)
-			if err != nil {
-				t.Fatal(err)
+			// A request in 0-RTT races the handshake's completion on
+			// loopback (on a busy machine the handshake may win every
+			// time): up to five runs, until the server has seen early data.
+			runs := 1
+			if tc.mode == bench.ZeroRTT {
+				runs = 5
 			}
+			var rs []bench.Result
+			var attempts int
+			for attempts = 1; attempts <= runs; attempts++ {
+				var err error
+				rs, err = bench.Probe(context.Background(), cfg, url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, _, early := serverCounts(t, p); early-early0 >= tc.earlyMin {
+					break
+				}
+			}
+			attempts = min(attempts, runs)
 			full1, res1, early1 := serverCounts(t, p)
 			primed := 0
 			if tc.mode == bench.Resumed || tc.mode == bench.ZeroRTT {
 				primed = 1 // the unmeasured first request is a full handshake
 			}
-			if got := full1 - full0 - primed; got != tc.full {
-				t.Errorf("server saw %d full handshakes, want %d", got, tc.full)
+			if got := full1 - full0 - primed*attempts; got != tc.full*attempts {
+				t.Errorf("server saw %d full handshakes, want %d", got, tc.full*attempts)
 			}
-			if got := res1 - res0; got != tc.resumed {
-				t.Errorf("server saw %d resumed handshakes, want %d", got, tc.resumed)
+			if got := res1 - res0; got != tc.resumed*attempts {
+				t.Errorf("server saw %d resumed handshakes, want %d", got, tc.resumed*attempts)
 			}
 			if got := early1 - early0; got < tc.earlyMin {
 				t.Errorf("server accepted %d early-data requests, want at least %d", got, tc.earlyMin)
