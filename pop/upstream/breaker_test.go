@@ -110,7 +110,7 @@ func TestHealthChecksTakeServerOutAndBackIn(t *testing.T) {
 	checkGoroutines(t)
 	a, b := newOrigin(t, false, nil), newOrigin(t, false, nil)
 	clock := newFakeClock()
-	g := newGroup(t, Config{Servers: []string{a.srv.URL, b.srv.URL}, HealthInterval: 2 * time.Millisecond, FailThreshold: 2, Now: clock.Now})
+	g := newGroup(t, Config{Servers: []string{a.srv.URL, b.srv.URL}, HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Minute, FailThreshold: 2, Now: clock.Now})
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -169,5 +169,128 @@ func TestBreakerUnit(t *testing.T) {
 	b.abandon(true)
 	if ok, trial := b.acquire(later); !ok || !trial {
 		t.Errorf("acquire after an abandoned trial = %v, %v; want a new trial", ok, trial)
+	}
+}
+
+// TestBreakerOpensOnFailures feeds a lone server FailThreshold failures of
+// one kind: 502, 503 and 504 answers and refused connections open its
+// breaker, other answers do not. OpenDuration later on the fake clock, not
+// sooner, it lets one trial through, whose failure opens it again.
+func TestBreakerOpensOnFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int // the origin's answer; 0: the server refuses connections
+		opens  bool
+	}{
+		{"502", http.StatusBadGateway, true},
+		{"503", http.StatusServiceUnavailable, true},
+		{"504", http.StatusGatewayTimeout, true},
+		{"connection refused", 0, true},
+		{"500", http.StatusInternalServerError, false},
+		{"404", http.StatusNotFound, false},
+		{"429", http.StatusTooManyRequests, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkGoroutines(t)
+			url := deadAddr(t, "http")
+			if tc.status != 0 {
+				url = newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(tc.status) }).srv.URL
+			}
+			const openFor = 10 * time.Second
+			clock := newFakeClock()
+			g := newGroup(t, Config{Servers: []string{url}, HealthPath: "-", FailThreshold: 3, OpenDuration: openFor, Now: clock.Now})
+			// reached sends one GET and reports whether it reached the server.
+			reached := func() bool {
+				t.Helper()
+				resp, _, err := get(t, g, "GET", "/b")
+				switch {
+				case errors.Is(err, ErrUnavailable):
+					return false
+				case tc.status == 0 && err == nil, tc.status != 0 && (err != nil || resp.StatusCode != tc.status):
+					t.Fatalf("RoundTrip(GET /b) = %v, %v; want the server's %s", resp, err, tc.name)
+				}
+				return true
+			}
+			state := func() BreakerState { return g.Stats().Servers[0].Breaker }
+
+			for i := range 3 {
+				if !reached() {
+					t.Fatalf("RoundTrip(GET /b) #%d refused with the breaker %v, want it sent", i, state())
+				}
+			}
+			if !tc.opens {
+				if state() != BreakerClosed || !reached() {
+					t.Errorf("after 3 answers %s: breaker %v, want closed and requests sent", tc.name, state())
+				}
+				return
+			}
+			if state() != BreakerOpen || reached() {
+				t.Fatalf("after 3 failures: breaker %v, want open and requests refused", state())
+			}
+			clock.Advance(openFor - time.Millisecond)
+			if state() != BreakerOpen || reached() {
+				t.Fatalf("just before OpenDuration: breaker %v, want open and requests refused", state())
+			}
+			clock.Advance(time.Millisecond)
+			if state() != BreakerHalfOpen {
+				t.Fatalf("after OpenDuration: breaker %v, want half-open", state())
+			}
+			if !reached() {
+				t.Fatalf("half-open: the first request was refused, want it sent as the trial")
+			}
+			if state() != BreakerOpen || reached() {
+				t.Errorf("after a failed trial: breaker %v, want open again and requests refused", state())
+			}
+			if st := g.Stats().Servers[0]; st.Requests != 4 || st.Failures != 4 {
+				t.Errorf("server got %d requests with %d failures, want 4 and 4: three, then one trial", st.Requests, st.Failures)
+			}
+		})
+	}
+}
+
+// TestBreakerHalfOpenAdmitsOneTrialOfMany sends many requests at once to a
+// half-open server: one goes through, every other is refused at once.
+func TestBreakerHalfOpenAdmitsOneTrialOfMany(t *testing.T) {
+	checkGoroutines(t)
+	o := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) })
+	clock := newFakeClock()
+	g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: "-", FailThreshold: 1, OpenDuration: time.Second, Now: clock.Now})
+	if resp, _, err := get(t, g, "GET", "/fail"); err != nil || resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("RoundTrip(GET /fail) = %v, %v; want the origin's 502", resp, err)
+	}
+	clock.Advance(time.Second)
+
+	const n = 20
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			<-start
+			_, _, err := get(t, g, "GET", "/block")
+			errs <- err
+		}()
+	}
+	close(start)
+	deadline := time.After(5 * time.Second)
+	for i := range n - 1 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrUnavailable) {
+				t.Errorf("request %d beside the trial = %v, want ErrUnavailable", i, err)
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d requests returned while the trial is out, want %d refused at once", i, n, n-1)
+		}
+	}
+	<-o.entered
+	if got := o.requests.Load(); got != 2 {
+		t.Errorf("origin got %d requests, want 2: the failure and one trial", got)
+	}
+	o.unblock()
+	if err := <-errs; err != nil {
+		t.Errorf("trial = %v, want its answer", err)
+	}
+	if st := g.Stats().Servers[0].Breaker; st != BreakerClosed {
+		t.Errorf("breaker after a good trial = %v, want closed", st)
 	}
 }

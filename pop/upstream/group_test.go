@@ -3,7 +3,9 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -77,6 +79,115 @@ func TestStartWarmsAndRequestsReuse(t *testing.T) {
 			}
 			if got := o.handshakes.Load(); got != hs {
 				t.Errorf("requests after Start made %d new TLS handshakes, want 0", got-hs)
+			}
+			if st := g.Stats().Servers[0]; st.TLSHandshakes != o.handshakes.Load() || st.Dials != o.conns.Load() {
+				t.Errorf("Stats after requests: %d TLS handshakes, %d dials; origin saw %d, %d",
+					st.TLSHandshakes, st.Dials, o.handshakes.Load(), o.conns.Load())
+			}
+		})
+	}
+}
+
+// TestStartPreDialsEveryServer checks, per server of a group, that Start
+// leaves warm connections (TLS handshaken over h2) that requests then use,
+// and that Stats counts what the origins saw.
+func TestStartPreDialsEveryServer(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			checkGoroutines(t)
+			var origins []*origin
+			var urls []string
+			pool := x509.NewCertPool()
+			for range 3 {
+				o := newOrigin(t, p.tls, nil)
+				origins = append(origins, o)
+				urls = append(urls, o.srv.URL)
+				if c := o.srv.Certificate(); c != nil {
+					pool.AddCert(c)
+				}
+			}
+			g := newGroup(t, Config{Servers: urls, RootCAs: pool, WarmConns: 2})
+			if err := g.Start(context.Background()); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			wantConns := int64(2) // WarmConns, over HTTP/1.1
+			if p.tls {
+				wantConns = 1 // one multiplexed h2 connection
+			}
+			conns := make([]int64, len(origins))
+			handshakes := make([]int64, len(origins))
+			for i, o := range origins {
+				st := g.Stats().Servers[i]
+				conns[i], handshakes[i] = o.conns.Load(), o.handshakes.Load()
+				if conns[i] != wantConns || st.Dials != conns[i] {
+					t.Errorf("server %d after Start: origin saw %d connections, Stats %d dials; want %d", i, conns[i], st.Dials, wantConns)
+				}
+				if p.tls && (handshakes[i] < 1 || st.TLSHandshakes != handshakes[i]) {
+					t.Errorf("server %d after Start: origin saw %d TLS handshakes, Stats %d; want at least 1, equal", i, handshakes[i], st.TLSHandshakes)
+				}
+				if !p.tls && (handshakes[i] != 0 || st.TLSHandshakes != 0) {
+					t.Errorf("server %d after Start: %d TLS handshakes (Stats %d) with a plain origin", i, handshakes[i], st.TLSHandshakes)
+				}
+				if n := o.requests.Load(); n != 0 {
+					t.Errorf("server %d: Start sent %d requests outside the health path", i, n)
+				}
+			}
+
+			for i := range 20 {
+				resp, _, err := get(t, g, "GET", fmt.Sprintf("/warm/%d", i))
+				if err != nil {
+					t.Fatalf("RoundTrip(GET /warm/%d) = %v", i, err)
+				}
+				if want := map[bool]int{false: 1, true: 2}[p.tls]; resp.ProtoMajor != want {
+					t.Errorf("RoundTrip(GET /warm/%d): HTTP/%d, want HTTP/%d", i, resp.ProtoMajor, want)
+				}
+			}
+			for i, o := range origins {
+				st := g.Stats().Servers[i]
+				if got := o.conns.Load(); got != conns[i] || st.Dials != got {
+					t.Errorf("server %d: 20 requests after Start opened %d connections (Stats %d dials in all), want none", i, got-conns[i], st.Dials)
+				}
+				if got := o.handshakes.Load(); got != handshakes[i] || st.TLSHandshakes != got {
+					t.Errorf("server %d: 20 requests after Start made %d TLS handshakes (Stats %d in all), want none", i, got-handshakes[i], st.TLSHandshakes)
+				}
+				if n := o.requests.Load(); n < 6 || n > 7 || st.Requests != n {
+					t.Errorf("server %d got %d of 20 requests (Stats %d), want 6 or 7", i, n, st.Requests)
+				}
+			}
+		})
+	}
+}
+
+// TestStartWarmsWarmConnsWhateverTheHealthAnswer checks that warm-up opens
+// WarmConns HTTP/1.1 connections even when the health answer has no body,
+// which frees its connection with the headers, before the caller sees them.
+func TestStartWarmsWarmConnsWhateverTheHealthAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		healthPath string
+		answer     http.HandlerFunc
+	}{
+		{"200 with a body", "/status", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }},
+		{"200 chunked", "/status", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "ok")
+			w.(http.Flusher).Flush()
+		}},
+		{"200 empty", "/status", func(w http.ResponseWriter, r *http.Request) {}},
+		{"204", "/status", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }},
+		{"404 empty", "/status", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) }},
+		{"no checks, OPTIONS answered 204", "-", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkGoroutines(t)
+			o := newOrigin(t, false, tc.answer)
+			const warmConns = 4
+			g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: tc.healthPath, WarmConns: warmConns})
+			if err := g.Start(context.Background()); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			if st := g.Stats().Servers[0]; o.conns.Load() != warmConns || st.Dials != warmConns {
+				t.Errorf("Start with WarmConns %d: origin saw %d connections, Stats %d dials; want %d",
+					warmConns, o.conns.Load(), st.Dials, warmConns)
 			}
 		})
 	}
@@ -167,6 +278,25 @@ func TestStartReturnsWhenContextEnds(t *testing.T) {
 	}
 	if !g.Stats().Servers[0].Healthy {
 		t.Errorf("a warm-up cut short by the caller marked the server unhealthy")
+	}
+}
+
+func TestCloseEndsAWarmUp(t *testing.T) {
+	checkGoroutines(t)
+	g := newGroup(t, Config{Servers: []string{"http://" + silentListener(t)}, HealthTimeout: time.Minute})
+	done := make(chan error, 1)
+	go func() { done <- g.Start(context.Background()) }()
+	waitFor(t, "the warm-up to dial", func() bool { return g.Stats().Servers[0].Dials > 0 })
+	if err := g.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("Start cut short by Close = nil, want an error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start did not return after Close")
 	}
 }
 
@@ -290,122 +420,228 @@ func TestRetryBudget(t *testing.T) {
 	}
 }
 
+// protocols are the two ways the pool speaks to an origin: HTTP/1.1 to a
+// plain one, HTTP/2 (by ALPN) to a TLS one.
+var protocols = []struct {
+	name string
+	tls  bool
+}{{"h1", false}, {"h2", true}}
+
 func TestBulkhead(t *testing.T) {
-	checkGoroutines(t)
-	o := newOrigin(t, false, nil)
-	g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: "-", MaxConcurrent: 2})
-	results := make(chan error, 2)
-	for range 2 {
-		go func() {
-			_, _, err := get(t, g, "GET", "/block")
-			results <- err
-		}()
-		<-o.entered
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			checkGoroutines(t)
+			o := newOrigin(t, p.tls, nil)
+			g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-", MaxConcurrent: 2})
+			results := make(chan error, 2)
+			for range 2 {
+				go func() {
+					_, _, err := get(t, g, "GET", "/block")
+					results <- err
+				}()
+				<-o.entered
+			}
+			// Nothing frees a slot until the test does: a refusal that waited for
+			// one would end in the context's error instead.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, _, err := send(t, g, ctx, "GET", "/x"); !errors.Is(err, ErrOverloaded) {
+				t.Errorf("RoundTrip(GET /x) with 2 in flight = %v, want ErrOverloaded", err)
+			}
+			if st := g.Stats(); st.Inflight != 2 || st.Overloaded != 1 || o.requests.Load() != 2 {
+				t.Errorf("inflight %d, overloaded %d, origin requests %d; want 2, 1, 2", st.Inflight, st.Overloaded, o.requests.Load())
+			}
+			o.unblock()
+			for range 2 {
+				if err := <-results; err != nil {
+					t.Errorf("blocked request: %v", err)
+				}
+			}
+			if _, _, err := get(t, g, "GET", "/x"); err != nil || g.Stats().Inflight != 0 {
+				t.Errorf("after the slots freed: %v, inflight %d", err, g.Stats().Inflight)
+			}
+		})
 	}
-	// Nothing frees a slot until the test does: a refusal that waited for
-	// one would end in the context's error instead.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, _, err := send(t, g, ctx, "GET", "/x"); !errors.Is(err, ErrOverloaded) {
-		t.Errorf("third request with 2 in flight: %v, want ErrOverloaded", err)
-	}
-	if st := g.Stats(); st.Inflight != 2 || st.Overloaded != 1 || o.requests.Load() != 2 {
-		t.Errorf("inflight %d, overloaded %d, origin requests %d; want 2, 1, 2", st.Inflight, st.Overloaded, o.requests.Load())
-	}
-	o.unblock()
-	for range 2 {
-		if err := <-results; err != nil {
-			t.Errorf("blocked request: %v", err)
+}
+
+// TestResponseBodyEndFreesTheSlot checks that a request holds its bulkhead
+// slot and its server's outstanding count exactly until its body ends,
+// however the caller ends it.
+func TestResponseBodyEndFreesTheSlot(t *testing.T) {
+	payload := strings.Repeat("x", 64<<10) // more than one read, and than a socket buffer
+	for _, p := range protocols {
+		for _, end := range []struct {
+			name string
+			end  func(io.ReadCloser) error
+		}{
+			{"closed unread", func(b io.ReadCloser) error { return b.Close() }},
+			{"read to the end and closed", func(b io.ReadCloser) error {
+				_, err := io.Copy(io.Discard, b)
+				return errors.Join(err, b.Close())
+			}},
+			{"read to the end, not closed", func(b io.ReadCloser) error {
+				_, err := io.Copy(io.Discard, b)
+				return err
+			}},
+		} {
+			t.Run(p.name+"/"+end.name, func(t *testing.T) {
+				checkGoroutines(t)
+				o := newOrigin(t, p.tls, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, payload) })
+				g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-", MaxConcurrent: 2})
+				for i := range 10 {
+					req, _ := http.NewRequest("GET", "http://site.test/big", nil)
+					resp, err := g.RoundTrip(req)
+					if err != nil {
+						t.Fatalf("RoundTrip(GET /big) #%d = %v, want the slots of the ones before free", i, err)
+					}
+					defer resp.Body.Close() // for "not closed": after the checks
+					if st := g.Stats(); st.Inflight != 1 || st.Servers[0].Outstanding != 1 {
+						t.Errorf("#%d with its body open: inflight %d, outstanding %d; want 1, 1", i, st.Inflight, st.Servers[0].Outstanding)
+					}
+					if err := end.end(resp.Body); err != nil {
+						t.Fatalf("#%d: ending the body: %v", i, err)
+					}
+					if st := g.Stats(); st.Inflight != 0 || st.Servers[0].Outstanding != 0 || st.Servers[0].Failures != 0 {
+						t.Errorf("#%d with its body %s: inflight %d, outstanding %d, failures %d; want 0, 0, 0",
+							i, end.name, st.Inflight, st.Servers[0].Outstanding, st.Servers[0].Failures)
+					}
+				}
+			})
 		}
 	}
-	if _, _, err := get(t, g, "GET", "/x"); err != nil || g.Stats().Inflight != 0 {
-		t.Errorf("after the slots freed: %v, inflight %d", err, g.Stats().Inflight)
+}
+
+// TestBrokenBodyIsAFailure has the origin break off a response midway: the
+// reader gets an error, and the failure reaches the server's breaker.
+func TestBrokenBodyIsAFailure(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			checkGoroutines(t)
+			o := newOrigin(t, p.tls, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "100")
+				io.WriteString(w, "start")
+				w.(http.Flusher).Flush()
+				panic(http.ErrAbortHandler) // drops the connection (h1) or resets the stream (h2)
+			})
+			clock := newFakeClock()
+			g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-", FailThreshold: 1, Now: clock.Now})
+			req, _ := http.NewRequest("GET", "http://site.test/broken", nil)
+			resp, err := g.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("RoundTrip(GET /broken) = %v, want the headers", err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			if err == nil || errors.Is(err, ErrTimeout) || string(b) != "start" {
+				t.Errorf("reading a body cut off after %q: %q, %v; want the start, then an error", "start", b, err)
+			}
+			resp.Body.Close()
+			st := g.Stats()
+			if s := st.Servers[0]; s.Failures != 1 || s.Breaker != BreakerOpen || st.Inflight != 0 {
+				t.Errorf("after a broken body: failures %d, breaker %v, inflight %d; want 1, open, 0", s.Failures, s.Breaker, st.Inflight)
+			}
+		})
 	}
 }
 
 func TestTimeouts(t *testing.T) {
-	checkGoroutines(t)
-	o := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slowbody" {
-			io.WriteString(w, "start")
-			w.(http.Flusher).Flush()
-			<-r.Context().Done()
-		}
-	})
-	t.Run("response header timeout", func(t *testing.T) {
-		g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: "-", ResponseHeaderTimeout: 50 * time.Millisecond})
-		_, _, err := get(t, g, "GET", "/block")
-		<-o.entered
-		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "response header timeout") {
-			t.Errorf("err = %v, want ErrTimeout naming the response header timeout", err)
-		}
-		if st := g.Stats(); st.Retries != 0 || st.Servers[0].Failures != 1 {
-			t.Errorf("retries %d, failures %d; want a sent request not retried, one failure", st.Retries, st.Servers[0].Failures)
-		}
-	})
-	t.Run("total timeout awaiting headers", func(t *testing.T) {
-		g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: "-", TotalTimeout: 50 * time.Millisecond})
-		_, _, err := get(t, g, "GET", "/block")
-		<-o.entered
-		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "total timeout") {
-			t.Errorf("err = %v, want ErrTimeout naming the total timeout", err)
-		}
-	})
-	t.Run("total timeout reading the body", func(t *testing.T) {
-		g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: "-", TotalTimeout: 100 * time.Millisecond})
-		req, _ := http.NewRequest("GET", "http://site.test/slowbody", nil)
-		resp, err := g.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !errors.Is(err, ErrTimeout) || string(b) != "start" {
-			t.Errorf("reading a body that never ends: %q, %v; want the start, then ErrTimeout", b, err)
-		}
-		if st := g.Stats(); st.Inflight != 0 || st.Servers[0].Outstanding != 0 {
-			t.Errorf("after the body closed: inflight %d, outstanding %d; want 0", st.Inflight, st.Servers[0].Outstanding)
-		}
-	})
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			checkGoroutines(t)
+			// start gives each case an origin of its own, so that none waits
+			// on another's requests, and a warm group, so that the short
+			// timeouts below are not spent dialling.
+			start := func(t *testing.T, c Config) (*origin, *Group) {
+				t.Helper()
+				o := newOrigin(t, p.tls, func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/slowbody" {
+						io.WriteString(w, "start")
+						w.(http.Flusher).Flush()
+						<-r.Context().Done()
+					}
+				})
+				c.Servers, c.RootCAs, c.HealthPath = []string{o.srv.URL}, o.pool(), "-"
+				g := newGroup(t, c)
+				if err := g.Start(context.Background()); err != nil {
+					t.Fatalf("Start: %v", err)
+				}
+				return o, g
+			}
+			t.Run("response header timeout", func(t *testing.T) {
+				_, g := start(t, Config{ResponseHeaderTimeout: 50 * time.Millisecond})
+				_, _, err := get(t, g, "GET", "/block")
+				if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "response header timeout") {
+					t.Errorf("RoundTrip(GET /block) = %v, want ErrTimeout naming the response header timeout", err)
+				}
+				if st := g.Stats(); st.Retries != 0 || st.Servers[0].Failures != 1 || st.Inflight != 0 {
+					t.Errorf("retries %d, failures %d, inflight %d; want a sent request not retried, one failure, the slot free",
+						st.Retries, st.Servers[0].Failures, st.Inflight)
+				}
+			})
+			t.Run("total timeout awaiting headers", func(t *testing.T) {
+				_, g := start(t, Config{TotalTimeout: 50 * time.Millisecond})
+				_, _, err := get(t, g, "GET", "/block")
+				if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "total timeout") {
+					t.Errorf("RoundTrip(GET /block) = %v, want ErrTimeout naming the total timeout", err)
+				}
+			})
+			t.Run("total timeout reading the body", func(t *testing.T) {
+				_, g := start(t, Config{TotalTimeout: 200 * time.Millisecond})
+				req, _ := http.NewRequest("GET", "http://site.test/slowbody", nil)
+				resp, err := g.RoundTrip(req)
+				if err != nil {
+					t.Fatalf("RoundTrip(GET /slowbody) = %v, want the headers within the total timeout", err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !errors.Is(err, ErrTimeout) || string(b) != "start" {
+					t.Errorf("reading a body that never ends: %q, %v; want the start, then ErrTimeout", b, err)
+				}
+				if st := g.Stats(); st.Inflight != 0 || st.Servers[0].Outstanding != 0 || st.Servers[0].Failures != 1 {
+					t.Errorf("after the body closed: inflight %d, outstanding %d, failures %d; want 0, 0, 1",
+						st.Inflight, st.Servers[0].Outstanding, st.Servers[0].Failures)
+				}
+			})
+			t.Run("client cancel is not a timeout", func(t *testing.T) {
+				o, g := start(t, Config{TotalTimeout: time.Minute})
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				errc := make(chan error, 1)
+				go func() {
+					_, _, err := send(t, g, ctx, "GET", "/block")
+					errc <- err
+				}()
+				<-o.entered // awaiting headers
+				cancel()
+				err := <-errc
+				if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
+					t.Errorf("RoundTrip(GET /block) = %v, want context.Canceled and not ErrTimeout", err)
+				}
+				if st := g.Stats(); st.Servers[0].Failures != 0 || st.Inflight != 0 {
+					t.Errorf("failures %d, inflight %d; want a client's giving up to count against nothing", st.Servers[0].Failures, st.Inflight)
+				}
+			})
+			t.Run("client deadline is not a timeout", func(t *testing.T) {
+				_, g := start(t, Config{TotalTimeout: time.Minute})
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				defer cancel()
+				_, _, err := send(t, g, ctx, "GET", "/block")
+				if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrTimeout) {
+					t.Errorf("RoundTrip(GET /block) = %v, want context.DeadlineExceeded and not ErrTimeout", err)
+				}
+				if st := g.Stats(); st.Servers[0].Failures != 0 || st.Inflight != 0 {
+					t.Errorf("failures %d, inflight %d; want a client's giving up to count against nothing", st.Servers[0].Failures, st.Inflight)
+				}
+			})
+		})
+	}
 	t.Run("tls handshake timeout", func(t *testing.T) {
+		checkGoroutines(t)
 		g := newGroup(t, Config{Servers: []string{"https://" + silentListener(t)}, HealthPath: "-", TLSTimeout: 50 * time.Millisecond, Retries: -1})
 		_, _, err := get(t, g, "GET", "/x")
 		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "tls handshake timeout") {
-			t.Errorf("err = %v, want ErrTimeout naming the TLS handshake", err)
+			t.Errorf("RoundTrip(GET /x) = %v, want ErrTimeout naming the TLS handshake", err)
 		}
 	})
-	for _, tc := range []struct {
-		name string
-		ctx  func() (context.Context, context.CancelFunc)
-		want error
-	}{
-		{"client cancel is not a timeout", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }, context.Canceled},
-		{"client deadline is not a timeout", func() (context.Context, context.CancelFunc) {
-			return context.WithTimeout(context.Background(), 50*time.Millisecond)
-		}, context.DeadlineExceeded},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: "-", TotalTimeout: time.Minute})
-			ctx, cancel := tc.ctx()
-			defer cancel()
-			errc := make(chan error, 1)
-			go func() {
-				_, _, err := send(t, g, ctx, "GET", "/block")
-				errc <- err
-			}()
-			<-o.entered
-			if tc.want == context.Canceled {
-				cancel()
-			}
-			err := <-errc
-			if !errors.Is(err, tc.want) || errors.Is(err, ErrTimeout) {
-				t.Errorf("err = %v, want %v and not ErrTimeout", err, tc.want)
-			}
-			if st := g.Stats(); st.Servers[0].Failures != 0 || st.Inflight != 0 {
-				t.Errorf("failures %d, inflight %d; want a client's giving up to count against nothing", st.Servers[0].Failures, st.Inflight)
-			}
-		})
-	}
 }
 
 func TestCloseStopsEverything(t *testing.T) {
@@ -437,26 +673,73 @@ func TestCloseStopsEverything(t *testing.T) {
 	// connection goroutine is left.
 }
 
-func BenchmarkRoundTrip(b *testing.B) {
-	for _, tc := range []struct {
-		name string
-		tls  bool
-	}{{"h1", false}, {"h2", true}} {
-		b.Run(tc.name, func(b *testing.B) {
-			o := newOrigin(b, tc.tls, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-			g := newGroup(b, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-"})
+// TestCloseLetsRequestsInFlightFinish closes a group while a request is
+// waiting on its origin: the request still gets its answer and frees its
+// slot, and nothing is left running once the origin is gone.
+func TestCloseLetsRequestsInFlightFinish(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			checkGoroutines(t)
+			o := newOrigin(t, p.tls, nil)
+			g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool()})
 			if err := g.Start(context.Background()); err != nil {
-				b.Fatal(err)
+				t.Fatal(err)
 			}
-			req, _ := http.NewRequest("GET", "http://site.test/bench", nil)
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := g.RoundTrip(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
+			type result struct {
+				body string
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				_, body, err := get(t, g, "GET", "/block")
+				done <- result{body, err}
+			}()
+			<-o.entered
+			if err := g.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			o.unblock()
+			if r := <-done; r.err != nil || servedBy(r.body) != o.addr() {
+				t.Errorf("RoundTrip(GET /block) in flight at Close = %q, %v; want the origin's answer", r.body, r.err)
+			}
+			if g.Stats().Inflight != 0 {
+				t.Errorf("inflight %d after the request ended, want 0", g.Stats().Inflight)
+			}
+			if !p.tls {
+				// net/http closes an HTTP/1.1 connection that goes idle after
+				// CloseIdleConnections. An HTTP/2 one that had a stream open then
+				// stays until IdleConnTimeout or the origin closes it.
+				waitFor(t, "the origin to see every connection closed", func() bool { return o.closed.Load() == o.conns.Load() })
+			}
+		})
+	}
+}
+
+// BenchmarkRoundTrip measures one request through a warm group to one
+// loopback origin, by protocol and response size.
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, p := range protocols {
+		b.Run(p.name, func(b *testing.B) {
+			for _, size := range []int{1 << 10, 64 << 10} {
+				b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+					body := strings.Repeat("x", size)
+					o := newOrigin(b, p.tls, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })
+					g := newGroup(b, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-"})
+					if err := g.Start(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+					req, _ := http.NewRequest("GET", "http://site.test/bench", nil)
+					b.SetBytes(int64(size))
+					b.ReportAllocs()
+					for b.Loop() {
+						resp, err := g.RoundTrip(req)
+						if err != nil {
+							b.Fatal(err)
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				})
 			}
 		})
 	}

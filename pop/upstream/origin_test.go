@@ -19,14 +19,15 @@ import (
 )
 
 // origin is a test origin server on loopback that counts what the pool
-// does to it: connections accepted, TLS handshakes begun, requests other
-// than health checks. /healthz answers by the healthy flag; /block waits
-// until the test ends (or the client goes away) and reports its arrival on
-// entered; everything else goes to the handler h, or answers with the
-// server's address and protocol.
+// does to it: connections accepted and closed, TLS handshakes begun,
+// requests other than health checks. /healthz answers by the healthy flag;
+// /block waits until the test ends (or the client goes away) and reports
+// its arrival on entered; everything else goes to the handler h, or
+// answers with the server's address and protocol.
 type origin struct {
 	srv        *httptest.Server
 	conns      atomic.Int64
+	closed     atomic.Int64
 	handshakes atomic.Int64
 	requests   atomic.Int64
 	healthy    atomic.Bool
@@ -66,8 +67,11 @@ func newOrigin(t testing.TB, tlsOn bool, h http.HandlerFunc) *origin {
 		fmt.Fprintf(w, "%s %s", o.addr(), r.Proto)
 	}))
 	o.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
+		switch st {
+		case http.StateNew:
 			o.conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			o.closed.Add(1)
 		}
 	}
 	if tlsOn {

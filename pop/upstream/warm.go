@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,11 +15,14 @@ import (
 // health check as the first request, and records the check's verdict.
 //
 // The first request opens one connection; when the server speaks HTTP/2
-// that is all it takes. Over HTTP/1.1, n-1 more requests go out while every
-// earlier response is still unread, so each must take a connection of its
-// own (an idle one if the pool has it, else a new dial) and no dial is left
-// racing in the background; then all responses are drained and closed, and
-// the connections go back to the pool idle and warm.
+// that is all it takes. Over HTTP/1.1, n-1 more requests go out while the
+// first response is still unread, and each holds the connection it gets
+// until every one has its own (an idle one if the pool has it, else a new
+// dial), so that none is handed a connection another just freed and no dial
+// is left racing in the background. A bodiless answer frees its connection
+// with the headers, so after a bodiless first answer n requests go out.
+// Then all responses are drained and closed, and the connections go back to
+// the pool idle and warm.
 func (g *Group) warm(ctx context.Context, s *server, n int) error {
 	first, err := g.probe(ctx, s, !s.warm.Load())
 	if err != nil {
@@ -28,13 +33,20 @@ func (g *Group) warm(ctx context.Context, s *server, n int) error {
 	}
 	held := []*http.Response{first}
 	if first.ProtoMajor < 2 && n > 1 {
+		more := n - 1
+		if first.ContentLength == 0 {
+			more = n // its connection is back in the pool
+		}
+		barrier := newConnBarrier(more)
 		var mu sync.Mutex // guards held
 		var wg sync.WaitGroup
-		for range n - 1 {
+		for range more {
 			wg.Go(func() {
+				hold, arrived := barrier.join(ctx)
+				defer arrived()
 				// A failure here leaves one connection fewer, no more: the
 				// first request already vouched for the server.
-				if resp, err := g.probe(ctx, s, true); err == nil {
+				if resp, err := g.probe(hold, s, true); err == nil {
 					mu.Lock()
 					held = append(held, resp)
 					mu.Unlock()
@@ -52,6 +64,43 @@ func (g *Group) warm(ctx context.Context, s *server, n int) error {
 	s.warm.Store(true)
 	g.checkPassed(s)
 	return nil
+}
+
+// connBarrier holds each of n HTTP/1.1 requests on the connection it got
+// until all n have one, or gave up: so none is handed a connection that
+// another has just freed.
+type connBarrier struct {
+	left atomic.Int32  // requests without a connection yet
+	all  chan struct{} // closed when left reaches 0
+}
+
+func newConnBarrier(n int) *connBarrier {
+	b := &connBarrier{all: make(chan struct{})}
+	b.left.Store(int32(n))
+	return b
+}
+
+// join returns ctx with the hook that holds a request once it has a
+// connection, and arrived, which the request must call when it returns
+// (it counts once, connection or not).
+func (b *connBarrier) join(ctx context.Context) (_ context.Context, arrived func()) {
+	var once sync.Once
+	arrived = func() {
+		once.Do(func() {
+			if b.left.Add(-1) == 0 {
+				close(b.all)
+			}
+		})
+	}
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { // HTTP/1.1: on the request's goroutine
+			arrived()
+			select {
+			case <-b.all:
+			case <-ctx.Done():
+			}
+		},
+	}), arrived
 }
 
 // probe sends one health check (or, with checks disabled, an OPTIONS
