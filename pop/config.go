@@ -141,6 +141,10 @@ type Limits struct {
 	RateLimit float64 `yaml:"rate_limit"`
 	// RateBurst is the bucket size of the rate limit. If zero, 2*RateLimit (at least 1).
 	RateBurst int `yaml:"rate_burst"`
+	// MaxInflight caps the requests the PoP serves at once, over every
+	// listener; more get 503 with Retry-After at once, so a flood is shed
+	// instead of queueing without bound. If zero, 4096; -1: no limit.
+	MaxInflight int `yaml:"max_inflight"`
 }
 
 // DefaultConfig returns a configuration with every default filled in and no
@@ -158,6 +162,7 @@ func DefaultConfig() Config {
 			IdleTimeout:          120 * time.Second,
 			MaxConcurrentStreams: 250,
 			MaxBodyBytes:         10 << 20,
+			MaxInflight:          4096,
 		},
 	}
 }
@@ -271,7 +276,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	l := c.Limits
-	if l.MaxHeaderBytes < 0 || l.MaxConcurrentStreams < 0 || l.MaxBodyBytes < 0 || l.RateLimit < 0 || l.RateBurst < 0 {
+	if l.MaxHeaderBytes < 0 || l.MaxConcurrentStreams < 0 || l.MaxBodyBytes < 0 || l.RateLimit < 0 || l.RateBurst < 0 || l.MaxInflight < -1 {
 		add("limits: negative values are not allowed")
 	}
 	if c.Cache.MaxBytes < 0 || c.Cache.MaxObjectBytes < 0 {

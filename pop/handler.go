@@ -28,6 +28,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "429 too many requests from this address, slow down", http.StatusTooManyRequests)
 		return
 	}
+	if s.maxInflight > 0 {
+		n := s.inflight.Add(1)
+		defer s.inflight.Add(-1)
+		if n > s.maxInflight {
+			s.metrics.rejected.WithLabelValues("overload").Inc()
+			h.Set("Retry-After", "1")
+			http.Error(w, "503 service unavailable: this PoP is at its limit of "+strconv.FormatInt(s.maxInflight, 10)+" requests in flight, retry shortly", http.StatusServiceUnavailable)
+			return
+		}
+	}
 	if r.Method == http.MethodConnect {
 		// A CDN edge tunnels nothing: CONNECT would make it an open proxy.
 		s.metrics.rejected.WithLabelValues("connect").Inc()

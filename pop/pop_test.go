@@ -751,3 +751,56 @@ func bulkhead(t *testing.T, cached bool) {
 		t.Errorf("with the bulkhead full: %d Retry-After %q %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 }
+
+// TestMaxInflightSheds: with the PoP's in-flight limit reached, one more
+// request gets 503 with Retry-After at once (it does not queue), and once
+// the held requests finish the PoP serves again.
+func TestMaxInflightSheds(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	release := make(chan struct{})
+	var held sync.WaitGroup
+	held.Add(4)
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/hold/") {
+			held.Done()
+			<-release
+		}
+		w.Write([]byte("ok"))
+	})
+	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Limits.MaxInflight = 4 })
+	base := "https://localhost:" + port(p.Addr())
+	c := clients(t, ca)["h2"]
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			resp, err := c.Get(fmt.Sprintf("%s/hold/%d", base, i))
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("held request %d = %d", i, resp.StatusCode)
+				}
+			}
+			errs <- err
+		}()
+	}
+	held.Wait() // four requests are at the origin, holding the PoP's four slots
+	resp, body := get(t, c, base+"/more")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("fifth request with 4 in flight = %d (Retry-After %q) %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	close(release)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if resp, _ := get(t, c, base+"/after"); resp.StatusCode != http.StatusOK {
+		t.Errorf("after the held requests finished = %d, want 200", resp.StatusCode)
+	}
+	for _, r := range ro.requests() {
+		if r.URL.Path == "/more" {
+			t.Errorf("the shed request reached the origin")
+		}
+	}
+}

@@ -51,8 +51,12 @@ type Server struct {
 	metrics *metrics
 	cache   *cache.Cache // nil when caching is disabled
 	limiter *ipLimiter
-	buffers *bufferPool
-	maxBody int64
+	// inflight counts requests being served; above maxInflight (> 0) the
+	// PoP sheds with 503.
+	inflight    atomic.Int64
+	maxInflight int64
+	buffers     *bufferPool
+	maxBody     int64
 
 	servedBy []string // X-Served-By value
 	altSvc   []string // Alt-Svc value, nil until the QUIC port is known
@@ -86,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	fillDefaults(&cfg)
 	s := &Server{cfg: cfg, log: cfg.Logger, router: newRouter(), groups: map[string]*upstream.Group{},
-		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, servedBy: []string{cfg.Name}}
+		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, maxInflight: int64(cfg.Limits.MaxInflight), servedBy: []string{cfg.Name}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -161,6 +165,9 @@ func fillDefaults(c *Config) {
 	}
 	if l.MaxBodyBytes == 0 {
 		l.MaxBodyBytes = dl.MaxBodyBytes
+	}
+	if l.MaxInflight == 0 {
+		l.MaxInflight = dl.MaxInflight
 	}
 }
 
