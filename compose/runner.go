@@ -311,10 +311,18 @@ func (r *Runner) StopService(name string) error {
 
 // StartService starts a stopped service again and waits for its health.
 func (r *Runner) StartService(ctx context.Context, name string) error {
+	return r.StartServiceArgs(ctx, name)
+}
+
+// StartServiceArgs is StartService with extra arguments appended to the
+// service's command line (later flags win), as a drill that runs a PoP
+// with other limits does.
+func (r *Runner) StartServiceArgs(ctx context.Context, name string, extra ...string) error {
 	h, ok := r.Topo.Host(name)
 	if !ok {
 		return fmt.Errorf("no service %s", name)
 	}
+	h.Command = append(append([]string(nil), h.Command...), extra...)
 	r.mu.Lock()
 	_, running := r.procs[name]
 	r.mu.Unlock()
@@ -322,6 +330,16 @@ func (r *Runner) StartService(ctx context.Context, name string) error {
 		return fmt.Errorf("service %s is running", name)
 	}
 	return r.start(ctx, h, r.bin)
+}
+
+// PID is the process id of a running service, or 0.
+func (r *Runner) PID(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cmd := r.procs[name]; cmd != nil && cmd.Process != nil {
+		return cmd.Process.Pid
+	}
+	return 0
 }
 
 // ServiceLog is the path of a service's log file.
