@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -19,15 +20,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Net is the lab's network on one machine: a network namespace per host,
-// each with a TUN device holding the host's address, joined by a userspace
-// delay line in this process that forwards every packet to its destination
-// after the one-way delay of the topology (half the pair's RTT). It needs
-// no kernel qdisc (sch_netem is missing on some kernels) and no bridge.
+// Net is the lab's network on one machine: a network namespace per host
+// whose interface lab0 holds the host's address, delayed by one of two
+// backends that follow the same DelayPlans:
+//
+//   - netem: lab0 is a veth whose peer sits on a bridge in one more
+//     namespace (prefix+"bridge"), and lab0's egress holds the host's
+//     plan as netem qdiscs behind u32 filters. The kernel does it all.
+//   - userspace: lab0 is a TUN device, and a delay line in this process
+//     forwards every packet to its destination after the sender's plan
+//     delay. It needs no qdisc (sch_netem is missing on some kernels) and
+//     no bridge.
 type Net struct {
 	topo   *Topology
 	prefix string // namespace names are prefix+host
 	hosts  map[netip.Addr]*nsHost
+	delay  DelayChoice
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // owns the readers and the pair queues
@@ -36,7 +44,8 @@ type Net struct {
 type nsHost struct {
 	host Host
 	ns   string
-	tun  *os.File
+	plan DelayPlan
+	tun  *os.File // userspace backend only
 	// out holds one queue per destination, so that packets of one pair
 	// keep their order while pairs with different delays interleave.
 	out map[netip.Addr]chan packet
@@ -49,16 +58,28 @@ type packet struct {
 
 // NetConfig configures Up.
 type NetConfig struct {
-	// Prefix names the namespaces (prefix+host). If empty, "edgecdn-".
+	// Prefix names the namespaces (prefix+host, and prefix+"bridge" for
+	// the netem backend). If empty, "edgecdn-".
 	Prefix string
 	// Resolver is written to /etc/netns/NS/resolv.conf of every host
 	// (ip netns exec bind-mounts it). If empty, none is written.
 	Resolver string
+	// Delay is the delay backend. If empty or auto, ChooseDelay picks
+	// netem when the kernel has it, else userspace.
+	Delay Backend
+
+	// leaf replaces netem in the netem backend's bands (tests check the
+	// bridge and the classification on kernels without netem). If nil,
+	// netem.
+	leaf leafFunc
 }
 
-const tunName = "lab0"
+const (
+	tunName    = "lab0"    // every host's lab interface, TUN or veth
+	bridgeName = "lab-br0" // the netem backend's bridge
+)
 
-// Up creates the namespaces and the delay line. Close removes everything.
+// Up creates the namespaces and the delays. Close removes everything.
 func Up(ctx context.Context, topo *Topology, cfg NetConfig) (*Net, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("lab: network namespaces need root")
@@ -67,13 +88,53 @@ func Up(ctx context.Context, topo *Topology, cfg NetConfig) (*Net, error) {
 		cfg.Prefix = "edgecdn-"
 	}
 	n := &Net{topo: topo, prefix: cfg.Prefix, hosts: map[netip.Addr]*nsHost{}}
+	var err error
+	if cfg.leaf != nil {
+		n.delay = DelayChoice{BackendNetem, "test: FIFOs in place of netem"}
+	} else if n.delay, err = ChooseDelay(cfg.Delay); err != nil {
+		return nil, err
+	}
 	for _, h := range topo.Hosts {
-		nh, err := n.addHost(h, cfg.Resolver)
+		plan, err := topo.DelayPlan(h.Name)
 		if err != nil {
-			n.Close()
-			return nil, fmt.Errorf("lab host %s: %w", h.Name, err)
+			return nil, err
 		}
-		n.hosts[h.Addr] = nh
+		n.hosts[h.Addr] = &nsHost{host: h, ns: n.NS(h.Name), plan: plan, out: map[netip.Addr]chan packet{}}
+	}
+	if n.delay.Backend == BackendNetem {
+		leaf := cfg.leaf
+		if leaf == nil {
+			leaf = netemLeaf
+		}
+		err = n.upBridge(cfg.Resolver, leaf)
+	} else {
+		err = n.upTUN(ctx, cfg.Resolver)
+	}
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Delay is the backend this Net uses and why.
+func (n *Net) Delay() DelayChoice { return n.delay }
+
+// upTUN gives every host a TUN device and starts the delay line.
+func (n *Net) upTUN(ctx context.Context, resolver string) error {
+	for _, h := range n.topo.Hosts {
+		nh := n.hosts[h.Addr]
+		err := n.addHost(h, resolver, func(nl *netlink.Handle) (netlink.Link, error) {
+			tun, err := openTUN(tunName)
+			if err != nil {
+				return nil, err
+			}
+			nh.tun = tun
+			return nl.LinkByName(tunName)
+		})
+		if err != nil {
+			return fmt.Errorf("lab host %s: %w", h.Name, err)
+		}
 	}
 	ctx, n.cancel = context.WithCancel(ctx)
 	for _, src := range n.hosts {
@@ -89,46 +150,113 @@ func Up(ctx context.Context, topo *Topology, cfg NetConfig) (*Net, error) {
 	for _, src := range n.hosts {
 		n.wg.Go(func() { n.read(src) })
 	}
-	return n, nil
+	return nil
 }
+
+// upBridge puts a bridge in its own namespace and gives every host a veth
+// on it, with the host's plan on the veth's egress.
+func (n *Net) upBridge(resolver string, leaf leafFunc) error {
+	if _, ok := n.topo.Host("bridge"); ok {
+		return fmt.Errorf("a host named bridge would share the bridge's namespace %s", n.bridgeNS())
+	}
+	hub, err := newNamedNS(n.bridgeNS())
+	if err != nil {
+		return fmt.Errorf("lab bridge namespace: %w", err)
+	}
+	defer hub.Close()
+	hubNL, err := netlink.NewHandleAt(hub)
+	if err != nil {
+		return err
+	}
+	defer hubNL.Close()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName}}
+	if err := hubNL.LinkAdd(br); err != nil {
+		return fmt.Errorf("add bridge: %w", err)
+	}
+	if err := hubNL.LinkSetUp(br); err != nil {
+		return err
+	}
+	for i, h := range n.topo.Hosts {
+		nh := n.hosts[h.Addr]
+		err := n.addHost(h, resolver, func(nl *netlink.Handle) (netlink.Link, error) {
+			peer := fmt.Sprintf("h%d", i)
+			veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: tunName, TxQLen: 1000}, PeerName: peer, PeerNamespace: netlink.NsFd(int(hub))}
+			if err := nl.LinkAdd(veth); err != nil {
+				return nil, fmt.Errorf("add veth: %w", err)
+			}
+			p, err := hubNL.LinkByName(peer)
+			if err == nil {
+				err = hubNL.LinkSetMaster(p, br)
+			}
+			if err == nil {
+				err = hubNL.LinkSetUp(p)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("attach %s to the bridge: %w", peer, err)
+			}
+			link, err := nl.LinkByName(tunName)
+			if err != nil {
+				return nil, err
+			}
+			return link, applyTC(nl, link, buildTC(nh.plan, link.Attrs().Index, leaf))
+		})
+		if err != nil {
+			return fmt.Errorf("lab host %s: %w", h.Name, err)
+		}
+	}
+	return nil
+}
+
+func (n *Net) bridgeNS() string { return n.prefix + "bridge" }
 
 // NS is the namespace name of a host.
 func (n *Net) NS(host string) string { return n.prefix + host }
 
-// addHost creates the namespace, its loopback and its TUN device.
-func (n *Net) addHost(h Host, resolver string) (*nsHost, error) {
+// newNamedNS creates a named namespace without moving the caller into it.
+func newNamedNS(name string) (netns.NsHandle, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
-		return nil, err
+		return 0, err
+	}
+	defer orig.Close()
+	defer netns.Set(orig)
+	netns.DeleteNamed(name) // a leftover of a crashed run
+	return netns.NewNamed(name)
+}
+
+// addHost creates h's namespace with its loopback up, calls attach (with
+// the thread inside the namespace) to make the lab link, and gives that
+// link the host's address.
+func (n *Net) addHost(h Host, resolver string, attach func(nl *netlink.Handle) (netlink.Link, error)) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
 	}
 	defer orig.Close()
 	defer netns.Set(orig)
 	netns.DeleteNamed(n.NS(h.Name)) // a leftover of a crashed run
 	ns, err := netns.NewNamed(n.NS(h.Name))
 	if err != nil {
-		return nil, fmt.Errorf("create namespace: %w", err)
+		return fmt.Errorf("create namespace: %w", err)
 	}
 	defer ns.Close()
-	tun, err := openTUN(tunName)
-	if err != nil {
-		return nil, err
-	}
 	nl, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		tun.Close()
-		return nil, err
+		return err
 	}
 	defer nl.Close()
 	lo, err := nl.LinkByName("lo")
 	if err == nil {
 		err = nl.LinkSetUp(lo)
 	}
-	var link netlink.Link
-	if err == nil {
-		link, err = nl.LinkByName(tunName)
+	if err != nil {
+		return err
 	}
+	link, err := attach(nl)
 	if err == nil {
 		addr := &netlink.Addr{IPNet: netlinkIPNet(h.Addr, n.topo.Subnet.Bits())}
 		err = nl.AddrAdd(link, addr)
@@ -137,8 +265,7 @@ func (n *Net) addHost(h Host, resolver string) (*nsHost, error) {
 		err = nl.LinkSetUp(link)
 	}
 	if err != nil {
-		tun.Close()
-		return nil, fmt.Errorf("configure %s: %w", tunName, err)
+		return fmt.Errorf("configure %s: %w", tunName, err)
 	}
 	if resolver != "" {
 		dir := filepath.Join("/etc/netns", n.NS(h.Name))
@@ -146,7 +273,7 @@ func (n *Net) addHost(h Host, resolver string) (*nsHost, error) {
 			os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+resolver+"\noptions timeout:2 attempts:2\n"), 0o644)
 		}
 	}
-	return &nsHost{host: h, ns: n.NS(h.Name), tun: tun, out: map[netip.Addr]chan packet{}}, nil
+	return nil
 }
 
 func netlinkIPNet(a netip.Addr, bits int) *net.IPNet {
@@ -175,7 +302,7 @@ func openTUN(name string) (*os.File, error) {
 }
 
 // read takes packets from a host's TUN device and queues each for its
-// destination with the pair's one-way delay.
+// destination with the delay of the source's plan.
 func (n *Net) read(src *nsHost) {
 	buf := make([]byte, 65536)
 	for {
@@ -191,9 +318,7 @@ func (n *Net) read(src *nsHost) {
 		if !ok {
 			continue // not a lab host: dropped, never leaves the lab
 		}
-		dst := n.hosts[dstAddr]
-		delay := n.topo.RTTBetween(src.host, dst.host) / 2
-		p := packet{due: time.Now().Add(delay), data: append([]byte(nil), buf[:k]...)}
+		p := packet{due: time.Now().Add(src.plan.DelayTo(dstAddr)), data: append([]byte(nil), buf[:k]...)}
 		select {
 		case q <- p:
 		default: // queue full: drop, as a congested link would
@@ -229,13 +354,16 @@ func (n *Net) Exec(ctx context.Context, host string, name string, args ...string
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.NS(host), name}, args...)...)
 }
 
-// Close stops the delay line and removes the namespaces and resolv.confs.
+// Close stops the delay line and removes the namespaces (the bridge's
+// too) and resolv.confs.
 func (n *Net) Close() error {
 	if n.cancel != nil {
 		n.cancel()
 	}
 	for _, h := range n.hosts {
-		h.tun.Close()
+		if h.tun != nil {
+			h.tun.Close()
+		}
 	}
 	n.wg.Wait()
 	var errs []error
@@ -244,6 +372,10 @@ func (n *Net) Close() error {
 			errs = append(errs, err)
 		}
 		os.RemoveAll(filepath.Join("/etc/netns", n.NS(h.Name)))
+	}
+	// The hosts' veths went with their namespaces; their peers with them.
+	if err := netns.DeleteNamed(n.bridgeNS()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -375,33 +507,37 @@ func (n *Net) Exists(host string) bool {
 	return true
 }
 
-// NetemAvailable reports whether the kernel offers the netem qdisc, by
-// trying to add one in a throwaway namespace. The lab uses its userspace
-// delay line either way; this is for the report.
-func NetemAvailable() error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+// Delays describes what delays host's lab interface, read from the kernel
+// (for lab status): a TUN device is the userspace delay line; a veth
+// carries netem qdiscs and filters.
+func (n *Net) Delays(host string) (string, error) {
+	ns, err := netns.GetFromName(n.NS(host))
 	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	defer netns.Set(orig)
-	ns, err := netns.New() // unnamed: gone when the handle closes
-	if err != nil {
-		return err
+		return "", err
 	}
 	defer ns.Close()
 	nl, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer nl.Close()
-	lo, err := nl.LinkByName("lo")
+	link, err := nl.LinkByName(tunName)
 	if err != nil {
-		return err
+		return "", err
 	}
-	q := netlink.NewNetem(netlink.QdiscAttrs{LinkIndex: lo.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT},
-		netlink.NetemQdiscAttrs{Latency: 1000})
-	return nl.QdiscAdd(q)
+	if link.Type() == "tuntap" {
+		return "tun, userspace delay line", nil
+	}
+	qs, err := nl.QdiscList(link)
+	if err != nil {
+		return "", err
+	}
+	var delays []string
+	for _, q := range qs {
+		if ne, ok := q.(*netlink.Netem); ok {
+			delays = append(delays, (time.Duration(float64(ne.Latency)/netlink.TickInUsec()) * time.Microsecond).Round(100*time.Microsecond).String())
+		}
+	}
+	fs, _ := nl.FilterList(link, netlink.MakeHandle(1, 0))
+	return fmt.Sprintf("%s, %d netem qdiscs (%s), %d filters", link.Type(), len(delays), strings.Join(delays, " "), len(fs)), nil
 }

@@ -27,18 +27,25 @@ type RunnerConfig struct {
 	StateDir string
 	// Prefix names the namespaces. If empty, "edgecdn-".
 	Prefix string
+	// Delay is the delay backend. If empty or auto, netem when the kernel
+	// has sch_netem, else the userspace delay line (ChooseDelay).
+	Delay Backend
 	// Logger receives progress. If nil, slog.Default().
 	Logger *slog.Logger
 }
 
 // Runner runs the lab natively: the network of Up plus one process per
 // service, started inside its namespace with the service's command line
-// from docker-compose.yml (container paths mapped to the checkout).
+// from docker-compose.yml (container paths mapped to the checkout). The
+// services' entrypoint, Docker's delay wrapper (lab netem-apply), is not
+// run: the Net installs the same plans itself.
 type Runner struct {
 	cfg  RunnerConfig
 	Topo *Topology
 	Net  *Net
-	log  *slog.Logger
+	// Delay is the delay backend the lab uses and why.
+	Delay DelayChoice
+	log   *slog.Logger
 
 	mu    sync.Mutex // guards procs
 	procs map[string]*exec.Cmd
@@ -55,9 +62,9 @@ func (r *Runner) containerPaths() map[string]string {
 	}
 }
 
-// StartLab loads the topology, builds the programs, brings the network up
-// and starts every service in dependency order, waiting for each health
-// check. Stop undoes it all.
+// StartLab loads the topology, chooses the delay backend, builds the
+// programs, brings the network up and starts every service in dependency
+// order, waiting for each health check. Stop undoes it all.
 func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = "/var/lib/edgecdn-lab"
@@ -71,6 +78,11 @@ func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 		return nil, err
 	}
 	r.Topo = topo
+	// Before the build: a backend this kernel cannot do fails at once.
+	if r.Delay, err = ChooseDelay(cfg.Delay); err != nil {
+		return nil, err
+	}
+	r.log.Info("delay backend", "backend", r.Delay.Backend, "reason", r.Delay.Reason)
 	bin := filepath.Join(cfg.StateDir, "bin")
 	r.bin = bin
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "volume-lab-ca"), 0o755); err != nil {
@@ -83,7 +95,7 @@ func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 		return nil, fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	geo, _ := topo.Host("geodns")
-	r.Net, err = Up(ctx, topo, NetConfig{Prefix: cfg.Prefix, Resolver: geo.Addr.String()})
+	r.Net, err = Up(ctx, topo, NetConfig{Prefix: cfg.Prefix, Resolver: geo.Addr.String(), Delay: r.Delay.Backend})
 	if err != nil {
 		return nil, err
 	}

@@ -58,6 +58,15 @@ type labExt struct {
 // Load reads and validates a compose file without a Docker engine, with
 // the loader Compose itself uses.
 func Load(ctx context.Context, path string) (*Topology, error) {
+	project, err := loadProject(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return fromProject(project)
+}
+
+// loadProject is Compose's own reading of the file.
+func loadProject(ctx context.Context, path string) (*types.Project, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("topology: %w", err)
@@ -71,7 +80,7 @@ func Load(ctx context.Context, path string) (*Topology, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return fromProject(project)
+	return project, nil
 }
 
 func fromProject(p *types.Project) (*Topology, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,47 @@ func TestLabTopology(t *testing.T) {
 	// The lab's GeoDNS config the compose file mounts must be valid.
 	if _, err := geodns.LoadConfig("lab/geodns.yaml"); err != nil {
 		t.Errorf("compose/lab/geodns.yaml: %v", err)
+	}
+}
+
+// In Docker every service installs its own delays before its command:
+// its entrypoint is lab netem-apply for itself, reading the copy of this
+// file the image carries, with the capability netlink needs.
+func TestComposeServicesApplyTheirDelays(t *testing.T) {
+	project, err := loadProject(context.Background(), "../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const inImage = "/etc/edgecdn/docker-compose.yml"
+	topo := labTopology(t)
+	for name, svc := range project.Services {
+		plan, err := topo.DelayPlan(name)
+		if err != nil {
+			t.Errorf("service %s: %v", name, err)
+			continue
+		}
+		if len(plan.Rules) == 0 {
+			continue // nothing to delay
+		}
+		want := []string{"lab", "netem-apply", "-topology", inImage, "-self", name, "--"}
+		if !slices.Equal(svc.Entrypoint, want) {
+			t.Errorf("services.%s.entrypoint = %q, want %q", name, svc.Entrypoint, want)
+		}
+		if !slices.Contains(svc.CapAdd, "NET_ADMIN") {
+			t.Errorf("services.%s.cap_add = %q, want NET_ADMIN (netem-apply changes qdiscs)", name, svc.CapAdd)
+		}
+		if len(svc.Command) == 0 {
+			t.Errorf("services.%s.command is empty: netem-apply would exit instead of running the service", name)
+		}
+	}
+	df, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"./compose/cmd/lab", "COPY docker-compose.yml " + inImage} {
+		if !strings.Contains(string(df), line) {
+			t.Errorf("compose/Dockerfile lacks %q: the entrypoints need the lab program and the topology in the image", line)
+		}
 	}
 }
 

@@ -1,12 +1,16 @@
 // Command lab runs the multi-PoP lab of docker-compose.yml natively, in
-// network namespaces joined by a userspace delay line (no Docker, no
-// sch_netem needed). Run as root from the repository root.
+// network namespaces delayed by netem (veths on a bridge) when the kernel
+// has sch_netem, else by a userspace delay line (TUN devices). Run as root
+// from the repository root. In Docker, every container runs lab
+// netem-apply first to install its own delays.
 //
-//	lab up [-d]           build, start, wait for health, calibrate, print a summary
+//	lab up [-d] [-delay auto|netem|userspace]  build, start, wait for health, calibrate, print a summary
 //	lab down              stop a lab started with -d and remove its namespaces
-//	lab status            which hosts and services are up
+//	lab status            which hosts are up and what delays them
 //	lab exec HOST -- CMD  run CMD inside HOST's namespace, with the lab resolver
 //	lab rtt               measure the RTT matrix
+//	lab netem-apply [-topology F] [-self SVC] [-iface IF] [-- CMD ARGS]
+//	                      (in a container) install SVC's delays with netem, then exec CMD
 package main
 
 import (
@@ -39,7 +43,7 @@ func main() {
 	}
 }
 
-const usage = "usage: lab up [-d] | down | status | exec HOST -- CMD [ARGS] | rtt"
+const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt | netem-apply [-topology FILE] [-self SERVICE] [-- CMD [ARGS]]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -53,13 +57,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "up":
 		fs := flag.NewFlagSet("lab up", flag.ContinueOnError)
 		detach := fs.Bool("d", false, "detach: run in the background (stop with lab down)")
+		delay := fs.String("delay", "auto", "delay `backend`: netem (veths on a bridge, netem qdiscs per destination), userspace (TUN devices and a delay line in this process), or auto (netem when the kernel has sch_netem)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		if *detach {
-			return detachUp(root, stdout)
+		backend, err := compose.ParseBackend(*delay)
+		if err != nil {
+			return fmt.Errorf("-delay: %w", err)
 		}
-		return up(ctx, root, stdout, stderr)
+		// A backend this kernel cannot do fails here, before any build.
+		if _, err := compose.ChooseDelay(backend); err != nil {
+			return err
+		}
+		if *detach {
+			return detachUp(root, backend, stdout)
+		}
+		return up(ctx, root, backend, stdout, stderr)
+	case "netem-apply":
+		return netemApply(ctx, args[1:], stderr)
 	case "down":
 		return down(root, stdout)
 	case "status":
@@ -109,9 +124,9 @@ func hostNames(t *compose.Topology) string {
 	return strings.Join(names, ", ")
 }
 
-func up(ctx context.Context, root string, stdout, stderr io.Writer) error {
+func up(ctx context.Context, root string, backend compose.Backend, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: stateDir, Logger: logger})
+	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: stateDir, Logger: logger, Delay: backend})
 	if err != nil {
 		return err
 	}
@@ -121,6 +136,8 @@ func up(ctx context.Context, root string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, table)
 		return err
 	}
+	os.WriteFile(filepath.Join(stateDir, "delay"), []byte(r.Delay.String()+"\n"), 0o644)
+	defer os.Remove(filepath.Join(stateDir, "delay"))
 	os.WriteFile(filepath.Join(stateDir, "lab.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
 	defer os.Remove(filepath.Join(stateDir, "lab.pid"))
 	summary(stdout, r, table)
@@ -130,13 +147,11 @@ func up(ctx context.Context, root string, stdout, stderr io.Writer) error {
 }
 
 func summary(w io.Writer, r *compose.Runner, table string) {
-	backend := "userspace delay line (TUN devices)"
-	if err := compose.NetemAvailable(); err != nil {
-		backend += "; sch_netem is not available here: " + err.Error()
-	} else {
-		backend += "; sch_netem is available but not used yet"
-	}
-	fmt.Fprintln(w, "lab up: delay backend:", backend)
+	how := map[compose.Backend]string{
+		compose.BackendNetem:     "netem qdiscs per destination on veths joined by a bridge",
+		compose.BackendUserspace: "userspace delay line between TUN devices",
+	}[r.Delay.Backend]
+	fmt.Fprintf(w, "lab up: delay backend: %s (%s); %s\n", r.Delay.Backend, how, r.Delay.Reason)
 	fmt.Fprint(w, r.Topo)
 	fmt.Fprintln(w, "\nRTT calibration:")
 	fmt.Fprint(w, table)
@@ -160,7 +175,7 @@ func summary(w io.Writer, r *compose.Runner, table string) {
 	fmt.Fprintf(w, "  logs and the PoPs' ready lines (SPKI pins): %s/*.log\n", stateDir)
 }
 
-func detachUp(root string, stdout io.Writer) error {
+func detachUp(root string, backend compose.Backend, stdout io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -171,7 +186,7 @@ func detachUp(root string, stdout io.Writer) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, "up")
+	cmd := exec.Command(self, "up", "-delay", string(backend))
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -224,12 +239,51 @@ func status(ctx context.Context, root string, stdout io.Writer) error {
 		return err
 	}
 	n := compose.Attach(topo, "")
+	delay := "none (no lab running)"
+	if b, err := os.ReadFile(filepath.Join(stateDir, "delay")); err == nil {
+		delay = strings.TrimSpace(string(b))
+	}
+	fmt.Fprintln(stdout, "delay backend:", delay)
 	for _, h := range topo.Hosts {
 		state := "down"
 		if n.Exists(h.Name) {
 			state = "namespace up"
+			if d, err := n.Delays(h.Name); err == nil {
+				state += "; " + d
+			}
 		}
 		fmt.Fprintf(stdout, "%-10s %-13s %s\n", h.Name, h.Addr, state)
 	}
 	return nil
+}
+
+// netemApply is what every lab container runs first (docker-compose.yml
+// entrypoints): it installs the service's delays on its own interface
+// with netem, then becomes the service's command.
+func netemApply(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lab netem-apply", flag.ContinueOnError)
+	topoFile := fs.String("topology", "/etc/edgecdn/docker-compose.yml", "the lab topology `file` (the image carries a copy)")
+	self := fs.String("self", "", "the `service` this container runs; if empty, the one whose lab address is on an interface here")
+	iface := fs.String("iface", "", "the `interface` to delay; if empty, the one holding the service's address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	topo, err := compose.Load(ctx, *topoFile)
+	if err != nil {
+		return err
+	}
+	plan, ifname, err := compose.ApplyDelays(topo, *self, *iface)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "lab netem-apply: %s on %s: %s\n", plan.Host, ifname, plan)
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return nil
+	}
+	path, err := exec.LookPath(rest[0])
+	if err != nil {
+		return fmt.Errorf("netem-apply: the command: %w", err)
+	}
+	return syscall.Exec(path, rest, os.Environ())
 }

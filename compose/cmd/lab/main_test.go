@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/edgecdn/cdn/compose"
+)
+
+func TestDelayFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"up", "-delay", "fast"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "-delay") || !strings.Contains(err.Error(), `"fast"`) || !strings.Contains(err.Error(), "auto, netem or userspace") {
+		t.Errorf("lab up -delay fast = %v, want an error naming the flag, the value and the choices", err)
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	if netemErr := compose.NetemAvailable(); netemErr != nil {
+		// Fails before building or creating anything.
+		err := run(context.Background(), []string{"up", "-d", "-delay", "netem"}, &out, &errb)
+		if err == nil || !strings.Contains(err.Error(), "sch_netem is missing") || !strings.Contains(err.Error(), "-delay userspace") || !strings.Contains(err.Error(), "docker compose") {
+			t.Errorf("lab up -delay netem without sch_netem = %v, want an error saying so and suggesting -delay userspace or docker compose", err)
+		}
+	} else {
+		t.Logf("this kernel has sch_netem: lab up -delay netem would start a lab, not tried here")
+	}
+}
+
+func TestNetemApplyArguments(t *testing.T) {
+	var errb bytes.Buffer
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-topology", "nosuch.yml"}, "nosuch.yml"},
+		{[]string{"-topology", "../../../docker-compose.yml", "-self", "nosuch"}, `"nosuch"`},
+	} {
+		err := run(context.Background(), append([]string{"netem-apply"}, tt.args...), &errb, &errb)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("lab netem-apply %q = %v, want an error containing %q", tt.args, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,298 @@
+package compose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+}
+
+// checkNoNamespaces fails if any namespace or resolv.conf with prefix is
+// left.
+func checkNoNamespaces(t *testing.T, prefix string) {
+	t.Helper()
+	for _, dir := range []string{"/var/run/netns", "/etc/netns"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) {
+				t.Errorf("%s left behind", filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+}
+
+// On the kernel at hand, whichever it is: auto picks what the kernel
+// can do, and forcing netem where it is missing fails, saying so, before
+// creating anything.
+func TestDelayBackendOnThisKernel(t *testing.T) {
+	needRoot(t)
+	netemErr, tcErr := NetemAvailable(), tcAvailable()
+	t.Logf("NetemAvailable() = %v; HTB+u32: %v", netemErr, tcErr)
+	auto, err := ChooseDelay(BackendAuto)
+	if err != nil {
+		t.Fatalf("ChooseDelay(auto) = %v", err)
+	}
+	forced, forcedErr := ChooseDelay(BackendNetem)
+	if netemErr != nil {
+		if auto.Backend != BackendUserspace || !strings.Contains(auto.Reason, "sch_netem is missing") {
+			t.Errorf("ChooseDelay(auto) without sch_netem = %v, want userspace saying sch_netem is missing", auto)
+		}
+		if !errors.Is(forcedErr, ErrNoNetem) || !strings.Contains(forcedErr.Error(), "-delay userspace") || !strings.Contains(forcedErr.Error(), "docker compose") {
+			t.Errorf("ChooseDelay(netem) without sch_netem = %v, %v; want ErrNoNetem suggesting -delay userspace or docker compose", forced, forcedErr)
+		}
+		prefix := fmt.Sprintf("ecf%d-", os.Getpid())
+		n, err := Up(context.Background(), labTopology(t), NetConfig{Prefix: prefix, Delay: BackendNetem})
+		if err == nil {
+			n.Close()
+			t.Fatalf("Up(netem) without sch_netem succeeded")
+		}
+		if !errors.Is(err, ErrNoNetem) {
+			t.Errorf("Up(netem) = %v, want ErrNoNetem", err)
+		}
+		checkNoNamespaces(t, prefix)
+		return
+	}
+	want := BackendNetem
+	if tcErr != nil {
+		want = BackendUserspace
+	}
+	if auto.Backend != want {
+		t.Errorf("ChooseDelay(auto) with sch_netem = %v, want %s", auto, want)
+	}
+	if (forcedErr == nil) != (tcErr == nil) {
+		t.Errorf("ChooseDelay(netem) = %v, %v; HTB+u32 %v", forced, forcedErr, tcErr)
+	}
+}
+
+// The netem backend's network with FIFOs in place of netem, which this
+// test can check on any kernel with HTB and u32: the bridge carries the
+// lab, every host's veth holds its plan, and each destination's packets
+// are counted in the class of its delay.
+func TestBridgeLabClassifies(t *testing.T) {
+	needRoot(t)
+	if err := tcAvailable(); err != nil {
+		t.Skipf("the kernel cannot build HTB classes with u32 filters: %v", err)
+	}
+	topo := labTopology(t)
+	prefix := fmt.Sprintf("ecb%d-", os.Getpid())
+	n, err := Up(context.Background(), topo, NetConfig{Prefix: prefix, leaf: fifoLeaf})
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		checkNoNamespaces(t, prefix)
+	})
+	if n.Delay().Backend != BackendNetem {
+		t.Errorf("Delay() = %v, want netem", n.Delay())
+	}
+	if _, err := netns.GetFromName(prefix + "bridge"); err != nil {
+		t.Errorf("bridge namespace: %v", err)
+	}
+	d, err := n.Delays("client-eu")
+	if err != nil || !strings.Contains(d, "veth") || !strings.Contains(d, "4 filters") {
+		t.Errorf("Delays(client-eu) = %q, %v; want a veth with 4 filters", d, err)
+	}
+	// client-eu's bands: 1:1 5 ms (geodns, eu), 1:2 40 ms (na), 1:3 120 ms (ap).
+	for _, tt := range []struct {
+		to    string
+		class uint16
+	}{
+		{"pop-na", 2}, {"origin", 2}, {"pop-ap", 3}, {"client-ap", 3}, {"pop-eu", 1}, {"geodns", 1},
+	} {
+		before := classPackets(t, n, "client-eu")
+		const k = 20
+		rtt, err := n.MeasureRTT(context.Background(), "client-eu", tt.to, k)
+		if err != nil {
+			t.Fatalf("client-eu -> %s over the bridge: %v", tt.to, err)
+		}
+		after := classPackets(t, n, "client-eu")
+		for c := uint16(1); c <= 3; c++ {
+			got := after[c] - before[c]
+			if c == tt.class && got < k {
+				t.Errorf("client-eu -> %s: class 1:%d counted %d packets, want at least %d", tt.to, c, got, k)
+			}
+			if c != tt.class && got != 0 { // only IPv4 is classified; ARP and IPv6 go direct
+				t.Errorf("client-eu -> %s: class 1:%d counted %d packets, want none (they belong in 1:%d)", tt.to, c, got, tt.class)
+			}
+		}
+		if rtt > 50*time.Millisecond {
+			t.Errorf("client-eu -> %s: %v with FIFOs in place of netem, want no delay", tt.to, rtt)
+		}
+	}
+	// Nothing leaves the lab: outside the subnet there is no route.
+	if _, err := n.Dialer("client-eu")(context.Background(), "tcp", "192.0.2.1:80"); err == nil {
+		t.Errorf("dialled an address outside the lab")
+	}
+}
+
+// classPackets reads the packet counters of the HTB classes on host's lab0.
+func classPackets(t *testing.T, n *Net, host string) map[uint16]uint32 {
+	t.Helper()
+	ns, err := netns.GetFromName(n.NS(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	link, err := nl.LinkByName(tunName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes, err := nl.ClassList(link, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint16]uint32{}
+	for _, c := range classes {
+		a := c.Attrs()
+		if a.Statistics != nil && a.Statistics.Basic != nil {
+			out[uint16(a.Handle&0xffff)] = a.Statistics.Basic.Packets
+		}
+	}
+	return out
+}
+
+// The container side (lab netem-apply) in a namespace standing in for a
+// container: the service is found by its address, the plan goes on the
+// interface that holds it. With FIFOs it must install here; with netem it
+// installs where the kernel has netem and fails saying so where not.
+func TestApplyDelaysInANamespace(t *testing.T) {
+	needRoot(t)
+	topo := labTopology(t)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	defer netns.Set(orig)
+	ns, err := netns.New() // unnamed, gone with the handle; the thread is in it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	eth0, _ := netlink.LinkByName("eth0")
+	if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: netlinkIPNet(netip.MustParseAddr("10.77.2.20"), 16)}); err != nil {
+		t.Fatal(err)
+	}
+	plan, iface, err := applyDelays(topo, "", "", fifoLeaf)
+	if err != nil || plan.Host != "pop-eu" || iface != "eth0" {
+		t.Fatalf("applyDelays = %v, %q, %v; want pop-eu's plan on eth0", plan, iface, err)
+	}
+	fs, _ := netlink.FilterList(eth0, netlink.MakeHandle(1, 0))
+	if len(fs) != len(plan.Rules) {
+		t.Errorf("%d filters on eth0, want %d", len(fs), len(plan.Rules))
+	}
+	// Again, as a restarted container would: replaced, not doubled.
+	if _, _, err := applyDelays(topo, "pop-eu", "eth0", fifoLeaf); err != nil {
+		t.Fatalf("applyDelays again: %v", err)
+	}
+	if fs, _ := netlink.FilterList(eth0, netlink.MakeHandle(1, 0)); len(fs) != len(plan.Rules) {
+		t.Errorf("after a second apply %d filters on eth0, want %d", len(fs), len(plan.Rules))
+	}
+	_, _, err = ApplyDelays(topo, "pop-eu", "")
+	t.Logf("ApplyDelays with netem: %v", err)
+	if NetemAvailable() != nil {
+		if !errors.Is(err, ErrNoNetem) || !strings.Contains(err.Error(), "sch_netem is missing") {
+			t.Errorf("ApplyDelays without sch_netem = %v, want an error saying sch_netem is missing", err)
+		}
+	} else if err != nil {
+		t.Errorf("ApplyDelays = %v", err)
+	}
+	if _, _, err := ApplyDelays(topo, "nosuch", ""); err == nil || !strings.Contains(err.Error(), `"nosuch"`) {
+		t.Errorf("ApplyDelays(nosuch) = %v, want an error naming the service", err)
+	}
+}
+
+// The one test that needs sch_netem itself: the plans applied with netem
+// give the matrix's round trips, first between a fresh pair of
+// namespaces, then across the whole lab.
+func TestNetemDelaysMeasured(t *testing.T) {
+	needRoot(t)
+	if _, err := ChooseDelay(BackendNetem); err != nil {
+		t.Skipf("netem backend not possible on this kernel: %v", err)
+	}
+	topo := labTopology(t)
+	pair := *topo
+	pair.Hosts = []Host{mustHost(t, topo, "client-eu"), mustHost(t, topo, "pop-na")}
+	for _, tt := range []struct {
+		name  string
+		topo  *Topology
+		pairs [][2]string
+	}{
+		{"pair", &pair, [][2]string{{"client-eu", "pop-na"}}},
+		{"lab", topo, [][2]string{{"client-na", "pop-na"}, {"client-eu", "pop-na"}, {"client-ap", "origin"}, {"pop-eu", "pop-ap"}, {"client-ap", "geodns"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			prefix := fmt.Sprintf("ecm%d-", os.Getpid())
+			n, err := Up(context.Background(), tt.topo, NetConfig{Prefix: prefix, Delay: BackendNetem})
+			if err != nil {
+				t.Fatalf("Up(netem): %v", err)
+			}
+			t.Cleanup(func() {
+				if err := n.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+				checkNoNamespaces(t, prefix)
+			})
+			for _, p := range tt.pairs {
+				want := topo.RTTBetween(mustHost(t, topo, p[0]), mustHost(t, topo, p[1]))
+				got, err := n.MeasureRTT(context.Background(), p[0], p[1], 5)
+				if err != nil {
+					t.Fatalf("%s -> %s: %v", p[0], p[1], err)
+				}
+				t.Logf("%s -> %s: measured %v, matrix %v", p[0], p[1], got.Round(10*time.Microsecond), want)
+				if tol := 2*time.Millisecond + want/20; got < want || got > want+tol {
+					t.Errorf("RTT %s -> %s = %v, want %v (+%v)", p[0], p[1], got, want, tol)
+				}
+			}
+		})
+	}
+}
+
+// A failure halfway through Up (here: a qdisc the kernel does not know)
+// names the host and leaves no namespace behind, the bridge's included.
+func TestUpCleansUpAfterAFailure(t *testing.T) {
+	needRoot(t)
+	prefix := fmt.Sprintf("ecx%d-", os.Getpid())
+	bogus := func(attrs netlink.QdiscAttrs, _ time.Duration) netlink.Qdisc {
+		return &netlink.GenericQdisc{QdiscAttrs: attrs, QdiscType: "no-such-qdisc"}
+	}
+	n, err := Up(context.Background(), labTopology(t), NetConfig{Prefix: prefix, leaf: bogus})
+	if err == nil {
+		n.Close()
+		t.Fatal("Up with an unknown qdisc succeeded")
+	}
+	if !strings.Contains(err.Error(), "lab host ") || !strings.Contains(err.Error(), "no-such-qdisc") {
+		t.Errorf("Up = %v, want an error naming the host and the qdisc", err)
+	}
+	checkNoNamespaces(t, prefix)
+}
