@@ -244,7 +244,7 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 	}
 	now := c.cfg.Now()
 	if e != nil {
-		age := currentAge(e.header, e.pol, now)
+		age := e.ageAt(now)
 		fresh := age < e.lifetime && !e.purged.Load() && !(e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil)
 		acceptable := fresh && !reqCC.NoCache &&
 			(reqCC.MaxAge < 0 || age <= seconds(reqCC.MaxAge)) &&

@@ -23,6 +23,7 @@ type entry struct {
 	heuristic bool
 	tags      []string    // surrogate keys
 	purged    atomic.Bool // soft purge: treat as stale
+	fast      fastState   // for LookupFast
 }
 
 // varyIndex is stored under a primary key whose responses vary: it names

@@ -32,6 +32,11 @@ type Config struct {
 	// Admin is the address of /livez, /readyz and /metrics. If empty, none.
 	// It should stay on loopback or a management network.
 	Admin string `yaml:"admin"`
+	// DisableFastPath serves HTTP/1.1 cache hits through net/http like
+	// everything else, instead of the PoP's own loop (for comparison).
+	DisableFastPath bool `yaml:"disable_fast_path"`
+	// Pprof serves Go's profiles under /debug/pprof/ on the admin listener.
+	Pprof bool `yaml:"pprof"`
 	// DisableHTTP3 turns the QUIC listener (and Alt-Svc) off.
 	DisableHTTP3 bool `yaml:"disable_http3"`
 	// AltSvcMaxAge is the ma= of the Alt-Svc header. If zero, 24h.

@@ -11,6 +11,7 @@ import (
 // ServeHTTP is the PoP's request path on every listener: limits, rate
 // limiting, site routing, early-data policy, then the site's proxy.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	withTLS(r)
 	sw := &statusWriter{ResponseWriter: w}
 	s.serve(sw, r)
 	s.metrics.request(r.ProtoMajor, sw.code())

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,7 @@ type Server struct {
 	httpLn  net.Listener
 	adminLn net.Listener
 
+	front *front // the TLS TCP listener: handshakes, HTTP/1.1 hits
 	h12   *http.Server
 	h3    *http3.Server
 	quic  *quic.Transport
@@ -276,6 +278,15 @@ func (s *Server) WaitCache() {
 	}
 }
 
+// FastPathHits is how many HTTP/1.1 cache hits the fast loop has served
+// (the rest went through net/http).
+func (s *Server) FastPathHits() int64 {
+	if s.front == nil {
+		return 0
+	}
+	return s.front.hits.Load()
+}
+
 // LabCA returns the lab CA the certificate came from, or nil.
 func (s *Server) LabCA() *certs.LabCA { return s.tls.labCA }
 
@@ -304,8 +315,13 @@ func (s *Server) Serve() error {
 	s.h12 = s.newHTTPServer(s)
 	tcpTLS := s.tls.config.Clone()
 	tcpTLS.VerifyConnection = s.metrics.handshake("tcp")
-	s.h12.TLSConfig = tcpTLS
-	serve("tls", func() error { return s.h12.ServeTLS(s.tcpLn, "", "") })
+	if !slices.Contains(tcpTLS.NextProtos, "h2") {
+		tcpTLS.NextProtos = append([]string{"h2", "http/1.1"}, tcpTLS.NextProtos...)
+	}
+	s.front = newFront(s, s.tcpLn, tcpTLS)
+	s.h12.ConnContext = s.front.connContext
+	s.wg.Go(s.front.acceptLoop)
+	serve("tls", func() error { return s.h12.Serve(s.front) })
 	n++
 	if s.udpConn != nil {
 		ln, err := s.listenQUIC()
@@ -463,6 +479,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.h12 != nil {
 		shut(s.h12.Shutdown)
+		shut(s.front.shutdown)
 	}
 	if s.h3 != nil {
 		shut(s.h3.Shutdown)
@@ -487,6 +504,9 @@ func (s *Server) Close() error {
 func (s *Server) close() {
 	s.draining.Store(true)
 	s.startCancel()
+	if s.front != nil {
+		s.front.close()
+	}
 	for _, srv := range []*http.Server{s.h12, s.plain, s.admin} {
 		if srv != nil {
 			srv.Close()

@@ -73,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		drainDelay = fs.Duration("drain-delay", 0, "on SIGTERM, report not ready for this `long` before draining")
 		drainTime  = fs.Duration("drain-timeout", 25*time.Second, "on SIGTERM, let in-flight requests finish for at most this `long`")
 		verbose    = fs.Bool("v", false, "log debug events")
+		noFast     = fs.Bool("no-fast-path", false, "serve HTTP/1.1 cache hits through net/http too (for comparison)")
+		pprofOn    = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pop -listen ADDR -origin URL [flags]\n       pop -config FILE [flags]\n\nFlags:\n")
@@ -107,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	override("allow-tls12", func() { cfg.TLS.AllowTLS12 = *allowTLS12 })
 	override("no-h3", func() { cfg.DisableHTTP3 = *noH3 })
 	override("rate-limit", func() { cfg.Limits.RateLimit = *rateLimit })
+	override("no-fast-path", func() { cfg.DisableFastPath = *noFast })
+	override("pprof", func() { cfg.Pprof = *pprofOn })
 	override("max-inflight", func() { cfg.Limits.MaxInflight = *maxInfl })
 	override("drain-delay", func() { cfg.DrainDelay = *drainDelay })
 	override("cache-bytes", func() { cfg.Cache.MaxBytes = *cacheBytes })

@@ -1,0 +1,137 @@
+package cache
+
+import (
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// FastHit is a stored 200 response that may be sent as it is to a plain
+// request: one without validators, ranges, credentials or cache
+// directives of its own (see LookupFast). Everything in it is read-only.
+type FastHit struct {
+	Header http.Header // stored fields, without Content-Length
+	Body   []byte
+	Age    time.Duration // current age (RFC 9111 4.2.3)
+	TTL    time.Duration // freshness left
+	// Wire is a slot the caller may fill, once per stored response, with
+	// its own encoding of Header (an HTTP/1.1 header block, say); the
+	// stored response is immutable, so the encoding stays valid as long as
+	// the entry does.
+	Wire *atomic.Pointer[[]byte]
+}
+
+// AppendKey appends the cache key of a request to dst, as the cache builds
+// it from an *http.Request: scheme, the Host field lowercased, the path as
+// sent and the query under mode. target is the request target in origin
+// form ("/path?query"); it must not contain a fragment.
+func AppendKey(dst []byte, https bool, host, target string, mode Query) []byte {
+	if https {
+		dst = append(dst, "https://"...)
+	} else {
+		dst = append(dst, "http://"...)
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	path, query, hasQuery := target, "", false
+	for i := 0; i < len(target); i++ {
+		if target[i] == '?' {
+			path, query, hasQuery = target[:i], target[i+1:], true
+			break
+		}
+	}
+	if path == "" {
+		path = "/"
+	}
+	dst = append(dst, path...)
+	switch {
+	case !hasQuery || mode == QueryIgnore:
+	case mode == QuerySort && query != "":
+		dst = append(dst, '?')
+		dst = appendSortedQuery(dst, query)
+	default:
+		dst = append(dst, '?')
+		dst = append(dst, query...)
+	}
+	return dst
+}
+
+// appendSortedQuery appends the &-separated parts of q sorted, as
+// primaryKey does (it allocates; sorted-query sites are rarer).
+func appendSortedQuery(dst []byte, q string) []byte {
+	var parts []string
+	for start := 0; ; {
+		i := start
+		for i < len(q) && q[i] != '&' {
+			i++
+		}
+		parts = append(parts, q[start:i])
+		if i == len(q) {
+			break
+		}
+		start = i + 1
+	}
+	sort.Strings(parts)
+	for i, p := range parts {
+		if i > 0 {
+			dst = append(dst, '&')
+		}
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
+// LookupFast returns the stored response under key (built by AppendKey) if
+// it can answer a plain GET or HEAD as it is: a fresh 200 whose
+// responses do not vary, that is not purged and needs no validation. The
+// caller must have checked that the request carries none of
+// Authorization, Cache-Control, Pragma, Range, If-* or anything else that
+// changes the answer; such requests go through ServeHTTP. A hit is counted
+// as ServeHTTP counts one. It does not allocate.
+func (c *Cache) LookupFast(key []byte) (FastHit, bool) {
+	if len(key) == 0 {
+		return FastHit{}, false
+	}
+	v, ok := c.st.rc.Get(unsafe.String(&key[0], len(key))) // the key is not retained
+	if !ok {
+		return FastHit{}, false
+	}
+	e, ok := v.(*entry)
+	if !ok || e.key != unsafe.String(&key[0], len(key)) || e.status != http.StatusOK {
+		return FastHit{}, false // a vary index, a collision or another status
+	}
+	age := e.ageAt(c.cfg.Now())
+	if age >= e.lifetime || e.purged.Load() || (e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil) {
+		return FastHit{}, false
+	}
+	c.stats.hits.Add(1)
+	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, Wire: &e.fast.wire}, true
+}
+
+// fastState is what an entry keeps for LookupFast: its initial age (RFC
+// 9111 4.2.3, fixed once stored) and the caller's wire encoding.
+type fastState struct {
+	once    sync.Once
+	initial time.Duration
+	wire    atomic.Pointer[[]byte]
+}
+
+// ageAt is currentAge without parsing Date and Age on every request.
+func (e *entry) ageAt(now time.Time) time.Duration {
+	e.fast.once.Do(func() {
+		e.fast.initial = currentAge(e.header, e.pol, e.pol.responseTime)
+	})
+	resident := now.Sub(e.pol.responseTime)
+	if resident < 0 {
+		resident = 0
+	}
+	return e.fast.initial + resident
+}
