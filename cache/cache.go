@@ -316,6 +316,21 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	if _, ok := h["Content-Type"]; !ok {
 		h["Content-Type"] = nil // no sniffing: serve what the origin sent
 	}
+	if plainRequest(r) {
+		// What http.ServeContent sends for a full 200, without its
+		// precondition and range machinery and its copy buffer.
+		e.prepare()
+		h["Accept-Ranges"] = acceptRangesBytes
+		h["Content-Length"] = e.fast.contentLength
+		if e.fast.lastModified != nil {
+			h["Last-Modified"] = e.fast.lastModified
+		}
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			w.Write(e.body)
+		}
+		return
+	}
 	delete(h, "Content-Length")
 	var modtime time.Time
 	if lm, ok := parseHTTPDate(e.header.Get("Last-Modified")); ok {
@@ -325,6 +340,19 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	// before If-Modified-Since, If-Match, If-Range and Range (single and
 	// multipart) against the stored ETag and Last-Modified, and HEAD.
 	http.ServeContent(w, r, "", modtime, bytes.NewReader(e.body))
+}
+
+var acceptRangesBytes = []string{"bytes"}
+
+// plainRequest: no range and no precondition, so a stored 200 is sent
+// whole.
+func plainRequest(r *http.Request) bool {
+	for _, f := range []string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		if _, ok := r.Header[f]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 func appendCacheStatus(h http.Header, v string) {

@@ -3,6 +3,7 @@ package cache
 import (
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,19 +117,31 @@ func (c *Cache) LookupFast(key []byte) (FastHit, bool) {
 	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, Wire: &e.fast.wire}, true
 }
 
-// fastState is what an entry keeps for LookupFast: its initial age (RFC
-// 9111 4.2.3, fixed once stored) and the caller's wire encoding.
+// fastState is what an entry computes once for the requests it answers:
+// its initial age (RFC 9111 4.2.3, fixed once stored), the field values a
+// plain 200 response adds, and the caller's wire encoding.
 type fastState struct {
-	once    sync.Once
-	initial time.Duration
-	wire    atomic.Pointer[[]byte]
+	once          sync.Once
+	initial       time.Duration
+	contentLength []string
+	lastModified  []string // canonical form, or nil to send the stored value
+	wire          atomic.Pointer[[]byte]
+}
+
+// prepare fills fastState on first use.
+func (e *entry) prepare() {
+	e.fast.once.Do(func() {
+		e.fast.initial = currentAge(e.header, e.pol, e.pol.responseTime)
+		e.fast.contentLength = []string{strconv.Itoa(len(e.body))}
+		if lm, ok := parseHTTPDate(e.header.Get("Last-Modified")); ok && !lm.IsZero() {
+			e.fast.lastModified = []string{lm.UTC().Format(http.TimeFormat)}
+		}
+	})
 }
 
 // ageAt is currentAge without parsing Date and Age on every request.
 func (e *entry) ageAt(now time.Time) time.Duration {
-	e.fast.once.Do(func() {
-		e.fast.initial = currentAge(e.header, e.pol, e.pol.responseTime)
-	})
+	e.prepare()
 	resident := now.Sub(e.pol.responseTime)
 	if resident < 0 {
 		resident = 0

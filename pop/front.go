@@ -265,12 +265,12 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 		}
 		br.Discard(len(head))
 		closeAfter := req.close || f.draining.Load()
+		f.ok200.Inc()
+		f.hits.Add(1) // before the write: a client may look as soon as it has the answer
 		err = f.writeHit(tc, cc, &hit, req.head, closeAfter)
 		if s.maxInflight > 0 {
 			s.inflight.Add(-1)
 		}
-		f.ok200.Inc()
-		f.hits.Add(1)
 		if err != nil || closeAfter {
 			return nil
 		}

@@ -92,8 +92,12 @@ func TestFastPathMatchesNetHTTP(t *testing.T) {
 			get(t, client, url) // miss, stored
 			p.WaitCache()
 			// A miss moves its connection to net/http for good: hits
-			// reach the fast loop on a new one.
-			client.Transport.(*http.Transport).CloseIdleConnections()
+			// reach the fast loop on a new one (new clients, so that no
+			// connection is reused).
+			client = clients(t, ca)["h1"]
+			if i == 3 {
+				client = clients(t, ca)["h2"]
+			}
 			before := p.FastPathHits()
 			resp, body := get(t, client, url)
 			if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
