@@ -21,6 +21,11 @@ type LabControl interface {
 	WaitGeoDNS(ctx context.Context) error
 	// ServiceLog is the path of a service's log (the origin logs each request).
 	ServiceLog(name string) string
+	// StartServiceArgs starts a stopped service with extra flags appended
+	// to its command line (later flags win).
+	StartServiceArgs(ctx context.Context, name string, extra ...string) error
+	// PID is a running service's process id, or 0.
+	PID(name string) int
 }
 
 // DrillCheck is one expectation of a drill and what was measured.
@@ -29,6 +34,8 @@ type DrillCheck struct {
 	Expectation string `json:"expectation"`
 	Measured    string `json:"measured"`
 	Pass        bool   `json:"pass"`
+	// Info marks a row that reports without expecting anything.
+	Info bool `json:"info,omitempty"`
 }
 
 // WriteDrillTable prints drill checks as a markdown table.
@@ -36,7 +43,10 @@ func WriteDrillTable(w io.Writer, checks []DrillCheck) {
 	fmt.Fprintln(w, "| drill | expectation | measured | result |\n|---|---|---|---|")
 	for _, c := range checks {
 		res := "PASS"
-		if !c.Pass {
+		switch {
+		case c.Info:
+			res = "info"
+		case !c.Pass:
 			res = "FAIL"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", c.Drill, c.Expectation, c.Measured, res)
@@ -176,10 +186,10 @@ func DrillOriginDown(ctx context.Context, cfg LabConfig, ctl LabControl, load ti
 		}
 	}
 	checks := []DrillCheck{
-		{"origin-down", "cached objects keep being served (stale-if-error), zero 5xx", cachedMeasure(cachedStatus, failures, prefetched), fives == 0 && cachedStatus["200"] > 0},
-		{"origin-down", "uncached objects get 502/504", fmt.Sprintf("uncached statuses %v", uncachedStatus), uncachedOK && len(uncachedStatus) > 0},
-		{"origin-down", "no request hangs (longest < 10 s)", fmt.Sprintf("longest response %v", longest.Round(time.Millisecond)), longest < 10*time.Second},
-		{"origin-down", "fresh content flows after the origin returns", fmt.Sprintf("restart %v, first fresh 200 after %v", restartErr, recovered.Round(time.Millisecond)), restartErr == nil && recovered >= 0},
+		{"origin-down", "cached objects keep being served (stale-if-error), zero 5xx", cachedMeasure(cachedStatus, failures, prefetched), fives == 0 && cachedStatus["200"] > 0, false},
+		{"origin-down", "uncached objects get 502/504", fmt.Sprintf("uncached statuses %v", uncachedStatus), uncachedOK && len(uncachedStatus) > 0, false},
+		{"origin-down", "no request hangs (longest < 10 s)", fmt.Sprintf("longest response %v", longest.Round(time.Millisecond)), longest < 10*time.Second, false},
+		{"origin-down", "fresh content flows after the origin returns", fmt.Sprintf("restart %v, first fresh 200 after %v", restartErr, recovered.Round(time.Millisecond)), restartErr == nil && recovered >= 0, false},
 	}
 	return checks, nil
 }
@@ -239,10 +249,10 @@ func DrillPoPDown(ctx context.Context, cfg LabConfig, ctl LabControl, popName, p
 	}
 	after := fetch(ctx, hc, cfg.CDNURL+"/gen/1k")
 	return []DrillCheck{
-		{"pop-down", "before: " + clientName + " is sent to " + popName, "answer " + before, before == popAddr},
-		{"pop-down", "geodns stops handing out " + popName + " within its health window", fmt.Sprintf("after %v", moved.Round(time.Millisecond)), moved >= 0 && moved < 10*time.Second},
-		{"pop-down", clientName + " is served by another PoP", fmt.Sprintf("status %d from %q (%v)", during.status, during.pop, during.err), during.err == nil && during.status == 200 && during.pop != popName},
-		{"pop-down", "traffic goes back when " + popName + " returns", fmt.Sprintf("answer back after %v; then status %d from %q", back.Round(time.Millisecond), after.status, after.pop), back >= 0 && after.status == 200 && after.pop == popName},
+		{"pop-down", "before: " + clientName + " is sent to " + popName, "answer " + before, before == popAddr, false},
+		{"pop-down", "geodns stops handing out " + popName + " within its health window", fmt.Sprintf("after %v", moved.Round(time.Millisecond)), moved >= 0 && moved < 10*time.Second, false},
+		{"pop-down", clientName + " is served by another PoP", fmt.Sprintf("status %d from %q (%v)", during.status, during.pop, during.err), during.err == nil && during.status == 200 && during.pop != popName, false},
+		{"pop-down", "traffic goes back when " + popName + " returns", fmt.Sprintf("answer back after %v; then status %d from %q", back.Round(time.Millisecond), after.status, after.pop), back >= 0 && after.status == 200 && after.pop == popName, false},
 	}, nil
 }
 
@@ -330,9 +340,9 @@ func DrillPoPDrain(ctx context.Context, cfg LabConfig, ctl LabControl, popName, 
 		}
 	}
 	return []DrillCheck{
-		{"pop-drain", "zero failed requests while " + popName + " drains", fmt.Sprintf("statuses %v; served by %v", statuses, pops), failed == 0 && statuses["200"] > 0},
-		{"pop-drain", "readyz goes false before the PoP stops", fmt.Sprintf("readyz 503 after %v, process gone after %v", notReady.Round(time.Millisecond), gone.Round(time.Millisecond)), notReady >= 0 && notReady < gone},
-		{"pop-drain", popName + " comes back", fmt.Sprintf("restart: %v", restartErr), restartErr == nil},
+		{"pop-drain", "zero failed requests while " + popName + " drains", fmt.Sprintf("statuses %v; served by %v", statuses, pops), failed == 0 && statuses["200"] > 0, false},
+		{"pop-drain", "readyz goes false before the PoP stops", fmt.Sprintf("readyz 503 after %v, process gone after %v", notReady.Round(time.Millisecond), gone.Round(time.Millisecond)), notReady >= 0 && notReady < gone, false},
+		{"pop-drain", popName + " comes back", fmt.Sprintf("restart: %v", restartErr), restartErr == nil, false},
 	}, nil
 }
 
@@ -420,7 +430,7 @@ func DrillColdRestart(ctx context.Context, cfg LabConfig, ctl LabControl, popNam
 	}
 	return []DrillCheck{
 		{"cold-restart", fmt.Sprintf("origin sees at most one request per object per PoP process (%d clients)", workers),
-			fmt.Sprintf("origin requests per object@PoP %v; client 200s %d, other %v", perPoP, okCount, bad), ok && len(perPoP) > 0},
+			fmt.Sprintf("origin requests per object@PoP %v; client 200s %d, other %v", perPoP, okCount, bad), ok && len(perPoP) > 0, false},
 	}, nil
 }
 
@@ -480,9 +490,9 @@ func DrillOriginSlow(ctx context.Context, cfg LabConfig, ctl LabControl, clientN
 	originRequests := strings.Count(string(logData), "path="+slowPath+" ")
 	return []DrillCheck{
 		{"origin-slow", fmt.Sprintf("%d concurrent clients for a cold object the origin answers in 5 s: exactly one origin request", clients),
-			fmt.Sprintf("origin requests %d; clients served %d, other %v", originRequests, slowOK, slowBad), originRequests == 1 && slowOK == clients},
+			fmt.Sprintf("origin requests %d; clients served %d, other %v", originRequests, slowOK, slowBad), originRequests == 1 && slowOK == clients, false},
 		{"origin-slow", "hits on other objects do not wait for the slow origin (worst hit under 1 s)",
-			fmt.Sprintf("worst hit before %v, during %v", before.Round(time.Millisecond), during.Round(time.Millisecond)), during > 0 && during < time.Second},
+			fmt.Sprintf("worst hit before %v, during %v", before.Round(time.Millisecond), during.Round(time.Millisecond)), during > 0 && during < time.Second, false},
 	}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,7 +41,8 @@ const usage = `usage:
   bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-cacert FILE] [-o json] URL
   bench compare A.json B.json
   bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
-  bench drill [-out DIR] [origin-down] [origin-slow] [pop-down] [pop-drain] [cold-restart]   (as root: brings up a lab of its own)`
+  bench drill [-out DIR] [origin-down] [origin-slow] [pop-down] [pop-drain] [cold-restart] [flood] [hostile]
+                                        (as root: brings up a lab of its own; no names: all)`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -237,13 +239,11 @@ func drill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	names := fs.Args()
 	if len(names) == 0 {
-		names = []string{"origin-down", "origin-slow", "pop-down", "pop-drain", "cold-restart"}
+		names = drillNames
 	}
 	for _, n := range names {
-		switch n {
-		case "origin-down", "origin-slow", "pop-down", "pop-drain", "cold-restart":
-		default:
-			return fmt.Errorf("drill %q: want origin-down, origin-slow, pop-down, pop-drain or cold-restart (the others are not built yet)", n)
+		if !slices.Contains(drillNames, n) {
+			return fmt.Errorf("drill %q: want one of %s", n, strings.Join(drillNames, ", "))
 		}
 	}
 	root, err := os.Getwd()
@@ -275,6 +275,9 @@ func drill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+// drillNames are the drills, in the order they run by default.
+var drillNames = []string{"origin-down", "origin-slow", "pop-down", "pop-drain", "cold-restart", "flood", "hostile"}
 
 // runDrills brings up a private lab (its own namespaces and state) and
 // runs the named drills against it.
@@ -309,11 +312,27 @@ func runDrills(ctx context.Context, root, state, prefix string, names []string, 
 		case "cold-restart":
 			pop, _ := r.Topo.Host("pop-na")
 			cs, err = bench.DrillColdRestart(ctx, cfg, r, "pop-na", pop.Addr.String(), "client-na")
+		case "flood":
+			pop, _ := r.Topo.Host("pop-na")
+			cs, err = bench.DrillFlood(ctx, cfg, r, bench.DefaultFloodPlan(), "pop-na", pop.Addr.String(), "client-na")
+		case "hostile":
+			pop, _ := r.Topo.Host("pop-na")
+			cs, err = bench.DrillHostile(ctx, cfg, r, "pop-na", pop.Addr.String(), "client-na", "client-eu")
 		}
 		if err != nil {
 			return checks, fmt.Errorf("%s: %w", n, err)
 		}
 		checks = append(checks, cs...)
+		// What each drill left the PoPs with (informational).
+		pops := map[string]string{}
+		for _, name := range []string{"pop-na", "pop-eu", "pop-ap"} {
+			if h, ok := r.Topo.Host(name); ok {
+				pops[name] = h.Addr.String()
+			}
+		}
+		if res, err := bench.PoPResources(ctx, cfg, r, "client-na", pops); err == nil {
+			checks = append(checks, bench.DrillCheck{Drill: n, Expectation: "PoPs at the end of the drill", Measured: res, Pass: true, Info: true})
+		}
 	}
 	return checks, nil
 }
