@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -240,18 +241,10 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 			return nil // timeout (slowloris) or the client left mid-request
 		}
 		var req fastRequest
-		ok := head != nil && req.parse(head)
-		var st *site
-		if ok {
-			// Views of the read buffer, valid until it is read again.
-			st = s.router.lookup(unsafe.String(unsafe.SliceData(req.host), len(req.host)))
-			ok = st != nil && (sniSite == nil || sniSite == st)
-		}
 		var hit cache.FastHit
+		ok := head != nil
 		if ok {
-			key = cache.AppendKey(key[:0], true, unsafe.String(unsafe.SliceData(req.host), len(req.host)),
-				unsafe.String(unsafe.SliceData(req.target), len(req.target)), st.query)
-			hit, ok = s.cache.LookupFast(key)
+			key, hit, ok = f.lookup(head, &req, sniSite, key)
 		}
 		if ok && s.maxInflight > 0 {
 			if s.inflight.Add(1) > s.maxInflight {
@@ -275,6 +268,23 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 			return nil
 		}
 	}
+}
+
+// lookup parses a request head and finds the stored response that answers
+// it in the fast loop. key is a reused buffer; it returns it grown.
+func (f *front) lookup(head []byte, req *fastRequest, sniSite *site, key []byte) ([]byte, cache.FastHit, bool) {
+	if !req.parse(head) {
+		return key, cache.FastHit{}, false
+	}
+	// Views of the read buffer, valid until it is read again.
+	host := unsafe.String(unsafe.SliceData(req.host), len(req.host))
+	st := f.s.router.lookup(host)
+	if st == nil || sniSite != nil && sniSite != st {
+		return key, cache.FastHit{}, false
+	}
+	key = cache.AppendKey(key[:0], true, host, unsafe.String(unsafe.SliceData(req.target), len(req.target)), st.query)
+	hit, ok := f.s.cache.LookupFast(key)
+	return key, hit, ok
 }
 
 // peekHead returns the request head (through the empty line) from the
@@ -480,7 +490,7 @@ var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); ret
 // Cache-Status, Date when the origin sent none, Connection: close when
 // closing, and the body; small responses in one TLS record, larger ones
 // corked into one write.
-func (f *front) writeHit(tc *tls.Conn, cc *corkConn, hit *cache.FastHit, head, closeAfter bool) error {
+func (f *front) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool) error {
 	wire := hit.Wire.Load()
 	if wire == nil {
 		w := f.wireHeader(hit.Header, len(hit.Body))
@@ -517,6 +527,10 @@ func (f *front) writeHit(tc *tls.Conn, cc *corkConn, hit *cache.FastHit, head, c
 	case len(b)+len(hit.Body) <= cap(b):
 		b = append(b, hit.Body...)
 		_, err = tc.Write(b)
+	case cc == nil:
+		if _, err = tc.Write(b); err == nil {
+			_, err = tc.Write(hit.Body)
+		}
 	default:
 		cc.cork()
 		if _, err = tc.Write(b); err == nil {
