@@ -310,9 +310,10 @@ func TestMalformedECSIsFORMERR(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The ECS option ends the packet: family(2) netmask(1) scope(1) addr(3).
-	// Make the family IPv6 with a /40 over three address bytes, and then
-	// an IPv4 family with a /40: both disagree with their address.
-	for _, patch := range []struct{ family, bits byte }{{1, 40}, {3, 24}} {
+	// Make the family IPv4 with a /40 and then an unknown family: both
+	// disagree with their address; then a /8 over 10.77.1: address bits
+	// set past the prefix (RFC 7871 6).
+	for _, patch := range []struct{ family, bits byte }{{1, 40}, {3, 24}, {1, 8}} {
 		bad := append([]byte(nil), wire...)
 		bad[len(bad)-6], bad[len(bad)-5] = patch.family, patch.bits
 		conn, err := net.Dial("udp", s.Addr().String())

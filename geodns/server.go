@@ -361,7 +361,8 @@ func negSOA(z *zone) dns.RR {
 
 // clientAddr returns the address that locates the client: the ECS
 // address when present (with the option), else the source address. An
-// ECS whose family and address disagree is malformed.
+// ECS whose family and address disagree, or whose address has bits set
+// past its source prefix, is malformed.
 func clientAddr(w dns.ResponseWriter, req *dns.Msg) (netip.Addr, *dns.EDNS0_SUBNET, bool) {
 	if opt := req.IsEdns0(); opt != nil {
 		for _, o := range opt.Option {
@@ -383,8 +384,8 @@ func clientAddr(w dns.ResponseWriter, req *dns.Msg) (netip.Addr, *dns.EDNS0_SUBN
 				return netip.Addr{}, nil, false
 			}
 			pfx, err := addr.Prefix(int(e.SourceNetmask))
-			if err != nil {
-				return netip.Addr{}, nil, false
+			if err != nil || pfx.Addr() != addr {
+				return netip.Addr{}, nil, false // address bits past the prefix: RFC 7871 6
 			}
 			return pfx.Addr(), e, true
 		}
