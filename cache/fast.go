@@ -23,6 +23,12 @@ type FastHit struct {
 	// stored response is immutable, so the encoding stays valid as long as
 	// the entry does.
 	Wire *atomic.Pointer[[]byte]
+	// Wire2 is a second such slot, for a second encoding (an HTTP/2
+	// header block, say).
+	Wire2 *atomic.Pointer[[]byte]
+	// Wire3 is a third such slot, for a third encoding (an HTTP/3 header
+	// block, say).
+	Wire3 *atomic.Pointer[[]byte]
 }
 
 // AppendKey appends the cache key of a request to dst, as the cache builds
@@ -114,7 +120,7 @@ func (c *Cache) LookupFast(key []byte) (FastHit, bool) {
 		return FastHit{}, false
 	}
 	c.stats.hits.Add(1)
-	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, Wire: &e.fast.wire}, true
+	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, Wire: &e.fast.wire, Wire2: &e.fast.wire2, Wire3: &e.fast.wire3}, true
 }
 
 // fastState is what an entry computes once for the requests it answers:
@@ -126,6 +132,8 @@ type fastState struct {
 	contentLength []string
 	lastModified  []string // canonical form, or nil to send the stored value
 	wire          atomic.Pointer[[]byte]
+	wire2         atomic.Pointer[[]byte]
+	wire3         atomic.Pointer[[]byte]
 }
 
 // prepare fills fastState on first use.

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -47,14 +46,15 @@ type front struct {
 	loops    map[*fastConn]struct{}
 	wg       sync.WaitGroup // the accept loop and the fast loops
 
-	ok200 prometheus.Counter
-	hits  atomic.Int64 // responses the fast loop served
+	ok200   prometheus.Counter
+	h2ok200 prometheus.Counter
+	hits    atomic.Int64 // responses the fast loop or an h2conn's reader served
 }
 
 func newFront(s *Server, ln net.Listener, cfg *tls.Config) *front {
 	return &front{s: s, ln: ln, tlsCfg: cfg, fast: s.cache != nil && !s.cfg.DisableFastPath && s.limiter == nil,
 		conns: make(chan net.Conn), done: make(chan struct{}), loops: map[*fastConn]struct{}{},
-		ok200: s.metrics.requests.WithLabelValues("h1", "200")}
+		ok200: s.metrics.requests.WithLabelValues("h1", "200"), h2ok200: s.metrics.requests.WithLabelValues("h2", "200")}
 }
 
 // Accept gives net/http the connections it serves: HTTP/2 ones straight
@@ -115,7 +115,7 @@ func (f *front) acceptLoop() {
 func (f *front) handle(raw net.Conn) {
 	cc := &corkConn{Conn: raw}
 	tc := tls.Server(cc, f.tlsCfg)
-	fc := &fastConn{tc: tc}
+	fc := &fastConn{tc: tc, cc: cc}
 	f.mu.Lock()
 	f.loops[fc] = struct{}{}
 	f.mu.Unlock()
@@ -142,7 +142,11 @@ func (f *front) handle(raw net.Conn) {
 	st := tc.ConnectionState()
 	switch st.NegotiatedProtocol {
 	case "h2":
-		pass = tc
+		if !f.fast {
+			pass = tc
+			return
+		}
+		f.serveH2(fc, st.ServerName)
 	case "", "http/1.1":
 		if !f.fast {
 			pass = tc
@@ -203,7 +207,9 @@ func withTLS(r *http.Request) {
 // fast loop.
 type fastConn struct {
 	tc   *tls.Conn
+	cc   *corkConn
 	idle atomic.Bool // waiting for a request: shutdown may close it
+	h2   atomic.Pointer[h2conn]
 }
 
 // aLongTimeAgo is a deadline in the past, to wake a blocked read.
@@ -555,27 +561,10 @@ func ageSeconds(d time.Duration) int64 {
 // Accept-Ranges and Content-Length as http.ServeContent sets them,
 // Last-Modified in its canonical form), sorted by name.
 func (f *front) wireHeader(stored http.Header, size int) []byte {
-	h := http.Header{"X-Served-By": f.s.servedBy, "Accept-Ranges": {"bytes"}}
-	if f.s.altSvc != nil {
-		h["Alt-Svc"] = f.s.altSvc
-	}
-	for k, v := range stored {
-		h[k] = v
-	}
-	for _, k := range []string{"Age", "Cache-Status", "Date", "Content-Length", "Connection"} {
-		delete(h, k)
-	}
-	h["Accept-Ranges"] = []string{"bytes"}
-	if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil && !lm.IsZero() {
-		h["Last-Modified"] = []string{lm.UTC().Format(http.TimeFormat)}
-	}
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	h := f.hitFields(stored)
+	delete(h, "Date")
 	b := []byte("HTTP/1.1 200 OK\r\n")
-	for _, k := range keys {
+	for _, k := range sortedKeys(h) {
 		for _, v := range h[k] {
 			b = append(b, k...)
 			b = append(b, ": "...)
@@ -599,19 +588,47 @@ func (f *front) wireHeader(stored http.Header, size int) []byte {
 	return append(b, "\r\n"...)
 }
 
+// hitFields are the fields of a hit that do not change per request: the
+// stored ones over X-Served-By and Alt-Svc, Accept-Ranges as
+// http.ServeContent sets it, Last-Modified in its canonical form; without
+// Age, Cache-Status, Content-Length and Connection.
+func (f *front) hitFields(stored http.Header) http.Header {
+	h := http.Header{"X-Served-By": f.s.servedBy}
+	if f.s.altSvc != nil {
+		h["Alt-Svc"] = f.s.altSvc
+	}
+	for k, v := range stored {
+		h[k] = v
+	}
+	for _, k := range []string{"Age", "Cache-Status", "Content-Length", "Connection"} {
+		delete(h, k)
+	}
+	h["Accept-Ranges"] = []string{"bytes"}
+	if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil && !lm.IsZero() {
+		h["Last-Modified"] = []string{lm.UTC().Format(http.TimeFormat)}
+	}
+	return h
+}
+
 // shutdown drains the fast loops: idle connections close now, busy ones
 // after their response (with Connection: close); it waits for them until
 // ctx ends, then closes the rest.
 func (f *front) shutdown(ctx context.Context) error {
 	f.Close()
 	f.draining.Store(true)
+	var h2 []*h2conn
 	f.mu.Lock()
 	for fc := range f.loops {
-		if fc.idle.Load() {
+		if c := fc.h2.Load(); c != nil {
+			h2 = append(h2, c)
+		} else if fc.idle.Load() {
 			fc.tc.SetReadDeadline(aLongTimeAgo)
 		}
 	}
 	f.mu.Unlock()
+	for _, c := range h2 {
+		c.drain() // GOAWAY; the connection ends with its last stream
+	}
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()
 	select {
