@@ -136,20 +136,22 @@ func (c *h2conn) serve() {
 	first := true
 	for {
 		if c.br.Buffered() == 0 {
+			// The deadline is set under mu: a stream ending during a drain
+			// (streamDone) sets a past one after it, never before.
 			c.mu.Lock()
 			err := c.flushLocked()
 			idle := len(c.streams) == 0
 			finished := c.goaway && idle
-			c.mu.Unlock()
-			if err != nil || finished {
-				return
-			}
-			if !first {
+			if err == nil && !finished && !first {
 				if idle {
 					c.tc.SetReadDeadline(time.Now().Add(c.lim.IdleTimeout))
 				} else {
 					c.tc.SetReadDeadline(time.Time{})
 				}
+			}
+			c.mu.Unlock()
+			if err != nil || finished {
+				return
 			}
 			c.fc.idle.Store(idle)
 			if idle && c.f.draining.Load() {

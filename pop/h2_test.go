@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -323,4 +324,75 @@ func TestH2Drain(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Shutdown still waiting 20s after the last stream ended")
 	}
+}
+
+// TestH2StreamLimits: streams past MAX_CONCURRENT_STREAMS are refused
+// (REFUSED_STREAM, so clients retry them), and a rapid-reset pattern (open
+// and cancel, over and over) neither stops the connection's own requests
+// nor leaves handler goroutines behind.
+func TestH2StreamLimits(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	p := startPoP(t, caDir, startGenOrigin(t), func(c *pop.Config) { c.Limits.MaxConcurrentStreams = 4 })
+	h := dialH2(t, p, ca)
+	for id := uint32(1); id <= 9; id += 2 {
+		h.request(id, "GET", "/gen/10?delay=500ms&cc=no-store&n="+strconv.Itoa(int(id)), true)
+	}
+	f := h.next()
+	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 9 || rst.ErrCode != http2.ErrCodeRefusedStream {
+		t.Fatalf("fifth concurrent stream with a limit of 4: got %v, want RST_STREAM REFUSED_STREAM on 9", f)
+	}
+	done := 0
+	for done < 4 {
+		switch f := h.next().(type) {
+		case *http2.DataFrame:
+			if f.StreamEnded() {
+				done++
+			}
+		case *http2.MetaHeadersFrame:
+			if f.PseudoValue("status") != "200" {
+				t.Fatalf("stream %d: status %s", f.StreamID, f.PseudoValue("status"))
+			}
+		}
+	}
+
+	// Rapid reset: 400 slow requests, each cancelled at once.
+	h = dialH2(t, p, ca)
+	id := uint32(1)
+	for range 400 {
+		h.request(id, "GET", "/gen/10?delay=2s&cc=no-store&n="+strconv.Itoa(int(id)), true)
+		h.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		id += 2
+	}
+	h.request(id, "GET", "/gen/10?cc=no-store", true)
+	for {
+		f := h.next()
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Errorf("GOAWAY %v during rapid reset", ga.ErrCode)
+			}
+			break
+		}
+		if mh, ok := f.(*http2.MetaHeadersFrame); ok && mh.StreamID == id {
+			if s := mh.PseudoValue("status"); s != "200" {
+				t.Errorf("request after 400 resets: status %s", s)
+			}
+			break
+		}
+	}
+	h.c.Close()
+	waitFor(t, "the HTTP/2 handler goroutines to end", func() bool { return goroutinesIn("runHandler") == 0 })
+}
+
+// goroutinesIn counts the goroutines with fn on their stack.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
 }
