@@ -32,8 +32,10 @@ type Config struct {
 	// Admin is the address of /livez, /readyz and /metrics. If empty, none.
 	// It should stay on loopback or a management network.
 	Admin string `yaml:"admin"`
-	// DisableFastPath serves HTTP/1.1 cache hits through net/http like
-	// everything else, instead of the PoP's own loop (for comparison).
+	// DisableFastPath serves HTTP/1.1 and HTTP/2 through net/http instead
+	// of the PoP's own loop and HTTP/2 server, and HTTP/3 cache hits
+	// through quic-go's response writer instead of a precomputed header
+	// block written to the stream (for comparison).
 	DisableFastPath bool `yaml:"disable_fast_path"`
 	// Pprof serves Go's profiles under /debug/pprof/ on the admin listener.
 	Pprof bool `yaml:"pprof"`

@@ -9,8 +9,12 @@ import (
 )
 
 // ServeHTTP is the PoP's request path on every listener: limits, rate
-// limiting, site routing, early-data policy, then the site's proxy.
+// limiting, site routing, early-data policy, then the site's proxy. Plain
+// HTTP/3 cache hits are written to their stream first (see h3Hits).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 3 && s.hits3 != nil && s.hits3.serve(w, r) {
+		return
+	}
 	withTLS(r)
 	sw := &statusWriter{ResponseWriter: w}
 	s.serve(sw, r)

@@ -67,7 +67,8 @@ type Server struct {
 	httpLn  net.Listener
 	adminLn net.Listener
 
-	front *front // the TLS TCP listener: handshakes, HTTP/1.1 hits
+	front *front  // the TLS TCP listener: handshakes, HTTP/1.1 hits
+	hits3 *h3Hits // plain HTTP/3 hits without the http3 response writer; nil when off
 	h12   *http.Server
 	h3    *http3.Server
 	quic  *quic.Transport
@@ -136,6 +137,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Limits.RateLimit > 0 {
 		s.limiter = newIPLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, 100_000)
+	}
+	if s.cache != nil && !cfg.DisableFastPath && s.limiter == nil {
+		s.hits3 = newH3Hits(s)
 	}
 	s.startCtx, s.startCancel = context.WithCancel(context.Background())
 	return s, nil
@@ -285,6 +289,15 @@ func (s *Server) FastPathHits() int64 {
 		return 0
 	}
 	return s.front.hits.Load()
+}
+
+// FastPathHits3 is how many HTTP/3 cache hits the PoP wrote to their
+// QUIC streams itself (the rest went through the http3 response writer).
+func (s *Server) FastPathHits3() int64 {
+	if s.hits3 == nil {
+		return 0
+	}
+	return s.hits3.hits.Load()
 }
 
 // LabCA returns the lab CA the certificate came from, or nil.

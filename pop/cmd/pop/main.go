@@ -73,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		drainDelay = fs.Duration("drain-delay", 0, "on SIGTERM, report not ready for this `long` before draining")
 		drainTime  = fs.Duration("drain-timeout", 25*time.Second, "on SIGTERM, let in-flight requests finish for at most this `long`")
 		verbose    = fs.Bool("v", false, "log debug events")
-		noFast     = fs.Bool("no-fast-path", false, "serve HTTP/1.1 cache hits through net/http too (for comparison)")
+		noFast     = fs.Bool("no-fast-path", false, "serve HTTP/1.1 and HTTP/2 through net/http and HTTP/3 hits through quic-go's response writer (for comparison)")
 		pprofOn    = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	)
 	fs.Usage = func() {

@@ -1,0 +1,262 @@
+package pop
+
+import (
+	"bytes"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/qpack"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/quicvarint"
+
+	"github.com/edgecdn/cdn/cache"
+)
+
+// h3Hits answers plain HTTP/3 cache hits (a GET or HEAD with none of the
+// fields that change the answer, for a fresh 200 that does not vary)
+// without quic-go's response writer: it takes the request stream over and
+// writes, in one stream write, a HEADERS frame made of the stored
+// response's field section, QPACK-encoded once per stored response (in
+// the cache's Wire3 slot), and the few per-request fields, then the DATA
+// frame. The fields are those the ordinary path (ServeHTTP, the cache's
+// serveEntry, quic-go's writer) sends for the same hit. Every other
+// request, and a miss, goes the ordinary way.
+type h3Hits struct {
+	s     *Server
+	ok200 prometheus.Counter // pop_requests_total{proto="h3",code="200"}
+	early prometheus.Counter // pop_early_data_requests_total{result="accepted"}
+	hits  atomic.Int64       // responses served here
+}
+
+func newH3Hits(s *Server) *h3Hits {
+	return &h3Hits{s: s, ok200: s.metrics.requests.WithLabelValues("h3", "200"),
+		early: s.metrics.earlyData.WithLabelValues("accepted")}
+}
+
+// serve answers r if it is a plain hit and reports whether it did.
+func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
+	s := h.s
+	head := r.Method == http.MethodHead
+	if !head && r.Method != http.MethodGet || r.ContentLength > 0 || !plainH3Request(r.Header) {
+		return false
+	}
+	hs, ok := w.(http3.HTTPStreamer)
+	if !ok {
+		return false
+	}
+	// As the fast loop: a target net/url keeps as sent and an ASCII host,
+	// so that AppendKey builds the key the cache would.
+	if !validTarget(stringBytes(r.RequestURI)) || !validHost(stringBytes(r.Host)) {
+		return false
+	}
+	st, ok := s.router.route(r)
+	if !ok {
+		return false // 421 from the ordinary path
+	}
+	if s.maxInflight > 0 && s.inflight.Add(1) > s.maxInflight {
+		s.inflight.Add(-1)
+		return false // 503 from the ordinary path
+	}
+	kp := keyBuffers.Get().(*[]byte)
+	key := cache.AppendKey((*kp)[:0], true, r.Host, r.RequestURI, st.query)
+	hit, ok := s.cache.LookupFast(key)
+	*kp = key[:0]
+	keyBuffers.Put(kp)
+	if ok {
+		if r.TLS != nil && !r.TLS.HandshakeComplete {
+			h.early.Inc() // GET and HEAD are safe in 0-RTT
+		}
+		h.ok200.Inc()
+		h.hits.Add(1) // before the write: a client may look as soon as it has the answer
+		h.write(hs, &hit, head)
+	}
+	if s.maxInflight > 0 {
+		s.inflight.Add(-1) // on a miss the ordinary path counts the request again
+	}
+	return ok
+}
+
+// plainH3Request reports whether a request's fields leave a stored 200
+// answering it as it is: the fields the HTTP/1.1 fast loop refuses
+// (fastRequest.parse) are refused here too. quic-go has already refused
+// connection-specific fields and canonicalized the names.
+func plainH3Request(h http.Header) bool {
+	for k := range h {
+		if len(k) > 3 && k[:3] == "If-" {
+			return false
+		}
+		switch k {
+		case "Range", "Authorization", "Cache-Control", "Pragma", "Content-Length", "Transfer-Encoding",
+			"Expect", "Upgrade", "Te", "Trailer", "Connection", "Http2-Settings":
+			return false
+		}
+	}
+	return true
+}
+
+// stringBytes is a read-only view of s.
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// keyBuffers and h3Buffers hold per-request buffers between requests.
+var (
+	keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+	h3Buffers  = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+)
+
+// h3FrameRoom is room left at the front of the buffer for the HEADERS
+// frame's type and length, written once the length is known.
+const h3FrameRoom = 1 + 8
+
+// write takes the stream over and sends the response: HEADERS (the
+// stored block, age, cache-status and, when the origin sent none, date),
+// then for GET the body in one DATA frame; small responses in one stream
+// write. It ends the stream as quic-go's server does after a handler.
+func (h *h3Hits) write(hs http3.HTTPStreamer, hit *cache.FastHit, head bool) {
+	str, err := hs.HTTPStream()
+	if err != nil {
+		// Nothing was written yet, so this does not happen; abort the
+		// stream rather than let the writer send an empty 200.
+		panic(http.ErrAbortHandler)
+	}
+	block := hit.Wire3.Load()
+	if block == nil {
+		b := h.block(hit.Header, len(hit.Body))
+		hit.Wire3.CompareAndSwap(nil, &b)
+		block = hit.Wire3.Load()
+	}
+	bp := h3Buffers.Get().(*[]byte)
+	defer h3Buffers.Put(bp)
+	b := append((*bp)[:h3FrameRoom], *block...)
+	var scratch [128]byte
+	b = appendQPACKStatic(b, qpackAge, strconv.AppendInt(scratch[:0], ageSeconds(hit.Age), 10))
+	v := scratch[:0]
+	if prior := hit.Header["Cache-Status"]; len(prior) > 0 && prior[0] != "" {
+		v = append(v, prior[0]...)
+		v = append(v, ", "...)
+	}
+	v = append(v, h.s.cfg.Name...)
+	v = append(v, "; hit; ttl="...)
+	v = strconv.AppendInt(v, ageSeconds(hit.TTL), 10)
+	b = appendQPACKLiteral(b, "cache-status", v)
+	if _, ok := hit.Header["Date"]; !ok { // quic-go's writer adds one
+		b = appendQPACKStatic(b, qpackDate, time.Now().UTC().AppendFormat(scratch[:0], http.TimeFormat))
+	}
+	n := uint64(len(b) - h3FrameRoom)
+	start := h3FrameRoom - 1 - quicvarint.Len(n)
+	quicvarint.Append(append(b[start:start], 0x01), n) // HEADERS
+	var body []byte
+	if !head {
+		b = quicvarint.Append(append(b, 0x00), uint64(len(hit.Body))) // DATA
+		if len(b)+len(hit.Body) <= cap(b) {
+			b = append(b, hit.Body...)
+		} else {
+			body = hit.Body
+		}
+	}
+	qs := str.QUICStream()
+	_, err = qs.Write(b[start:])
+	if err == nil && body != nil {
+		_, err = qs.Write(body)
+	}
+	*bp = b[:0]
+	if err != nil {
+		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		return
+	}
+	str.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
+	str.Close()
+}
+
+// block is a stored response's QPACK field section (RFC 9204 4.5) without
+// the per-request fields: the section prefix, :status 200, and the fields
+// the ordinary path sends for a hit (X-Served-By under the stored ones,
+// Accept-Ranges and Content-Length as the cache's serveEntry sets them,
+// Last-Modified in its canonical form), sorted by name. It uses only the
+// static table, so it is valid on every connection.
+func (h *h3Hits) block(stored http.Header, size int) []byte {
+	hdr := http.Header{"X-Served-By": h.s.servedBy}
+	for k, v := range stored {
+		hdr[k] = v
+	}
+	for _, k := range []string{"Age", "Cache-Status", "Date"} {
+		delete(hdr, k)
+	}
+	hdr["Accept-Ranges"] = []string{"bytes"}
+	hdr["Content-Length"] = []string{strconv.Itoa(size)}
+	if lm, err := http.ParseTime(strings.TrimSpace(hdr.Get("Last-Modified"))); err == nil && !lm.IsZero() {
+		hdr["Last-Modified"] = []string{lm.UTC().Format(http.TimeFormat)}
+	}
+	if d, ok := stored["Date"]; ok {
+		hdr["Date"] = d
+	}
+	keys := make([]string, 0, len(hdr))
+	for k := range hdr {
+		// Trailer fields cannot be stored (Trailer is hop-by-hop and
+		// removed); quic-go's writer skips "Trailer:" keys as well.
+		if !strings.HasPrefix(k, http.TrailerPrefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var buf bytes.Buffer
+	enc := qpack.NewEncoder(&buf)
+	enc.WriteField(qpack.HeaderField{Name: ":status", Value: "200"}) // writes the prefix first
+	for _, k := range keys {
+		name := strings.ToLower(k)
+		for _, v := range hdr[k] {
+			enc.WriteField(qpack.HeaderField{Name: name, Value: v})
+		}
+	}
+	return buf.Bytes()
+}
+
+// Static table indices (RFC 9204 appendix A) of the per-request fields.
+const (
+	qpackAge  = 2
+	qpackDate = 6
+)
+
+// appendQPACKStatic appends a literal field line whose name is static
+// table entry idx (< 16), with value v, not Huffman-coded.
+func appendQPACKStatic(b []byte, idx byte, v []byte) []byte {
+	b = append(b, 0x50|idx) // 01NT: may be indexed, static table
+	return appendQPACKString(b, v)
+}
+
+// appendQPACKLiteral appends a literal field line with a literal
+// (lowercase) name and value, neither Huffman-coded.
+func appendQPACKLiteral(b []byte, name string, v []byte) []byte {
+	b = appendQPACKInt(b, 3, 0x20, uint64(len(name))) // 001NH
+	b = append(b, name...)
+	return appendQPACKString(b, v)
+}
+
+// appendQPACKString appends a string literal: H=0 and the length as a
+// 7-bit prefix integer, then the bytes.
+func appendQPACKString(b []byte, v []byte) []byte {
+	b = appendQPACKInt(b, 7, 0, uint64(len(v)))
+	return append(b, v...)
+}
+
+// appendQPACKInt appends v as an n-bit prefix integer (RFC 7541 5.1) with
+// flags in the first byte's high bits.
+func appendQPACKInt(b []byte, n uint8, flags byte, v uint64) []byte {
+	max := uint64(1)<<n - 1
+	if v < max {
+		return append(b, flags|byte(v))
+	}
+	b = append(b, flags|byte(max))
+	for v -= max; v >= 128; v >>= 7 {
+		b = append(b, byte(v)|0x80)
+	}
+	return append(b, byte(v))
+}
