@@ -84,7 +84,7 @@ const (
 	h2RecvStreamWindow = 1 << 20 // request body buffered per stream, at most
 	h2RecvConnWindow   = 4 << 20 // and per connection
 	h2MaxFrame         = 16384   // the protocol's default; we advertise no other
-	h2FlushAt          = 256 << 10
+	h2FlushAt          = 64 << 10
 	h2MaxWindow        = 1<<31 - 1
 )
 
