@@ -675,7 +675,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		return c.Conn.Write(p)
 	}
 	*c.buf = append(*c.buf, p...)
-	if len(*c.buf) >= 64<<10 {
+	if len(*c.buf) >= 256<<10 {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
