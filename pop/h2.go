@@ -935,7 +935,8 @@ func appendGoAway(b []byte, last uint32, code http2.ErrCode) []byte {
 }
 
 // appendHpackInt appends an HPACK integer with an n-bit prefix (RFC 7541
-// 5.1); first holds the bits above the prefix.
+// 5.1); first holds the bits above the prefix. QPACK (RFC 9204 4.1.1)
+// encodes integers and, without Huffman coding, strings the same way.
 func appendHpackInt(b []byte, first byte, n uint, v uint64) []byte {
 	max := uint64(1)<<n - 1
 	if v < max {

@@ -229,34 +229,13 @@ const (
 // table entry idx (< 16), with value v, not Huffman-coded.
 func appendQPACKStatic(b []byte, idx byte, v []byte) []byte {
 	b = append(b, 0x50|idx) // 01NT: may be indexed, static table
-	return appendQPACKString(b, v)
+	return appendHpackString(b, v)
 }
 
 // appendQPACKLiteral appends a literal field line with a literal
 // (lowercase) name and value, neither Huffman-coded.
 func appendQPACKLiteral(b []byte, name string, v []byte) []byte {
-	b = appendQPACKInt(b, 3, 0x20, uint64(len(name))) // 001NH
+	b = appendHpackInt(b, 0x20, 3, uint64(len(name))) // 001NH
 	b = append(b, name...)
-	return appendQPACKString(b, v)
-}
-
-// appendQPACKString appends a string literal: H=0 and the length as a
-// 7-bit prefix integer, then the bytes.
-func appendQPACKString(b []byte, v []byte) []byte {
-	b = appendQPACKInt(b, 7, 0, uint64(len(v)))
-	return append(b, v...)
-}
-
-// appendQPACKInt appends v as an n-bit prefix integer (RFC 7541 5.1) with
-// flags in the first byte's high bits.
-func appendQPACKInt(b []byte, n uint8, flags byte, v uint64) []byte {
-	max := uint64(1)<<n - 1
-	if v < max {
-		return append(b, flags|byte(v))
-	}
-	b = append(b, flags|byte(max))
-	for v -= max; v >= 128; v >>= 7 {
-		b = append(b, byte(v)|0x80)
-	}
-	return append(b, byte(v))
+	return appendHpackString(b, v)
 }
