@@ -749,16 +749,7 @@ func (c *h2conn) lookupH2(mh *http2.MetaHeadersFrame, key []byte) ([]byte, cache
 // connection is preceded by the table size update to zero (see
 // appendHeaders).
 func (f *front) h2HitBlock(stored http.Header, size int) []byte {
-	h := f.hitFields(stored)
-	var b []byte
-	for _, k := range sortedKeys(h) {
-		if isConnectionSpecific(k) {
-			continue
-		}
-		for _, v := range h[k] {
-			b = appendHeaderField(b, k, v)
-		}
-	}
+	b := appendFields(nil, f.hitFields(stored))
 	return appendHpackField(b, "content-length", strconv.AppendInt(nil, int64(size), 10))
 }
 

@@ -337,15 +337,7 @@ func (w *h2writer) trailerFields() http.Header {
 // would: lowercased names, connection-specific and invalid fields
 // dropped, Content-Type sniffed when missing, Date added when missing.
 func (w *h2writer) block(code int, h http.Header, final bool, cl int64) []byte {
-	b := appendHpackStatus(nil, code)
-	for _, k := range sortedKeys(h) {
-		if strings.HasPrefix(k, http.TrailerPrefix) || isConnectionSpecific(k) {
-			continue
-		}
-		for _, v := range h[k] {
-			b = appendHeaderField(b, k, v)
-		}
-	}
+	b := appendFields(appendHpackStatus(nil, code), h)
 	if !final {
 		return b
 	}
@@ -362,12 +354,17 @@ func (w *h2writer) block(code int, h http.Header, final bool, cl int64) []byte {
 }
 
 func (w *h2writer) trailerBlock(t http.Header) []byte {
-	var b []byte
-	for _, k := range sortedKeys(t) {
-		if isConnectionSpecific(k) {
+	return appendFields(nil, t)
+}
+
+// appendFields appends h's fields sorted by name, without
+// connection-specific ones and http.TrailerPrefix keys.
+func appendFields(b []byte, h http.Header) []byte {
+	for _, k := range sortedKeys(h) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || isConnectionSpecific(k) {
 			continue
 		}
-		for _, v := range t[k] {
+		for _, v := range h[k] {
 			b = appendHeaderField(b, k, v)
 		}
 	}
