@@ -87,6 +87,9 @@ func BenchmarkFastHit(b *testing.B) {
 // TestFastHitAllocations: once a stored response has its header block,
 // a fast-path hit allocates nothing.
 func TestFastHitAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
 	f := newFastRig(t, "1k")
 	head := wrkHead("1k")
 	var key []byte

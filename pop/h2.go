@@ -59,6 +59,7 @@ type h2conn struct {
 	active       int    // streams in streams that are not reset
 	maxID        uint32 // highest stream the client opened
 	goaway       bool   // no new streams: GOAWAY sent or received
+	linger       bool   // closing after a GOAWAY: let the client read it
 	handlers     sync.WaitGroup
 }
 
@@ -219,7 +220,7 @@ func (c *h2conn) connError(code http2.ErrCode) {
 }
 
 func (c *h2conn) connErrorLocked(code http2.ErrCode) {
-	c.goaway = true
+	c.goaway, c.linger = true, true
 	c.wbuf = appendGoAway(c.wbuf, c.maxID, code)
 	c.flushLocked()
 }
@@ -256,7 +257,17 @@ func (c *h2conn) teardown() {
 		}
 	}
 	c.cond.Broadcast()
+	linger := c.linger
 	c.mu.Unlock()
+	if tcp, ok := c.fc.cc.Conn.(*net.TCPConn); ok && linger {
+		// Closing with the client's bytes unread would send a reset,
+		// and a reset can destroy the GOAWAY before the client reads
+		// it: end our side, then read and drop for up to a second.
+		c.tc.SetWriteDeadline(aLongTimeAgo) // no handler writes after this
+		tcp.CloseWrite()
+		tcp.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, tcp)
+	}
 	c.tc.NetConn().Close() // handlers blocked in a write fail now
 	c.handlers.Wait()
 	c.fc.h2.Store(nil)
