@@ -627,7 +627,7 @@ func (f *front) shutdown(ctx context.Context) error {
 	}
 	f.mu.Unlock()
 	for _, c := range h2 {
-		c.drain() // GOAWAY; the connection ends with its last stream
+		go c.drain() // GOAWAY; the connection ends with its last stream (a stuck write must not hold up the rest)
 	}
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -56,7 +57,9 @@ type h2conn struct {
 	zeroed       bool       // the table size update to zero has been sent
 	recvConn     int64      // what the client may still send on the connection
 	streams      map[uint32]*h2stream
-	active       int    // streams in streams that are not reset
+	refused      int        // streams refused since a handler last finished unreset
+	resetIDs     [64]uint32 // streams recently reset by us, whose late frames are ignored
+	resetNext    int
 	maxID        uint32 // highest stream the client opened
 	goaway       bool   // no new streams: GOAWAY sent or received
 	linger       bool   // closing after a GOAWAY: let the client read it
@@ -69,11 +72,11 @@ type h2stream struct {
 	id           uint32
 	send         int64 // send window
 	recv         int64 // what the client may still send on the stream
-	counted      bool  // counted in active
 	reset        bool  // RST_STREAM sent or received: send nothing more
 	peerReset    bool  // RST_STREAM received
 	done         bool  // END_STREAM sent
 	remoteClosed bool  // END_STREAM received
+	finalSent    bool  // the final header block went out
 	declared     int64 // request Content-Length, or -1
 	received     int64 // request body bytes
 	body         *h2body
@@ -92,6 +95,7 @@ const (
 var (
 	errH2StreamReset = errors.New("http2: stream reset")
 	errH2ConnClosed  = errors.New("http2: connection closed")
+	errH2Stalled     = errors.New("http2: the client's flow-control window stayed closed for the idle timeout")
 )
 
 // serveH2 serves an HTTP/2 connection until it ends. It returns when the
@@ -113,6 +117,13 @@ func (f *front) serveH2(fc *fastConn, sni string) {
 	c.fr.MaxHeaderListSize = uint32(c.lim.MaxHeaderBytes)
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.fr.SetReuseFrames()
+	// Our SETTINGS are the first frame, queued before a drain can add
+	// its GOAWAY (RFC 9113 3.4).
+	c.wbuf = appendFrameHeader(c.wbuf, 18, http2.FrameSettings, 0, 0)
+	c.wbuf = appendSetting(c.wbuf, http2.SettingMaxConcurrentStreams, c.maxStreams())
+	c.wbuf = appendSetting(c.wbuf, http2.SettingInitialWindowSize, h2RecvStreamWindow)
+	c.wbuf = appendSetting(c.wbuf, http2.SettingMaxHeaderListSize, uint32(c.lim.MaxHeaderBytes))
+	c.wbuf = appendWindowUpdate(c.wbuf, 0, h2RecvConnWindow-65535)
 	fc.h2.Store(c)
 	defer c.teardown()
 	c.serve()
@@ -124,13 +135,6 @@ func (c *h2conn) serve() {
 	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != h2Preface {
 		return
 	}
-	c.mu.Lock()
-	c.wbuf = appendFrameHeader(c.wbuf, 18, http2.FrameSettings, 0, 0)
-	c.wbuf = appendSetting(c.wbuf, http2.SettingMaxConcurrentStreams, c.maxStreams())
-	c.wbuf = appendSetting(c.wbuf, http2.SettingInitialWindowSize, h2RecvStreamWindow)
-	c.wbuf = appendSetting(c.wbuf, http2.SettingMaxHeaderListSize, uint32(c.lim.MaxHeaderBytes))
-	c.wbuf = appendWindowUpdate(c.wbuf, 0, h2RecvConnWindow-65535)
-	c.mu.Unlock()
 	if c.f.draining.Load() {
 		c.drain()
 	}
@@ -178,6 +182,16 @@ func (c *h2conn) serve() {
 		if !c.process(frame) {
 			return
 		}
+		// A client that sends and never reads meets a blocked write here,
+		// whatever its records' boundaries: the buffer stays bounded.
+		c.mu.Lock()
+		if len(c.wbuf) >= h2FlushAt {
+			err = c.flushLocked()
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return
+		}
 	}
 }
 
@@ -196,6 +210,7 @@ func (c *h2conn) readError(err error) bool {
 			c.resetLocked(st, se.Code)
 		} else {
 			c.wbuf = appendRST(c.wbuf, se.StreamID, se.Code)
+			c.noteReset(se.StreamID)
 		}
 		c.mu.Unlock()
 		return true
@@ -301,19 +316,27 @@ func (c *h2conn) process(frame http2.Frame) bool {
 			return false
 		}
 		c.mu.Lock()
+		overflow := false
 		fr.ForeachSetting(func(s http2.Setting) error {
 			switch s.ID {
 			case http2.SettingInitialWindowSize:
 				delta := int64(s.Val) - c.peerInit
 				c.peerInit = int64(s.Val)
 				for _, st := range c.streams {
-					st.send += delta
+					if st.send += delta; st.send > h2MaxWindow {
+						overflow = true // RFC 9113 6.9.2
+					}
 				}
 			case http2.SettingMaxFrameSize:
 				c.peerMaxFrame = int(s.Val)
 			}
 			return nil
 		})
+		if overflow {
+			c.connErrorLocked(http2.ErrCodeFlowControl)
+			c.mu.Unlock()
+			return false
+		}
 		c.wbuf = appendFrameHeader(c.wbuf, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
 		c.cond.Broadcast()
 		c.mu.Unlock()
@@ -353,7 +376,6 @@ func (c *h2conn) process(frame http2.Frame) bool {
 			return false
 		}
 		if st := c.streams[fr.StreamID]; st != nil {
-			c.uncount(st)
 			st.reset, st.peerReset = true, true
 			st.cancel()
 			if st.body != nil {
@@ -376,6 +398,7 @@ func (c *h2conn) process(frame http2.Frame) bool {
 				c.resetLocked(st, http2.ErrCodeProtocol)
 			} else {
 				c.wbuf = appendRST(c.wbuf, fr.StreamID, http2.ErrCodeProtocol)
+				c.noteReset(fr.StreamID)
 			}
 			c.mu.Unlock()
 		}
@@ -395,7 +418,11 @@ func (c *h2conn) headers(mh *http2.MetaHeadersFrame) bool {
 	}
 	if id <= c.maxID {
 		st := c.streams[id]
-		if st == nil || st.reset || st.remoteClosed || !mh.StreamEnded() {
+		switch {
+		case st != nil && st.reset && !st.peerReset, st == nil && c.wasReset(id):
+			c.mu.Unlock()
+			return true // a stream we reset: late frames are ignored (RFC 9113 5.1)
+		case st == nil || st.reset || st.remoteClosed || !mh.StreamEnded():
 			// Trailers must end the stream; HEADERS on a closed stream
 			// is STREAM_CLOSED, a connection error here (RFC 9113 5.1).
 			c.mu.Unlock()
@@ -403,13 +430,18 @@ func (c *h2conn) headers(mh *http2.MetaHeadersFrame) bool {
 			return false
 		}
 		st.remoteClosed = true // trailers: the body is complete
-		c.bodyEnd(st)
+		if st.declared >= 0 && st.received != st.declared {
+			c.resetLocked(st, http2.ErrCodeProtocol) // shorter than its Content-Length
+		} else {
+			c.bodyEnd(st)
+		}
 		c.mu.Unlock()
 		return true
 	}
 	c.maxID = id
 	if mh.HasPriority() && mh.Priority.StreamDep == id {
 		c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeProtocol) // depends on itself (RFC 9113 5.3.1)
+		c.noteReset(id)
 		c.mu.Unlock()
 		return true
 	}
@@ -422,6 +454,7 @@ func (c *h2conn) headers(mh *http2.MetaHeadersFrame) bool {
 		c.appendHeaders(id, block, true)
 		if !mh.StreamEnded() {
 			c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeNo)
+			c.noteReset(id)
 		}
 		c.mu.Unlock()
 		return true
@@ -456,8 +489,9 @@ func (c *h2conn) data(df *http2.DataFrame) bool {
 		// unless it was reset already (RFC 9113 5.1).
 		c.returnConn(n)
 		switch {
-		case st == nil, st.peerReset:
+		case st == nil && !c.wasReset(id), st != nil && st.peerReset:
 			c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeStreamClosed)
+		case st == nil: // one we reset: ignored
 		case !st.reset:
 			c.resetLocked(st, http2.ErrCodeStreamClosed)
 		}
@@ -479,6 +513,7 @@ func (c *h2conn) data(df *http2.DataFrame) bool {
 	}
 	st.received += int64(len(p))
 	if st.declared >= 0 && st.received > st.declared {
+		c.returnConn(int64(len(p)))
 		c.resetLocked(st, http2.ErrCodeProtocol) // more body than Content-Length said
 		return true
 	}
@@ -526,17 +561,23 @@ func (c *h2conn) bodyRead(st *h2stream, n int) {
 	c.flushLocked() // the reader may be blocked waiting for these bytes
 }
 
-// uncount takes a stream out of the active count.
-func (c *h2conn) uncount(st *h2stream) {
-	if st.counted {
-		st.counted = false
-		c.active--
+// noteReset remembers a stream we reset without keeping its state.
+func (c *h2conn) noteReset(id uint32) {
+	c.resetIDs[c.resetNext] = id
+	c.resetNext = (c.resetNext + 1) % len(c.resetIDs)
+}
+
+func (c *h2conn) wasReset(id uint32) bool {
+	for _, r := range c.resetIDs {
+		if r == id {
+			return true
+		}
 	}
+	return false
 }
 
 // resetLocked sends RST_STREAM and ends the stream's handler.
 func (c *h2conn) resetLocked(st *h2stream, code http2.ErrCode) {
-	c.uncount(st)
 	if !st.reset && !(st.done && st.remoteClosed) {
 		c.wbuf = appendRST(c.wbuf, st.id, code)
 	}
@@ -566,21 +607,23 @@ func (c *h2conn) newStream(id uint32, ended bool) (*h2stream, bool) {
 
 func (c *h2conn) newStreamLocked(id uint32, ended bool) (*h2stream, bool) {
 	max := int(c.maxStreams())
-	if len(c.streams) >= 4*max {
-		// Streams reset but still running: a rapid-reset pattern.
-		c.goaway = true
-		c.wbuf = appendGoAway(c.wbuf, c.maxID, http2.ErrCodeEnhanceYourCalm)
-		c.flushLocked()
-		return nil, false
-	}
-	if c.active >= max {
+	if len(c.streams) >= max {
+		// Open streams and reset ones whose handlers still run count
+		// alike, as net/http counts its handlers: resetting a stream
+		// does not make room for another until its handler returns.
+		// Refusals piling up without a handler finishing are the
+		// rapid-reset pattern.
+		if c.refused++; c.refused > 4*max {
+			c.connErrorLocked(http2.ErrCodeEnhanceYourCalm)
+			return nil, false
+		}
 		c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeRefusedStream)
+		c.noteReset(id)
 		return nil, true
 	}
-	st := &h2stream{id: id, send: c.peerInit, recv: h2RecvStreamWindow, counted: true,
+	st := &h2stream{id: id, send: c.peerInit, recv: h2RecvStreamWindow,
 		remoteClosed: ended, declared: -1, cancel: func() {}}
 	c.streams[id] = st
-	c.active++
 	c.handlers.Add(1)
 	return st, true
 }
@@ -588,7 +631,11 @@ func (c *h2conn) newStreamLocked(id uint32, ended bool) (*h2stream, bool) {
 // streamDone forgets a stream whose handler returned.
 func (c *h2conn) streamDone(st *h2stream) {
 	c.mu.Lock()
-	c.uncount(st)
+	if !st.reset {
+		c.refused = 0
+	} else if !st.peerReset {
+		c.noteReset(st.id)
+	}
 	delete(c.streams, st.id)
 	st.cancel()
 	unread := 0
@@ -599,8 +646,11 @@ func (c *h2conn) streamDone(st *h2stream) {
 		c.returnConn(int64(unread))
 		c.flushLocked()
 	}
-	if c.goaway && len(c.streams) == 0 {
+	switch {
+	case c.goaway && len(c.streams) == 0:
 		c.tc.SetReadDeadline(aLongTimeAgo) // let the reader finish the connection
+	case len(c.streams) == 0:
+		c.tc.SetReadDeadline(time.Now().Add(c.lim.IdleTimeout)) // idle from now
 	}
 	c.mu.Unlock()
 	c.handlers.Done()
@@ -654,24 +704,22 @@ func (c *h2conn) serveHit(mh *http2.MetaHeadersFrame) bool {
 		b = appendHpackField(b, "date", time.Now().UTC().AppendFormat(d[:0], http.TimeFormat))
 	}
 	c.hbuf = b
-	c.f.h2ok200.Inc()
-	c.f.hits.Add(1)
 
 	id := mh.StreamID
 	body := hit.Body
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	counted := func() { c.f.h2ok200.Inc(); c.f.hits.Add(1) } // before the write: a client may look as soon as it has the answer
 	if head || len(body) == 0 {
+		counted()
 		c.appendHeaders(id, b, true)
 		return true
 	}
 	if int64(len(body)) <= min(c.sendConn, c.peerInit) {
+		counted()
 		c.appendHeaders(id, b, false)
-		c.appendData(id, body, true)
 		c.sendConn -= int64(len(body))
-		if len(c.wbuf) >= h2FlushAt {
-			c.flushLocked()
-		}
+		c.appendDataFlushing(id, body, true)
 		return true
 	}
 	// Not enough send window: a goroutine waits for it.
@@ -679,6 +727,7 @@ func (c *h2conn) serveHit(mh *http2.MetaHeadersFrame) bool {
 	if st == nil {
 		return ok
 	}
+	counted()
 	block := append([]byte(nil), b...)
 	go func() {
 		defer c.streamDone(st)
@@ -739,6 +788,8 @@ func (c *h2conn) lookupH2(mh *http2.MetaHeadersFrame, key []byte) ([]byte, cache
 			return key, cache.FastHit{}, false, false
 		}
 		authority = host
+	} else if hosts > 1 || hosts == 1 && !strings.EqualFold(host, authority) {
+		return key, cache.FastHit{}, false, false // malformed: the handler path refuses it
 	}
 	if !validTarget(unsafe.Slice(unsafe.StringData(path), len(path))) ||
 		!validHost(unsafe.Slice(unsafe.StringData(authority), len(authority))) {
@@ -806,22 +857,35 @@ func (c *h2conn) writeData(st *h2stream, p []byte, end bool) error {
 			if err := c.flushLocked(); err != nil {
 				return err
 			}
+			// A client that never opens its window would hold the
+			// stream and its goroutine forever: after an idle timeout
+			// without a window change, the stream is cancelled.
+			stalled := false
+			t := time.AfterFunc(c.lim.IdleTimeout, func() {
+				c.mu.Lock()
+				stalled = true
+				c.cond.Broadcast()
+				c.mu.Unlock()
+			})
 			c.cond.Wait()
+			t.Stop()
+			if stalled && !st.reset && c.werr == nil && min(c.sendConn, st.send) <= 0 {
+				c.resetLocked(st, http2.ErrCodeCancel)
+				c.flushLocked()
+				return errH2Stalled
+			}
 			continue
 		}
 		last := end && n == int64(len(p))
-		c.appendData(st.id, p[:n], last)
 		c.sendConn -= n
 		st.send -= n
+		if err := c.appendDataFlushing(st.id, p[:n], last); err != nil {
+			return err
+		}
 		p = p[n:]
 		if last {
 			st.done = true
 			return c.flushLocked()
-		}
-		if len(c.wbuf) >= h2FlushAt {
-			if err := c.flushLocked(); err != nil {
-				return err
-			}
 		}
 	}
 }
@@ -873,6 +937,25 @@ func (c *h2conn) appendData(id uint32, p []byte, end bool) {
 		p = p[n:]
 		if len(p) == 0 {
 			return
+		}
+	}
+}
+
+// appendDataFlushing appends p as DATA frames, writing out the buffer
+// whenever it reaches h2FlushAt, so that a large body is never copied
+// whole.
+func (c *h2conn) appendDataFlushing(id uint32, p []byte, end bool) error {
+	for {
+		n := min(len(p), h2FlushAt)
+		c.appendData(id, p[:n], end && n == len(p))
+		p = p[n:]
+		if len(c.wbuf) >= h2FlushAt {
+			if err := c.flushLocked(); err != nil {
+				return err
+			}
+		}
+		if len(p) == 0 {
+			return nil
 		}
 	}
 }

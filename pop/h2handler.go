@@ -66,6 +66,10 @@ func (c *h2conn) newRequest(mh *http2.MetaHeadersFrame, st *h2stream) (*http.Req
 		}
 	} else if scheme == "" || path == "" {
 		return nil, errors.New(":scheme and :path are required")
+	} else if scheme != "https" && scheme != "http" {
+		return nil, fmt.Errorf(":scheme %q is not http or https", scheme)
+	} else if path[0] != '/' && !(path == "*" && method == http.MethodOptions) {
+		return nil, fmt.Errorf(":path %q is not origin-form", path)
 	}
 	regular := mh.RegularFields()
 	header := make(http.Header, len(regular))
@@ -84,10 +88,23 @@ func (c *h2conn) newRequest(mh *http2.MetaHeadersFrame, st *h2stream) (*http.Req
 	if cookies := header["Cookie"]; len(cookies) > 1 {
 		header["Cookie"] = []string{strings.Join(cookies, "; ")} // RFC 9113 8.2.3
 	}
-	if authority == "" {
-		authority = header.Get("Host")
+	switch hosts := header["Host"]; {
+	case len(hosts) > 1:
+		return nil, errors.New("more than one host field")
+	case len(hosts) == 1 && authority == "":
+		authority = hosts[0]
+	case len(hosts) == 1 && !strings.EqualFold(hosts[0], authority):
+		return nil, errors.New("host field differs from :authority") // RFC 9113 8.3.1
+	}
+	if !httpguts.ValidHostHeader(authority) || strings.Contains(authority, "@") {
+		return nil, fmt.Errorf("authority %q is not a valid host", authority)
 	}
 	delete(header, "Host") // as net/http: the host is Request.Host
+	expect := false
+	if v := header["Expect"]; len(v) == 1 && strings.EqualFold(v[0], "100-continue") {
+		delete(header, "Expect") // answered here, as net/http does: 100 on the first body read
+		expect = true
+	}
 	var u *url.URL
 	uri := path
 	if method == http.MethodConnect {
@@ -121,7 +138,7 @@ func (c *h2conn) newRequest(mh *http2.MetaHeadersFrame, st *h2stream) (*http.Req
 		}
 		r.Body, r.ContentLength = http.NoBody, 0
 	} else {
-		body := &h2body{c: c, st: st}
+		body := &h2body{c: c, st: st, expect: expect}
 		body.cond.L = &body.mu
 		c.mu.Lock()
 		st.body, st.declared = body, cl
@@ -266,6 +283,9 @@ func (w *h2writer) send(final bool) error {
 	endWithBody := final && trailers == nil
 	if !w.sentHeader {
 		w.sentHeader = true
+		w.c.mu.Lock()
+		w.st.finalSent = true
+		w.c.mu.Unlock()
 		cl := int64(-1)
 		if final && w.declared < 0 && w.bodyAllowed && trailers == nil {
 			cl = int64(len(w.buf)) // the whole body is here: say how long
@@ -407,14 +427,35 @@ type h2body struct {
 	buf    []byte
 	err    error // io.EOF once the body ended, or why it failed
 	closed bool  // the handler closed it
+	expect bool  // the client waits for 100 Continue (touched by the reading goroutine only)
 }
 
-var errH2BodyClosed = errors.New("http2: request body closed by handler")
+var (
+	errH2BodyClosed  = errors.New("http2: request body closed by handler")
+	errH2BodyStalled = errors.New("http2: no request body bytes for the idle timeout")
+)
 
 func (b *h2body) Read(p []byte) (int, error) {
+	if b.expect {
+		b.expect = false
+		b.c.sendContinue(b.st)
+	}
 	b.mu.Lock()
 	for len(b.buf) == 0 && b.err == nil && !b.closed {
+		// A client that stops sending its body would hold the handler
+		// forever: after an idle timeout without data the body fails.
+		stalled := false
+		t := time.AfterFunc(b.c.lim.IdleTimeout, func() {
+			b.mu.Lock()
+			stalled = true
+			b.cond.Broadcast()
+			b.mu.Unlock()
+		})
 		b.cond.Wait()
+		t.Stop()
+		if stalled && len(b.buf) == 0 && b.err == nil && !b.closed {
+			b.err = errH2BodyStalled
+		}
 	}
 	if b.closed {
 		b.mu.Unlock()
@@ -478,5 +519,16 @@ func (b *h2body) close() int {
 	return n
 }
 
-// errors the handler sees, wrapped for io.Copy users.
 var _ io.ReadCloser = (*h2body)(nil)
+
+// sendContinue answers Expect: 100-continue when the handler first reads
+// the body, unless the final response went out already.
+func (c *h2conn) sendContinue(st *h2stream) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.werr != nil || st.reset || st.remoteClosed || st.finalSent {
+		return
+	}
+	c.appendHeaders(st.id, appendHpackStatus(nil, http.StatusContinue), false)
+	c.flushLocked()
+}
