@@ -62,7 +62,6 @@ type h2conn struct {
 	resetNext    int
 	maxID        uint32 // highest stream the client opened
 	goaway       bool   // no new streams: GOAWAY sent or received
-	linger       bool   // closing after a GOAWAY: let the client read it
 	handlers     sync.WaitGroup
 }
 
@@ -235,7 +234,7 @@ func (c *h2conn) connError(code http2.ErrCode) {
 }
 
 func (c *h2conn) connErrorLocked(code http2.ErrCode) {
-	c.goaway, c.linger = true, true
+	c.goaway = true
 	c.wbuf = appendGoAway(c.wbuf, c.maxID, code)
 	c.flushLocked()
 }
@@ -272,12 +271,12 @@ func (c *h2conn) teardown() {
 		}
 	}
 	c.cond.Broadcast()
-	linger := c.linger
 	c.mu.Unlock()
-	if tcp, ok := c.fc.cc.Conn.(*net.TCPConn); ok && linger {
-		// Closing with the client's bytes unread would send a reset,
-		// and a reset can destroy the GOAWAY before the client reads
-		// it: end our side, then read and drop for up to a second.
+	if tcp, ok := c.fc.cc.Conn.(*net.TCPConn); ok {
+		// Closing with the client's bytes unread (a request or PING sent
+		// as we went away) would send a reset, and a reset can destroy
+		// our last frames, GOAWAY among them, before the client reads
+		// them: end our side, then read and drop for up to a second.
 		c.tc.SetWriteDeadline(aLongTimeAgo) // no handler writes after this
 		tcp.CloseWrite()
 		tcp.SetReadDeadline(time.Now().Add(time.Second))
