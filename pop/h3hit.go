@@ -207,16 +207,46 @@ func (h *h3Hits) block(stored http.Header, size int) []byte {
 		}
 	}
 	sort.Strings(keys)
-	var buf bytes.Buffer
-	enc := qpack.NewEncoder(&buf)
-	enc.WriteField(qpack.HeaderField{Name: ":status", Value: "200"}) // writes the prefix first
+	b := []byte{0, 0}                         // section prefix: no dynamic table
+	b = appendQPACKField(b, ":status", "200") // indexed
 	for _, k := range keys {
 		name := strings.ToLower(k)
 		for _, v := range hdr[k] {
-			enc.WriteField(qpack.HeaderField{Name: name, Value: v})
+			b = appendQPACKField(b, name, v)
 		}
 	}
-	return buf.Bytes()
+	return b
+}
+
+// appendQPACKField appends the field line for name: value with no
+// Huffman coding: an indexed line when the static table holds the whole
+// field, a literal with the table's name when it holds the name, else a
+// literal name. Plain strings cost a client's decoder a copy where Huffman
+// codes cost a table walk per byte (a fifth of quic-go's client-side
+// header parsing), and a stored block is sent far more often than it is
+// built. qpack's encoder chooses the static entry (RFC 9204 appendix A);
+// only its Huffman-coded strings are replaced.
+func appendQPACKField(b []byte, name, value string) []byte {
+	var one bytes.Buffer
+	qpack.NewEncoder(&one).WriteField(qpack.HeaderField{Name: name, Value: value})
+	line := one.Bytes()[2:] // after the two-byte section prefix
+	switch {
+	case line[0]&0xc0 == 0xc0: // 11xxxxxx: indexed, static table
+		return append(b, line...)
+	case line[0]&0xd0 == 0x50: // 01N1xxxx: literal with a static name
+		idx := uint64(line[0] & 0x0f)
+		if idx == 0x0f { // RFC 9204 4.1.1: the index continues
+			for i, m := 1, uint(0); i < len(line); i, m = i+1, m+7 {
+				idx += uint64(line[i]&0x7f) << m
+				if line[i]&0x80 == 0 {
+					break
+				}
+			}
+		}
+		return appendHpackString(appendHpackInt(b, 0x50, 4, idx), value)
+	default:
+		return appendQPACKLiteral(b, name, []byte(value))
+	}
 }
 
 // Static table indices (RFC 9204 appendix A) of the per-request fields.
