@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,13 @@ type LoadConfig struct {
 	MaxInFlight int
 	// Progress receives a live status line every second. If nil, none.
 	Progress io.Writer
+	// Keys, when set, spreads the requests over this many distinct URLs:
+	// the i-th request adds k=i%Keys to the query, so a run sweeps a
+	// working set of Keys objects (all misses on the first pass).
+	Keys int64
+	// WatchPID, when set, is a process (the server under test) whose
+	// resident size is sampled every 100 ms during the run.
+	WatchPID int
 }
 
 // LoadResult summarises a run.
@@ -63,6 +71,13 @@ type LoadResult struct {
 	Status      map[string]int64 `json:"status"`
 	Errors      map[string]int64 `json:"errors"`
 	HitRatio    float64          `json:"hit_ratio"`
+	// PeakRSSMiB and EndRSSMiB are WatchPID's largest sampled and last
+	// resident size, HWMMiB the kernel's high-water mark for it (VmHWM,
+	// since the process started, so it also catches peaks between
+	// samples); zero without WatchPID.
+	PeakRSSMiB float64 `json:"peak_rss_mib,omitempty"`
+	EndRSSMiB  float64 `json:"end_rss_mib,omitempty"`
+	HWMMiB     float64 `json:"hwm_rss_mib,omitempty"`
 	// The per-request fields of ttfb's JSON, summarised for the run: the
 	// p50 time to first byte and to the end, the most frequent
 	// Cache-Status and PoP. Connections are reused, so the DNS, connect
@@ -168,6 +183,14 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 	if cfg.Rate < 0 {
 		return LoadResult{}, fmt.Errorf("rate %v: want a positive rate", cfg.Rate)
 	}
+	if cfg.Keys < 0 {
+		return LoadResult{}, fmt.Errorf("keys %d: want a positive number of distinct URLs", cfg.Keys)
+	}
+	if cfg.WatchPID != 0 {
+		if _, err := rssKiB(cfg.WatchPID); err != nil {
+			return LoadResult{}, fmt.Errorf("watch pid %d: %w", cfg.WatchPID, err)
+		}
+	}
 	cfg.Conns, cfg.Streams = max(cfg.Conns, 1), max(cfg.Streams, 1)
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
@@ -192,9 +215,22 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 			}
 		}
 	}()
-	var issued, done atomic.Int64
+	var issued, done, seq atomic.Int64
 	stopProgress := progress(cfg.Progress, &done)
 	defer stopProgress()
+	target := func() string { return rawURL }
+	if cfg.Keys > 0 {
+		sep := "?"
+		if strings.Contains(rawURL, "?") {
+			sep = "&"
+		}
+		target = func() string { return rawURL + sep + "k=" + strconv.FormatInt((seq.Add(1)-1)%cfg.Keys, 10) }
+	}
+	var peak, last atomic.Int64 // KiB
+	stopWatch := func() {}
+	if cfg.WatchPID != 0 {
+		stopWatch = watchRSS(cfg.WatchPID, &peak, &last)
+	}
 	start := time.Now()
 	var tallies []*tally
 	var mu sync.Mutex // guards tallies
@@ -207,7 +243,7 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 			wg.Go(func() {
 				t := newTally()
 				for ctx.Err() == nil && take() {
-					do(ctx, c, rawURL, cfg.Timeout, time.Now(), t)
+					do(ctx, c, target(), cfg.Timeout, time.Now(), t)
 					done.Add(1)
 				}
 				mu.Lock()
@@ -240,11 +276,11 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 			if ctx.Err() != nil {
 				break
 			}
-			c := clients[int(i)%cfg.Conns]
+			c, url := clients[int(i)%cfg.Conns], target()
 			wg.Go(func() {
 				defer func() { <-sem }()
 				local := newTally()
-				do(ctx, c, rawURL, cfg.Timeout, intended, local)
+				do(ctx, c, url, cfg.Timeout, intended, local)
 				done.Add(1)
 				tmu.Lock()
 				mergeTally(t, local)
@@ -254,6 +290,7 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	stopWatch()
 	all := newTally()
 	for _, t := range tallies {
 		mergeTally(all, t)
@@ -269,7 +306,43 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 	}
 	res.TTFBms, res.Totalms = float64(all.ttfb.quantile(0.5))/1000, res.P50ms
 	res.PoP, res.CacheStatus = mostFrequent(all.pops), mostFrequent(all.caches)
+	res.PeakRSSMiB, res.EndRSSMiB = float64(peak.Load())/1024, float64(last.Load())/1024
+	if cfg.WatchPID != 0 {
+		if hwm, err := procStatusKiB(cfg.WatchPID, "VmHWM:"); err == nil {
+			res.HWMMiB = float64(hwm) / 1024
+		}
+	}
 	return res, nil
+}
+
+// watchRSS samples pid's resident size every 100 ms into peak and last
+// until the returned function is called (which takes a last sample).
+func watchRSS(pid int, peak, last *atomic.Int64) (stop func()) {
+	sample := func() {
+		if kib, err := rssKiB(pid); err == nil {
+			last.Store(kib)
+			if kib > peak.Load() {
+				peak.Store(kib)
+			}
+		}
+	}
+	sample()
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				sample()
+				return
+			case <-tick.C:
+				sample()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func mergeTally(dst, src *tally) {
@@ -403,6 +476,9 @@ func WriteLoad(w io.Writer, r LoadResult) {
 	fmt.Fprintf(w, "%s %s-loop %s\n", r.Proto, r.Mode, r.URL)
 	fmt.Fprintf(w, "  requests %d in %.2fs: %.0f req/s, %.1f MB/s, hit ratio %.2f\n", r.Requests, r.Seconds, r.RPS, r.BytesPerSec/1e6, r.HitRatio)
 	fmt.Fprintf(w, "  latency ms: p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.Maxms)
+	if r.PeakRSSMiB > 0 {
+		fmt.Fprintf(w, "  server RSS MiB: peak %.1f  end %.1f  high-water mark (VmHWM) %.1f\n", r.PeakRSSMiB, r.EndRSSMiB, r.HWMMiB)
+	}
 	for _, m := range []struct {
 		name string
 		v    map[string]int64

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,5 +68,29 @@ func TestOpenLoopShowsAServerStall(t *testing.T) {
 	// intended send time, the tail must carry it.
 	if res.P99ms < 150 {
 		t.Errorf("p99 = %.1f ms after a 200 ms server pause, want the pause to show (>= 150 ms)", res.P99ms)
+	}
+}
+
+// TestLoadSweepsAWorkingSet checks -keys and -watch-pid: 100 sequential
+// requests over 50 distinct URLs are 50 misses and then 50 hits, and the
+// resident size of this process (which hosts the PoP) is reported.
+func TestLoadSweepsAWorkingSet(t *testing.T) {
+	p, ca := startPoP(t)
+	_, port, _ := net.SplitHostPort(p.Addr().String())
+	res, err := bench.Load(context.Background(), bench.LoadConfig{Proto: bench.H1, N: 100, Keys: 50, WatchPID: os.Getpid(),
+		RootCAs: ca.RootPool()}, "https://localhost:"+port+"/gen/1k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 100 || res.Status["200"] != 100 || res.HitRatio != 0.5 {
+		t.Errorf("%d requests, status %v, hit ratio %.2f; want 100 answers 200, half of them hits", res.Requests, res.Status, res.HitRatio)
+	}
+	if res.PeakRSSMiB <= 0 || res.EndRSSMiB <= 0 || res.EndRSSMiB > res.PeakRSSMiB || res.HWMMiB < res.PeakRSSMiB {
+		t.Errorf("peak RSS %.1f MiB, end %.1f MiB, high-water mark %.1f MiB: want end <= peak <= high-water mark, all above zero",
+			res.PeakRSSMiB, res.EndRSSMiB, res.HWMMiB)
+	}
+	_, err = bench.Load(context.Background(), bench.LoadConfig{Proto: bench.H1, N: 1, WatchPID: 1 << 30}, "https://localhost:"+port+"/")
+	if err == nil || !strings.Contains(err.Error(), "watch pid") {
+		t.Errorf("watching a process that does not exist: err %v, want one naming the pid", err)
 	}
 }

@@ -38,7 +38,7 @@ func main() {
 
 const usage = `usage:
   bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
-  bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-cacert FILE] [-o json] URL
+  bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-keys N] [-watch-pid PID] [-cacert FILE] [-o json] URL
   bench compare A.json B.json
   bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
   bench drill [-out DIR] [origin-down] [origin-slow] [pop-down] [pop-drain] [cold-restart] [flood] [hostile]
@@ -118,6 +118,8 @@ func load(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	n := fs.Int64("n", 0, "run this many `requests`")
 	cacert := fs.String("cacert", "", "PEM `file` of CA certificates to trust")
 	output := fs.String("o", "table", "output `format`: table or json (one object for the run)")
+	keys := fs.Int64("keys", 0, "spread the requests over this `many` distinct URLs (k=0..N-1 added to the query): a working set")
+	watch := fs.Int("watch-pid", 0, "sample this `process`'s resident size during the run and report its peak")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -127,7 +129,8 @@ func load(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *output != "table" && *output != "json" {
 		return fmt.Errorf("-o %q: want table or json", *output)
 	}
-	cfg := bench.LoadConfig{Proto: *proto, Conns: *conns, Streams: *streams, Rate: *rate, Duration: *dur, N: *n, Progress: stderr}
+	cfg := bench.LoadConfig{Proto: *proto, Conns: *conns, Streams: *streams, Rate: *rate, Duration: *dur, N: *n, Progress: stderr,
+		Keys: *keys, WatchPID: *watch}
 	if *cacert != "" {
 		pool, err := certs.LoadPool(*cacert)
 		if err != nil {
