@@ -52,7 +52,7 @@ type front struct {
 }
 
 func newFront(s *Server, ln net.Listener, cfg *tls.Config) *front {
-	return &front{s: s, ln: ln, tlsCfg: cfg, fast: s.cache != nil && !s.cfg.DisableFastPath && s.limiter == nil,
+	return &front{s: s, ln: ln, tlsCfg: cfg, fast: s.cache != nil && !s.cfg.DisableFastPath,
 		conns: make(chan net.Conn), done: make(chan struct{}), loops: map[*fastConn]struct{}{},
 		ok200: s.metrics.requests.WithLabelValues("h1", "200"), h2ok200: s.metrics.requests.WithLabelValues("h2", "200")}
 }
@@ -227,6 +227,10 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 	br := bufio.NewReaderSize(tc, 4096)
 	var key []byte
 	lim := s.cfg.Limits
+	var ip string // the client's address, for the rate limit
+	if s.limiter != nil {
+		ip = clientIP(tc.RemoteAddr().String())
+	}
 	for {
 		now := time.Now()
 		if br.Buffered() == 0 {
@@ -257,6 +261,12 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 				s.inflight.Add(-1)
 				ok = false // net/http answers 503
 			}
+		}
+		if ok && !s.admitFast(ip) {
+			if s.maxInflight > 0 {
+				s.inflight.Add(-1)
+			}
+			ok = false // net/http answers 429
 		}
 		if !ok {
 			b, _ := br.Peek(br.Buffered())

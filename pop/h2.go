@@ -41,6 +41,7 @@ type h2conn struct {
 	sniSite *site
 	state   *tls.ConnectionState
 	remote  string
+	ip      string // remote without the port, when the rate limit is on
 	ctx     context.Context
 	cancel  context.CancelFunc
 	lim     Limits
@@ -123,6 +124,9 @@ func (f *front) serveH2(fc *fastConn, sni string) {
 	c.wbuf = appendSetting(c.wbuf, http2.SettingInitialWindowSize, h2RecvStreamWindow)
 	c.wbuf = appendSetting(c.wbuf, http2.SettingMaxHeaderListSize, uint32(c.lim.MaxHeaderBytes))
 	c.wbuf = appendWindowUpdate(c.wbuf, 0, h2RecvConnWindow-65535)
+	if f.s.limiter != nil {
+		c.ip = clientIP(c.remote)
+	}
 	fc.h2.Store(c)
 	defer c.teardown()
 	c.serve()
@@ -671,6 +675,9 @@ func (c *h2conn) serveHit(mh *http2.MetaHeadersFrame) bool {
 			return false // the handler answers 503
 		}
 		defer s.inflight.Add(-1)
+	}
+	if !s.admitFast(c.ip) {
+		return false // the handler answers 429
 	}
 	wire := hit.Wire2.Load()
 	if wire == nil {

@@ -70,6 +70,9 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
 	hit, ok := s.cache.LookupFast(key)
 	*kp = key[:0]
 	keyBuffers.Put(kp)
+	if ok && !s.admitFast(clientIP(r.RemoteAddr)) {
+		ok = false // 429 from the ordinary path
+	}
 	if ok {
 		if r.TLS != nil && !r.TLS.HandshakeComplete {
 			h.early.Inc() // GET and HEAD are safe in 0-RTT

@@ -804,3 +804,42 @@ func TestMaxInflightSheds(t *testing.T) {
 		}
 	}
 }
+
+// TestRateLimitOnFastPaths: with a per-address rate limit the fast paths
+// stay on (hits over h1, h2 and h3 are served by them while tokens last)
+// and charge the same bucket, so once it is empty every protocol's hits
+// get 429, as the ordinary path's requests do.
+func TestRateLimitOnFastPaths(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Write([]byte("cached"))
+	})
+	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
+		c.Limits.RateLimit = 0.01 // no token comes back during the test
+		c.Limits.RateBurst = 4
+	})
+	url := "https://localhost:" + port(p.Addr()) + "/obj"
+	cs := clients(t, ca)
+	// Four tokens: the miss that stores the object (over h2, where a miss
+	// does not move the connection off the fast path as it does for
+	// HTTP/1.1), then one hit per protocol.
+	for _, proto := range []string{"h2", "h1", "h2", "h3"} {
+		if resp, body := get(t, cs[proto], url); resp.StatusCode != 200 || string(body) != "cached" {
+			t.Fatalf("%s with tokens left: %d %q, want 200 \"cached\"", proto, resp.StatusCode, body)
+		}
+	}
+	if h, h3 := p.FastPathHits(), p.FastPathHits3(); h != 2 || h3 != 1 {
+		t.Errorf("fast-path hits h1+h2 %d, h3 %d; want 2 and 1: the fast paths are off under a rate limit", h, h3)
+	}
+	for _, proto := range []string{"h1", "h2", "h3", "h1", "h2", "h3"} {
+		resp, _ := get(t, cs[proto], url)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s hit with the bucket empty: %d (Retry-After %q), want 429 with Retry-After", proto, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+	if n := len(ro.requests()); n != 1 {
+		t.Errorf("origin saw %d requests, want 1", n)
+	}
+}

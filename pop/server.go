@@ -138,7 +138,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Limits.RateLimit > 0 {
 		s.limiter = newIPLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, 100_000)
 	}
-	if s.cache != nil && !cfg.DisableFastPath && s.limiter == nil {
+	if s.cache != nil && !cfg.DisableFastPath {
 		s.hits3 = newH3Hits(s)
 	}
 	s.startCtx, s.startCancel = context.WithCancel(context.Background())
