@@ -517,3 +517,63 @@ func TestDNSBenchConfigMapping(t *testing.T) {
 		}
 	}
 }
+
+// TestCountsThatLieAreFORMERR: queries miekg/dns alone would read
+// leniently (a question cut after its name, an additional record the
+// header counts but the message lacks, a record cut inside its data) get
+// FORMERR with their ID over UDP and TCP, and a good query with an OPT
+// record is still answered.
+func TestCountsThatLieAreFORMERR(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
+	good := new(dns.Msg)
+	good.SetQuestion("www.cdn.lab.", dns.TypeA)
+	good.SetEdns0(1232, false)
+	wire, err := good.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nameEnd := 12 + len("www.cdn.lab.") + 1
+	header := func(id uint16, ar byte) []byte {
+		return []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, ar}
+	}
+	question := wire[12 : nameEnd+4]
+	cases := []struct {
+		name string
+		msg  []byte
+	}{
+		{"question cut after its name", append(header(0x1001, 0), wire[12:nameEnd]...)},
+		{"question cut inside its class", append(header(0x1002, 0), wire[12:nameEnd+3]...)},
+		{"additional record counted, absent", append(header(0x1003, 1), question...)},
+		{"record cut inside its data", append(append(header(0x1004, 1), question...), 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 4, 0, 8)},
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		c := &dns.Client{Net: network, Timeout: 2 * time.Second}
+		conn, err := c.Dial(s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range cases {
+			conn.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := conn.Write(tc.msg); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := conn.ReadMsgHeader(nil)
+			if err != nil {
+				t.Errorf("%s %s: no answer: %v", network, tc.name, err)
+				continue
+			}
+			var r dns.Msg
+			if err := r.Unpack(raw); err != nil {
+				t.Fatalf("%s %s: unparsable reply: %v", network, tc.name, err)
+			}
+			if id := uint16(tc.msg[0])<<8 | uint16(tc.msg[1]); r.Rcode != dns.RcodeFormatError || r.Id != id {
+				t.Errorf("%s %s: rcode %s id %#x, want FORMERR for id %#x", network, tc.name, dns.RcodeToString[r.Rcode], r.Id, id)
+			}
+		}
+		r, _, err := c.ExchangeWithConn(good, conn)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+			t.Errorf("%s good query after the broken ones: %v %v", network, r, err)
+		}
+		conn.Close()
+	}
+}

@@ -176,8 +176,8 @@ func (s *Server) Listen() error {
 	h := dns.HandlerFunc(s.ServeDNS)
 	s.started = make(chan struct{}, 2)
 	notify := func() { s.started <- struct{}{} }
-	s.udp = &dns.Server{PacketConn: s.udpConn, Handler: h, UDPSize: 65535, NotifyStartedFunc: notify}
-	s.tcp = &dns.Server{Listener: s.tcpLn, Handler: h, NotifyStartedFunc: notify}
+	s.udp = &dns.Server{PacketConn: s.udpConn, Handler: h, UDPSize: 65535, NotifyStartedFunc: notify, DecorateReader: strict}
+	s.tcp = &dns.Server{Listener: s.tcpLn, Handler: h, NotifyStartedFunc: notify, DecorateReader: strict}
 	return nil
 }
 
