@@ -67,3 +67,10 @@ func (l *ipLimiter) allow(ip string) bool {
 	l.byIP[ip] = l.order.PushFront(ent)
 	return ent.l.AllowN(l.now(), 1)
 }
+
+// remembered is how many addresses the limiter holds.
+func (l *ipLimiter) remembered() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.order.Len()
+}
