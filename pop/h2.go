@@ -866,16 +866,7 @@ func (c *h2conn) writeData(st *h2stream, p []byte, end bool) error {
 			// A client that never opens its window would hold the
 			// stream and its goroutine forever: after an idle timeout
 			// without a window change, the stream is cancelled.
-			stalled := false
-			t := time.AfterFunc(c.lim.IdleTimeout, func() {
-				c.mu.Lock()
-				stalled = true
-				c.cond.Broadcast()
-				c.mu.Unlock()
-			})
-			c.cond.Wait()
-			t.Stop()
-			if stalled && !st.reset && c.werr == nil && min(c.sendConn, st.send) <= 0 {
+			if waitAtMost(&c.cond, c.lim.IdleTimeout) && !st.reset && c.werr == nil && min(c.sendConn, st.send) <= 0 {
 				c.resetLocked(st, http2.ErrCodeCancel)
 				c.flushLocked()
 				return errH2Stalled

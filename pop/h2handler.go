@@ -303,7 +303,7 @@ func (w *h2writer) send(final bool) error {
 		}
 	}
 	if final && trailers != nil {
-		w.err = w.c.writeHeaders(w.st, w.trailerBlock(trailers), true)
+		w.err = w.c.writeHeaders(w.st, appendFields(nil, trailers), true)
 	}
 	return w.err
 }
@@ -373,10 +373,6 @@ func (w *h2writer) block(code int, h http.Header, final bool, cl int64) []byte {
 	return b
 }
 
-func (w *h2writer) trailerBlock(t http.Header) []byte {
-	return appendFields(nil, t)
-}
-
 // appendFields appends h's fields sorted by name, without
 // connection-specific ones and http.TrailerPrefix keys.
 func appendFields(b []byte, h http.Header) []byte {
@@ -444,16 +440,7 @@ func (b *h2body) Read(p []byte) (int, error) {
 	for len(b.buf) == 0 && b.err == nil && !b.closed {
 		// A client that stops sending its body would hold the handler
 		// forever: after an idle timeout without data the body fails.
-		stalled := false
-		t := time.AfterFunc(b.c.lim.IdleTimeout, func() {
-			b.mu.Lock()
-			stalled = true
-			b.cond.Broadcast()
-			b.mu.Unlock()
-		})
-		b.cond.Wait()
-		t.Stop()
-		if stalled && len(b.buf) == 0 && b.err == nil && !b.closed {
+		if waitAtMost(&b.cond, b.c.lim.IdleTimeout) && len(b.buf) == 0 && b.err == nil && !b.closed {
 			b.err = errH2BodyStalled
 		}
 	}
@@ -520,6 +507,21 @@ func (b *h2body) close() int {
 }
 
 var _ io.ReadCloser = (*h2body)(nil)
+
+// waitAtMost waits on cond, whose lock the caller holds, and reports
+// whether it was woken by d passing rather than by a Signal or Broadcast
+// (the caller checks its condition again either way).
+func waitAtMost(cond *sync.Cond, d time.Duration) (expired bool) {
+	t := time.AfterFunc(d, func() {
+		cond.L.Lock()
+		expired = true
+		cond.Broadcast()
+		cond.L.Unlock()
+	})
+	cond.Wait()
+	t.Stop()
+	return expired
+}
 
 // sendContinue answers Expect: 100-continue when the handler first reads
 // the body, unless the final response went out already.
