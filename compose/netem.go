@@ -177,7 +177,7 @@ func applyDelays(topo *Topology, self, iface string, leaf leafFunc) (DelayPlan, 
 		if errors.Is(err, unix.EPERM) {
 			err = fmt.Errorf("%w (a container needs cap_add: [NET_ADMIN])", err)
 		}
-		return DelayPlan{}, "", fmt.Errorf("apply delays of %s on %s: %w", self, link.Attrs().Name, err)
+		return DelayPlan{}, link.Attrs().Name, fmt.Errorf("apply delays of %s on %s: %w", self, link.Attrs().Name, err)
 	}
 	return plan, link.Attrs().Name, nil
 }

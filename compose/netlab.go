@@ -267,7 +267,7 @@ func (n *Net) addHost(h Host, resolver string, attach func(nl *netlink.Handle) (
 	if err != nil {
 		return fmt.Errorf("configure %s: %w", tunName, err)
 	}
-	if resolver != "" {
+	if resolver != "" && resolver != h.Addr.String() { // the resolver itself keeps the machine's
 		dir := filepath.Join("/etc/netns", n.NS(h.Name))
 		if err := os.MkdirAll(dir, 0o755); err == nil {
 			os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+resolver+"\noptions timeout:2 attempts:2\n"), 0o644)

@@ -37,6 +37,9 @@ type Topology struct {
 	RTT map[string]time.Duration
 	// Anycast hosts are reached with the same one-way delay from everywhere.
 	Anycast map[string]AnycastHost
+	// Published are the host addresses Docker publishes lab ports on,
+	// as "127.77.1.20:443/udp", sorted.
+	Published []string
 }
 
 // AnycastHost is a host every other reaches with a fixed one-way delay.
@@ -76,7 +79,11 @@ func loadProject(ctx context.Context, path string) (*types.Project, error) {
 		WorkingDir:  filepath.Dir(abs),
 		ConfigFiles: []types.ConfigFile{{Filename: abs, Content: data}},
 		Environment: types.Mapping{},
-	}, func(o *loader.Options) { o.SetProjectName("edgecdn-lab", true); o.SkipConsistencyCheck = false })
+	}, func(o *loader.Options) { 
+		o.SetProjectName("edgecdn-lab", true)
+		o.SkipConsistencyCheck = false
+		o.Profiles = []string{"*"} // a host behind a profile (browser) is still a lab host
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -161,7 +168,11 @@ func fromProject(p *types.Project) (*Topology, error) {
 			}
 		}
 		t.Hosts = append(t.Hosts, h)
+		for _, port := range svc.Ports {
+			t.Published = append(t.Published, fmt.Sprintf("%s:%s/%s", port.HostIP, port.Published, port.Protocol))
+		}
 	}
+	sort.Strings(t.Published)
 	sort.Slice(t.Hosts, func(i, j int) bool { return t.Hosts[i].Name < t.Hosts[j].Name })
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -226,4 +237,13 @@ func (t *Topology) String() string {
 		fmt.Fprintf(&b, "%-10s %-13s %-3s %s\n", h.Name, h.Addr, h.Region, strings.Join(h.Command, " "))
 	}
 	return b.String()
+}
+
+// HostNames lists the hosts' names, sorted.
+func (t *Topology) HostNames() []string {
+	var names []string
+	for _, h := range t.Hosts {
+		names = append(names, h.Name)
+	}
+	return names
 }

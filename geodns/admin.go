@@ -19,6 +19,7 @@ func (s *Server) adminHandler() http.Handler {
 		type pop struct {
 			Name        string `json:"name"`
 			Healthy     bool   `json:"healthy"`
+			Checked     bool   `json:"checked"` // a health result has been seen
 			Transitions int64  `json:"transitions"`
 		}
 		out := struct {
@@ -26,7 +27,7 @@ func (s *Server) adminHandler() http.Handler {
 			Routing map[string][]string `json:"routing"` // network -> PoPs answered
 		}{Routing: map[string][]string{}}
 		for _, p := range st.pops {
-			out.PoPs = append(out.PoPs, pop{p.cfg.Name, p.healthy.Load(), p.transitions.Load()})
+			out.PoPs = append(out.PoPs, pop{p.cfg.Name, p.healthy.Load(), p.seen.Load(), p.transitions.Load()})
 		}
 		for _, n := range st.networks {
 			for _, p := range st.nearest(st.pops, n.loc, st.answers) {

@@ -131,8 +131,15 @@ type Forward struct {
 	// Allow are the client networks that may use forwarding. If nil,
 	// loopback and the private ranges.
 	Allow []string `yaml:"allow"`
+	// ResolvConf names a resolv.conf whose nameservers are added to
+	// Upstreams at start (in a container, /etc/resolv.conf: the resolver
+	// Docker gave it). If empty, none.
+	ResolvConf string `yaml:"resolv_conf"`
 	// Timeout per upstream query. If zero, 2s.
 	Timeout time.Duration `yaml:"timeout"`
+	// CacheSize is how many forwarded answers are kept for their TTL
+	// (at most an hour). If zero, 4096; negative turns the cache off.
+	CacheSize int `yaml:"cache_size"`
 }
 
 // ParseConfig decodes YAML strictly (unknown fields are errors naming the

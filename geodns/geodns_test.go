@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -224,9 +226,7 @@ func TestFailover(t *testing.T) {
 	eu := func() string {
 		return strings.Join(answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24")), ",")
 	}
-	if got := eu(); got != "10.77.2.20" {
-		t.Fatalf("eu client, pop-eu up: %s", got)
-	}
+	waitFor(t, "pop-eu's first check", func() bool { return eu() == "10.77.2.20" })
 	euUp.Store(false)
 	start := time.Now()
 	waitFor(t, "pop-eu to leave the answers", func() bool { return eu() != "10.77.2.20" })
@@ -238,6 +238,40 @@ func TestFailover(t *testing.T) {
 	waitFor(t, "pop-eu to come back", func() bool { return eu() == "10.77.2.20" })
 }
 
+// A PoP whose first health check has not answered is never handed out,
+// not even by fail-open; with no PoP checked yet the answer is SERVFAIL.
+func TestUncheckedPoPNeverAnswered(t *testing.T) {
+	release := make(chan struct{})
+	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+			w.Write([]byte("ready"))
+		case <-r.Context().Done():
+		}
+	}))
+	defer ready.Close()
+	defer close(release)
+	check := Check{URL: ready.URL + "/readyz", Interval: 20 * time.Millisecond, Timeout: 5 * time.Second}
+	t.Run("one unchecked", func(t *testing.T) {
+		s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) { c.PoPs[1].Check = check })
+		for range 20 {
+			if got := answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24")); strings.Join(got, ",") != "10.77.1.20" {
+				t.Fatalf("eu client while pop-eu's first check is pending = %v, want pop-na (10.77.1.20)", got)
+			}
+		}
+	})
+	t.Run("none checked", func(t *testing.T) {
+		s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) {
+			for i := range c.PoPs {
+				c.PoPs[i].Check = check
+			}
+		})
+		if r := query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24"); r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
+			t.Errorf("no PoP checked yet: rcode %s, answers %v; want SERVFAIL and none", dns.RcodeToString[r.Rcode], answerIPs(r))
+		}
+	})
+}
+
 func TestFailOpenWhenAllDown(t *testing.T) {
 	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) {
 		for i := range c.PoPs {
@@ -247,7 +281,7 @@ func TestFailOpenWhenAllDown(t *testing.T) {
 	})
 	waitFor(t, "all PoPs to be marked down", func() bool {
 		for _, p := range s.state.Load().pops {
-			if p.healthy.Load() {
+			if p.healthy.Load() || !p.seen.Load() {
 				return false
 			}
 		}
@@ -575,5 +609,78 @@ func TestCountsThatLieAreFORMERR(t *testing.T) {
 			t.Errorf("%s good query after the broken ones: %v %v", network, r, err)
 		}
 		conn.Close()
+	}
+}
+
+// The forwarder retries a truncated answer over TCP, answers repeats from
+// its cache, and says SERVFAIL when its upstream is unreachable.
+func TestForwardTCPCacheAndUnreachable(t *testing.T) {
+	var udpQueries, tcpQueries atomic.Int64
+	handler := func(counter *atomic.Int64, truncate bool) dns.HandlerFunc {
+		return func(w dns.ResponseWriter, q *dns.Msg) {
+			counter.Add(1)
+			m := new(dns.Msg)
+			m.SetReply(q)
+			if truncate {
+				m.Truncated = true
+			} else {
+				for i := range 3 {
+					m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: net.IPv4(192, 0, 2, byte(10+i))})
+				}
+			}
+			w.WriteMsg(m)
+		}
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	udpSrv := &dns.Server{PacketConn: pc, Handler: handler(&udpQueries, true)}
+	tcpSrv := &dns.Server{Listener: ln, Handler: handler(&tcpQueries, false)}
+	for _, srv := range []*dns.Server{udpSrv, tcpSrv} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go srv.ActivateAndServe()
+		<-started
+		defer srv.Shutdown()
+	}
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) {
+		c.Forward = Forward{Upstreams: []string{pc.LocalAddr().String()}}
+	})
+	for i := range 3 {
+		r := query(t, s, "udp", "example.org.", dns.TypeA, "")
+		if got := strings.Join(answerIPs(r), ","); got != "192.0.2.10,192.0.2.11,192.0.2.12" {
+			t.Fatalf("query %d: forwarded answer = %q, want the three records the upstream gives over TCP", i, got)
+		}
+	}
+	if u, c := udpQueries.Load(), tcpQueries.Load(); u != 1 || c != 1 {
+		t.Errorf("upstream saw %d UDP and %d TCP queries for three identical questions; want 1 and 1 (TC retried over TCP, repeats from the cache)", u, c)
+	}
+
+	dead, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.LocalAddr().String()
+	dead.Close() // nothing listens: the upstream is unreachable (ICMP port unreachable)
+	s2 := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) {
+		c.Forward = Forward{Upstreams: []string{deadAddr}}
+	})
+	if r := query(t, s2, "udp", "example.org.", dns.TypeA, ""); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("unreachable upstream: rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(resolv, []byte("# docker\nnameserver 127.0.0.11\noptions ndots:0\n"), 0o644)
+	f, err := newForwarder(Forward{ResolvConf: resolv, Upstreams: []string{"10.77.0.53:53"}}, "10.77.0.53:53")
+	if err != nil || strings.Join(f.upstreams, ",") != "127.0.0.11:53" {
+		t.Errorf("resolv_conf upstreams = %v, %v; want [127.0.0.11:53] (the server's own address left out)", f.upstreams, err)
+	}
+	if _, err := newForwarder(Forward{ResolvConf: filepath.Join(t.TempDir(), "missing")}, ""); err == nil || !strings.Contains(err.Error(), "forward.resolv_conf") {
+		t.Errorf("missing resolv_conf: error %v, want one naming forward.resolv_conf", err)
 	}
 }

@@ -15,6 +15,11 @@ type popState struct {
 	cfg     PoP
 	a, aaaa []netip.Addr
 	healthy atomic.Bool
+	// seen is set once a health check has given a result (at once for a
+	// PoP without a check): an unseen PoP is never answered, not even to
+	// fail open, so a fresh start never sends clients to a PoP that is
+	// not up yet.
+	seen atomic.Bool
 	// transitions counts health changes, for metrics.
 	transitions atomic.Int64
 }
@@ -27,7 +32,10 @@ func newPopState(p PoP) *popState {
 	for _, a := range p.AAAA {
 		ps.aaaa = append(ps.aaaa, netip.MustParseAddr(a))
 	}
-	ps.healthy.Store(true) // until a check says otherwise: a fresh start answers
+	if p.Check.URL == "" && p.Check.TCP == "" {
+		ps.healthy.Store(true)
+		ps.seen.Store(true)
+	}
 	return ps
 }
 
@@ -92,6 +100,12 @@ func (s *Server) checkLoop(ctx context.Context, p *popState) {
 			good, bad = 0, bad+1
 		}
 		switch {
+		case !p.seen.Load():
+			// The first result decides at once; rise and fall apply to
+			// changes after it.
+			p.healthy.Store(ok)
+			p.seen.Store(true)
+			s.log.Info("pop first checked", "pop", p.cfg.Name, "healthy", ok)
 		case ok && good >= rise && !p.healthy.Load():
 			p.healthy.Store(true)
 			p.transitions.Add(1)

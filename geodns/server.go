@@ -42,7 +42,7 @@ type state struct {
 	mmdb     *cityDB
 	ttl      uint32
 	answers  int
-	fwd      *dns.Client
+	fwd      *forwarder
 	rrl      *rrl
 }
 
@@ -95,12 +95,12 @@ func compile(cfg Config) (*state, error) {
 	for _, a := range allow {
 		st.allow = append(st.allow, netip.MustParsePrefix(a))
 	}
-	timeout := cfg.Forward.Timeout
-	if timeout == 0 {
-		timeout = 2 * time.Second
-	}
 	st.rrl = newRRL(cfg.RateLimit)
-	st.fwd = &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.DefaultMsgSize}
+	fwd, err := newForwarder(cfg.Forward, cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	st.fwd = fwd
 	return st, nil
 }
 
@@ -301,6 +301,12 @@ func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg 
 		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA {
 			loc := st.locate(client)
 			pops := st.nearest(z.geo[name], loc, st.answers)
+			if len(pops) == 0 && len(z.geo[name]) > 0 {
+				// No PoP checked yet (a fresh start): SERVFAIL, which
+				// resolvers retry, rather than a PoP that may not be up.
+				m.SetRcode(req, dns.RcodeServerFailure)
+				return m
+			}
 			m.Answer = popRRs(q.Name, q.Qtype, st.ttl, pops)
 			if loc.known {
 				scope = loc.bits
@@ -411,16 +417,12 @@ func (s *Server) forward(st *state, w dns.ResponseWriter, req *dns.Msg, client n
 		}
 	}
 	m := new(dns.Msg)
-	if !allowed || len(st.cfg.Forward.Upstreams) == 0 {
+	if !allowed || len(st.fwd.upstreams) == 0 {
 		m.SetRcode(req, dns.RcodeRefused)
 		return m
 	}
-	for _, up := range st.cfg.Forward.Upstreams {
-		resp, _, err := st.fwd.Exchange(req, up)
-		if err == nil && resp != nil {
-			resp.Id = req.Id
-			return resp
-		}
+	if resp := st.fwd.exchange(req); resp != nil {
+		return resp
 	}
 	m.SetRcode(req, dns.RcodeServerFailure)
 	return m

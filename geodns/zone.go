@@ -141,18 +141,22 @@ func (st *state) locate(ip netip.Addr) location {
 	return location{}
 }
 
-// nearest orders candidates for a client: healthy ones only (all of them
-// if none is healthy: fail open), by the region's explicit preference, else
-// by great-circle distance, else by weight; then takes n.
+// nearest orders candidates for a client: healthy ones only (if none is
+// healthy, all whose health has been seen: fail open; never one not yet
+// checked), by the region's explicit preference, else by great-circle
+// distance, else by weight; then takes n.
 func (st *state) nearest(cands []*popState, loc location, n int) []*popState {
-	var healthy []*popState
+	var healthy, seen []*popState
 	for _, p := range cands {
 		if p.healthy.Load() {
 			healthy = append(healthy, p)
 		}
+		if p.seen.Load() {
+			seen = append(seen, p)
+		}
 	}
 	if len(healthy) == 0 {
-		healthy = append([]*popState(nil), cands...)
+		healthy = seen
 	}
 	region, hasRegion := st.regions[loc.region]
 	lat, lon, hasCoord := loc.lat, loc.lon, loc.hasCoord

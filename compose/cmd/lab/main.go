@@ -1,16 +1,18 @@
 // Command lab runs the multi-PoP lab of docker-compose.yml natively, in
 // network namespaces delayed by netem (veths on a bridge) when the kernel
 // has sch_netem, else by a userspace delay line (TUN devices). Run as root
-// from the repository root. In Docker, every container runs lab
-// netem-apply first to install its own delays.
+// from the repository root. In Docker, every container runs lab delay
+// first to install its own delays (netem, or an NFQUEUE delay line).
 //
 //	lab up [-d] [-delay auto|netem|userspace]  build, start, wait for health, calibrate, print a summary
 //	lab down              stop a lab started with -d and remove its namespaces
 //	lab status            which hosts are up and what delays them
 //	lab exec HOST -- CMD  run CMD inside HOST's namespace, with the lab resolver
 //	lab rtt               measure the RTT matrix
-//	lab netem-apply [-topology F] [-self SVC] [-iface IF] [-- CMD ARGS]
-//	                      (in a container) install SVC's delays with netem, then exec CMD
+//	lab images            make the Docker base images locally (no registry needed)
+//	lab preflight         check Docker, Compose and the lab subnet before docker compose up
+//	lab delay -self SVC [-delay auto|netem|userspace] [-- CMD ARGS]
+//	                      (in a container) install SVC's delays, then run CMD
 package main
 
 import (
@@ -43,7 +45,7 @@ func main() {
 	}
 }
 
-const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt | netem-apply [-topology FILE] [-self SERVICE] [-- CMD [ARGS]]"
+const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt | images | preflight | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -73,8 +75,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return detachUp(root, backend, stdout)
 		}
 		return up(ctx, root, backend, stdout, stderr)
-	case "netem-apply":
-		return netemApply(ctx, args[1:], stderr)
+	case "delay", "netem-apply":
+		return containerDelay(ctx, args[1:], stderr)
+	case "images":
+		return images(ctx, root, args[1:], stdout, stderr)
+	case "preflight":
+		return preflight(ctx, root, stdout)
 	case "down":
 		return down(root, stdout)
 	case "status":
@@ -116,13 +122,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
 }
 
-func hostNames(t *compose.Topology) string {
-	var names []string
-	for _, h := range t.Hosts {
-		names = append(names, h.Name)
-	}
-	return strings.Join(names, ", ")
-}
+func hostNames(t *compose.Topology) string { return strings.Join(t.HostNames(), ", ") }
 
 func up(ctx context.Context, root string, backend compose.Backend, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
@@ -257,33 +257,130 @@ func status(ctx context.Context, root string, stdout io.Writer) error {
 	return nil
 }
 
-// netemApply is what every lab container runs first (docker-compose.yml
-// entrypoints): it installs the service's delays on its own interface
-// with netem, then becomes the service's command.
-func netemApply(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lab netem-apply", flag.ContinueOnError)
-	topoFile := fs.String("topology", "/etc/edgecdn/docker-compose.yml", "the lab topology `file` (the image carries a copy)")
-	self := fs.String("self", "", "the `service` this container runs; if empty, the one whose lab address is on an interface here")
-	iface := fs.String("iface", "", "the `interface` to delay; if empty, the one holding the service's address")
+// images makes the base images of compose/Dockerfile locally.
+func images(ctx context.Context, root string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lab images", flag.ContinueOnError)
+	mirror := fs.String("mirror", "http://deb.debian.org/debian", "the Debian `mirror` debootstrap uses")
+	force := fs.Bool("force", false, "remake the images even if they exist")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	start := time.Now()
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := compose.MakeImages(ctx, compose.ImagesConfig{Root: root, Mirror: *mirror, Force: *force, Logger: logger}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "base images %s and %s ready (%v); now: docker compose up -d\n", compose.DebianImage, compose.GoImage, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// preflight checks the machine before docker compose up.
+func preflight(ctx context.Context, root string, stdout io.Writer) error {
+	topo, err := compose.Load(ctx, filepath.Join(root, "docker-compose.yml"))
+	if err != nil {
+		return err
+	}
+	report, err := compose.Preflight(ctx, topo, topo.Published)
+	fmt.Fprint(stdout, report)
+	if err != nil {
+		return fmt.Errorf("preflight:\n%w", err)
+	}
+	fmt.Fprintln(stdout, "preflight: ok")
+	return nil
+}
+
+// containerDelay is what every lab container runs first
+// (docker-compose.yml entrypoints): it installs the service's delays
+// (netem, or the userspace delay line where the kernel has no netem), says
+// which in its log and in /run/lab-delay, then runs the service's command.
+// With netem it becomes the command (exec); the userspace line lives in
+// this process, so it runs the command as its child, passes signals on
+// and exits with the child's status.
+func containerDelay(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lab delay", flag.ContinueOnError)
+	topoFile := fs.String("topology", "/etc/edgecdn/docker-compose.yml", "the lab topology `file` (the image carries a copy)")
+	self := fs.String("self", "", "the `service` this container runs (required)")
+	want := fs.String("delay", "auto", "delay `backend`: netem, userspace (NFQUEUE delay line in this process) or auto (netem when the kernel has it)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *self == "" {
+		return errors.New("delay: -self: empty, want the service name of this container (pop-eu, client-ap, ...)")
+	}
+	backend, err := compose.ParseBackend(*want)
+	if err != nil {
+		return fmt.Errorf("-delay: %w", err)
 	}
 	topo, err := compose.Load(ctx, *topoFile)
 	if err != nil {
 		return err
 	}
-	plan, ifname, err := compose.ApplyDelays(topo, *self, *iface)
+	// The userspace line must outlive ctx's cancellation by a signal: the
+	// child gets the signal and the line runs until the child exits.
+	d, err := compose.ApplyContainerDelay(context.WithoutCancel(ctx), topo, *self, backend)
 	if err != nil {
-		return err
+		return fmt.Errorf("delay for %s: %w", *self, err)
 	}
-	fmt.Fprintf(stderr, "lab netem-apply: %s on %s: %s\n", plan.Host, ifname, plan)
+	fmt.Fprint(stderr, d.Describe())
+	if err := d.WriteStatus(); err != nil {
+		fmt.Fprintln(stderr, "lab delay:", err)
+	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		return nil
+		if d.Choice.Backend == compose.BackendNetem {
+			return nil
+		}
+		<-ctx.Done() // nothing to run: hold the line until stopped
+		return d.Close()
 	}
 	path, err := exec.LookPath(rest[0])
 	if err != nil {
-		return fmt.Errorf("netem-apply: the command: %w", err)
+		return fmt.Errorf("delay: the command: %w", err)
 	}
-	return syscall.Exec(path, rest, os.Environ())
+	if d.Choice.Backend == compose.BackendNetem {
+		return syscall.Exec(path, rest, os.Environ())
+	}
+	code := supervise(path, rest)
+	d.Close()
+	os.Exit(code)
+	return nil
+}
+
+// supervise runs the command as a child with this process's stdio, passes
+// every catchable signal on, and returns its exit code.
+func supervise(path string, argv []string) int {
+	cmd := exec.Command(path, argv[1:]...)
+	cmd.Args = argv
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "lab delay:", err)
+		return 127
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return 1
 }
