@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
 
@@ -51,6 +52,10 @@ type LoadConfig struct {
 	// WatchPID, when set, is a process (the server under test) whose
 	// resident size is sampled every 100 ms during the run.
 	WatchPID int
+	// ConnectTo, when set (host:port), is where every connection goes
+	// instead of the URL's host, which stays the TLS name and the Host
+	// (curl's --connect-to): a published PoP reached under its real name.
+	ConnectTo string
 }
 
 // LoadResult summarises a run.
@@ -368,9 +373,20 @@ func mergeTally(dst, src *tally) {
 func newLoadClient(cfg LoadConfig) *http.Client {
 	tc := &tls.Config{RootCAs: cfg.RootCAs, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
 	if cfg.Proto == H3 {
-		return &http.Client{Transport: &http3.Transport{TLSClientConfig: tc}}
+		h3 := &http3.Transport{TLSClientConfig: tc}
+		if cfg.ConnectTo != "" {
+			h3.Dial = func(ctx context.Context, _ string, tlsCfg *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+				return quic.DialAddrEarly(ctx, cfg.ConnectTo, tlsCfg, qc)
+			}
+		}
+		return &http.Client{Transport: h3}
 	}
 	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: cfg.Proto == H2, MaxIdleConnsPerHost: cfg.Streams, DisableCompression: true}
+	if cfg.ConnectTo != "" {
+		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, cfg.ConnectTo)
+		}
+	}
 	tr.Protocols = new(http.Protocols)
 	if cfg.Proto == H2 {
 		tr.Protocols.SetHTTP2(true)

@@ -94,3 +94,29 @@ func TestLoadSweepsAWorkingSet(t *testing.T) {
 		t.Errorf("watching a process that does not exist: err %v, want one naming the pid", err)
 	}
 }
+
+// ConnectTo sends every connection to the given address while the URL's
+// host (www.cdn.lab, which no resolver here knows) stays the TLS name
+// and Host: how bench reaches a PoP published on the Docker host.
+func TestConnectTo(t *testing.T) {
+	p, ca := startPoP(t)
+	_, port, _ := net.SplitHostPort(p.Addr().String())
+	url := "https://www.cdn.lab:" + port + "/gen/1k"
+	for _, proto := range []string{bench.H1, bench.H2, bench.H3} {
+		t.Run(proto, func(t *testing.T) {
+			res, err := bench.Load(context.Background(), bench.LoadConfig{Proto: proto, N: 5, RootCAs: ca.RootPool(), ConnectTo: p.Addr().String()}, url)
+			if err != nil || res.Status["200"] != 5 {
+				t.Errorf("Load with ConnectTo: %+v, %v; want five 200s", res, err)
+			}
+			rs, err := bench.Probe(context.Background(), bench.ProbeConfig{Proto: proto, Mode: bench.Cold, N: 2, RootCAs: ca.RootPool(), ConnectTo: p.Addr().String()}, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rs {
+				if r.Error != "" || r.Status != 200 {
+					t.Errorf("Probe with ConnectTo: %+v, want a 200", r)
+				}
+			}
+		})
+	}
+}

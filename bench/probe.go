@@ -42,6 +42,10 @@ type ProbeConfig struct {
 	N int
 	// Resolver is a DNS server (host:port) asked instead of the system's.
 	Resolver string
+	// ConnectTo, when set (host:port), is where every connection goes
+	// instead of the URL's host, which stays the TLS name and the Host
+	// (curl's --connect-to). No DNS lookup is made.
+	ConnectTo string
 	// RootCAs verifies the server. If nil, the system roots.
 	RootCAs *x509.CertPool
 	// Timeout bounds each request. If zero, 10s.
@@ -179,6 +183,9 @@ func (p *prober) tlsConfig() *tls.Config {
 
 // lookup resolves the URL's host, timing it.
 func (p *prober) lookup(ctx context.Context) (string, time.Duration, error) {
+	if p.cfg.ConnectTo != "" {
+		return p.cfg.ConnectTo, 0, nil
+	}
 	host := p.u.Hostname()
 	port := p.u.Port()
 	if port == "" {

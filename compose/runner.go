@@ -274,24 +274,50 @@ func (r *Runner) Stop() error {
 // Calibrate measures every host pair's RTT and compares it with the
 // matrix: more than 2 ms + 5% off is an error carrying the whole table.
 func (r *Runner) Calibrate(ctx context.Context) (string, error) {
+	return calibrate(r.Topo, r.Topo.Hosts, 1, func(a, b Host) (time.Duration, error) {
+		return r.Net.MeasureRTT(ctx, a.Name, b.Name, 3)
+	})
+}
+
+// calibrate measures every pair of hosts and tabulates it beside the
+// matrix; a pair below the matrix or more than 2 ms + 5% above it is an
+// error. At most parallel pairs are measured at once.
+func calibrate(topo *Topology, hosts []Host, parallel int, measure func(a, b Host) (time.Duration, error)) (string, error) {
+	type pair struct {
+		a, b Host
+		got  time.Duration
+		err  error
+	}
+	var pairs []*pair
+	for i, a := range hosts {
+		for _, c := range hosts[i+1:] {
+			pairs = append(pairs, &pair{a: a, b: c})
+		}
+	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, parallel)
+	for _, p := range pairs {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			p.got, p.err = measure(p.a, p.b)
+		})
+	}
+	wg.Wait()
 	var b strings.Builder
 	var bad []string
 	fmt.Fprintf(&b, "%-10s %-10s %9s %9s\n", "from", "to", "matrix", "measured")
-	hosts := r.Topo.Hosts
-	for i, a := range hosts {
-		for _, c := range hosts[i+1:] {
-			want := r.Topo.RTTBetween(a, c)
-			got, err := r.Net.MeasureRTT(ctx, a.Name, c.Name, 3)
-			if err != nil {
-				return b.String(), err
-			}
-			mark := ""
-			if tol := 2*time.Millisecond + want/20; got < want || got > want+tol {
-				mark = "  OFF"
-				bad = append(bad, a.Name+"-"+c.Name)
-			}
-			fmt.Fprintf(&b, "%-10s %-10s %9v %9v%s\n", a.Name, c.Name, want, got.Round(10*time.Microsecond), mark)
+	for _, p := range pairs {
+		if p.err != nil {
+			return b.String(), fmt.Errorf("%s-%s: %w", p.a.Name, p.b.Name, p.err)
 		}
+		want := topo.RTTBetween(p.a, p.b)
+		mark := ""
+		if tol := 2*time.Millisecond + want/20; p.got < want || p.got > want+tol {
+			mark = "  OFF"
+			bad = append(bad, p.a.Name+"-"+p.b.Name)
+		}
+		fmt.Fprintf(&b, "%-10s %-10s %9v %9v%s\n", p.a.Name, p.b.Name, want, p.got.Round(10*time.Microsecond), mark)
 	}
 	if len(bad) > 0 {
 		return b.String(), errors.New("calibration: " + strings.Join(bad, ", ") + " more than 2 ms + 5% off the matrix")

@@ -79,7 +79,7 @@ func loadProject(ctx context.Context, path string) (*types.Project, error) {
 		WorkingDir:  filepath.Dir(abs),
 		ConfigFiles: []types.ConfigFile{{Filename: abs, Content: data}},
 		Environment: types.Mapping{},
-	}, func(o *loader.Options) { 
+	}, func(o *loader.Options) {
 		o.SetProjectName("edgecdn-lab", true)
 		o.SkipConsistencyCheck = false
 		o.Profiles = []string{"*"} // a host behind a profile (browser) is still a lab host

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 
+	"github.com/edgecdn/cdn/certs"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -15,6 +17,10 @@ import (
 //	/readyz   200 only when certificates are loaded, every upstream group is
 //	          warm and healthy, and the server is not draining; 503 otherwise
 //	/metrics  Prometheus
+//	/ca.pem   the lab CA's root certificate, when the PoP uses a lab CA (404
+//	          otherwise): what clients trust (curl --cacert)
+//	/spki     the served certificate's SPKI pin, when it is known up front:
+//	          what Chromium's --ignore-certificate-errors-spki-list takes
 //	/debug/pprof/  Go profiles, only with Config.Pprof
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -37,6 +43,23 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /purge", s.purge)
+	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
+		ca := s.LabCA()
+		if ca == nil {
+			http.Error(w, "this PoP uses no lab CA", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(ca.RootPEM())
+	})
+	mux.HandleFunc("GET /spki", func(w http.ResponseWriter, r *http.Request) {
+		leaf := s.Leaf()
+		if leaf == nil {
+			http.Error(w, "the certificate is not known up front (ACME)", http.StatusNotFound)
+			return
+		}
+		w.Write([]byte(certs.SPKIPin(leaf.Leaf) + "\n"))
+	})
 	if s.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -572,6 +572,21 @@ func TestAdminReadinessAndDrain(t *testing.T) {
 	if got := status("/readyz"); got != 200 {
 		t.Errorf("/readyz = %d, want 200 once warm", got)
 	}
+	body := func(path string) string {
+		resp, err := http.Get(admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := body("/ca.pem"); got != string(ca.RootPEM()) {
+		t.Errorf("/ca.pem = %q, want the lab CA's root", got)
+	}
+	if got, want := strings.TrimSpace(body("/spki")), certs.SPKIPin(p.Leaf().Leaf); got != want {
+		t.Errorf("/spki = %q, want %q", got, want)
+	}
 	c := clients(t, ca)["h2"]
 	type result struct {
 		code int

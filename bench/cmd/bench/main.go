@@ -73,16 +73,20 @@ func ttfb(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cacert := fs.String("cacert", "", "PEM `file` of CA certificates to trust (the lab CA's root.pem)")
 	output := fs.String("o", "table", "output `format`: table or json (one object per request)")
 	timeout := fs.Duration("timeout", 10*time.Second, "per-request `timeout`")
+	connectTo := fs.String("connect-to", "", "connect to this `host:port` instead of the URL's host, which stays the TLS name and Host (as curl --connect-to); e.g. a published PoP: 127.77.2.20:443")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return errors.New("ttfb: no URL; " + usage)
 	}
+	if err := checkConnectTo(*connectTo); err != nil {
+		return err
+	}
 	if *output != "table" && *output != "json" {
 		return fmt.Errorf("-o %q: want table or json", *output)
 	}
-	cfg := bench.ProbeConfig{Proto: *proto, Mode: *mode, N: *n, Resolver: *resolver, Timeout: *timeout}
+	cfg := bench.ProbeConfig{Proto: *proto, Mode: *mode, N: *n, Resolver: *resolver, Timeout: *timeout, ConnectTo: *connectTo}
 	if *cacert != "" {
 		pool, err := certs.LoadPool(*cacert)
 		if err != nil {
@@ -119,6 +123,7 @@ func load(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cacert := fs.String("cacert", "", "PEM `file` of CA certificates to trust")
 	output := fs.String("o", "table", "output `format`: table or json (one object for the run)")
 	keys := fs.Int64("keys", 0, "spread the requests over this `many` distinct URLs (k=0..N-1 added to the query): a working set")
+	connectTo := fs.String("connect-to", "", "connect to this `host:port` instead of the URL's host, which stays the TLS name and Host (as curl --connect-to)")
 	watch := fs.Int("watch-pid", 0, "sample this `process`'s resident size during the run and report its peak")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -130,7 +135,10 @@ func load(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-o %q: want table or json", *output)
 	}
 	cfg := bench.LoadConfig{Proto: *proto, Conns: *conns, Streams: *streams, Rate: *rate, Duration: *dur, N: *n, Progress: stderr,
-		Keys: *keys, WatchPID: *watch}
+		Keys: *keys, WatchPID: *watch, ConnectTo: *connectTo}
+	if err := checkConnectTo(*connectTo); err != nil {
+		return err
+	}
 	if *cacert != "" {
 		pool, err := certs.LoadPool(*cacert)
 		if err != nil {
@@ -338,4 +346,15 @@ func runDrills(ctx context.Context, root, state, prefix string, names []string, 
 		}
 	}
 	return checks, nil
+}
+
+// checkConnectTo validates a -connect-to value.
+func checkConnectTo(v string) error {
+	if v == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		return fmt.Errorf("-connect-to %q: want host:port, such as 127.77.2.20:443", v)
+	}
+	return nil
 }

@@ -8,7 +8,7 @@
 //	lab down              stop a lab started with -d and remove its namespaces
 //	lab status            which hosts are up and what delays them
 //	lab exec HOST -- CMD  run CMD inside HOST's namespace, with the lab resolver
-//	lab rtt               measure the RTT matrix
+//	lab rtt [-docker]     measure the RTT matrix (-docker: with ping inside the Docker lab's containers)
 //	lab images            make the Docker base images locally (no registry needed)
 //	lab preflight         check Docker, Compose and the lab subnet before docker compose up
 //	lab delay -self SVC [-delay auto|netem|userspace] [-- CMD ARGS]
@@ -45,7 +45,7 @@ func main() {
 	}
 }
 
-const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt | images | preflight | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
+const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt [-docker] | images | preflight | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -103,6 +103,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return syscall.Exec(ipPath, append([]string{"ip", "netns", "exec", "edgecdn-" + rest[0]}, rest[2:]...), os.Environ())
 	case "rtt":
+		if len(args) > 1 && args[1] == "-docker" {
+			d, err := compose.NewDocker(ctx, root)
+			if err != nil {
+				return err
+			}
+			table, err := d.Calibrate(ctx)
+			fmt.Fprint(stdout, table)
+			return err
+		}
 		topo, err := compose.Load(ctx, filepath.Join(root, "docker-compose.yml"))
 		if err != nil {
 			return err

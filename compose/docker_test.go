@@ -1,0 +1,395 @@
+package compose_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/edgecdn/cdn/compose"
+)
+
+// TestDockerLab is issue 14's promise on a real Docker engine: base images
+// made locally, docker compose up -d --build with every service healthy,
+// the RTT matrix calibrated from inside the containers, each client sent by
+// geodns to its own PoP and served the origin's bytes over h1, h2 (curl)
+// and h3 (gtlsclient), a cold direct request from client-ap far slower
+// than a hit at pop-ap, Chromium loading the page over HTTP/3, the
+// published ports answering an HTTP/3 request and a DNS query from the
+// host, two drills (a PoP stopped and started, the origin cut off), and
+// down -v leaving nothing of the project.
+//
+// It runs where a Docker engine answers; EDGECDN_REQUIRE_DOCKER=1 (set by
+// .ci/run) turns a missing engine into a failure.
+func TestDockerLab(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	if _, err := compose.DockerVersion(ctx); err != nil {
+		if os.Getenv("EDGECDN_REQUIRE_DOCKER") != "" {
+			t.Fatalf("a Docker engine is required (EDGECDN_REQUIRE_DOCKER): %v", err)
+		}
+		t.Skipf("no Docker engine: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("making the base images (debootstrap) needs root")
+	}
+	root, _ := filepath.Abs("..")
+	d, err := compose.NewDocker(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("compose: %s", d.Compose)
+	down := func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer dcancel()
+		if out, err := d.Run(dctx, "--profile", "browser", "down", "-v", "--remove-orphans", "-t", "2"); err != nil {
+			t.Errorf("down: %v\n%s", err, out)
+		}
+	}
+	down() // a clean start
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := d.Run(context.Background(), "--profile", "browser", "logs", "--no-color", "--tail", "40")
+			t.Logf("logs:\n%s", out)
+		}
+		down()
+		left, err := d.Leftovers(context.Background())
+		if err != nil || len(left) > 0 {
+			t.Errorf("after down -v: left %v (%v), want nothing of project %s", left, err, compose.ProjectName)
+		}
+	})
+
+	if report, err := compose.Preflight(ctx, d.Topo, d.Topo.Published); err != nil {
+		t.Fatalf("preflight: %v\n%s", err, report)
+	}
+	start := time.Now()
+	if err := compose.MakeImages(ctx, compose.ImagesConfig{Root: root}); err != nil {
+		t.Fatalf("MakeImages: %v", err)
+	}
+	t.Logf("base images: %v", time.Since(start).Round(time.Second))
+	start = time.Now()
+	if out, err := d.Run(ctx, "build"); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	t.Logf("docker compose build: %v", time.Since(start).Round(time.Second))
+	start = time.Now()
+	if out, err := d.Run(ctx, "up", "-d", "--build"); err != nil {
+		t.Fatalf("up: %v\n%s", err, out)
+	}
+	if err := d.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("docker compose up -d until all healthy: %v", time.Since(start).Round(time.Second))
+
+	start = time.Now()
+	table, err := d.Calibrate(ctx)
+	t.Logf("calibration from inside the containers (%v):\n%s", time.Since(start).Round(time.Second), table)
+	if err != nil {
+		t.Errorf("calibration: %v", err)
+	}
+	delay, err := d.Exec(ctx, "pop-eu", "cat", compose.StatusFile)
+	if err != nil || !strings.Contains(string(delay), "backend ") {
+		t.Errorf("pop-eu %s = %q, %v; want the delay backend it chose", compose.StatusFile, delay, err)
+	}
+	t.Logf("pop-eu: %s", delay)
+
+	page, err := os.ReadFile(filepath.Join(root, "origin", "testdata", "www", "index.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("clients", func(t *testing.T) {
+		for _, region := range []string{"na", "eu", "ap"} {
+			client, pop := "client-"+region, "pop-"+region
+			if ip := dockerResolve(ctx, t, d, client, "www.cdn.lab"); ip != mustHost(t, d.Topo, pop).Addr.String() {
+				t.Errorf("%s: www.cdn.lab = %s, want %s's address", client, ip, pop)
+				continue
+			}
+			for _, proto := range []string{"h1", "h2", "h3"} {
+				body, servedBy, version := dockerGet(ctx, t, d, client, proto, "https://www.cdn.lab/index.html")
+				if !bytes.Equal(body, page) || servedBy != pop || version != proto {
+					t.Errorf("%s %s: %d bytes (origin's: %d) from %q over %s; want the page from %s over %s",
+						client, proto, len(body), len(page), servedBy, version, pop, proto)
+				}
+			}
+		}
+	})
+
+	t.Run("direct vs hit", func(t *testing.T) {
+		// Both pay a DNS lookup; the rest is three round trips each
+		// (TCP, TLS 1.3, the request): 200 ms to origin, 10 ms to pop-ap.
+		dockerGet(ctx, t, d, "client-ap", "h1", "https://www.cdn.lab/static/app.css") // stored
+		direct := curlTTFB(ctx, t, d, "client-ap", "https://origin.lab/static/app.css?cold=1")
+		hit := curlTTFB(ctx, t, d, "client-ap", "https://www.cdn.lab/static/app.css")
+		t.Logf("client-ap time to first byte after DNS: direct to origin.lab %v, hit at pop-ap %v (%.1fx)", direct, hit, float64(direct)/float64(hit))
+		if direct < 5*hit {
+			t.Errorf("direct %v is not well over 5x the hit's %v", direct, hit)
+		}
+	})
+
+	t.Run("chromium over h3", func(t *testing.T) {
+		start := time.Now()
+		if out, err := d.Run(ctx, "--profile", "browser", "up", "-d", "--build", "browser"); err != nil {
+			t.Fatalf("browser up: %v\n%s", err, out)
+		}
+		t.Logf("browser image and container: %v", time.Since(start).Round(time.Second))
+		pin := popPin(ctx, t, d, "pop-eu")
+		before := h3Count(ctx, t, d, "pop-eu")
+		out, err := d.Exec(ctx, "browser", "timeout", "90", "chromium",
+			"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--user-data-dir=/tmp/chromium", "--enable-quic", "--origin-to-force-quic-on=www.cdn.lab:443",
+			"--ignore-certificate-errors-spki-list="+pin, "--dump-dom", "https://www.cdn.lab/")
+		if err != nil || !strings.Contains(string(out), "edgecdn lab origin") {
+			t.Fatalf("chromium in the browser service: %v; got %q, want the lab page", err, out)
+		}
+		after := h3Count(ctx, t, d, "pop-eu")
+		t.Logf("chromium (eu): pop-eu answered %d requests over HTTP/3", after-before)
+		if after <= before {
+			t.Errorf("pop-eu answered no HTTP/3 200 while Chromium loaded the page")
+		}
+	})
+
+	t.Run("from the host", func(t *testing.T) {
+		m := new(dns.Msg)
+		m.SetQuestion("www.cdn.lab.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).ExchangeContext(ctx, m, "127.77.0.53:53")
+		if err != nil || len(r.Answer) != 1 {
+			t.Fatalf("DNS query to the published geodns (127.77.0.53:53): %v %v", r, err)
+		}
+		if a, ok := r.Answer[0].(*dns.A); !ok || a.A.String() != mustHost(t, d.Topo, "pop-eu").Addr.String() {
+			t.Errorf("host: www.cdn.lab = %v, want pop-eu (the host counts as eu)", r.Answer[0])
+		}
+		gtls, err := exec.LookPath("gtlsclient")
+		if err != nil {
+			if os.Getenv("EDGECDN_REQUIRE_CLIENTS") != "" {
+				t.Fatalf("gtlsclient is required (EDGECDN_REQUIRE_CLIENTS): %v", err)
+			}
+			t.Skip("gtlsclient not installed (apt-get install ngtcp2-client)")
+		}
+		for _, pop := range []string{"pop-na", "pop-eu", "pop-ap"} {
+			addr := "127.77." + strings.TrimPrefix(mustHost(t, d.Topo, pop).Addr.String(), "10.77.")
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			out, err := exec.CommandContext(cctx, gtls, "--exit-on-all-streams-close", "--no-quic-dump", "--no-http-dump",
+				addr, "443", "https://www.cdn.lab/gen/1k").CombinedOutput()
+			cancel()
+			if err != nil || !bytes.Contains(out, []byte("[:status: 200]")) || !bytes.Contains(out, []byte("[x-served-by: "+pop+"]")) {
+				t.Errorf("gtlsclient (HTTP/3) from the host to %s:443/udp: %v\n%s", addr, err, tail(out))
+			}
+		}
+		runReadmeLines(ctx, t, root, readmeBlock(t, root, "docker-host"), browserOverH3("http://127.77.2.20:9901/metrics"))
+	})
+
+	t.Run("drill: pop-eu stopped and started", func(t *testing.T) {
+		eu := mustHost(t, d.Topo, "pop-eu").Addr.String()
+		start := time.Now()
+		if out, err := d.Run(ctx, "stop", "-t", "5", "pop-eu"); err != nil {
+			t.Fatalf("stop pop-eu: %v\n%s", err, out)
+		}
+		stopped := time.Since(start)
+		got := waitResolve(ctx, t, d, "client-eu", func(ip string) bool { return ip != eu && ip != "" }, 30*time.Second)
+		t.Logf("pop-eu stopped (stop took %v): client-eu sent to %s after %v", stopped.Round(100*time.Millisecond), got, time.Since(start).Round(100*time.Millisecond))
+		body, servedBy, _ := dockerGet(ctx, t, d, "client-eu", "h2", "https://www.cdn.lab/index.html")
+		if !bytes.Equal(body, page) || servedBy == "pop-eu" || servedBy == "" {
+			t.Errorf("client-eu with pop-eu down: %d bytes from %q", len(body), servedBy)
+		}
+		start = time.Now()
+		if out, err := d.Run(ctx, "start", "pop-eu"); err != nil {
+			t.Fatalf("start pop-eu: %v\n%s", err, out)
+		}
+		waitResolve(ctx, t, d, "client-eu", func(ip string) bool { return ip == eu }, 60*time.Second)
+		t.Logf("pop-eu started: client-eu back on it after %v", time.Since(start).Round(100*time.Millisecond))
+	})
+
+	t.Run("drill: origin cut off, stale-if-error", func(t *testing.T) {
+		url := "https://www.cdn.lab/gen/2k?cc=max-age%3D0,stale-if-error%3D600&o=drill"
+		first, _, _ := dockerGet(ctx, t, d, "client-na", "h2", url)
+		if len(first) != 2048 {
+			t.Fatalf("first fetch: %d bytes, want 2048", len(first))
+		}
+		network := compose.ProjectName + "_lab"
+		originID, err := d.Container(ctx, "origin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.CommandContext(ctx, "docker", "network", "disconnect", "-f", network, originID).CombinedOutput(); err != nil {
+			t.Fatalf("docker network disconnect: %v\n%s", err, out)
+		}
+		reconnected := false
+		reconnect := func() {
+			if reconnected {
+				return
+			}
+			reconnected = true
+			ip := mustHost(t, d.Topo, "origin").Addr.String()
+			if out, err := exec.Command("docker", "network", "connect", "--ip", ip, network, originID).CombinedOutput(); err != nil {
+				t.Errorf("docker network connect: %v\n%s", err, out)
+			}
+		}
+		defer reconnect()
+		start := time.Now()
+		out, err := d.Exec(ctx, "client-na", "curl", "-sS", "--max-time", "60", "--cacert", "/lab/ca/root.pem",
+			"-D", "/dev/stderr", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url)
+		t.Logf("origin cut off: %s in %v", out, time.Since(start).Round(10*time.Millisecond))
+		if err != nil || string(out) != "200 2048" {
+			t.Errorf("with the origin unreachable: %q %v; want the stored 2048 bytes (stale-if-error)", out, err)
+		}
+		reconnect()
+	})
+}
+
+// dockerResolve looks name up in service's container with its own
+// resolver (getent: the container's resolv.conf, Docker's embedded DNS,
+// then geodns).
+func dockerResolve(ctx context.Context, t *testing.T, d *compose.Docker, service, name string) string {
+	t.Helper()
+	out, err := d.Exec(ctx, service, "getent", "ahostsv4", name)
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
+// waitResolve polls www.cdn.lab in service until ok, for at most max.
+func waitResolve(ctx context.Context, t *testing.T, d *compose.Docker, service string, ok func(string) bool, max time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(max)
+	for {
+		ip := dockerResolve(ctx, t, d, service, "www.cdn.lab")
+		if ok(ip) {
+			return ip
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: www.cdn.lab still %q after %v", service, ip, max)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// servedBy finds X-Served-By in curl's header dump and in gtlsclient's
+// ("http: stream 0x0 [x-served-by: pop-eu]").
+var servedBy = regexp.MustCompile(`(?im)(?:^|\[)x-served-by: ([a-z0-9-]+)`)
+
+// dockerGet fetches url inside service with a real client: curl for h1
+// and h2, gtlsclient (ngtcp2, not Go) for h3. It returns the body, the
+// X-Served-By header and the HTTP version used.
+func dockerGet(ctx context.Context, t *testing.T, d *compose.Docker, service, proto, url string) ([]byte, string, string) {
+	t.Helper()
+	if proto == "h3" {
+		host := strings.Split(strings.TrimPrefix(url, "https://"), "/")[0]
+		dir := fmt.Sprintf("/tmp/dl-%d", time.Now().UnixNano())
+		out, err := d.Exec(ctx, service, "sh", "-c", fmt.Sprintf(
+			"mkdir -p %[1]s/b && timeout 20 gtlsclient --exit-on-all-streams-close --no-quic-dump --no-http-dump --download=%[1]s/b %[2]s 443 '%[3]s' >%[1]s/log 2>&1; cat %[1]s/log; echo ---body---; cat %[1]s/b/*; rm -rf %[1]s",
+			dir, host, url))
+		if err != nil {
+			t.Errorf("%s gtlsclient %s: %v", service, url, err)
+			return nil, "", ""
+		}
+		dump, body, _ := bytes.Cut(out, []byte("---body---\n"))
+		version := ""
+		if bytes.Contains(dump, []byte("[:status: 200]")) {
+			version = "h3"
+		}
+		m := servedBy.FindSubmatch(dump)
+		if m == nil {
+			return body, "", version
+		}
+		return body, string(m[1]), version
+	}
+	flag := map[string]string{"h1": "--http1.1", "h2": "--http2"}[proto]
+	out, err := d.Exec(ctx, service, "sh", "-c", fmt.Sprintf(
+		"curl -sS %s --max-time 30 --cacert /lab/ca/root.pem -D /tmp/h -o /tmp/b '%s' && cat /tmp/h && echo ---body--- && cat /tmp/b", flag, url))
+	if err != nil {
+		t.Errorf("%s curl %s %s: %v", service, flag, url, err)
+		return nil, "", ""
+	}
+	head, body, _ := bytes.Cut(out, []byte("---body---\n"))
+	version := ""
+	switch {
+	case bytes.HasPrefix(head, []byte("HTTP/1.1 200")):
+		version = "h1"
+	case bytes.HasPrefix(head, []byte("HTTP/2 200")):
+		version = "h2"
+	}
+	m := servedBy.FindSubmatch(head)
+	if m == nil {
+		return body, "", version
+	}
+	return body, string(m[1]), version
+}
+
+// curlTTFB is curl's time to first byte less its DNS lookup, on a new
+// connection inside service.
+func curlTTFB(ctx context.Context, t *testing.T, d *compose.Docker, service, url string) time.Duration {
+	t.Helper()
+	out, err := d.Exec(ctx, service, "curl", "-sS", "--http1.1", "--max-time", "30", "--cacert", "/lab/ca/root.pem",
+		"-o", "/dev/null", "-w", "%{http_code} %{time_namelookup} %{time_starttransfer}", url)
+	if err != nil {
+		t.Fatalf("curl %s: %v", url, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 3 || f[0] != "200" {
+		t.Fatalf("curl %s: %q, want 200 and two times", url, out)
+	}
+	dns, _ := strconv.ParseFloat(f[1], 64)
+	first, _ := strconv.ParseFloat(f[2], 64)
+	return time.Duration((first - dns) * float64(time.Second))
+}
+
+// popPin is the SPKI pin pop prints in its ready line (docker logs).
+func popPin(ctx context.Context, t *testing.T, d *compose.Docker, pop string) string {
+	t.Helper()
+	id, err := d.Container(ctx, pop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, "docker", "logs", id).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker logs %s: %v", pop, err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if pin, ok := strings.CutPrefix(f, "spki="); ok {
+			return pin
+		}
+	}
+	t.Fatalf("%s's log has no spki= pin:\n%s", pop, out)
+	return ""
+}
+
+// h3Count is pop's count of HTTP/3 200s, read from its admin metrics
+// inside its own container.
+func h3Count(ctx context.Context, t *testing.T, d *compose.Docker, pop string) int {
+	t.Helper()
+	out, err := d.Exec(ctx, pop, "curl", "-sS", "http://"+mustHost(t, d.Topo, pop).Addr.String()+":9901/metrics")
+	if err != nil {
+		t.Fatalf("%s metrics: %v", pop, err)
+	}
+	n := 0
+	if m := h3Requests.FindSubmatch(out); m != nil {
+		n, _ = strconv.Atoi(string(m[1]))
+	}
+	return n
+}
+
+func tail(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = "…" + s[len(s)-2000:]
+	}
+	return s
+}
