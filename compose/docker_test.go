@@ -64,34 +64,37 @@ func TestDockerLab(t *testing.T) {
 			out, _ := d.Run(context.Background(), "--profile", "browser", "logs", "--no-color", "--tail", "40")
 			t.Logf("logs:\n%s", out)
 		}
-		down()
+		runReadmeLines(context.Background(), t, root, readmeBlock(t, root, "docker-down"), nil)
+		if left, _ := d.Leftovers(context.Background()); len(left) > 0 {
+			down()
+		}
 		left, err := d.Leftovers(context.Background())
 		if err != nil || len(left) > 0 {
 			t.Errorf("after down -v: left %v (%v), want nothing of project %s", left, err, compose.ProjectName)
 		}
 	})
 
+	// The subnet taken by another network is named, with the way out.
+	if out, err := exec.CommandContext(ctx, "docker", "network", "create", "--subnet", "10.77.128.0/24", "edgecdn-preflight-test").CombinedOutput(); err != nil {
+		t.Fatalf("docker network create: %v\n%s", err, out)
+	}
+	_, err = compose.Preflight(ctx, d.Topo, d.Topo.Published)
+	exec.Command("docker", "network", "rm", "edgecdn-preflight-test").Run()
+	if err == nil || !strings.Contains(err.Error(), `"edgecdn-preflight-test"`) || !strings.Contains(err.Error(), "sed -i") {
+		t.Errorf("preflight with 10.77.128.0/24 taken: %v; want an error naming the network and how to move the lab", err)
+	}
 	if report, err := compose.Preflight(ctx, d.Topo, d.Topo.Published); err != nil {
 		t.Fatalf("preflight: %v\n%s", err, report)
 	}
 	start := time.Now()
-	if err := compose.MakeImages(ctx, compose.ImagesConfig{Root: root}); err != nil {
-		t.Fatalf("MakeImages: %v", err)
-	}
-	t.Logf("base images: %v", time.Since(start).Round(time.Second))
-	start = time.Now()
-	if out, err := d.Run(ctx, "build"); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	t.Logf("docker compose build: %v", time.Since(start).Round(time.Second))
-	start = time.Now()
-	if out, err := d.Run(ctx, "up", "-d", "--build"); err != nil {
-		t.Fatalf("up: %v\n%s", err, out)
+	runReadmeLines(ctx, t, root, readmeBlock(t, root, "docker-up"), nil) // lab images; docker compose up -d --build
+	if t.Failed() {
+		t.FailNow()
 	}
 	if err := d.WaitHealthy(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("docker compose up -d until all healthy: %v", time.Since(start).Round(time.Second))
+	t.Logf("base images, build and up until all healthy: %v", time.Since(start).Round(time.Second))
 
 	start = time.Now()
 	table, err := d.Calibrate(ctx)
@@ -104,6 +107,12 @@ func TestDockerLab(t *testing.T) {
 		t.Errorf("pop-eu %s = %q, %v; want the delay backend it chose", compose.StatusFile, delay, err)
 	}
 	t.Logf("pop-eu: %s", delay)
+	// Without NET_ADMIN a service stops at once and says why.
+	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", "none", "--entrypoint", "lab", "edgecdn-lab",
+		"delay", "-self", "pop-eu", "--", "true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "NET_ADMIN") {
+		t.Errorf("lab delay without NET_ADMIN: %v\n%s\nwant a failure that names NET_ADMIN", err, out)
+	}
 
 	page, err := os.ReadFile(filepath.Join(root, "origin", "testdata", "www", "index.html"))
 	if err != nil {
@@ -138,27 +147,14 @@ func TestDockerLab(t *testing.T) {
 		}
 	})
 
+	t.Run("README: docker-try", func(t *testing.T) {
+		runReadmeLines(ctx, t, root, readmeBlock(t, root, "docker-try"), nil)
+	})
+
 	t.Run("chromium over h3", func(t *testing.T) {
 		start := time.Now()
-		if out, err := d.Run(ctx, "--profile", "browser", "up", "-d", "--build", "browser"); err != nil {
-			t.Fatalf("browser up: %v\n%s", err, out)
-		}
-		t.Logf("browser image and container: %v", time.Since(start).Round(time.Second))
-		pin := popPin(ctx, t, d, "pop-eu")
-		before := h3Count(ctx, t, d, "pop-eu")
-		out, err := d.Exec(ctx, "browser", "timeout", "90", "chromium",
-			"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-			"--disable-background-networking", "--disable-component-update", "--disable-sync",
-			"--user-data-dir=/tmp/chromium", "--enable-quic", "--origin-to-force-quic-on=www.cdn.lab:443",
-			"--ignore-certificate-errors-spki-list="+pin, "--dump-dom", "https://www.cdn.lab/")
-		if err != nil || !strings.Contains(string(out), "edgecdn lab origin") {
-			t.Fatalf("chromium in the browser service: %v; got %q, want the lab page", err, out)
-		}
-		after := h3Count(ctx, t, d, "pop-eu")
-		t.Logf("chromium (eu): pop-eu answered %d requests over HTTP/3", after-before)
-		if after <= before {
-			t.Errorf("pop-eu answered no HTTP/3 200 while Chromium loaded the page")
-		}
+		runReadmeLines(ctx, t, root, readmeBlock(t, root, "docker-browser"), browserOverH3("http://127.77.2.20:9901/metrics"))
+		t.Logf("browser image, container and page load: %v", time.Since(start).Round(time.Second))
 	})
 
 	t.Run("from the host", func(t *testing.T) {
@@ -349,41 +345,6 @@ func curlTTFB(ctx context.Context, t *testing.T, d *compose.Docker, service, url
 	dns, _ := strconv.ParseFloat(f[1], 64)
 	first, _ := strconv.ParseFloat(f[2], 64)
 	return time.Duration((first - dns) * float64(time.Second))
-}
-
-// popPin is the SPKI pin pop prints in its ready line (docker logs).
-func popPin(ctx context.Context, t *testing.T, d *compose.Docker, pop string) string {
-	t.Helper()
-	id, err := d.Container(ctx, pop)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.CommandContext(ctx, "docker", "logs", id).CombinedOutput()
-	if err != nil {
-		t.Fatalf("docker logs %s: %v", pop, err)
-	}
-	for _, f := range strings.Fields(string(out)) {
-		if pin, ok := strings.CutPrefix(f, "spki="); ok {
-			return pin
-		}
-	}
-	t.Fatalf("%s's log has no spki= pin:\n%s", pop, out)
-	return ""
-}
-
-// h3Count is pop's count of HTTP/3 200s, read from its admin metrics
-// inside its own container.
-func h3Count(ctx context.Context, t *testing.T, d *compose.Docker, pop string) int {
-	t.Helper()
-	out, err := d.Exec(ctx, pop, "curl", "-sS", "http://"+mustHost(t, d.Topo, pop).Addr.String()+":9901/metrics")
-	if err != nil {
-		t.Fatalf("%s metrics: %v", pop, err)
-	}
-	n := 0
-	if m := h3Requests.FindSubmatch(out); m != nil {
-		n, _ = strconv.Atoi(string(m[1]))
-	}
-	return n
 }
 
 func tail(b []byte) string {
