@@ -107,7 +107,33 @@ type Site struct {
 	// CacheQuery is how the query string enters this site's cache key:
 	// keep (if empty), sort (parameter order does not matter) or ignore.
 	CacheQuery string `yaml:"cache_query"`
+	// StripRequestHeaders are removed from every request before the PoP
+	// looks at the cache or the origin: fields that make some origins
+	// serve another URL, method or scheme than the one the cache keys on
+	// (cache poisoning). If nil (absent), DefaultStripRequestHeaders; an
+	// empty list strips nothing.
+	StripRequestHeaders []string `yaml:"strip_request_headers"`
+	// DenyPaths are path prefixes the PoP never forwards: a request whose
+	// cleaned path is under one gets 404 at the edge. If nil (absent),
+	// DefaultDenyPaths (the origin's own /_origin/ endpoints, which the
+	// lab's tools read directly); an empty list denies nothing.
+	DenyPaths []string `yaml:"deny_paths"`
 }
+
+// DefaultStripRequestHeaders are the override fields removed from requests
+// unless a site says otherwise: URL rewrites (IIS, Symfony), method
+// overrides, and forwarded port, scheme, server and host fields an origin
+// may trust to build links or redirects.
+var DefaultStripRequestHeaders = []string{
+	"X-Original-URL", "X-Rewrite-URL",
+	"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",
+	"X-Forwarded-Port", "X-Forwarded-Scheme", "X-Forwarded-Server", "X-Forwarded-Prefix",
+	"X-Host", "X-Forwarded-SSL", "Front-End-Https",
+}
+
+// DefaultDenyPaths are the path prefixes a site never forwards unless it
+// says otherwise.
+var DefaultDenyPaths = []string{"/_origin/"}
 
 // UpstreamConfig is an origin group. Zero durations and counts take the
 // defaults of package upstream.
@@ -152,6 +178,18 @@ type Limits struct {
 	// listener; more get 503 with Retry-After at once, so a flood is shed
 	// instead of queueing without bound. If zero, 4096; -1: no limit.
 	MaxInflight int `yaml:"max_inflight"`
+	// MaxConns caps open TCP client connections (TLS and plain HTTP);
+	// more are closed as they arrive. If zero, 50000; -1: no limit.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerAddr caps open TCP client connections from one address.
+	// If zero, 512; -1: no limit.
+	MaxConnsPerAddr int `yaml:"max_conns_per_addr"`
+	// MaxQUICConns caps open QUIC connections; more are closed with
+	// H3_EXCESSIVE_LOAD. If zero, 20000; -1: no limit.
+	MaxQUICConns int `yaml:"max_quic_conns"`
+	// MaxQUICConnsPerAddr caps open QUIC connections from one address. If
+	// zero, 256; -1: no limit.
+	MaxQUICConnsPerAddr int `yaml:"max_quic_conns_per_addr"`
 }
 
 // DefaultConfig returns a configuration with every default filled in and no
@@ -170,6 +208,10 @@ func DefaultConfig() Config {
 			MaxConcurrentStreams: 250,
 			MaxBodyBytes:         10 << 20,
 			MaxInflight:          4096,
+			MaxConns:             50000,
+			MaxConnsPerAddr:      512,
+			MaxQUICConns:         20000,
+			MaxQUICConnsPerAddr:  256,
 		},
 	}
 }
@@ -261,6 +303,16 @@ func (c *Config) Validate() error {
 		if _, err := cache.ParseQuery(s.CacheQuery); err != nil {
 			add("sites[%d].cache_query: %v", i, err)
 		}
+		for j, d := range s.DenyPaths {
+			if !strings.HasPrefix(d, "/") {
+				add("sites[%d].deny_paths[%d]: %q, want a path prefix starting with /", i, j, d)
+			}
+		}
+		for j, h := range s.StripRequestHeaders {
+			if !validHeaderName(h) {
+				add("sites[%d].strip_request_headers[%d]: %q, want a header field name", i, j, h)
+			}
+		}
 		if s.Upstream == "" {
 			add("sites[%d].upstream: empty, want one of %s", i, upstreamNames(c.Upstreams))
 		} else if _, ok := c.Upstreams[s.Upstream]; !ok {
@@ -343,4 +395,18 @@ func normalizeHostPattern(h string) (string, error) {
 		}
 	}
 	return n, nil
+}
+
+// validHeaderName reports whether s is an HTTP field name (a token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -105,6 +105,10 @@ func (f *front) acceptLoop() {
 			continue
 		}
 		delay = 0
+		if c = f.s.tcpConns.admit(c); c == nil {
+			f.s.connRefused()
+			continue
+		}
 		f.wg.Go(func() { f.handle(c) })
 	}
 }
@@ -231,10 +235,13 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 	if s.limiter != nil {
 		ip = clientIP(tc.RemoteAddr().String())
 	}
+	// The first request must come within the read-header timeout: a
+	// connection that never asks is not idle keep-alive, it is held.
+	wait := lim.ReadHeaderTimeout
 	for {
 		now := time.Now()
 		if br.Buffered() == 0 {
-			tc.SetReadDeadline(now.Add(lim.IdleTimeout))
+			tc.SetReadDeadline(now.Add(wait))
 			fc.idle.Store(true)
 			if f.draining.Load() {
 				return nil
@@ -250,6 +257,7 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 		if err != nil {
 			return nil // timeout (slowloris) or the client left mid-request
 		}
+		wait = lim.IdleTimeout
 		var req fastRequest
 		var hit cache.FastHit
 		ok := head != nil

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 )
 
 // ServeHTTP is the PoP's request path on every listener: limits, rate
@@ -64,12 +66,23 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.maxBody)}
 	}
-	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0) {
 		// Go drops a Content-Length that came with chunked encoding and
 		// keeps the connection: close it after this response, so bytes
 		// smuggled after the body are never read as a request (RFC 9112
-		// 6.1 requires closing on that conflict).
+		// 6.1 requires closing on that conflict). HTTP/1.0 has no chunked
+		// framing and net/http deletes a Transfer-Encoding it ignores there,
+		// so the PoP cannot see one: every HTTP/1.0 connection is closed
+		// after its response, as 6.1 requires when the field is present.
 		h.Set("Connection", "close")
+	}
+	for _, f := range site.strip {
+		delete(r.Header, f)
+	}
+	if deniedPath(site.deny, r.URL.Path) {
+		s.metrics.rejected.WithLabelValues("denied_path").Inc()
+		http.Error(w, "404 not found", http.StatusNotFound)
+		return
 	}
 	early := r.TLS != nil && !r.TLS.HandshakeComplete
 	if early {
@@ -99,6 +112,22 @@ func (s *Server) originFor(r *http.Request) (*http.Response, error) {
 		return nil, &upstreamError{http.StatusMisdirectedRequest, errUnknownHost}
 	}
 	return st.transport.RoundTrip(r)
+}
+
+// deniedPath reports whether the cleaned path is under one of the
+// prefixes ("/_origin/" denies "/_origin", "/_origin/x" and
+// "/a/../_origin/x"; the origin sees the same decoded path).
+func deniedPath(prefixes []string, p string) bool {
+	if len(prefixes) == 0 {
+		return false
+	}
+	clean := path.Clean("/" + p)
+	for _, d := range prefixes {
+		if strings.HasPrefix(clean, d) || strings.HasPrefix(clean+"/", d) {
+			return true
+		}
+	}
+	return false
 }
 
 // safeMethod reports whether a request may be served from 0-RTT data: only

@@ -3,18 +3,23 @@ package pop_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/pop"
 )
 
 // TestHostileHTTP1 sends malformed and smuggling-shaped requests: each
@@ -32,9 +37,11 @@ func TestHostileHTTP1(t *testing.T) {
 	// re-frames what it forwards, so neither can desynchronise the origin);
 	// 505 and 501 are the right answers to an unknown version or coding.
 	also := map[string]int{"obsolete line folding": 200, "bare LF smuggle": 200, "unknown version": 505, "TE not chunked last": 501,
-		"CL and TE together": 200} // processed as chunked, then the connection is closed (RFC 9112 6.1)
+		"CL and TE together": 200, // processed as chunked, then the connection is closed (RFC 9112 6.1)
+		"HTTP/1.0 with TE":   200} // processed (net/http ignores the field), then closed (RFC 9112 6.1)
 	corpus := map[string]string{
 		"CL and TE together":       "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
+		"HTTP/1.0 with TE":         "POST /x HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
 		"two Content-Lengths":      "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
 		"bad chunk size":           "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
 		"TE not chunked last":      "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
@@ -218,4 +225,170 @@ func TestHTTP2RapidResetAndHeaderFlood(t *testing.T) {
 		t.Errorf("a normal request after the attacks = %d", resp.StatusCode)
 	}
 	waitFor(t, "the attack's goroutines to end", func() bool { return runtime.NumGoroutine() <= before+10 })
+}
+
+// Override fields are stripped before the cache and the origin see the
+// request (a site may keep them), and denied paths never leave the edge.
+func TestStripOverridesAndDenyPaths(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, nil)
+	overrides := []string{"X-Original-URL", "/admin", "X-Rewrite-URL", "/admin", "X-HTTP-Method-Override", "DELETE",
+		"X-Forwarded-Port", "1234", "X-Forwarded-Scheme", "http", "X-Forwarded-Server", "evil", "X-Host", "evil.example"}
+	for _, tt := range []struct {
+		name       string
+		edit       func(*pop.Config)
+		wantStrip  bool
+		wantDenied bool
+	}{
+		{"defaults", nil, true, true},
+		{"site keeps them", func(c *pop.Config) { c.Sites[0].StripRequestHeaders = []string{}; c.Sites[0].DenyPaths = []string{} }, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startPoP(t, caDir, ro.url, tt.edit)
+			c := clients(t, ca)["h2"]
+			base := "https://localhost:" + port(p.Addr())
+			path := "/strip-" + strings.ReplaceAll(tt.name, " ", "-")
+			if resp, _ := get(t, c, base+path, overrides...); resp.StatusCode != 200 {
+				t.Fatalf("GET %s = %d", path, resp.StatusCode)
+			}
+			for _, r := range ro.requests() {
+				if r.URL.Path != path {
+					continue
+				}
+				for i := 0; i < len(overrides); i += 2 {
+					if got := r.Header.Get(overrides[i]); (got != "") == tt.wantStrip {
+						t.Errorf("origin saw %s = %q; stripped: %v", overrides[i], got, tt.wantStrip)
+					}
+				}
+			}
+			for _, denied := range []string{"/_origin/stats", "/_origin", "/static/../_origin/stats", "/%5Forigin/stats"} {
+				resp, _ := get(t, c, base+denied)
+				if (resp.StatusCode == 404) != tt.wantDenied {
+					t.Errorf("GET %s = %d; denied: %v", denied, resp.StatusCode, tt.wantDenied)
+				}
+			}
+			if tt.wantDenied {
+				for _, r := range ro.requests() {
+					if strings.Contains(r.URL.Path, "_origin") {
+						t.Errorf("a denied path reached the origin: %s", r.URL)
+					}
+				}
+			}
+		})
+	}
+}
+
+// One address cannot hold more than its share of connections, TCP or
+// QUIC; a closed connection gives its slot back. A TLS connection that
+// never sends a request (HTTP/1.1) or stops after the HTTP/2 preface is
+// closed after the read-header timeout, not kept for the idle timeout.
+func TestConnectionLimitsAndFirstRequestDeadline(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, nil)
+	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
+		c.Limits.MaxConnsPerAddr = 5
+		c.Limits.MaxQUICConnsPerAddr = 3
+		c.Limits.ReadHeaderTimeout = 300 * time.Millisecond
+		c.Limits.IdleTimeout = time.Hour
+	})
+	addr := p.Addr().String()
+	dial := func(proto string) (*tls.Conn, error) {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{proto}})
+	}
+	// closed reports whether the server ends the connection (read error
+	// before our own 10 s deadline).
+	closed := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+	t.Run("first request deadline", func(t *testing.T) {
+		c, err := dial("http/1.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if !closed(c) {
+			t.Errorf("an HTTP/1.1 connection that sent nothing was kept past the read-header timeout")
+		}
+		c2, err := dial("h2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		io.WriteString(c2, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+		c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.Copy(io.Discard, c2) // the server's SETTINGS, then the close
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("an HTTP/2 connection that sent only the preface was kept")
+		}
+	})
+	t.Run("tcp per address", func(t *testing.T) {
+		var held []*tls.Conn
+		for i := range 5 {
+			c, err := dial("h2")
+			if err != nil {
+				t.Fatalf("connection %d of 5: %v", i+1, err)
+			}
+			held = append(held, c)
+			io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") // keep it from the first-request deadline
+		}
+		if c, err := dial("h2"); err == nil {
+			if !closed(c) {
+				t.Errorf("a 6th connection from one address was served, want it closed (max 5)")
+			}
+			c.Close()
+		}
+		for _, c := range held {
+			c.Close()
+		}
+		waitFor(t, "a slot to come back", func() bool {
+			c, err := dial("http/1.1")
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			io.WriteString(c, "GET /after HTTP/1.1\r\nHost: localhost\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			return err == nil && resp.StatusCode == 200
+		})
+	})
+	t.Run("quic per address", func(t *testing.T) {
+		tc := &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{"h3"}}
+		var held []*quic.Conn
+		defer func() {
+			for _, c := range held {
+				c.CloseWithError(0, "")
+			}
+		}()
+		for i := range 3 {
+			c, err := quic.DialAddr(context.Background(), addr, tc, &quic.Config{MaxIdleTimeout: time.Minute})
+			if err != nil {
+				t.Fatalf("QUIC connection %d of 3: %v", i+1, err)
+			}
+			held = append(held, c)
+		}
+		c, err := quic.DialAddr(context.Background(), addr, tc, &quic.Config{MaxIdleTimeout: time.Minute})
+		if err != nil {
+			return // refused during the handshake: fine
+		}
+		select {
+		case <-c.Context().Done():
+			// Before the handshake is confirmed, an application close
+			// travels as the transport error APPLICATION_ERROR (RFC 9000
+			// 10.2.3); after it, as H3_EXCESSIVE_LOAD itself.
+			var ae *quic.ApplicationError
+			var te *quic.TransportError
+			err := context.Cause(c.Context())
+			if !(errors.As(err, &ae) && ae.ErrorCode == 0x107) && !(errors.As(err, &te) && te.ErrorCode == quic.ApplicationErrorErrorCode && te.Remote) {
+				t.Errorf("4th QUIC connection closed with %v (%T), want the server's H3_EXCESSIVE_LOAD", err, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("a 4th QUIC connection from one address stayed open, want it closed (max 3)")
+			c.CloseWithError(0, "")
+		}
+	})
 }

@@ -24,6 +24,8 @@ type site struct {
 	proxy     *httputil.ReverseProxy // uncached path: upgrades, or no cache
 	transport *originTransport       // the cache's path to the origin
 	query     cache.Query            // how the query enters the cache key
+	strip     []string               // canonical request fields removed before anything else
+	deny      []string               // path prefixes answered 404, never forwarded
 }
 
 // newSite builds the reverse proxy of a site. httputil.ReverseProxy strips

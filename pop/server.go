@@ -58,6 +58,8 @@ type Server struct {
 	maxInflight int64
 	buffers     *bufferPool
 	maxBody     int64
+	tcpConns    *connLimiter // nil: no limit
+	quicConns   *connLimiter // nil: no limit
 
 	servedBy []string // X-Served-By value
 	altSvc   []string // Alt-Svc value, nil until the QUIC port is known
@@ -118,6 +120,17 @@ func New(cfg Config) (*Server, error) {
 		}
 		st := s.newSite(name, sc.Upstream, s.groups[sc.Upstream])
 		st.query, _ = cache.ParseQuery(sc.CacheQuery) // validated above
+		strip := sc.StripRequestHeaders
+		if strip == nil {
+			strip = DefaultStripRequestHeaders
+		}
+		for _, h := range strip {
+			st.strip = append(st.strip, http.CanonicalHeaderKey(h))
+		}
+		st.deny = sc.DenyPaths
+		if st.deny == nil {
+			st.deny = DefaultDenyPaths
+		}
 		for _, h := range cfg.Sites[i].Hosts {
 			s.router.add(h, st)
 		}
@@ -135,6 +148,8 @@ func New(cfg Config) (*Server, error) {
 		s.cache = c
 		s.metrics.reg.MustRegister(cacheCollector{c})
 	}
+	s.tcpConns = newConnLimiter(cfg.Limits.MaxConns, cfg.Limits.MaxConnsPerAddr)
+	s.quicConns = newConnLimiter(cfg.Limits.MaxQUICConns, cfg.Limits.MaxQUICConnsPerAddr)
 	if cfg.Limits.RateLimit > 0 {
 		s.limiter = newIPLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, 100_000)
 	}
@@ -174,6 +189,18 @@ func fillDefaults(c *Config) {
 	}
 	if l.MaxInflight == 0 {
 		l.MaxInflight = dl.MaxInflight
+	}
+	if l.MaxConns == 0 {
+		l.MaxConns = dl.MaxConns
+	}
+	if l.MaxConnsPerAddr == 0 {
+		l.MaxConnsPerAddr = dl.MaxConnsPerAddr
+	}
+	if l.MaxQUICConns == 0 {
+		l.MaxQUICConns = dl.MaxQUICConns
+	}
+	if l.MaxQUICConnsPerAddr == 0 {
+		l.MaxQUICConnsPerAddr = dl.MaxQUICConnsPerAddr
 	}
 }
 
@@ -341,7 +368,11 @@ func (s *Server) Serve() error {
 		if err != nil {
 			return err
 		}
-		serve("quic", func() error { return s.h3.ServeListener(ln) })
+		var qln http3.QUICListener = ln
+		if s.quicConns != nil {
+			qln = &quicLimitListener{QUICListener: ln, l: s.quicConns, refused: s.connRefused}
+		}
+		serve("quic", func() error { return s.h3.ServeListener(qln) })
 		n++
 	}
 	if s.httpLn != nil {
@@ -352,7 +383,11 @@ func (s *Server) Serve() error {
 			h = s.tls.acme.HTTPHandler(nil)
 		}
 		s.plain = s.newHTTPServer(h)
-		serve("http", func() error { return s.plain.Serve(s.httpLn) })
+		ln := s.httpLn
+		if s.tcpConns != nil {
+			ln = &limitListener{Listener: ln, l: s.tcpConns, refused: s.connRefused}
+		}
+		serve("http", func() error { return s.plain.Serve(ln) })
 		n++
 	}
 	if s.adminLn != nil {
@@ -370,6 +405,9 @@ func (s *Server) Serve() error {
 	}
 	return first
 }
+
+// connRefused counts a connection closed by a connection limit.
+func (s *Server) connRefused() { s.metrics.rejected.WithLabelValues("conn_limit").Inc() }
 
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 	l := s.cfg.Limits

@@ -1,0 +1,130 @@
+package pop
+
+import (
+	"context"
+	"net"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// connLimiter caps open client connections in total and per client
+// address, so that one client cannot hold the PoP's memory and goroutines
+// with idle connections. One limiter counts TCP (TLS and plain HTTP), one
+// QUIC.
+type connLimiter struct {
+	max, perAddr int // <= 0: no limit
+
+	mu     sync.Mutex // guards total, byAddr
+	total  int
+	byAddr map[string]int
+}
+
+func newConnLimiter(max, perAddr int) *connLimiter {
+	if max <= 0 && perAddr <= 0 {
+		return nil
+	}
+	return &connLimiter{max: max, perAddr: perAddr, byAddr: map[string]int{}}
+}
+
+// acquire takes a slot for a connection from addr, or reports false.
+func (l *connLimiter) acquire(addr string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.max > 0 && l.total >= l.max {
+		return false
+	}
+	if l.perAddr > 0 && l.byAddr[addr] >= l.perAddr {
+		return false
+	}
+	l.total++
+	l.byAddr[addr]++
+	return true
+}
+
+func (l *connLimiter) release(addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if n := l.byAddr[addr] - 1; n > 0 {
+		l.byAddr[addr] = n
+	} else {
+		delete(l.byAddr, addr)
+	}
+}
+
+// admit wraps c so that closing it releases its slot, or closes c and
+// returns nil when the limit is reached.
+func (l *connLimiter) admit(c net.Conn) net.Conn {
+	if l == nil {
+		return c
+	}
+	addr := clientIP(c.RemoteAddr().String())
+	if !l.acquire(addr) {
+		c.Close()
+		return nil
+	}
+	return &limitedConn{Conn: c, release: sync.OnceFunc(func() { l.release(addr) })}
+}
+
+type limitedConn struct {
+	net.Conn
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
+}
+
+// limitListener applies a connLimiter to a plain listener; refused
+// connections are closed at once and counted.
+type limitListener struct {
+	net.Listener
+	l       *connLimiter
+	refused func()
+}
+
+func (ln *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if lc := ln.l.admit(c); lc != nil {
+			return lc, nil
+		}
+		ln.refused()
+	}
+}
+
+// quicLimitListener applies a connLimiter to QUIC connections: one over
+// the limit is closed with H3_EXCESSIVE_LOAD right after the handshake
+// starts; a slot is released when its connection ends.
+type quicLimitListener struct {
+	http3.QUICListener
+	l       *connLimiter
+	refused func()
+}
+
+func (ln *quicLimitListener) Accept(ctx context.Context) (*quic.Conn, error) {
+	for {
+		c, err := ln.QUICListener.Accept(ctx)
+		if err != nil {
+			return nil, err
+		}
+		addr := clientIP(c.RemoteAddr().String())
+		if !ln.l.acquire(addr) {
+			c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many connections from this address")
+			ln.refused()
+			continue
+		}
+		go func() {
+			<-c.Context().Done()
+			ln.l.release(addr)
+		}()
+		return c, nil
+	}
+}
