@@ -252,7 +252,9 @@ func TestFileSourceReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Unix(1_800_000_000, 0)
-	src, err := NewFileSource(FileSourceConfig{CertFile: certFile, KeyFile: keyFile, Now: func() time.Time { return now }})
+	var reported []error
+	src, err := NewFileSource(FileSourceConfig{CertFile: certFile, KeyFile: keyFile, Now: func() time.Time { return now },
+		OnReloadError: func(err error) { reported = append(reported, err) }})
 	if err != nil {
 		t.Fatalf("NewFileSource = %v", err)
 	}
@@ -285,6 +287,11 @@ func TestFileSourceReloads(t *testing.T) {
 	now = now.Add(2 * time.Second)
 	if got := get(); got != "second.lab" || src.Err() == nil {
 		t.Errorf("after a broken key: cert %q, Err %v; want second.lab and an error", got, src.Err())
+	}
+	now = now.Add(2 * time.Second)
+	get() // still broken: not reported again
+	if len(reported) != 1 {
+		t.Errorf("OnReloadError called %d times for one broken key over two checks, want once: %v", len(reported), reported)
 	}
 	if _, err := NewFileSource(FileSourceConfig{CertFile: filepath.Join(dir, "missing"), KeyFile: keyFile}); err == nil || !strings.Contains(err.Error(), "certificate file") {
 		t.Errorf("missing file: err = %v, want one naming the certificate file", err)

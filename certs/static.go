@@ -18,6 +18,7 @@ type FileSource struct {
 	certFile, keyFile string
 	interval          time.Duration
 	now               func() time.Time
+	onErr             func(error)
 
 	mu      sync.Mutex // guards cert, certMod, keyMod, checked, lastErr
 	cert    *tls.Certificate
@@ -35,6 +36,10 @@ type FileSourceConfig struct {
 	CheckInterval time.Duration
 	// Now is the clock. If nil, time.Now.
 	Now func() time.Time
+	// OnReloadError, if set, is called with the error of a reload that
+	// failed (the previous certificate stays in use), once per distinct
+	// failure rather than at every check while the files stay broken.
+	OnReloadError func(error)
 }
 
 // NewFileSource loads the certificate and key; it fails if either cannot be
@@ -43,7 +48,7 @@ func NewFileSource(cfg FileSourceConfig) (*FileSource, error) {
 	if cfg.CertFile == "" || cfg.KeyFile == "" {
 		return nil, fmt.Errorf("certificate files: cert %q and key %q, want both set", cfg.CertFile, cfg.KeyFile)
 	}
-	s := &FileSource{certFile: cfg.CertFile, keyFile: cfg.KeyFile, interval: cfg.CheckInterval, now: cfg.Now}
+	s := &FileSource{certFile: cfg.CertFile, keyFile: cfg.KeyFile, interval: cfg.CheckInterval, now: cfg.Now, onErr: cfg.OnReloadError}
 	if s.interval == 0 {
 		s.interval = time.Second
 	}
@@ -90,7 +95,11 @@ func (s *FileSource) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 	defer s.mu.Unlock()
 	if now := s.now(); now.Sub(s.checked) >= s.interval {
 		s.checked = now
-		s.lastErr = s.reload()
+		err := s.reload()
+		if err != nil && s.onErr != nil && (s.lastErr == nil || s.lastErr.Error() != err.Error()) {
+			s.onErr(err)
+		}
+		s.lastErr = err
 	}
 	return s.cert, nil
 }

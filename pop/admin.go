@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/edgecdn/cdn/certs"
 
@@ -14,8 +15,9 @@ import (
 // adminHandler serves the admin listener:
 //
 //	/livez    200 while the process serves at all
-//	/readyz   200 only when certificates are loaded, every upstream group is
-//	          warm and healthy, and the server is not draining; 503 otherwise
+//	/readyz   200 only when certificates are loaded and valid for longer than
+//	          tls.min_validity, every upstream group is warm and healthy, and
+//	          the server is not draining; 503 otherwise, saying which
 //	/metrics  Prometheus
 //	/ca.pem   the lab CA's root certificate, when the PoP uses a lab CA (404
 //	          otherwise): what clients trust (curl --cacert)
@@ -37,6 +39,8 @@ func (s *Server) adminHandler() http.Handler {
 			http.Error(w, "not ready: warming upstream pools", http.StatusServiceUnavailable)
 		case !s.groupsReady():
 			http.Error(w, "not ready: an upstream group has no healthy warm server", http.StatusServiceUnavailable)
+		case s.certExpiring():
+			http.Error(w, "not ready: the certificate expires at "+s.tls.currentLeaf().NotAfter.UTC().Format(time.RFC3339)+", within tls.min_validity", http.StatusServiceUnavailable)
 		default:
 			w.Write([]byte("ready\n"))
 		}
@@ -68,6 +72,17 @@ func (s *Server) adminHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
+}
+
+// certExpiring reports whether the served certificate (when known) expires
+// within tls.min_validity.
+func (s *Server) certExpiring() bool {
+	min := s.cfg.TLS.MinValidity
+	if min == 0 {
+		min = 24 * time.Hour
+	}
+	leaf := s.tls.currentLeaf()
+	return min > 0 && leaf != nil && time.Until(leaf.NotAfter) < min
 }
 
 // purge removes cached responses: POST /purge?url=URL or ?tag=KEY (both may

@@ -81,6 +81,11 @@ type TLSConfig struct {
 	TicketRotation time.Duration `yaml:"ticket_rotation"`
 	// AllowTLS12 admits TLS 1.2 on TCP. If false, TLS 1.3 only.
 	AllowTLS12 bool `yaml:"allow_tls12"`
+	// MinValidity makes /readyz answer 503 when the served certificate
+	// expires within this long (a renewal that keeps failing takes the PoP
+	// out of rotation before clients see an expired certificate). If
+	// zero, 24h; negative turns the check off.
+	MinValidity time.Duration `yaml:"min_validity"`
 }
 
 // ACMEConfig configures ACME certificates.

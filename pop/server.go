@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
@@ -113,6 +114,15 @@ func New(cfg Config) (*Server, error) {
 		s.groups[name] = g
 	}
 	s.metrics = newMetrics(s.groups)
+	s.metrics.reg.MustRegister(t.reloadFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pop_tls_certificate_expiry_seconds",
+		Help: "Seconds until the served certificate expires; 0 when it is not known up front (ACME).",
+	}, func() float64 {
+		if leaf := t.currentLeaf(); leaf != nil {
+			return time.Until(leaf.NotAfter).Seconds()
+		}
+		return 0
+	}))
 	for i, sc := range cfg.Sites {
 		name := sc.Name
 		if name == "" {
@@ -294,10 +304,11 @@ func addrOf(ln net.Listener) net.Addr {
 // Leaf returns the certificate served, when it is known up front (lab CA,
 // files), for clients that pin it.
 func (s *Server) Leaf() *tls.Certificate {
-	if s.tls.leaf == nil {
+	leaf := s.tls.currentLeaf()
+	if leaf == nil {
 		return nil
 	}
-	return &tls.Certificate{Certificate: [][]byte{s.tls.leaf.Raw}, Leaf: s.tls.leaf}
+	return &tls.Certificate{Certificate: [][]byte{leaf.Raw}, Leaf: leaf}
 }
 
 // WaitCache blocks until responses being fetched are stored and the

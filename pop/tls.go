@@ -4,10 +4,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgecdn/cdn/certs"
 )
@@ -19,12 +22,32 @@ type tlsSetup struct {
 	acme    *certs.ACME  // nil unless ACME is the source
 	labCA   *certs.LabCA // nil unless a lab CA is the source
 	leaf    *x509.Certificate
+	files   *certs.FileSource // nil unless cert_file/key_file are the source
+	// reloadFailures counts certificate file reloads that failed (the
+	// previous certificate stays in use).
+	reloadFailures prometheus.Counter
+}
+
+// currentLeaf is the certificate being served when it is known up front
+// (lab CA, files: after any reload), or nil (ACME).
+func (t *tlsSetup) currentLeaf() *x509.Certificate {
+	if t.files != nil {
+		return t.files.Leaf()
+	}
+	return t.leaf
 }
 
 // buildTLS creates the certificate source named by cfg.TLS and the shared
 // ticket keys.
 func buildTLS(cfg *Config) (*tlsSetup, error) {
-	t := &tlsSetup{}
+	t := &tlsSetup{reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pop_tls_certificate_reload_failures_total",
+		Help: "Certificate file reloads that failed; the previous certificate stays in use.",
+	})}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
 	var secret []byte
 	if cfg.TLS.TicketKeyFile != "" {
 		s, err := certs.LoadSecret(cfg.TLS.TicketKeyFile)
@@ -41,12 +64,16 @@ func buildTLS(cfg *Config) (*tlsSetup, error) {
 	sc := certs.ServerConfig{Tickets: keys, AllowTLS12: cfg.TLS.AllowTLS12}
 	switch {
 	case cfg.TLS.CertFile != "":
-		src, err := certs.NewFileSource(certs.FileSourceConfig{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile})
+		src, err := certs.NewFileSource(certs.FileSourceConfig{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
+			OnReloadError: func(err error) {
+				t.reloadFailures.Inc()
+				logger.Warn("certificate reload failed; still serving the previous certificate", "error", err)
+			}})
 		if err != nil {
 			return nil, fmt.Errorf("tls.cert_file: %w", err)
 		}
 		sc.GetCertificate = src.GetCertificate
-		t.leaf = src.Leaf()
+		t.files = src
 	case cfg.TLS.ACME != nil:
 		a := cfg.TLS.ACME
 		m, err := certs.NewACME(certs.ACMEConfig{Hosts: a.Hosts, Dir: a.Dir, Email: a.Email, DirectoryURL: a.DirectoryURL})

@@ -1,0 +1,96 @@
+package pop_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgecdn/cdn/pop"
+)
+
+// writeSelfSigned writes a self-signed certificate for localhost valid
+// for the given time, and its key.
+func writeSelfSigned(t *testing.T, dir string, valid time.Duration) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(valid)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile
+}
+
+var reloadFailures = regexp.MustCompile(`pop_tls_certificate_reload_failures_total (\d+)`)
+
+// A certificate reload that fails is logged and counted, the previous
+// certificate stays; a certificate that expires within tls.min_validity
+// makes /readyz say so.
+func TestCertReloadFailureAndExpiry(t *testing.T) {
+	ro := startRecordingOrigin(t, nil)
+	admin := func(p *pop.Server, path string) (int, string) {
+		resp, err := http.Get("http://" + p.AdminAddr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	t.Run("reload failure", func(t *testing.T) {
+		certFile, keyFile := writeSelfSigned(t, t.TempDir(), 90*24*time.Hour)
+		p := startPoP(t, t.TempDir(), ro.url, func(c *pop.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
+		os.WriteFile(keyFile, []byte("half-written"), 0o600)
+		later := time.Now().Add(time.Minute)
+		os.Chtimes(keyFile, later, later)
+		waitFor(t, "the failed reload to be counted", func() bool {
+			// Handshakes check the files (at most once a second).
+			c, err := tls.Dial("tcp", p.Addr().String(), &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"})
+			if err != nil {
+				t.Fatalf("handshake after a broken key file: %v (the previous certificate must stay)", err)
+			}
+			c.Close()
+			_, m := admin(p, "/metrics")
+			n := 0
+			if f := reloadFailures.FindStringSubmatch(m); f != nil {
+				n, _ = strconv.Atoi(f[1])
+			}
+			return n == 1
+		})
+	})
+	t.Run("expiring", func(t *testing.T) {
+		certFile, keyFile := writeSelfSigned(t, t.TempDir(), time.Hour)
+		p := startPoP(t, t.TempDir(), ro.url, func(c *pop.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
+		<-p.Warmed()
+		if code, body := admin(p, "/readyz"); code != 503 || !strings.Contains(body, "certificate expires") {
+			t.Errorf("/readyz with a certificate valid for 1h = %d %q, want 503 naming the expiry (min_validity 24h)", code, body)
+		}
+		p2 := startPoP(t, t.TempDir(), ro.url, func(c *pop.Config) {
+			c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
+			c.TLS.MinValidity = -1
+		})
+		<-p2.Warmed()
+		if code, body := admin(p2, "/readyz"); code != 200 {
+			t.Errorf("/readyz with min_validity -1 = %d %q, want 200", code, body)
+		}
+	})
+}
