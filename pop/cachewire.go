@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -35,9 +37,47 @@ type CacheConfig struct {
 type originTransport struct {
 	name  string
 	group http.RoundTripper
+	// share caps the requests in flight per client address (nil: none);
+	// refused counts one refused by it.
+	share   *connLimiter
+	refused func()
 }
 
+// errFairShare is the answer to a client over its share of the origin.
+var errFairShare = errors.New("this address has too many requests to the origin in flight")
+
 func (t *originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.share == nil {
+		return t.roundTrip(r)
+	}
+	addr := clientIP(r.RemoteAddr)
+	if !t.share.acquire(addr) {
+		t.refused()
+		return nil, &upstreamError{http.StatusServiceUnavailable, errFairShare}
+	}
+	release := sync.OnceFunc(func() { t.share.release(addr) })
+	resp, err := t.roundTrip(r)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	resp.Body = &releaseBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
+}
+
+// releaseBody gives a fair-share slot back when the body is closed.
+type releaseBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+func (t *originTransport) roundTrip(r *http.Request) (*http.Response, error) {
 	h := r.Header
 	ver := "1.1 "
 	switch r.ProtoMajor {

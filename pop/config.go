@@ -195,6 +195,12 @@ type Limits struct {
 	// MaxQUICConnsPerAddr caps open QUIC connections from one address. If
 	// zero, 256; -1: no limit.
 	MaxQUICConnsPerAddr int `yaml:"max_quic_conns_per_addr"`
+	// MaxUpstreamPerAddr caps the origin requests one client address has
+	// in flight at once (its fair share of the upstream groups'
+	// concurrency, however many connections it opens); more get 503 with
+	// Retry-After. A coalesced fetch counts once, for the client that
+	// started it. If zero, 64; -1: no limit.
+	MaxUpstreamPerAddr int `yaml:"max_upstream_per_addr"`
 }
 
 // DefaultConfig returns a configuration with every default filled in and no
@@ -217,6 +223,7 @@ func DefaultConfig() Config {
 			MaxConnsPerAddr:      512,
 			MaxQUICConns:         20000,
 			MaxQUICConnsPerAddr:  256,
+			MaxUpstreamPerAddr:   64,
 		},
 	}
 }

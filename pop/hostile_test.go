@@ -6,11 +6,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,4 +393,57 @@ func TestConnectionLimitsAndFirstRequestDeadline(t *testing.T) {
 			c.CloseWithError(0, "")
 		}
 	})
+}
+
+// One client address holds at most its share of origin requests in
+// flight, however many it starts; another address is not held up.
+func TestUpstreamFairShare(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	release := make(chan struct{})
+	var reached atomic.Int64
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/slow") {
+			reached.Add(1)
+			<-release
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write([]byte("ok"))
+	})
+	defer close(release)
+	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Limits.MaxUpstreamPerAddr = 4 })
+	base := "https://localhost:" + port(p.Addr())
+	c := clients(t, ca)["h2"]
+	codes := make(chan int, 10)
+	for i := range 10 {
+		go func() {
+			req, _ := http.NewRequest("GET", fmt.Sprintf("%s/slow?i=%d", base, i), nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				codes <- -1
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	refused := 0
+	for range 6 { // six answer at once: the four others wait at the origin
+		if code := <-codes; code == http.StatusServiceUnavailable {
+			refused++
+		}
+	}
+	if refused != 6 || reached.Load() > 4 {
+		t.Errorf("10 slow misses from one address with a share of 4: %d refused with 503, %d reached the origin; want 6 and 4", refused, reached.Load())
+	}
+	// Another address (127.0.0.2) still reaches the origin.
+	other := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost"},
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}
+	defer other.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: other, Timeout: 10 * time.Second}).Get(base + "/fast")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("another address during the flood: %v %v, want 200", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 }

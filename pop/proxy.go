@@ -33,7 +33,8 @@ type site struct {
 // rewrite adds Via, X-Forwarded-For/-Host/-Proto and Early-Data.
 func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site {
 	timed := newTimedTransport(g, s.metrics.upstreamTime, groupName)
-	st := &site{name: name, group: g, transport: &originTransport{name: s.cfg.Name, group: timed}}
+	st := &site{name: name, group: g, transport: &originTransport{name: s.cfg.Name, group: timed, share: s.upShare,
+		refused: func() { s.metrics.rejected.WithLabelValues("upstream_share").Inc() }}}
 	// The proxy strips hop-by-hop fields (and those named in Connection)
 	// both ways; originTransport adds Via, X-Forwarded-* and Early-Data,
 	// as it does for the cache.
@@ -67,6 +68,9 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	case errors.As(err, &ue) && ue.code < 500:
 		code, msg = ue.code, fmt.Sprintf("%d %s: %v", ue.code, http.StatusText(ue.code), ue.err)
+	case errors.Is(err, errFairShare):
+		code, msg = http.StatusServiceUnavailable, "503 service unavailable: too many requests from this address are waiting for the origin, retry shortly"
+		w.Header().Set("Retry-After", "1")
 	case errors.Is(err, upstream.ErrOverloaded):
 		code, msg = http.StatusServiceUnavailable, "503 service unavailable: too many requests to the origin in flight, retry shortly"
 		w.Header().Set("Retry-After", "1")

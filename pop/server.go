@@ -61,6 +61,7 @@ type Server struct {
 	maxBody     int64
 	tcpConns    *connLimiter // nil: no limit
 	quicConns   *connLimiter // nil: no limit
+	upShare     *connLimiter // origin requests in flight per client address; nil: no limit
 
 	servedBy []string // X-Served-By value
 	altSvc   []string // Alt-Svc value, nil until the QUIC port is known
@@ -114,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		s.groups[name] = g
 	}
 	s.metrics = newMetrics(s.groups)
+	s.upShare = newConnLimiter(0, cfg.Limits.MaxUpstreamPerAddr)
 	s.metrics.reg.MustRegister(t.reloadFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pop_tls_certificate_expiry_seconds",
 		Help: "Seconds until the served certificate expires; 0 when it is not known up front (ACME).",
@@ -159,6 +161,7 @@ func New(cfg Config) (*Server, error) {
 		s.metrics.reg.MustRegister(cacheCollector{c})
 	}
 	s.tcpConns = newConnLimiter(cfg.Limits.MaxConns, cfg.Limits.MaxConnsPerAddr)
+
 	s.quicConns = newConnLimiter(cfg.Limits.MaxQUICConns, cfg.Limits.MaxQUICConnsPerAddr)
 	if cfg.Limits.RateLimit > 0 {
 		s.limiter = newIPLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, 100_000)
@@ -211,6 +214,9 @@ func fillDefaults(c *Config) {
 	}
 	if l.MaxQUICConnsPerAddr == 0 {
 		l.MaxQUICConnsPerAddr = dl.MaxQUICConnsPerAddr
+	}
+	if l.MaxUpstreamPerAddr == 0 {
+		l.MaxUpstreamPerAddr = dl.MaxUpstreamPerAddr
 	}
 }
 
