@@ -95,3 +95,17 @@ func BenchmarkStore(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkFastAppendKey measures building a fast-path key, for a host as
+// clients usually send it and for one keyHost must cut.
+func BenchmarkFastAppendKey(b *testing.B) {
+	for _, host := range []string{"www.cdn.lab", "WWW.CDN.LAB.:8443"} {
+		b.Run(host, func(b *testing.B) {
+			key := make([]byte, 0, 128)
+			b.ReportAllocs()
+			for b.Loop() {
+				key = AppendKey(key[:0], true, host, "/static/app.css?v=12", QueryKeep)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,22 @@ type Config struct {
 	// QueryFor picks Query per request (per site, in the PoP). If nil,
 	// Query applies to every request.
 	QueryFor func(*http.Request) Query
+	// MaxVariants caps the responses stored for one URL whose responses
+	// vary (Vary); storing one more evicts the least recently stored. If
+	// zero, 64.
+	MaxVariants int
+	// MaxVaryValueBytes caps the length of a request field that a Vary
+	// names (all its lines together) for the cache to key on it: a
+	// request whose value is longer is passed to the origin, and the
+	// answer is neither served from nor stored in the cache. If zero,
+	// 1 KiB.
+	MaxVaryValueBytes int
+	// SetCookie says what happens to storable responses that carry
+	// Set-Cookie. If zero, CookieStrip.
+	SetCookie CookiePolicy
+	// SetCookieFor picks the policy per request (per site, in the PoP).
+	// If nil, SetCookie for all.
+	SetCookieFor func(*http.Request) CookiePolicy
 	// Logger receives background errors. If nil, slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. If nil, time.Now.
@@ -71,6 +88,45 @@ func ParseQuery(s string) (Query, error) {
 	return QueryKeep, fmt.Errorf("query %q: want keep, sort or ignore", s)
 }
 
+// CookiePolicy is what the cache does with a storable response that
+// carries Set-Cookie. Whatever the policy, the client whose request
+// fetched the response gets its Set-Cookie. Set-Cookie that the origin
+// excluded with private="set-cookie" or no-cache="set-cookie" is never
+// stored, and such a response counts as one without Set-Cookie.
+type CookiePolicy int
+
+// Cookie policies.
+const (
+	CookieStrip CookiePolicy = iota // store the response without Set-Cookie: later clients get no cookie
+	CookieStore                     // store it with Set-Cookie, replayed to every client (RFC 9111 3)
+	CookiePass                      // do not store it
+)
+
+func (p CookiePolicy) String() string {
+	switch p {
+	case CookieStrip:
+		return "strip"
+	case CookieStore:
+		return "store"
+	case CookiePass:
+		return "pass"
+	}
+	return "CookiePolicy(" + strconv.Itoa(int(p)) + ")"
+}
+
+// ParseCookiePolicy parses "strip", "store" or "pass" (empty is strip).
+func ParseCookiePolicy(s string) (CookiePolicy, error) {
+	switch s {
+	case "", "strip":
+		return CookieStrip, nil
+	case "store":
+		return CookieStore, nil
+	case "pass":
+		return CookiePass, nil
+	}
+	return CookieStrip, fmt.Errorf("set_cookie %q: want strip, store or pass", s)
+}
+
 // Cache is an RFC 9111 shared cache in front of Config.Transport. It is an
 // http.Handler.
 type Cache struct {
@@ -90,17 +146,36 @@ type Cache struct {
 
 // New validates cfg and returns a Cache. Close it to stop its goroutines.
 func New(cfg Config) (*Cache, error) {
+	var problems []error
 	if cfg.Transport == nil {
-		return nil, errors.New("cache: transport is nil, want the upstream round tripper")
+		problems = append(problems, errors.New("cache: transport is nil, want the upstream round tripper"))
 	}
 	if cfg.MaxBytes < 0 || cfg.MaxObjectBytes < 0 {
-		return nil, errors.New("cache: max_bytes and max_object_bytes must be 0 (default) or more")
+		problems = append(problems, errors.New("cache: max_bytes and max_object_bytes must be 0 (default) or more"))
+	}
+	if cfg.MaxVariants < 0 {
+		problems = append(problems, fmt.Errorf("cache: max_variants %d: want 0 (default, 64) or more", cfg.MaxVariants))
+	}
+	if cfg.MaxVaryValueBytes < 0 {
+		problems = append(problems, fmt.Errorf("cache: max_vary_value_bytes %d: want 0 (default, 1024) or more", cfg.MaxVaryValueBytes))
+	}
+	if cfg.SetCookie < CookieStrip || cfg.SetCookie > CookiePass {
+		problems = append(problems, fmt.Errorf("cache: set_cookie %d: want CookieStrip, CookieStore or CookiePass", cfg.SetCookie))
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 256 << 20
 	}
 	if cfg.MaxObjectBytes == 0 {
 		cfg.MaxObjectBytes = 8 << 20
+	}
+	if cfg.MaxVariants == 0 {
+		cfg.MaxVariants = 64
+	}
+	if cfg.MaxVaryValueBytes == 0 {
+		cfg.MaxVaryValueBytes = 1 << 10
 	}
 	if cfg.TargetedFields == nil {
 		cfg.TargetedFields = []string{"CDN-Cache-Control", "Surrogate-Control"}
@@ -175,16 +250,18 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// primaryKey is scheme, host, path and query (as configured).
+// primaryKey is scheme, host (see keyHost), path and query (as
+// configured).
 func (c *Cache) primaryKey(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil || r.URL.Scheme == "https" {
 		scheme = "https"
 	}
-	host := strings.ToLower(r.Host)
+	host := r.Host
 	if host == "" {
-		host = strings.ToLower(r.URL.Host)
+		host = r.URL.Host
 	}
+	host = strings.ToLower(keyHost(host))
 	q := r.URL.RawQuery
 	mode := c.cfg.Query
 	if c.cfg.QueryFor != nil {
@@ -223,15 +300,45 @@ func requestDirectives(r *http.Request) Directives {
 	return d
 }
 
-// lookup finds the stored response for r, following Vary.
-func (c *Cache) lookup(pkey string, r *http.Request) *entry {
-	if vi := c.st.getVary(pkey); vi != nil {
-		return c.st.getEntry(secondaryKey(pkey, vi.names, r.Header))
+// lookup finds the stored response for r, following Vary: only a variant
+// the index lists answers (one it evicted or forgot may linger in the
+// store until ristretto drops it). bypass reports a request whose varied
+// field is too long to key on (MaxVaryValueBytes).
+func (c *Cache) lookup(pkey string, r *http.Request) (e *entry, bypass bool) {
+	vi := c.st.getVary(pkey)
+	if vi == nil {
+		return c.st.getEntry(pkey), false
 	}
-	return c.st.getEntry(pkey)
+	if !c.varyValuesFit(vi.names, r.Header) {
+		return nil, true
+	}
+	key := secondaryKey(pkey, vi.names, r.Header)
+	if !vi.has(key) {
+		return nil, false
+	}
+	return c.st.getEntry(key), false
+}
+
+// hasBody reports whether a request carries a body (Content-Length above
+// zero or Transfer-Encoding). Such GETs and HEADs are passed through: the
+// body may change the answer, and the cache key has no body in it.
+func hasBody(r *http.Request) bool {
+	if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
+		return true
+	}
+	_, te := r.Header["Transfer-Encoding"]
+	return te
 }
 
 func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
+	if hasBody(r) {
+		c.pass(w, r, "fwd=request; detail=request-body")
+		return
+	}
+	if v := r.Header.Get("Range"); v != "" && ignoreRange(v, -1) {
+		// Answered whole, and fetched whole on a miss (see ignoreRange).
+		r = withoutRange(r)
+	}
 	reqCC := requestDirectives(r)
 	pkey := c.primaryKey(r)
 	// A request with credentials is never answered from another user's
@@ -240,7 +347,11 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 	private := r.Header.Get("Authorization") != ""
 	var e *entry
 	if !private {
-		e = c.lookup(pkey, r)
+		var bypass bool
+		if e, bypass = c.lookup(pkey, r); bypass {
+			c.pass(w, r, "fwd=bypass; detail=vary-value-too-long")
+			return
+		}
 	}
 	now := c.cfg.Now()
 	if e != nil {
@@ -332,13 +443,17 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 		return
 	}
 	delete(h, "Content-Length")
+	if v := r.Header.Get("Range"); v != "" && ignoreRange(v, int64(len(e.body))) {
+		r = withoutRange(r)
+	}
 	var modtime time.Time
 	if lm, ok := parseHTTPDate(e.header.Get("Last-Modified")); ok {
 		modtime = lm
 	}
 	// ServeContent evaluates If-None-Match (weak comparison, lists, *)
 	// before If-Modified-Since, If-Match, If-Range and Range (single and
-	// multipart) against the stored ETag and Last-Modified, and HEAD.
+	// multipart, at most maxRanges ascending parts: see ignoreRange)
+	// against the stored ETag and Last-Modified, and HEAD.
 	http.ServeContent(w, r, "", modtime, bytes.NewReader(e.body))
 }
 
@@ -379,13 +494,26 @@ func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 		base, _ := url.Parse(pkey)
 		for _, f := range []string{"Location", "Content-Location"} {
 			if v := resp.Header.Get(f); v != "" && base != nil {
-				if u, err := base.Parse(v); err == nil && u.Host == base.Host && u.Scheme == base.Scheme {
-					c.st.del(u.String(), false)
+				if u, err := base.Parse(v); err == nil && strings.ToLower(keyHost(u.Host)) == base.Host && u.Scheme == base.Scheme {
+					c.st.del(c.urlKey(u), false)
 				}
 			}
 		}
 	}
 	writeResponse(w, resp, c.cfg.Name+"; fwd=method")
+}
+
+// pass forwards r, body and all, and copies the answer to the client,
+// leaving the store alone.
+func (c *Cache) pass(w http.ResponseWriter, r *http.Request, status string) {
+	c.stats.passed.Add(1)
+	resp, err := c.roundTrip(r.Context(), r, nil)
+	if err != nil {
+		c.writeError(w, err)
+		return
+	}
+	defer resp.Body.Close()
+	writeResponse(w, resp, c.cfg.Name+"; "+status)
 }
 
 // writeError reports a failed upstream exchange as a Transport error:

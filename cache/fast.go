@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,21 +33,21 @@ type FastHit struct {
 }
 
 // AppendKey appends the cache key of a request to dst, as the cache builds
-// it from an *http.Request: scheme, the Host field lowercased, the path as
-// sent and the query under mode. target is the request target in origin
-// form ("/path?query"); it must not contain a fragment.
+// it from an *http.Request: scheme, the Host field as keyHost cuts it and
+// lowercased, the path as sent and the query under mode. target is the
+// request target in origin form ("/path?query"); it must not contain a
+// fragment.
 func AppendKey(dst []byte, https bool, host, target string, mode Query) []byte {
 	if https {
 		dst = append(dst, "https://"...)
 	} else {
 		dst = append(dst, "http://"...)
 	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
+	start := len(dst)
+	dst, colon := appendLower(dst, host)
+	if colon || len(host) > 0 && (host[0] == '[' || host[len(host)-1] == '.') {
+		// A port, brackets or trailing dots (rare): cut as primaryKey does.
+		dst, _ = appendLower(dst[:start], keyHost(host))
 	}
 	path, query, hasQuery := target, "", false
 	for i := 0; i < len(target); i++ {
@@ -69,6 +70,46 @@ func AppendKey(dst []byte, https bool, host, target string, mode Query) []byte {
 		dst = append(dst, query...)
 	}
 	return dst
+}
+
+// appendLower appends s with ASCII letters lowercased, and reports
+// whether s has a colon.
+func appendLower(dst []byte, s string) ([]byte, bool) {
+	colon := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == ':' {
+			colon = true
+		}
+		dst = append(dst, c)
+	}
+	return dst, colon
+}
+
+// keyHost is the part of a Host field that enters the cache key (before
+// lowercasing): without a port, and without the trailing dots of a fully
+// qualified name, so that "LOCALHOST.", "localhost:1" and "localhost"
+// share entries and one purge removes them all. The port never changes
+// the content: the PoP routes by host name and fetches from the site's
+// configured origin. A bracketed IPv6 literal keeps its brackets; a host
+// with more than one colon and no brackets is kept whole (it has no port
+// to cut, and must not share a key with other such hosts).
+func keyHost(host string) string {
+	if len(host) > 0 && host[0] == '[' {
+		if i := strings.IndexByte(host, ']'); i >= 0 {
+			return host[:i+1]
+		}
+		return host
+	}
+	if i := strings.IndexByte(host, ':'); i >= 0 && strings.LastIndexByte(host, ':') == i {
+		host = host[:i]
+	}
+	for len(host) > 0 && host[len(host)-1] == '.' {
+		host = host[:len(host)-1]
+	}
+	return host
 }
 
 // appendSortedQuery appends the &-separated parts of q sorted, as
@@ -100,8 +141,9 @@ func appendSortedQuery(dst []byte, q string) []byte {
 // it can answer a plain GET or HEAD as it is: a fresh 200 whose
 // responses do not vary, that is not purged and needs no validation. The
 // caller must have checked that the request carries none of
-// Authorization, Cache-Control, Pragma, Range, If-* or anything else that
-// changes the answer; such requests go through ServeHTTP. A hit is counted
+// Authorization, Cache-Control, Pragma, Range, If-*, a body
+// (Content-Length, Transfer-Encoding) or anything else that changes the
+// answer; such requests go through ServeHTTP. A hit is counted
 // as ServeHTTP counts one. It does not allocate.
 func (c *Cache) LookupFast(key []byte) (FastHit, bool) {
 	if len(key) == 0 {

@@ -16,12 +16,16 @@ var fastTarget = regexp.MustCompile(`^/([A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa
 
 // FuzzAppendKey: for every request the fast loop may look up, AppendKey
 // builds the key primaryKey builds from the parsed request, in every
-// query mode, so both paths find the same entries.
+// query mode, so both paths find the same entries; and every spelling of
+// a host (case, trailing dot, port) gives one key.
 func FuzzAppendKey(f *testing.F) {
 	for _, s := range []string{"/", "/a/b.css?v=1", "/a%2Fb?b=2&a=1", "//x", "/x?", "/%41?&&", "/a?b=1&a=2&c"} {
 		f.Add(s, "localhost", uint8(0))
 		f.Add(s, "WWW.CDN.lab:8443", uint8(1))
 		f.Add(s, "[::1]:443", uint8(2))
+		for i, h := range []string{"LOCALHOST.", "localhost:1", "localhost:443", "LocalHost.:80", "localhost.", "[::1]", "::1", "a..:"} {
+			f.Add(s, h, uint8(i))
+		}
 	}
 	f.Fuzz(func(t *testing.T, target, host string, mode uint8) {
 		if !fastTarget.MatchString(target) || strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != "" || host == "" {
@@ -37,6 +41,15 @@ func FuzzAppendKey(f *testing.F) {
 		want := c.primaryKey(r)
 		if got := string(AppendKey(nil, true, host, target, q)); got != want {
 			t.Errorf("AppendKey(%q, %q, %d) = %q, primaryKey %q", host, target, q, got, want)
+		}
+		// Another spelling of the same host: other case, a trailing
+		// dot, a port.
+		if host[0] != '[' && strings.Count(host, ":") <= 1 {
+			name, _, _ := strings.Cut(host, ":")
+			other := strings.ToUpper(name) + ".:8080"
+			if got := string(AppendKey(nil, true, other, target, q)); got != want {
+				t.Errorf("AppendKey(%q, %q, %d) = %q, want %q as for host %q", other, target, q, got, want, host)
+			}
 		}
 	})
 }

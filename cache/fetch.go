@@ -152,7 +152,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	}
 	defer resp.Body.Close()
 	respTime := c.cfg.Now()
-	e, reason := c.storable(r, resp, pkey, reqCC, private, reqTime, respTime)
+	e, own, reason := c.storable(r, resp, pkey, reqCC, private, reqTime, respTime)
 	if e == nil {
 		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail="+reason)
 		return nil
@@ -161,6 +161,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
 		return nil
 	}
+	addFields(w.Header(), own)
 	if e.status == http.StatusOK && plainGET(r) {
 		return c.streamAndStore(w, r, resp, e, f)
 	}
@@ -184,39 +185,47 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	return e
 }
 
-// storable decides whether a response may be stored (RFC 9111 3) and
-// builds its entry (without the body).
-func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqCC Directives, private bool, reqTime, respTime time.Time) (*entry, string) {
+// storable decides whether a response may be stored (RFC 9111 3, and
+// Config.SetCookie, MaxVaryValueBytes) and builds its entry (without the
+// body). own holds the fields the stored copy leaves out that the client
+// whose request fetched the response still gets (see withhold).
+func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqCC Directives, private bool, reqTime, respTime time.Time) (e *entry, own http.Header, reason string) {
 	if r.Method != http.MethodGet {
-		return nil, "method"
+		return nil, nil, "method"
+	}
+	if hasBody(r) {
+		return nil, nil, "request-body"
 	}
 	if reqCC.NoStore {
-		return nil, "request-no-store"
+		return nil, nil, "request-no-store"
 	}
 	cc, targeted := effectiveDirectives(resp.Header, c.cfg.TargetedFields)
 	code := resp.StatusCode
 	switch {
 	case code == http.StatusPartialContent:
-		return nil, "partial"
+		return nil, nil, "partial"
 	case code < 200 || code == http.StatusNotModified:
-		return nil, "status"
+		return nil, nil, "status"
 	}
 	if cc.MustUnderstand {
 		if !understoodStatus(code) {
-			return nil, "must-understand"
+			return nil, nil, "must-understand"
 		}
 	} else if cc.NoStore {
-		return nil, "no-store"
+		return nil, nil, "no-store"
 	}
 	if cc.Private && cc.PrivateFields == nil {
-		return nil, "private"
+		return nil, nil, "private"
 	}
 	if private && !cc.Public && cc.SMaxAge < 0 && !cc.MustRevalidate {
-		return nil, "authorization"
+		return nil, nil, "authorization"
 	}
 	names, star := varyNames(resp.Header)
 	if star {
-		return nil, "vary-star"
+		return nil, nil, "vary-star"
+	}
+	if !c.varyValuesFit(names, r.Header) {
+		return nil, nil, "vary-value-too-long"
 	}
 	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
 	fraction := c.cfg.HeuristicFraction
@@ -227,25 +236,93 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	explicit := cc.MaxAge >= 0 || cc.SMaxAge >= 0 || cc.Public || (!targeted && resp.Header.Get("Expires") != "") ||
 		cc.NoCache || cc.StaleWhileRevalidate >= 0 || cc.StaleIfError >= 0 || cc.Invalid
 	if !explicit && !cacheableByDefault(code) {
-		return nil, "status"
+		return nil, nil, "status"
 	}
 	if !explicit && !heur {
-		return nil, "no-freshness" // nothing says how long: store nothing rather than invent a TTL
+		return nil, nil, "no-freshness" // nothing says how long: store nothing rather than invent a TTL
 	}
 	h := resp.Header.Clone()
 	removeHopByHop(h)
-	for _, f := range cc.PrivateFields {
-		h.Del(f)
-	}
-	for _, f := range cc.NoCacheFields {
-		h.Del(f)
-	}
 	delete(h, "Cache-Status")
+	cookies := c.cookiePolicy(r)
+	if _, ok := h["Set-Cookie"]; ok && cookies == CookiePass &&
+		!listed(cc.PrivateFields, "Set-Cookie") && !listed(cc.NoCacheFields, "Set-Cookie") {
+		return nil, nil, "set-cookie"
+	}
+	own = c.withhold(h, cc, cookies)
 	key := pkey
 	if len(names) > 0 {
 		key = secondaryKey(pkey, names, r.Header)
 	}
-	return &entry{key: key, status: code, header: h, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, ""
+	return &entry{key: key, status: code, header: h, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, own, ""
+}
+
+// withhold removes from h, a response's fields about to be stored, those
+// that must not reach other clients: the fields cc's private= and
+// no-cache= name, and Set-Cookie unless the policy is CookieStore. It
+// returns them, for the client whose request fetched the response.
+func (c *Cache) withhold(h http.Header, cc Directives, cookies CookiePolicy) (own http.Header) {
+	take := func(f string) {
+		f = http.CanonicalHeaderKey(f)
+		if vs, ok := h[f]; ok {
+			if own == nil {
+				own = http.Header{}
+			}
+			own[f] = vs
+			delete(h, f)
+		}
+	}
+	for _, f := range cc.PrivateFields {
+		take(f)
+	}
+	for _, f := range cc.NoCacheFields {
+		take(f)
+	}
+	if cookies != CookieStore {
+		take("Set-Cookie")
+	}
+	return own
+}
+
+// cookiePolicy is Config.SetCookieFor's answer for r, else Config.SetCookie.
+func (c *Cache) cookiePolicy(r *http.Request) CookiePolicy {
+	if c.cfg.SetCookieFor != nil {
+		return c.cfg.SetCookieFor(r)
+	}
+	return c.cfg.SetCookie
+}
+
+// listed reports whether fields (a directive's field names) has name.
+func listed(fields []string, name string) bool {
+	for _, f := range fields {
+		if strings.EqualFold(f, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// addFields adds own (from withhold) to the header of a response being
+// written.
+func addFields(h, own http.Header) {
+	for k, vs := range own {
+		h[k] = vs
+	}
+}
+
+// varyValuesFit reports whether each request field in names (canonical)
+// is short enough for the cache to key on (MaxVaryValueBytes).
+func (c *Cache) varyValuesFit(names []string, h http.Header) bool {
+	for _, n := range names {
+		size := 0
+		for _, v := range h[n] {
+			size += len(v)
+		}
+		if size > c.cfg.MaxVaryValueBytes {
+			return false
+		}
+	}
+	return true
 }
 
 func surrogateKeys(h http.Header) []string {
@@ -266,14 +343,7 @@ func (c *Cache) save(e *entry, r *http.Request) {
 	ttl := e.lifetime + c.keepAfterStale(e)
 	if names, _ := varyNames(e.header); len(names) > 0 {
 		pkey := e.key[:strings.IndexByte(e.key, 0)]
-		vi := c.st.getVary(pkey)
-		if vi == nil || strings.Join(vi.names, ",") != strings.Join(names, ",") {
-			vi = &varyIndex{key: pkey, names: names, variants: map[string]struct{}{}}
-		}
-		vi.mu.Lock()
-		vi.variants[e.key] = struct{}{}
-		vi.mu.Unlock()
-		c.st.putVary(vi, ttl)
+		c.st.addVariant(pkey, names, e, c.cfg.MaxVariants, ttl)
 	}
 	if c.st.put(e, ttl) {
 		// ristretto applies sets asynchronously: wait, so that the next
@@ -284,6 +354,9 @@ func (c *Cache) save(e *entry, r *http.Request) {
 		c.stats.storedBytes.Add(e.cost())
 	} else {
 		c.stats.rejected.Add(1)
+		if e.vary != nil {
+			e.vary.remove(e.key, e.varySeq)
+		}
 	}
 }
 
@@ -310,11 +383,9 @@ func (c *Cache) keepAfterStale(e *entry) time.Duration {
 func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, reqCC Directives) {
 	c.beginSave()
 	defer c.endSave()
-	newE, resp, err := c.validate(context.WithoutCancel(r.Context()), r, e)
+	newE, own, resp, err := c.validate(context.WithoutCancel(r.Context()), r, e)
 	if newE != nil {
-		if resp != nil {
-			resp.Body.Close()
-		}
+		addFields(w.Header(), own)
 		c.serveEntry(w, r, newE, currentAge(newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")
 		return
 	}
@@ -337,11 +408,12 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 	// A full response replaces the stored one when it may be stored.
 	pkey := c.primaryKey(r)
 	now := c.cfg.Now()
-	if ne, _ := c.storable(r, resp, pkey, reqCC, false, now, now); ne != nil {
+	if ne, own, _ := c.storable(r, resp, pkey, reqCC, false, now, now); ne != nil {
 		body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
 		if err == nil && int64(len(body)) <= c.cfg.MaxObjectBytes {
 			ne.body = body
 			c.save(ne, r)
+			addFields(w.Header(), own)
 			c.serveEntry(w, r, ne, 0, "fwd=stale; fwd-status=200; stored")
 			return
 		}
@@ -371,8 +443,9 @@ func (c *Cache) withinStaleIfError(e *entry, reqCC Directives) bool {
 }
 
 // validate sends a conditional request for e. On 304 it returns the
-// updated, stored entry; otherwise the upstream response (or error).
-func (c *Cache) validate(ctx context.Context, r *http.Request, e *entry) (*entry, *http.Response, error) {
+// updated, stored entry and the 304's fields that only this client gets
+// (see withhold); otherwise the upstream response (or error).
+func (c *Cache) validate(ctx context.Context, r *http.Request, e *entry) (*entry, http.Header, *http.Response, error) {
 	cond := http.Header{}
 	if et := e.header.Get("ETag"); et != "" {
 		cond.Set("If-None-Match", et)
@@ -388,20 +461,22 @@ func (c *Cache) validate(ctx context.Context, r *http.Request, e *entry) (*entry
 	reqTime := c.cfg.Now()
 	resp, err := c.roundTrip(ctx, vr, cond)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if resp.StatusCode != http.StatusNotModified {
 		c.stats.revalidated200.Add(1)
-		return nil, resp, nil
+		return nil, nil, resp, nil
 	}
 	resp.Body.Close()
 	c.stats.revalidated304.Add(1)
-	return c.freshen(e, resp, reqTime, c.cfg.Now()), nil, nil
+	ne, own := c.freshen(r, e, resp, reqTime, c.cfg.Now())
+	return ne, own, nil, nil
 }
 
 // freshen applies a 304's header fields to a stored response (RFC 9111
-// 4.3.4) and stores the result.
-func (c *Cache) freshen(e *entry, resp *http.Response, reqTime, respTime time.Time) *entry {
+// 4.3.4) and stores the result, without the fields withhold takes (a
+// 304's Set-Cookie is stored only under CookieStore), which it returns.
+func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime, respTime time.Time) (*entry, http.Header) {
 	h := e.header.Clone()
 	for k, v := range resp.Header {
 		switch k {
@@ -412,12 +487,18 @@ func (c *Cache) freshen(e *entry, resp *http.Response, reqTime, respTime time.Ti
 	}
 	removeHopByHop(h)
 	cc, targeted := effectiveDirectives(h, c.cfg.TargetedFields)
+	own := c.withhold(h, cc, c.cookiePolicy(r))
+	for k := range own {
+		if _, ok := resp.Header[k]; !ok {
+			delete(own, k) // the stored response's own field: not for this client
+		}
+	}
 	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
 	fraction := max(c.cfg.HeuristicFraction, 0)
 	life, heur := freshnessLifetime(e.status, h, pol, fraction, c.cfg.HeuristicMax)
 	ne := &entry{key: e.key, status: e.status, header: h, body: e.body, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
 	c.save(ne, nil)
-	return ne
+	return ne, own
 }
 
 // revalidateInBackground refreshes e once per key (stale-while-revalidate).
@@ -439,7 +520,7 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 			c.mu.Unlock()
 			close(f.done)
 		}()
-		_, resp, err := c.validate(c.ctx, req, e)
+		_, _, resp, err := c.validate(c.ctx, req, e)
 		if err != nil {
 			c.cfg.Logger.Debug("background revalidation", "key", e.key, "error", err)
 			return
@@ -449,7 +530,7 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 		}
 		defer resp.Body.Close()
 		now := c.cfg.Now()
-		if ne, _ := c.storable(req, resp, c.primaryKey(req), emptyDirectives(), false, now, now); ne != nil {
+		if ne, _, _ := c.storable(req, resp, c.primaryKey(req), emptyDirectives(), false, now, now); ne != nil {
 			if body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1)); err == nil && int64(len(body)) <= c.cfg.MaxObjectBytes {
 				ne.body = body
 				c.save(ne, req)

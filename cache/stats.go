@@ -7,7 +7,7 @@ type Stats struct {
 	hits, misses, stale            atomic.Int64
 	revalidated304, revalidated200 atomic.Int64
 	coalesced, stored, rejected    atomic.Int64
-	storedBytes                    atomic.Int64
+	storedBytes, passed            atomic.Int64
 }
 
 // Snapshot is a copy of the counters.
@@ -19,6 +19,7 @@ type Snapshot struct {
 	StoredBytes                    int64 // bytes ever stored
 	Evictions                      int64
 	Bytes                          int64 // bytes held now
+	Passed                         int64 // GETs and HEADs sent past the cache: a request body, a varied field too long to key on
 }
 
 // Stats returns the counters so far.
@@ -32,5 +33,6 @@ func (c *Cache) Stats() Snapshot {
 		StoredBytes: s.storedBytes.Load(),
 		Evictions:   int64(m.KeysEvicted()),
 		Bytes:       int64(m.CostAdded()) - int64(m.CostEvicted()),
+		Passed:      s.passed.Load(),
 	}
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -24,15 +25,95 @@ type entry struct {
 	tags      []string    // surrogate keys
 	purged    atomic.Bool // soft purge: treat as stale
 	fast      fastState   // for LookupFast
+
+	vary    *varyIndex // the index listing this variant, or nil
+	varySeq uint64     // the listing's seq in vary
 }
 
 // varyIndex is stored under a primary key whose responses vary: it names
-// the request fields of the secondary key and remembers the variants.
+// the request fields of the secondary key and lists the variants stored,
+// so that a purge finds them all. A client that sends a new value with
+// every request cannot grow it without bound: it lists at most
+// Config.MaxVariants variants, and a variant ristretto evicts or rejects
+// leaves it (see store.forget). Its fixed part is its own cost in the
+// store; each listing is charged to the entry it lists (entry.cost), so
+// that it is counted at its real size without the index's cost changing
+// (ristretto evicts for new items only, never for cost updates).
 type varyIndex struct {
-	key      string
-	names    []string // canonical header names, as the origin's Vary listed them
-	mu       sync.Mutex
-	variants map[string]struct{} // guarded by mu
+	key   string
+	names []string // canonical header names, as the origin's Vary listed them
+
+	mu       sync.Mutex        // guards variants, seq
+	variants map[string]uint64 // secondary key -> seq when last stored
+	seq      uint64
+}
+
+// Sizes for the costs: a varyIndex with its map header and ristretto's
+// item; one listing (a map slot: key string header, value, control byte,
+// the table's spare room).
+const (
+	varyIndexOverhead = 256
+	variantOverhead   = 48
+)
+
+// cost is the bytes of the index's fixed part.
+func (vi *varyIndex) cost() int64 {
+	n := int64(varyIndexOverhead + len(vi.key))
+	for _, name := range vi.names {
+		n += int64(16 + len(name))
+	}
+	return n
+}
+
+// has reports whether the index lists variant key.
+func (vi *varyIndex) has(key string) bool {
+	vi.mu.Lock()
+	_, ok := vi.variants[key]
+	vi.mu.Unlock()
+	return ok
+}
+
+// keys returns the listed variants.
+func (vi *varyIndex) keys() []string {
+	vi.mu.Lock()
+	defer vi.mu.Unlock()
+	keys := make([]string, 0, len(vi.variants))
+	for k := range vi.variants {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// add lists variant key as the most recently stored, first unlisting the
+// least recently stored ones to keep at most limit. It returns the
+// listing's seq and the keys it unlisted.
+func (vi *varyIndex) add(key string, limit int) (seq uint64, evicted []string) {
+	vi.mu.Lock()
+	defer vi.mu.Unlock()
+	if _, ok := vi.variants[key]; !ok {
+		for len(vi.variants) >= limit {
+			oldest, oldestSeq := "", uint64(0)
+			for k, seq := range vi.variants { // at most limit: no heap needed
+				if oldest == "" || seq < oldestSeq {
+					oldest, oldestSeq = k, seq
+				}
+			}
+			delete(vi.variants, oldest)
+			evicted = append(evicted, oldest)
+		}
+	}
+	vi.seq++
+	vi.variants[key] = vi.seq
+	return vi.seq, evicted
+}
+
+// remove unlists key if it is still the listing seq made.
+func (vi *varyIndex) remove(key string, seq uint64) {
+	vi.mu.Lock()
+	if vi.variants[key] == seq {
+		delete(vi.variants, key)
+	}
+	vi.mu.Unlock()
 }
 
 // store wraps ristretto: values are *entry or *varyIndex under string keys;
@@ -42,6 +123,8 @@ type store struct {
 
 	mu   sync.Mutex                     // guards tags
 	tags map[string]map[string]struct{} // surrogate key -> entry keys
+
+	varyMu sync.Mutex // guards creating and replacing Vary indexes (serialises addVariant)
 }
 
 func newStore(maxBytes int64) (*store, error) {
@@ -51,7 +134,8 @@ func newStore(maxBytes int64) (*store, error) {
 		MaxCost:     maxBytes,
 		BufferItems: 64,
 		Metrics:     true,
-		OnEvict:     func(it *ristretto.Item[any]) { s.forgetTags(it.Value) },
+		OnEvict:     func(it *ristretto.Item[any]) { s.forget(it.Value) },
+		OnReject:    func(it *ristretto.Item[any]) { s.forget(it.Value) },
 	})
 	if err != nil {
 		return nil, err
@@ -86,9 +170,14 @@ func (s *store) getVary(key string) *varyIndex {
 	return vi
 }
 
-// cost is the bytes an entry holds: body plus headers.
+// cost is the bytes an entry holds: body plus headers, and for a variant
+// its listing in the Vary index (which keeps the key after the entry
+// goes, until the index unlists it).
 func (e *entry) cost() int64 {
 	n := int64(len(e.body) + len(e.key) + 64)
+	if e.vary != nil {
+		n += int64(len(e.key) + variantOverhead)
+	}
 	for k, vs := range e.header {
 		n += int64(len(k))
 		for _, v := range vs {
@@ -119,8 +208,55 @@ func (s *store) put(e *entry, ttl time.Duration) bool {
 	return ok
 }
 
-func (s *store) putVary(vi *varyIndex, ttl time.Duration) {
-	s.rc.SetWithTTL(vi.key, vi, int64(len(vi.key)+64), ttl)
+// addVariant lists e, a variant of primary key pkey (with the request
+// fields names), in pkey's Vary index, creating the index, or replacing
+// one whose fields differ (its variants go: no request finds them any
+// more). The least recently stored variants beyond limit go too. Call it
+// before storing e: it sets e.vary.
+func (s *store) addVariant(pkey string, names []string, e *entry, limit int, ttl time.Duration) {
+	s.varyMu.Lock()
+	defer s.varyMu.Unlock()
+	vi := s.getVary(pkey)
+	created := false
+	if vi == nil || !slices.Equal(vi.names, names) {
+		if vi != nil {
+			for _, k := range vi.keys() {
+				s.delEntry(k)
+			}
+		}
+		vi = &varyIndex{key: pkey, names: names, variants: map[string]uint64{}}
+		created = true
+	}
+	seq, evicted := vi.add(e.key, limit)
+	e.vary, e.varySeq = vi, seq
+	for _, k := range evicted {
+		s.delEntry(k)
+	}
+	// Set again when stored, for the TTL; the cost does not change.
+	s.rc.SetWithTTL(pkey, vi, vi.cost(), ttl)
+	if created {
+		// ristretto applies sets asynchronously: wait, so that a
+		// concurrent save of another variant adds to this index instead
+		// of replacing it with one that does not list this variant.
+		s.rc.Wait()
+	}
+}
+
+// delEntry removes the entry under key, if there is one.
+func (s *store) delEntry(key string) {
+	if e := s.getEntry(key); e != nil {
+		s.forgetTags(e)
+		s.rc.Del(key)
+	}
+}
+
+// forget is called when ristretto evicts or rejects v: its surrogate keys
+// and its listing in a Vary index go.
+func (s *store) forget(v any) {
+	s.forgetTags(v)
+	if e, ok := v.(*entry); ok && e.vary != nil {
+		e.vary.remove(e.key, e.varySeq)
+	}
 }
 
 func (s *store) forgetTags(v any) {
@@ -159,13 +295,7 @@ func (s *store) del(primary string, soft bool) int {
 	}
 	remove(primary)
 	if vi := s.getVary(primary); vi != nil {
-		vi.mu.Lock()
-		keys := make([]string, 0, len(vi.variants))
-		for k := range vi.variants {
-			keys = append(keys, k)
-		}
-		vi.mu.Unlock()
-		for _, k := range keys {
+		for _, k := range vi.keys() {
 			remove(k)
 		}
 		if !soft {

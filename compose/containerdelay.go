@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -58,6 +60,11 @@ func ApplyContainerDelay(ctx context.Context, topo *Topology, self string, want 
 	if err != nil {
 		return nil, err
 	}
+	if !hasAddr(h.Addr) {
+		// Not the service's own network namespace: never touch this
+		// machine's netfilter.
+		return nil, fmt.Errorf("delay: %s's address %s is on no interface here; lab delay runs inside that service's container", self, h.Addr)
+	}
 	q, err := StartQueueDelay(ctx, plan, topo.Subnet)
 	if err != nil {
 		if netemErr != nil {
@@ -93,6 +100,21 @@ func (d *ContainerDelay) Close() error {
 		return nil
 	}
 	return d.queue.Close()
+}
+
+// hasAddr reports whether a is assigned to an interface of this network
+// namespace.
+func hasAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
 }
 
 // clearRootQdisc removes what a failed netem install left on iface.

@@ -354,3 +354,62 @@ func tail(b []byte) string {
 	}
 	return s
 }
+
+// TestDockerSeveralMachines runs the README's several-machines recipe as
+// written: two Compose projects playing two machines on one shared
+// network, the second given the first's CA and ticket key, and client-eu
+// (machine 2) served by pop-eu (machine 2) as resolved by geodns (machine
+// 1) from the origin (machine 1), under the CA both share.
+func TestDockerSeveralMachines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if _, err := compose.DockerVersion(ctx); err != nil {
+		if os.Getenv("EDGECDN_REQUIRE_DOCKER") != "" {
+			t.Fatalf("a Docker engine is required (EDGECDN_REQUIRE_DOCKER): %v", err)
+		}
+		t.Skipf("no Docker engine: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("making the base images (debootstrap) needs root")
+	}
+	root, _ := filepath.Abs("..")
+	if err := compose.MakeImages(ctx, compose.ImagesConfig{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	downLines := readmeBlock(t, root, "docker-multi-down")
+	clean := func() {
+		for _, l := range downLines {
+			exec.Command("bash", "-c", l).Run() // a clean start: whatever is there
+		}
+	}
+	clean()
+	t.Cleanup(func() {
+		runReadmeLines(context.Background(), t, root, downLines, nil)
+		for _, p := range []string{"edgecdn-na", "edgecdn-eu"} {
+			out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=com.docker.compose.project="+p).Output()
+			vols, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label=com.docker.compose.project="+p).Output()
+			if len(bytes.TrimSpace(out)) > 0 || len(bytes.TrimSpace(vols)) > 0 {
+				t.Errorf("project %s left containers %q, volumes %q", p, out, vols)
+			}
+		}
+		if exec.Command("docker", "network", "inspect", "edgecdn-wan").Run() == nil {
+			t.Errorf("the shared network edgecdn-wan is left")
+		}
+	})
+	lines := readmeBlock(t, root, "docker-multi")
+	check := func(line string) func([]byte) error {
+		if !strings.Contains(line, "exec client-eu curl") {
+			return nil
+		}
+		return func(out []byte) error {
+			if !bytes.Contains(out, []byte("x-served-by: pop-eu")) || !bytes.Contains(out, []byte("edgecdn lab origin")) {
+				return fmt.Errorf("want the origin's page from pop-eu")
+			}
+			return nil
+		}
+	}
+	runReadmeLines(ctx, t, root, lines, check)
+}

@@ -53,8 +53,9 @@ func TestLabTopology(t *testing.T) {
 }
 
 // In Docker every service installs its own delays before its command:
-// its entrypoint is lab netem-apply for itself, reading the copy of this
-// file the image carries, with the capability netlink needs.
+// its entrypoint is lab delay for itself (reading the copy of this file
+// the image carries, its default -topology), with the capability netem
+// and the NFQUEUE delay line need.
 func TestComposeServicesApplyTheirDelays(t *testing.T) {
 	project, err := loadProject(context.Background(), "../docker-compose.yml")
 	if err != nil {
@@ -71,15 +72,15 @@ func TestComposeServicesApplyTheirDelays(t *testing.T) {
 		if len(plan.Rules) == 0 {
 			continue // nothing to delay
 		}
-		want := []string{"lab", "netem-apply", "-topology", inImage, "-self", name, "--"}
+		want := []string{"lab", "delay", "-self", name, "--"}
 		if !slices.Equal(svc.Entrypoint, want) {
 			t.Errorf("services.%s.entrypoint = %q, want %q", name, svc.Entrypoint, want)
 		}
 		if !slices.Contains(svc.CapAdd, "NET_ADMIN") {
-			t.Errorf("services.%s.cap_add = %q, want NET_ADMIN (netem-apply changes qdiscs)", name, svc.CapAdd)
+			t.Errorf("services.%s.cap_add = %q, want NET_ADMIN (lab delay changes qdiscs or iptables)", name, svc.CapAdd)
 		}
 		if len(svc.Command) == 0 {
-			t.Errorf("services.%s.command is empty: netem-apply would exit instead of running the service", name)
+			t.Errorf("services.%s.command is empty: lab delay would exit instead of running the service", name)
 		}
 	}
 	df, err := os.ReadFile("Dockerfile")

@@ -71,7 +71,16 @@ func (m *metrics) query(req, resp *dns.Msg) {
 	if len(req.Question) == 1 {
 		qtype = dns.TypeToString[req.Question[0].Qtype]
 	}
-	m.queries.WithLabelValues(qtype, dns.RcodeToString[resp.Rcode]).Inc()
+	m.queries.WithLabelValues(qtype, rcodeName(resp.Rcode)).Inc()
+}
+
+// rcodeName is dns.RcodeToString but for 16, which is BADVERS here (we
+// speak no TSIG, whose BADSIG shares the number).
+func rcodeName(rcode int) string {
+	if rcode == dns.RcodeBadVers {
+		return "BADVERS"
+	}
+	return dns.RcodeToString[rcode]
 }
 
 func (m *metrics) routed(pops []*popState) {

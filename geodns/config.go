@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"net/url"
 	"os"
@@ -31,7 +32,10 @@ type Config struct {
 	PoPs    []PoP   `yaml:"pops"`
 	Locator Locator `yaml:"locator"`
 	Forward Forward `yaml:"forward"`
-	// RateLimit limits UDP responses per client prefix. If zero, off.
+	// RateLimit limits UDP responses per client prefix. If zero, 20 a
+	// second per /24 or /56 with a burst of 100, every 2nd limited
+	// response slipped (see RateLimit); responses_per_second: -1 turns it
+	// off.
 	RateLimit RateLimit `yaml:"rate_limit"`
 
 	// Logger receives health transitions and reloads. If nil, slog.Default().
@@ -256,8 +260,14 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if r := c.RateLimit; r.ResponsesPerSecond < 0 || r.Burst < 0 || r.Slip < 0 {
-		add("rate_limit: negative values are not allowed")
+	if r := c.RateLimit.ResponsesPerSecond; math.IsNaN(r) || math.IsInf(r, 0) {
+		add("rate_limit.responses_per_second: %v, want a number (0 for the default 20, negative for no limit)", r)
+	}
+	if b := c.RateLimit.Burst; b < 0 {
+		add("rate_limit.burst: %d, want 0 (five seconds' worth) or more", b)
+	}
+	if s := c.RateLimit.Slip; s < 0 {
+		add("rate_limit.slip: %d, want 0 (every 2nd limited response) or more", s)
 	}
 	for i, a := range c.Forward.Allow {
 		if _, err := netip.ParsePrefix(a); err != nil {

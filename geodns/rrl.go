@@ -7,12 +7,23 @@ import (
 )
 
 // RateLimit is response rate limiting (RRL) per client prefix over UDP, so
-// the server cannot be used as an amplifier with spoofed sources.
+// the server cannot be used as an amplifier with spoofed sources. It is on
+// by default, BIND-like: 20 responses a second per /24 (IPv4) or /56
+// (IPv6), a burst of 100, every 2nd limited response slipped. With every
+// UDP answer at most 1232 bytes, that is at most ~25 KB/s towards a victim
+// prefix once its burst is spent. A resolver behind such a prefix
+// refreshing our answers (TTL 20s for geo names) stays far below it, as
+// does a stub or a browser resolving a few names a second; a prefix that
+// asks for more gets every 2nd extra answer as an empty TC reply and
+// retries over TCP, which is never limited (a spoofer cannot complete a
+// TCP handshake).
 type RateLimit struct {
 	// ResponsesPerSecond per client prefix (/24 for IPv4, /56 for IPv6).
-	// If zero, no limit.
+	// If zero, 20; negative turns rate limiting off.
 	ResponsesPerSecond float64 `yaml:"responses_per_second"`
-	// Burst is the bucket size. If zero, ResponsesPerSecond (at least 1).
+	// Burst is the bucket size: what a prefix that has been quiet may get
+	// at once (a browser's first page, a resolver's cold cache). If zero,
+	// five seconds' worth: 5 x ResponsesPerSecond (at least 1).
 	Burst int `yaml:"burst"`
 	// Slip: every Slip-th limited response is sent truncated and empty
 	// (TC set) instead of dropped, so real clients behind a limited prefix
@@ -20,8 +31,15 @@ type RateLimit struct {
 	Slip int `yaml:"slip"`
 }
 
+// The defaults RateLimit documents.
+const (
+	defaultResponsesPerSecond = 20
+	defaultBurstSeconds       = 5
+	defaultSlip               = 2
+)
+
 // rrl is a token bucket per prefix; at most maxPrefixes are remembered
-// (the least recently used go first).
+// (when full, the buckets that have refilled are forgotten).
 type rrl struct {
 	rate  float64
 	burst float64
@@ -40,19 +58,24 @@ type bucket struct {
 
 const maxPrefixes = 65536
 
+// newRRL applies c's defaults; nil means no limit.
 func newRRL(c RateLimit) *rrl {
-	if c.ResponsesPerSecond <= 0 {
+	rate := c.ResponsesPerSecond
+	switch {
+	case rate < 0:
 		return nil
+	case rate == 0:
+		rate = defaultResponsesPerSecond
 	}
 	burst := float64(c.Burst)
 	if burst <= 0 {
-		burst = max(c.ResponsesPerSecond, 1)
+		burst = max(rate*defaultBurstSeconds, 1)
 	}
 	slip := c.Slip
 	if slip == 0 {
-		slip = 2
+		slip = defaultSlip
 	}
-	return &rrl{rate: c.ResponsesPerSecond, burst: burst, slip: slip, now: time.Now, buckets: map[netip.Prefix]*bucket{}}
+	return &rrl{rate: rate, burst: burst, slip: slip, now: time.Now, buckets: map[netip.Prefix]*bucket{}}
 }
 
 // verdict is what to do with one UDP response.

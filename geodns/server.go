@@ -11,6 +11,13 @@
 // down, all are answered (fail open). Static records come from the config
 // or an RFC 1035 zone file. Names outside the zones are forwarded for
 // allowed clients and REFUSED for others.
+//
+// Over UDP no answer is bigger than 1232 bytes (DNS Flag Day 2020),
+// whatever buffer size the client's EDNS claims; a bigger one is truncated
+// with TC set, and the client asks again over TCP. UDP answers are also
+// rate limited per client prefix (RateLimit, on by default), so spoofed
+// queries cannot turn the server into an amplifier. Queries whose EDNS is
+// broken or of a version above 0 are refused (see ednsRcode).
 package geodns
 
 import (
@@ -234,6 +241,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// maxUDPSize is the most a UDP answer carries, whatever the client's EDNS
+// buffer size says, and what our OPT advertises: DNS Flag Day 2020's 1232
+// bytes, which crosses a 1280-byte IPv6 path unfragmented and bounds what
+// one spoofed query can make the server send (about 30 times a 40-byte
+// query).
+const maxUDPSize = 1232
+
 // ServeDNS answers one query.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	st := s.state.Load()
@@ -241,11 +255,8 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if m == nil {
 		return
 	}
+	withOPT(m, req)
 	s.metrics.query(req, m)
-	size := dns.MinMsgSize
-	if opt := req.IsEdns0(); opt != nil {
-		size = max(int(opt.UDPSize()), dns.MinMsgSize)
-	}
 	if ua, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
 		if st.rrl != nil {
 			switch st.rrl.check(ua.AddrPort().Addr()) {
@@ -254,15 +265,41 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 				return
 			case slipTC:
 				s.metrics.limited.WithLabelValues("slip").Inc()
+				opt := m.IsEdns0()
 				m.Answer, m.Ns, m.Extra = nil, nil, nil
+				if opt != nil {
+					m.Extra = []dns.RR{opt}
+				}
 				m.Truncated = true
-				w.WriteMsg(m)
-				return
 			}
 		}
-		m.Truncate(size) // sets TC when it must drop records: the client retries over TCP
+		m.Truncate(udpSize(req)) // sets TC when it must drop records: the client retries over TCP
 	}
 	w.WriteMsg(m)
+}
+
+// udpSize is how big a UDP answer to req may be: the client's EDNS buffer
+// size (512 if it says less, RFC 6891 6.2.5), at most maxUDPSize; 512
+// without EDNS (RFC 1035 4.2.1).
+func udpSize(req *dns.Msg) int {
+	if opt := req.IsEdns0(); opt != nil {
+		return min(max(int(opt.UDPSize()), dns.MinMsgSize), maxUDPSize)
+	}
+	return dns.MinMsgSize
+}
+
+// withOPT gives the reply to a query with EDNS an OPT record advertising
+// maxUDPSize (RFC 6891 7: errors too, and a forwarded answer's OPT, which
+// speaks for the upstream, is rewritten).
+func withOPT(m, req *dns.Msg) {
+	if req.IsEdns0() == nil {
+		return
+	}
+	if opt := m.IsEdns0(); opt != nil {
+		opt.SetUDPSize(maxUDPSize)
+		return
+	}
+	m.SetEdns0(maxUDPSize, false)
 }
 
 // answer builds the reply to req.
@@ -276,14 +313,14 @@ func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg 
 		m.SetRcode(req, dns.RcodeFormatError)
 		return m
 	}
+	if rcode := ednsRcode(req); rcode != dns.RcodeSuccess {
+		m.SetRcode(req, rcode) // withOPT adds the OPT that carries BADVERS
+		return m
+	}
 	m.SetReply(req)
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
-	client, ecs, ok := clientAddr(w, req)
-	if !ok {
-		m.SetRcode(req, dns.RcodeFormatError)
-		return m
-	}
+	client, ecs := clientAddr(w, req)
 	z := findZone(st.zones, name)
 	if z == nil {
 		return s.forward(st, w, req, client)
@@ -320,7 +357,7 @@ func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg 
 		s.static(z, m, q, name)
 	}
 	if opt := req.IsEdns0(); opt != nil {
-		m.SetEdns0(dns.DefaultMsgSize, false)
+		m.SetEdns0(maxUDPSize, false)
 		if ecs != nil {
 			scope = min(scope, int(ecs.SourceNetmask))
 			out := *ecs
@@ -366,41 +403,22 @@ func negSOA(z *zone) dns.RR {
 }
 
 // clientAddr returns the address that locates the client: the ECS
-// address when present (with the option), else the source address. An
-// ECS whose family and address disagree, or whose address has bits set
-// past its source prefix, is malformed.
-func clientAddr(w dns.ResponseWriter, req *dns.Msg) (netip.Addr, *dns.EDNS0_SUBNET, bool) {
+// address when present (with the option; ednsRcode has checked it), else
+// the source address.
+func clientAddr(w dns.ResponseWriter, req *dns.Msg) (netip.Addr, *dns.EDNS0_SUBNET) {
 	if opt := req.IsEdns0(); opt != nil {
 		for _, o := range opt.Option {
-			e, ok := o.(*dns.EDNS0_SUBNET)
-			if !ok {
-				continue
+			if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+				addr, _ := netip.AddrFromSlice(e.Address)
+				return addr.Unmap(), e
 			}
-			addr, ok := netip.AddrFromSlice(e.Address)
-			if !ok {
-				return netip.Addr{}, nil, false
-			}
-			addr = addr.Unmap()
-			switch {
-			case e.Family == 1 && (!addr.Is4() || e.SourceNetmask > 32):
-				return netip.Addr{}, nil, false
-			case e.Family == 2 && (!addr.Is6() || e.SourceNetmask > 128):
-				return netip.Addr{}, nil, false
-			case e.Family != 1 && e.Family != 2:
-				return netip.Addr{}, nil, false
-			}
-			pfx, err := addr.Prefix(int(e.SourceNetmask))
-			if err != nil || pfx.Addr() != addr {
-				return netip.Addr{}, nil, false // address bits past the prefix: RFC 7871 6
-			}
-			return pfx.Addr(), e, true
 		}
 	}
 	ap, err := netip.ParseAddrPort(w.RemoteAddr().String())
 	if err != nil {
-		return netip.Addr{}, nil, true
+		return netip.Addr{}, nil
 	}
-	return ap.Addr().Unmap(), nil, true
+	return ap.Addr().Unmap(), nil
 }
 
 // forward relays a query outside the zones to the upstream resolvers, for

@@ -3,6 +3,7 @@ package geodns
 import (
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
@@ -93,4 +94,59 @@ func skipName(m []byte, off int) int {
 		}
 	}
 	return -1
+}
+
+// ednsRcode is the RCODE for a query whose EDNS the server refuses, or
+// RcodeSuccess:
+//
+//   - more than one OPT record: FORMERR (RFC 6891 6.1.1);
+//   - an EDNS version above 0: BADVERS (RFC 6891 6.1.3), in an OPT of
+//     version 0, the one we speak;
+//   - an ECS option whose family is not 1 or 2, whose address is not of
+//     that family or has bits set past the source prefix, whose source
+//     prefix is longer than the address, or whose scope prefix is not 0
+//     (it is the server's to set): FORMERR (RFC 7871 6).
+//
+// Unlike wellFormed it works on the parsed message, for the reply must
+// carry an OPT (RFC 6891 7, and BADVERS only exists there), which the
+// library's own FORMERR leaves out.
+func ednsRcode(req *dns.Msg) int {
+	var opt *dns.OPT
+	for _, rr := range req.Extra {
+		if o, ok := rr.(*dns.OPT); ok {
+			if opt != nil {
+				return dns.RcodeFormatError
+			}
+			opt = o
+		}
+	}
+	if opt == nil {
+		return dns.RcodeSuccess
+	}
+	if opt.Version() != 0 {
+		return dns.RcodeBadVers
+	}
+	for _, o := range opt.Option {
+		if e, ok := o.(*dns.EDNS0_SUBNET); ok && !validECS(e) {
+			return dns.RcodeFormatError
+		}
+	}
+	return dns.RcodeSuccess
+}
+
+// validECS reports whether a query's ECS option is well formed (RFC 7871 6).
+func validECS(e *dns.EDNS0_SUBNET) bool {
+	addr, ok := netip.AddrFromSlice(e.Address)
+	if !ok || e.SourceScope != 0 {
+		return false
+	}
+	addr = addr.Unmap()
+	switch {
+	case e.Family == 1 && addr.Is4() && e.SourceNetmask <= 32:
+	case e.Family == 2 && addr.Is6() && e.SourceNetmask <= 128:
+	default:
+		return false
+	}
+	pfx, err := addr.Prefix(int(e.SourceNetmask))
+	return err == nil && pfx.Addr() == addr
 }

@@ -29,6 +29,18 @@ type CacheConfig struct {
 	// PurgeToken authorises purges on the admin listener (Authorization:
 	// Bearer TOKEN). If empty, purging is off.
 	PurgeToken string `yaml:"purge_token"`
+	// MaxVariants caps the stored variants of one URL whose response
+	// varies (Vary); the oldest is evicted. If zero, 64.
+	MaxVariants int `yaml:"max_variants"`
+	// MaxVaryValueBytes caps a request field a Vary names for the cache to
+	// key on it; a longer one is passed to the origin uncached. If zero,
+	// 1 KiB.
+	MaxVaryValueBytes int `yaml:"max_vary_value_bytes"`
+	// SetCookie is what happens to storable responses with Set-Cookie:
+	// strip (if empty: stored without it, the fetching client still gets
+	// it), store (RFC 9111: replayed to everyone) or pass (not stored).
+	// A site's set_cookie overrides it.
+	SetCookie string `yaml:"set_cookie"`
 }
 
 // originTransport is what the cache fetches through: it adds the proxy
@@ -124,7 +136,23 @@ type upstreamError struct {
 	err  error
 }
 
-func (e *upstreamError) Error() string   { return e.err.Error() }
+// Error is what a client may read: for a failure of the origin (5xx), a
+// fixed text that names no server, address or pool state; the cause stays
+// reachable through Unwrap for logs. A client's own fault (4xx) is told.
+func (e *upstreamError) Error() string {
+	switch {
+	case e.code < 500:
+		return e.err.Error()
+	case e.code == http.StatusServiceUnavailable && errors.Is(e.err, errFairShare):
+		return errFairShare.Error()
+	case e.code == http.StatusServiceUnavailable:
+		return "too many requests to the origin in flight, retry shortly"
+	case e.code == http.StatusGatewayTimeout:
+		return "the origin did not answer in time"
+	}
+	return "the origin could not be reached"
+}
+
 func (e *upstreamError) Unwrap() error   { return e.err }
 func (e *upstreamError) StatusCode() int { return e.code }
 

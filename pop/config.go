@@ -123,6 +123,9 @@ type Site struct {
 	// DefaultDenyPaths (the origin's own /_origin/ endpoints, which the
 	// lab's tools read directly); an empty list denies nothing.
 	DenyPaths []string `yaml:"deny_paths"`
+	// SetCookie overrides cache.set_cookie for this site: strip, store or
+	// pass. If empty, cache.set_cookie.
+	SetCookie string `yaml:"set_cookie"`
 }
 
 // DefaultStripRequestHeaders are the override fields removed from requests
@@ -158,6 +161,10 @@ type UpstreamConfig struct {
 	HealthInterval        time.Duration `yaml:"health_interval"`
 	HealthTimeout         time.Duration `yaml:"health_timeout"`
 	FailThreshold         int           `yaml:"fail_threshold"`
+	FailureRate           float64       `yaml:"failure_rate"`
+	FailureWindow         time.Duration `yaml:"failure_window"`
+	FailureMinRequests    int           `yaml:"failure_min_requests"`
+	MaxEjectionPercent    int           `yaml:"max_ejection_percent"`
 	OpenDuration          time.Duration `yaml:"open_duration"`
 	Retries               int           `yaml:"retries"`
 	RetryBudget           float64       `yaml:"retry_budget"`
@@ -315,6 +322,9 @@ func (c *Config) Validate() error {
 		if _, err := cache.ParseQuery(s.CacheQuery); err != nil {
 			add("sites[%d].cache_query: %v", i, err)
 		}
+		if _, err := cache.ParseCookiePolicy(s.SetCookie); err != nil {
+			add("sites[%d].set_cookie: %v", i, err)
+		}
 		for j, d := range s.DenyPaths {
 			if !strings.HasPrefix(d, "/") {
 				add("sites[%d].deny_paths[%d]: %q, want a path prefix starting with /", i, j, d)
@@ -352,6 +362,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.MaxBytes < 0 || c.Cache.MaxObjectBytes < 0 {
 		add("cache.max_bytes, cache.max_object_bytes: want 0 (default) or more")
+	}
+	if _, err := cache.ParseCookiePolicy(c.Cache.SetCookie); err != nil {
+		add("cache.set_cookie: %v", err)
+	}
+	if c.Cache.MaxVariants < 0 || c.Cache.MaxVaryValueBytes < 0 {
+		add("cache.max_variants, cache.max_vary_value_bytes: want 0 (default) or more")
 	}
 	if c.DrainDelay < 0 || c.DrainTimeout < 0 {
 		add("drain_delay, drain_timeout: want durations of 0 or more")

@@ -73,6 +73,21 @@ type limitedConn struct {
 	release func()
 }
 
+// halfCloser is a connection that can end its sending side alone (TCP),
+// which the HTTP/2 server does before draining a closing connection.
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// CloseWrite ends the sending side when the wrapped connection can.
+func (c *limitedConn) CloseWrite() error {
+	if hc, ok := c.Conn.(halfCloser); ok {
+		return hc.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.release()

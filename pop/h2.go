@@ -276,7 +276,7 @@ func (c *h2conn) teardown() {
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	if tcp, ok := c.fc.cc.Conn.(*net.TCPConn); ok {
+	if tcp, ok := c.fc.cc.Conn.(halfCloser); ok {
 		// Closing with the client's bytes unread (a request or PING sent
 		// as we went away) would send a reset, and a reset can destroy
 		// our last frames, GOAWAY among them, before the client reads

@@ -123,11 +123,15 @@ var (
 	descOverloaded = prometheus.NewDesc("pop_upstream_overloaded_total",
 		"Requests refused because the group's concurrency cap (bulkhead) was full.", []string{"upstream"}, nil)
 	descRetries = prometheus.NewDesc("pop_upstream_retries_total",
-		"Requests retried on another origin server.", []string{"upstream"}, nil)
+		"Requests retried on another origin server (after a connection failure, or a 500/502/503/504 to an idempotent request).", []string{"upstream"}, nil)
+	descPanics = prometheus.NewDesc("pop_upstream_panic_routed_total",
+		"Requests that found no server healthy and admitted by its breaker, and were sent to any server anyway (panic routing).", []string{"upstream"}, nil)
+	descEjectionsCapped = prometheus.NewDesc("pop_upstream_ejections_capped_total",
+		"Failures that called for ejecting a server the group's max_ejection_percent kept in.", []string{"upstream"}, nil)
 )
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descServerUp, descBreaker, descOutstanding, descDials, descOriginHandshakes, descFailures, descOverloaded, descRetries} {
+	for _, d := range []*prometheus.Desc{descServerUp, descBreaker, descOutstanding, descDials, descOriginHandshakes, descFailures, descOverloaded, descRetries, descPanics, descEjectionsCapped} {
 		ch <- d
 	}
 }
@@ -149,6 +153,8 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descOverloaded, prometheus.CounterValue, float64(st.Overloaded), name)
 		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(st.Retries), name)
+		ch <- prometheus.MustNewConstMetric(descPanics, prometheus.CounterValue, float64(st.Panics), name)
+		ch <- prometheus.MustNewConstMetric(descEjectionsCapped, prometheus.CounterValue, float64(st.EjectionsCapped), name)
 	}
 }
 

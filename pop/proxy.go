@@ -24,6 +24,7 @@ type site struct {
 	proxy     *httputil.ReverseProxy // uncached path: upgrades, or no cache
 	transport *originTransport       // the cache's path to the origin
 	query     cache.Query            // how the query enters the cache key
+	cookies   cache.CookiePolicy     // what the cache does with Set-Cookie
 	strip     []string               // canonical request fields removed before anything else
 	deny      []string               // path prefixes answered 404, never forwarded
 }

@@ -139,6 +139,11 @@ func New(cfg Config) (*Server, error) {
 		for _, h := range strip {
 			st.strip = append(st.strip, http.CanonicalHeaderKey(h))
 		}
+		cookies := sc.SetCookie
+		if cookies == "" {
+			cookies = cfg.Cache.SetCookie
+		}
+		st.cookies, _ = cache.ParseCookiePolicy(cookies) // validated above
 		st.deny = sc.DenyPaths
 		if st.deny == nil {
 			st.deny = DefaultDenyPaths
@@ -151,7 +156,8 @@ func New(cfg Config) (*Server, error) {
 		c, err := cache.New(cache.Config{
 			Transport: roundTripFunc(s.originFor), MaxBytes: cfg.Cache.MaxBytes, MaxObjectBytes: cfg.Cache.MaxObjectBytes,
 			TargetedFields: cfg.Cache.TargetedFields, Name: cfg.Name, Logger: s.log,
-			QueryFor: s.queryFor,
+			QueryFor: s.queryFor, SetCookieFor: s.cookiesFor,
+			MaxVariants: cfg.Cache.MaxVariants, MaxVaryValueBytes: cfg.Cache.MaxVaryValueBytes,
 		})
 		if err != nil {
 			s.closeGroups()
@@ -228,7 +234,9 @@ func newGroup(name string, uc UpstreamConfig, t *tlsSetup, logger *slog.Logger) 
 		MaxConcurrent: uc.MaxConcurrent, WarmConns: uc.WarmConns, KeepAlive: uc.KeepAlive,
 		HealthPath: uc.HealthPath, HealthInterval: uc.HealthInterval, HealthTimeout: uc.HealthTimeout,
 		FailThreshold: uc.FailThreshold, OpenDuration: uc.OpenDuration,
-		Retries: uc.Retries, RetryBudget: uc.RetryBudget, Logger: logger,
+		FailureRate: uc.FailureRate, FailureWindow: uc.FailureWindow, FailureMinRequests: uc.FailureMinRequests,
+		MaxEjectionPercent: uc.MaxEjectionPercent,
+		Retries:            uc.Retries, RetryBudget: uc.RetryBudget, Logger: logger,
 	}
 	switch {
 	case uc.CAFile != "":
@@ -504,6 +512,14 @@ func (s *Server) queryFor(r *http.Request) cache.Query {
 		return st.query
 	}
 	return cache.QueryKeep
+}
+
+// cookiesFor is the Set-Cookie policy of the request's site.
+func (s *Server) cookiesFor(r *http.Request) cache.CookiePolicy {
+	if st, ok := s.router.route(r); ok {
+		return st.cookies
+	}
+	return cache.CookieStrip
 }
 
 // groupsReady reports whether every upstream group has a warm, healthy server.

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/pop"
 )
 
@@ -93,4 +94,50 @@ func TestCertReloadFailureAndExpiry(t *testing.T) {
 			t.Errorf("/readyz with min_validity -1 = %d %q, want 200", code, body)
 		}
 	})
+}
+
+// A stored response's Set-Cookie goes only to the client whose request
+// fetched it, unless the site says store (then everyone gets it, as RFC
+// 9111 allows) or pass (then nothing is stored).
+func TestSiteSetCookiePolicy(t *testing.T) {
+	caDir := t.TempDir()
+	ca, _ := certs.OpenLabCA(caDir)
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		w.Header().Set("Set-Cookie", "session=first-visitor")
+		w.Write([]byte("page"))
+	})
+	for _, tt := range []struct {
+		policy        string
+		second        string // the second client's Set-Cookie
+		originFetches int
+	}{
+		{"", "", 1}, {"strip", "", 1}, {"store", "session=first-visitor", 1}, {"pass", "session=first-visitor", 2},
+	} {
+		t.Run("policy "+tt.policy, func(t *testing.T) {
+			p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Sites[0].SetCookie = tt.policy })
+			url := "https://localhost:" + port(p.Addr()) + "/cookie-" + tt.policy
+			first, _ := get(t, clients(t, ca)["h2"], url)
+			p.WaitCache()
+			second, _ := get(t, clients(t, ca)["h2"], url)
+			if got := first.Header.Get("Set-Cookie"); got != "session=first-visitor" {
+				t.Errorf("the fetching client's Set-Cookie = %q, want its cookie", got)
+			}
+			if got := second.Header.Get("Set-Cookie"); got != tt.second {
+				t.Errorf("another client's Set-Cookie = %q, want %q", got, tt.second)
+			}
+			n := 0
+			for _, r := range ro.requests() {
+				if r.URL.Path == "/cookie-"+tt.policy {
+					n++
+				}
+			}
+			if n != tt.originFetches {
+				t.Errorf("origin fetched %d times, want %d", n, tt.originFetches)
+			}
+		})
+	}
+	if _, err := pop.ParseConfig([]byte("listen: 127.0.0.1:0\nsites: [{hosts: [a.lab], upstream: o, set_cookie: eat}]\nupstreams: {o: {servers: [\"https://127.0.0.1:1\"]}}\n")); err == nil || !strings.Contains(err.Error(), "sites[0].set_cookie") {
+		t.Errorf("set_cookie: eat: %v, want an error naming sites[0].set_cookie", err)
+	}
 }

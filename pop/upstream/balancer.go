@@ -11,9 +11,11 @@ import (
 
 // balancer picks a server for a request among the available ones not yet
 // tried, and takes that server's breaker admission (trial reports the
-// half-open trial). It returns nil when no server is available.
+// half-open trial). It returns nil when no server is available. In panic
+// (no server of the group was available) every server not yet tried is
+// available, and no admission is taken.
 type balancer interface {
-	pick(r *http.Request, tried []*server, now time.Time) (s *server, trial bool)
+	pick(r *http.Request, tried []*server, now time.Time, panicking bool) (s *server, trial bool)
 }
 
 func newBalancer(name string, servers []*server) balancer {
@@ -26,10 +28,18 @@ func newBalancer(name string, servers []*server) balancer {
 	return &roundRobin{servers: servers}
 }
 
-// available reports whether s may take a request: healthy, not tried yet by
-// this request, its breaker admitting.
-func available(s *server, tried []*server, now time.Time) bool {
-	return s.healthy.Load() && !slices.Contains(tried, s) && s.breaker.usable(now)
+// available reports whether s may take a request: not tried yet by this
+// request and, unless in panic, healthy with its breaker admitting.
+func available(s *server, tried []*server, now time.Time, panicking bool) bool {
+	return !slices.Contains(tried, s) && (panicking || s.healthy.Load() && s.breaker.usable(now))
+}
+
+// admit takes the admission of s's breaker, unless in panic.
+func admit(s *server, now time.Time, panicking bool) (ok, trial bool) {
+	if panicking {
+		return true, false
+	}
+	return s.breaker.acquire(now)
 }
 
 // roundRobin takes servers in turn, skipping unavailable ones.
@@ -38,18 +48,19 @@ type roundRobin struct {
 	next    atomic.Uint64
 }
 
-func (b *roundRobin) pick(_ *http.Request, tried []*server, now time.Time) (*server, bool) {
+func (b *roundRobin) pick(_ *http.Request, tried []*server, now time.Time, panicking bool) (*server, bool) {
 	n := uint64(len(b.servers))
 	start := b.next.Add(1) - 1
 	for i := range n {
 		s := b.servers[(start+i)%n]
-		if !available(s, tried, now) {
+		if !available(s, tried, now, panicking) {
 			continue
 		}
-		if ok, trial := s.breaker.acquire(now); ok {
+		if ok, trial := admit(s, now, panicking); ok {
 			return s, trial
 		}
 	}
+	b.next.Add(^uint64(0)) // no server took the turn: the next pick (in panic, say) has it
 	return nil, false
 }
 
@@ -60,11 +71,11 @@ type p2c struct {
 	servers []*server
 }
 
-func (b *p2c) pick(_ *http.Request, tried []*server, now time.Time) (*server, bool) {
+func (b *p2c) pick(_ *http.Request, tried []*server, now time.Time, panicking bool) (*server, bool) {
 	var buf [16]*server
 	cand := buf[:0]
 	for _, s := range b.servers {
-		if available(s, tried, now) {
+		if available(s, tried, now, panicking) {
 			cand = append(cand, s)
 		}
 	}
@@ -79,7 +90,7 @@ func (b *p2c) pick(_ *http.Request, tried []*server, now time.Time) (*server, bo
 				best = j
 			}
 		}
-		if ok, trial := cand[best].breaker.acquire(now); ok {
+		if ok, trial := admit(cand[best], now, panicking); ok {
 			return cand[best], trial
 		}
 		cand = slices.Delete(cand, best, best+1) // lost a race for its trial
@@ -122,7 +133,7 @@ func newHashRing(servers []*server) *hashRing {
 	return r
 }
 
-func (r *hashRing) pick(req *http.Request, tried []*server, now time.Time) (*server, bool) {
+func (r *hashRing) pick(req *http.Request, tried []*server, now time.Time, panicking bool) (*server, bool) {
 	key := requestHash(req)
 	i, _ := slices.BinarySearchFunc(r.points, key, func(p ringPoint, k uint64) int {
 		switch {
@@ -139,8 +150,8 @@ func (r *hashRing) pick(req *http.Request, tried []*server, now time.Time) (*ser
 		if slices.Contains(seen, s) {
 			continue
 		}
-		if available(s, tried, now) {
-			if ok, trial := s.breaker.acquire(now); ok {
+		if available(s, tried, now, panicking) {
+			if ok, trial := admit(s, now, panicking); ok {
 				return s, trial
 			}
 		}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -230,7 +233,7 @@ func TestHashMovesOnlyAStoppedServersURLs(t *testing.T) {
 					continue
 				}
 				req, _ := http.NewRequest("GET", "http://site.test"+path, nil)
-				want, _ := ring.pick(req, nil, clock.Now())
+				want, _ := ring.pick(req, nil, clock.Now(), false)
 				if now != want.url.Host {
 					t.Errorf("RoundTrip(GET %s) of the stopped server went to %s, want the next on the ring, %s", path, now, want.url.Host)
 				}
@@ -247,7 +250,8 @@ func TestHashMovesOnlyAStoppedServersURLs(t *testing.T) {
 }
 
 // TestBalancersSkipUnavailable checks every policy against the same
-// availability rules, without a network: unhealthy, open, tried.
+// availability rules, without a network: unhealthy, open, tried; and in
+// panic, that only tried counts.
 func TestBalancersSkipUnavailable(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	mk := func() []*server {
@@ -265,22 +269,81 @@ func TestBalancersSkipUnavailable(t *testing.T) {
 			ss := mk()
 			b := newBalancer(name, ss)
 			ss[0].healthy.Store(false)
-			ss[1].breaker.failure(now) // open
+			ss[1].breaker.failure(now, true, 0) // a connect failure: open
 			for range 10 {
-				if s, _ := b.pick(req, nil, now); s != ss[2] {
+				if s, _ := b.pick(req, nil, now, false); s != ss[2] {
 					t.Fatalf("pick = %v, want the only available server %v", s.url, ss[2].url)
 				}
 			}
-			if s, _ := b.pick(req, []*server{ss[2]}, now); s != nil {
+			if s, _ := b.pick(req, []*server{ss[2]}, now, false); s != nil {
 				t.Errorf("pick with the only available server tried = %v, want nil", s.url)
 			}
-			s, trial := b.pick(req, []*server{ss[2]}, now.Add(time.Second))
+			seen := map[*server]bool{}
+			for range 50 {
+				s, trial := b.pick(req, []*server{ss[2]}, now, true)
+				if s == nil || s == ss[2] || trial {
+					t.Fatalf("panic pick with %v tried = %v (trial %v), want an untried server, no trial", ss[2].url, s, trial)
+				}
+				seen[s] = true
+			}
+			if name != Hash && len(seen) != 2 {
+				t.Errorf("panic picks went to %d servers, want both untried ones", len(seen))
+			}
+			if st := ss[1].breaker.state(now); st != BreakerOpen {
+				t.Errorf("breaker after panic picks = %v, want still open", st)
+			}
+			s, trial := b.pick(req, []*server{ss[2]}, now.Add(time.Second), false)
 			if s != ss[1] || !trial {
 				t.Errorf("pick once the breaker is half-open = %v (trial %v), want the half-open server as a trial", s, trial)
 			}
-			if s, _ := b.pick(req, []*server{ss[2]}, now.Add(time.Second)); s != nil {
+			if s, _ := b.pick(req, []*server{ss[2]}, now.Add(time.Second), false); s != nil {
 				t.Errorf("second pick while the trial is out = %v, want nil", s.url)
 			}
 		})
+	}
+}
+
+// TestLeastOutstandingShunsAServerFailingFast puts least outstanding in its
+// trap: one server answers 500 at once, so it always has the fewest requests
+// in flight, beside a good one that takes 20ms. Its 500s are retried on the
+// good server until, failing on every path, it is ejected by the failure
+// rate; at least 99% of the clients' requests must succeed.
+func TestLeastOutstandingShunsAServerFailingFast(t *testing.T) {
+	checkGoroutines(t)
+	bad := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	good := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) {
+		select { // the good server's latency
+		case <-time.After(20 * time.Millisecond):
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "ok")
+	})
+	g := newGroup(t, Config{Servers: []string{bad.srv.URL, good.srv.URL}, Balancer: LeastOutstanding, HealthPath: "-"})
+	const requests, clients = 500, 10
+	var ok atomic.Int64
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for i := range next {
+				if resp, _, err := get(t, g, "GET", fmt.Sprintf("/obj/%d", i)); err == nil && resp.StatusCode == http.StatusOK {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	for i := range requests {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	st := g.Stats()
+	t.Logf("%d of %d requests succeeded; the failing server got %d, the good one %d; %d retries, %d denied",
+		ok.Load(), requests, st.Servers[0].Requests, st.Servers[1].Requests, st.Retries, st.BudgetDenied)
+	if ok.Load() < requests*99/100 {
+		t.Errorf("%d of %d requests succeeded with one server failing fast, want at least 99%%", ok.Load(), requests)
+	}
+	if st.Servers[0].Breaker == BreakerClosed {
+		t.Errorf("the server failing every path has its breaker closed, want it ejected")
 	}
 }

@@ -9,7 +9,10 @@ import (
 // second (a token bucket in the manner of Finagle's RetryBudget): each
 // request deposits ratio tokens, the floor drips in perSec tokens a second,
 // and a retry withdraws one. When an origin fails wholesale, retries stay
-// near ratio of the traffic instead of multiplying it.
+// near ratio of the traffic instead of multiplying it. A new budget starts
+// full, as after a quiet spell (Finagle's, too, has its floor's reserve at
+// once): a group that has just started may retry the burst of failures it
+// takes to eject a server that fails every request.
 type retryBudget struct {
 	ratio    float64
 	perSec   float64
@@ -22,10 +25,8 @@ type retryBudget struct {
 }
 
 func newRetryBudget(ratio, perSec float64, now func() time.Time) *retryBudget {
-	return &retryBudget{
-		ratio: ratio, perSec: perSec, capacity: perSec + 100*ratio, now: now,
-		tokens: perSec, last: now(),
-	}
+	capacity := perSec + 100*ratio
+	return &retryBudget{ratio: ratio, perSec: perSec, capacity: capacity, now: now, tokens: capacity, last: now()}
 }
 
 // refillLocked drips the floor in since the last call.

@@ -68,17 +68,49 @@ type Config struct {
 	// connection also gets ConnectTimeout and TLSTimeout. If zero, 1s.
 	HealthTimeout time.Duration
 
-	// FailThreshold is how many consecutive failures open a server's breaker
-	// (passive ejection). Failures are connection errors, timeouts, 502/503/504
-	// answers and broken bodies of requests, and failed health checks
-	// (connection errors, timeouts, 5xx). If zero, 5.
+	// FailThreshold is how many consecutive connect failures (a refused or
+	// timed-out dial, a failed or timed-out TLS handshake) eject a server
+	// (passive ejection: its breaker opens). No request path can cause those,
+	// so they are counted one by one. If zero, 5.
 	FailThreshold int
-	// OpenDuration is how long an open breaker stays open before it lets
-	// exactly one trial request through (half-open). If zero, 5s.
+	// FailureRate ejects a server when, over the last FailureWindow, more
+	// than this fraction of its evidence is failures, with at least
+	// FailureMinRequests pieces of evidence. A piece of evidence is a request
+	// answered with anything but 500, 502, 503 or 504; a connect failure; or
+	// a path that failed: answered 500, 502, 503 or 504, timed out or broke
+	// off after the request was sent. A path's failures count once per window
+	// (its host and path, the query left out), so that a client repeating a
+	// URL the origin fails on, on purpose or not, adds one failure while
+	// every success counts: it takes failures on many paths, and few
+	// successes, to eject a server. If zero, 0.5; 1 turns the rule off.
+	FailureRate float64
+	// FailureWindow is how far back FailureRate looks, at a resolution of a
+	// tenth of it. If zero, 10s.
+	FailureWindow time.Duration
+	// FailureMinRequests is the least evidence in FailureWindow that
+	// FailureRate judges. If zero, 20.
+	FailureMinRequests int
+	// MaxEjectionPercent caps the servers of the group ejected at once, as a
+	// percentage of the group rounded down: a breaker that would open beyond
+	// it stays closed. At the default, one of two or three servers may be
+	// ejected, two of four, and a group of one server never is: with no other
+	// server to take its requests, ejecting it would help nothing (requests
+	// would go to it anyway, routed in panic: see the package doc), so only
+	// active health checks take a lone server out of rotation. Health checks are not
+	// capped: they are the origin's own word, not inferred from clients'
+	// requests. If zero, 50; at most 100.
+	MaxEjectionPercent int
+	// OpenDuration is how long an ejected server's breaker stays open before
+	// it lets exactly one trial request through (half-open), or until a
+	// passing health check, whichever comes first. If zero, 5s.
 	OpenDuration time.Duration
 
-	// Retries is how many more servers an idempotent request that sent
-	// nothing (dial or TLS failure) may try. If zero, 1; negative: none.
+	// Retries is how many more servers an idempotent request may try after
+	// one that failed before anything was sent (connect or TLS failure), or
+	// answered 500, 502, 503 or 504. A request that timed out or broke off
+	// after it was sent is not retried: the origin may still be working on it.
+	// The last answer or error is what RoundTrip returns. If zero, 1;
+	// negative: none.
 	Retries int
 	// RetryBudget caps retries at this fraction of recent requests, plus a
 	// floor of 10 per second, so retries cannot multiply the load on a
@@ -87,8 +119,8 @@ type Config struct {
 
 	// Logger receives health and breaker changes. If nil, slog.Default().
 	Logger *slog.Logger
-	// Now is the clock of breakers and the retry budget (a test seam). If
-	// nil, time.Now.
+	// Now is the clock of breakers, their failure windows and the retry
+	// budget (a test seam). If nil, time.Now.
 	Now func() time.Time
 }
 
@@ -140,6 +172,12 @@ func (c *Config) fill() {
 	dur(&c.HealthInterval, 2*time.Second)
 	dur(&c.HealthTimeout, time.Second)
 	num(&c.FailThreshold, 5)
+	if c.FailureRate == 0 {
+		c.FailureRate = 0.5
+	}
+	dur(&c.FailureWindow, 10*time.Second)
+	num(&c.FailureMinRequests, 20)
+	num(&c.MaxEjectionPercent, 50)
 	dur(&c.OpenDuration, 5*time.Second)
 	num(&c.Retries, 1)
 	if c.RetryBudget == 0 {
@@ -191,6 +229,7 @@ func (c Config) Validate() error {
 		{"response_header_timeout", c.ResponseHeaderTimeout}, {"total_timeout", c.TotalTimeout},
 		{"keep_alive", c.KeepAlive}, {"health_interval", c.HealthInterval},
 		{"health_timeout", c.HealthTimeout}, {"open_duration", c.OpenDuration},
+		{"failure_window", c.FailureWindow},
 	} {
 		if d.v < 0 {
 			add("%s: %v, want a positive duration or 0 for the default", d.name, d.v)
@@ -202,10 +241,17 @@ func (c Config) Validate() error {
 	}{
 		{"max_concurrent", c.MaxConcurrent}, {"warm_conns", c.WarmConns},
 		{"max_idle_conns_per_server", c.MaxIdleConnsPerServer}, {"fail_threshold", c.FailThreshold},
+		{"failure_min_requests", c.FailureMinRequests},
 	} {
 		if n.v < 0 {
 			add("%s: %d, want a positive number or 0 for the default", n.name, n.v)
 		}
+	}
+	if c.FailureRate < 0 || c.FailureRate > 1 {
+		add("failure_rate: %v, want a fraction of requests between 0 and 1 (1 turns the rule off)", c.FailureRate)
+	}
+	if c.MaxEjectionPercent < 0 || c.MaxEjectionPercent > 100 {
+		add("max_ejection_percent: %d, want a percentage of the group's servers from 1 to 100, or 0 for the default", c.MaxEjectionPercent)
 	}
 	if c.RetryBudget < 0 || c.RetryBudget > 1 {
 		add("retry_budget: %v, want a fraction of requests between 0 and 1", c.RetryBudget)

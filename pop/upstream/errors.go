@@ -2,25 +2,43 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
-	"time"
+	"syscall"
 )
 
-// Errors of RoundTrip and Start, wrapped with the group or server and the
-// phase; test with errors.Is.
+// Errors of RoundTrip and Start; test with errors.Is. RoundTrip returns
+// them bare or inside an *Error.
 var (
 	// ErrOverloaded: the group already has MaxConcurrent requests in flight.
 	ErrOverloaded = errors.New("upstream overloaded")
-	// ErrUnavailable: no server is healthy with a breaker that admits the request.
-	ErrUnavailable = errors.New("no upstream server available")
 	// ErrTimeout: a connect, TLS handshake, response header or total timeout expired.
 	ErrTimeout = errors.New("upstream timeout")
 	// ErrClosed: the group was closed.
 	ErrClosed = errors.New("upstream group closed")
 )
+
+// Error is a failed exchange with one origin server, as RoundTrip and a
+// response body's Read return it. Its message says how far the exchange
+// got and what went wrong, and names neither the server nor the group, so
+// that a PoP may show it to a client without revealing its origins. Server
+// and Err hold the detail for logs; errors.Is and errors.As see through to
+// Err (ErrTimeout, context.Canceled, *net.OpError, ...).
+type Error struct {
+	// Server is the origin server's URL, such as https://10.0.0.7:443.
+	Server string
+	// Err is the cause. Its message may name the server's address.
+	Err error
+	msg string
+}
+
+func (e *Error) Error() string { return e.msg }
+func (e *Error) Unwrap() error { return e.Err }
 
 // phase is how far one attempt got, as its httptrace hooks saw it.
 type phase int32
@@ -74,20 +92,52 @@ func (g *Group) timeoutError(s *server, p phase, total bool) error {
 	default:
 		what = fmt.Sprintf("response header timeout (%v)", g.cfg.ResponseHeaderTimeout)
 	}
-	return fmt.Errorf("origin %s: %s: %w", s.url, what, ErrTimeout)
+	err := fmt.Errorf("%s: %w", what, ErrTimeout)
+	return &Error{Server: s.url.String(), Err: err, msg: "origin server: " + err.Error()}
 }
 
-// unavailable explains why no server could take a request.
-func (g *Group) unavailable(now time.Time) error {
-	var sick, ejected int
-	for _, s := range g.servers {
-		switch {
-		case !s.healthy.Load():
-			sick++
-		case !s.breaker.usable(now):
-			ejected++
-		}
+// exchangeError reports err, which ended an exchange with s in phase p, in
+// words that name no address: net and TLS errors spell out the addresses
+// of both ends.
+func exchangeError(s *server, p phase, err error) error {
+	msg := "origin server failed " + p.String()
+	if c := cause(err); c != "" {
+		msg += ": " + c
 	}
-	return fmt.Errorf("upstream %s: %d servers, %d unhealthy, %d ejected by their breaker: %w",
-		g.cfg.Name, len(g.servers), sick, ejected, ErrUnavailable)
+	return &Error{Server: s.url.String(), Err: err, msg: msg}
+}
+
+// cause names what went wrong in err, or "" if it is nothing known.
+func cause(err error) string {
+	var (
+		dns     *net.DNSError
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+		record  tls.RecordHeaderError
+		alert   tls.AlertError
+	)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "request cancelled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline exceeded"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to the server"
+	case errors.As(err, &dns):
+		return "name not resolved"
+	case errors.As(err, &unknown), errors.As(err, &host), errors.As(err, &invalid):
+		return "certificate not accepted"
+	case errors.As(err, &record):
+		return "not a TLS server"
+	case errors.As(err, &alert):
+		return "TLS alert"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return "connection closed"
+	}
+	return ""
 }

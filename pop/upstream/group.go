@@ -14,11 +14,26 @@
 //  2. The balancer picks a server (round robin, least outstanding by power
 //     of two choices, or a consistent hash of the URL), skipping servers
 //     that failed an active health check and servers whose breaker is open
-//     (passive ejection after consecutive failures; half-open later).
+//     (passive ejection; half-open later). If that leaves no server, the
+//     request is routed in panic (Envoy's term) among all servers, as if
+//     every one were healthy: a server thought down may answer, where
+//     failing at once is a certain 502 (an origin that came up since its
+//     last check, a health path broken on its own).
 //  3. The exchange is bounded by connect, TLS, response-header and total
-//     timeouts; the total one covers reading the body.
+//     timeouts; the total one covers reading the body. Its outcome feeds
+//     the server's breaker, which ejects the server on a streak of connect
+//     failures or a high failure rate, where the failures of one path count
+//     once: a client cannot eject a server by requesting a URL that fails,
+//     however often.
+//     At most MaxEjectionPercent of the group is ejected at a time.
 //  4. An idempotent request that sent nothing (the dial or the handshake
-//     failed) is retried on another server, if the retry budget allows.
+//     failed) or was answered 500, 502, 503 or 504 is retried on another
+//     server, if the retry budget allows; the 5xx answer is dropped. So a
+//     server that fails every request at once, which least outstanding
+//     would otherwise favour (it has the fewest requests in flight), costs
+//     its requests a retry until the failure rate ejects it.
+//  5. No error message names a server or tells of ejections, so that a
+//     PoP may pass it on to a client; an *Error carries the server for logs.
 package upstream
 
 import (
@@ -46,8 +61,9 @@ type Group struct {
 	bal     balancer
 	sem     chan struct{} // the bulkhead: one token per request in flight
 	budget  *retryBudget
+	ejected *ejectionCap // shared by the servers' breakers
 
-	overloaded, retries, budgetDenied atomic.Int64
+	overloaded, retries, budgetDenied, panics atomic.Int64
 
 	ctx    context.Context // ends the background loops: cancelled by Close
 	cancel context.CancelFunc
@@ -84,17 +100,18 @@ func New(cfg Config) (*Group, error) {
 	}
 	cfg.fill()
 	g := &Group{
-		cfg:    cfg,
-		log:    cfg.Logger.With("upstream", cfg.Name),
-		sem:    make(chan struct{}, cfg.MaxConcurrent),
-		budget: newRetryBudget(cfg.RetryBudget, 10, cfg.Now),
+		cfg:     cfg,
+		log:     cfg.Logger.With("upstream", cfg.Name),
+		sem:     make(chan struct{}, cfg.MaxConcurrent),
+		budget:  newRetryBudget(cfg.RetryBudget, 10, cfg.Now),
+		ejected: newEjectionCap(len(cfg.Servers), cfg.MaxEjectionPercent),
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	for _, raw := range cfg.Servers {
 		u, _ := url.Parse(raw) // validated
 		s := &server{
 			url:     &url.URL{Scheme: u.Scheme, Host: u.Host},
-			breaker: breaker{threshold: cfg.FailThreshold, openFor: cfg.OpenDuration},
+			breaker: newBreaker(cfg, g.ejected),
 		}
 		s.tr = g.newTransport(s)
 		// Presumed healthy until a check says otherwise, so that requests
@@ -229,14 +246,14 @@ func (g *Group) isClosed() bool {
 func (g *Group) RoundTrip(req *http.Request) (*http.Response, error) {
 	if g.isClosed() {
 		closeBody(req)
-		return nil, fmt.Errorf("upstream %s: %w", g.cfg.Name, ErrClosed)
+		return nil, ErrClosed
 	}
 	select {
 	case g.sem <- struct{}{}:
 	default:
 		g.overloaded.Add(1)
 		closeBody(req)
-		return nil, fmt.Errorf("upstream %s: %d requests in flight: %w", g.cfg.Name, g.cfg.MaxConcurrent, ErrOverloaded)
+		return nil, ErrOverloaded
 	}
 	g.budget.deposit()
 	ctx, cancel := context.WithTimeout(req.Context(), g.cfg.TotalTimeout)
@@ -249,58 +266,78 @@ func (g *Group) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// exchange tries servers until one answers, a failure may not be retried,
-// or the attempts or the budget run out. ctx carries the total timeout;
-// cancel is handed to the response body.
+// exchange tries servers until one answers well, a failure may not be
+// retried, or the attempts or the budget run out, and returns the last
+// outcome. ctx carries the total timeout; cancel is handed to the response
+// body.
 func (g *Group) exchange(ctx context.Context, cancel context.CancelFunc, req *http.Request) (*http.Response, error) {
 	attempts := 1
 	if g.cfg.Retries > 0 && idempotent(req) {
 		attempts += g.cfg.Retries
 	}
-	var tried []*server
-	var lastErr error
-	body := req.Body // the body of attempt 0; retries get theirs from GetBody
-	for attempt := range attempts {
-		now := g.cfg.Now()
-		s, trial := g.bal.pick(req, tried, now)
-		if s == nil {
-			if lastErr == nil {
-				closeBody(req) // never handed to a transport
-				return nil, g.unavailable(now)
-			}
-			break
-		}
-		if attempt > 0 {
-			if !g.budget.withdraw() {
-				g.budgetDenied.Add(1)
-				s.breaker.abandon(trial)
-				break
-			}
-			g.retries.Add(1)
-			if body != nil && body != http.NoBody {
-				var err error
-				if body, err = req.GetBody(); err != nil {
-					s.breaker.abandon(trial)
-					break
-				}
-			}
-		}
-		tried = append(tried, s)
-		resp, sent, err := g.attempt(ctx, cancel, req, body, s, trial)
-		if err == nil {
-			return resp, nil
-		}
-		lastErr = err
-		if sent || ctx.Err() != nil {
-			break
-		}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
 	}
-	return nil, lastErr
+	key := pathKey(host, req.URL)
+	now := g.cfg.Now()
+	s, trial := g.bal.pick(req, nil, now, false)
+	panicking := s == nil
+	if panicking {
+		g.panics.Add(1)
+		s, trial = g.bal.pick(req, nil, now, true) // nothing tried: never nil
+	}
+	tried := []*server{s}
+	body := req.Body // the body of the first attempt; retries get theirs from GetBody
+	for n := 1; ; n++ {
+		resp, sent, err := g.attempt(ctx, req, body, s, trial, key)
+		var next *server
+		var nextTrial bool
+		if n < attempts && ctx.Err() == nil && (err == nil && serverError(resp.StatusCode) || err != nil && !sent) {
+			next, nextTrial = g.bal.pick(req, tried, g.cfg.Now(), panicking)
+			if next != nil && !g.retry(req, &body, next, nextTrial) {
+				next = nil
+			}
+		}
+		if next == nil {
+			if err != nil {
+				return nil, err
+			}
+			return g.track(resp, s, trial, key, req.Context(), ctx, cancel), nil
+		}
+		if resp != nil {
+			discard(resp, s)
+		}
+		s, trial = next, nextTrial
+		tried = append(tried, s)
+	}
 }
 
-// attempt sends req to s once. sent reports whether any of the request may
-// have reached the server, which rules out a retry.
-func (g *Group) attempt(ctx context.Context, cancel context.CancelFunc, req *http.Request, body io.ReadCloser, s *server, trial bool) (resp *http.Response, sent bool, err error) {
+// retry takes a retry of req on s from the budget and readies the body to
+// send again. On false, s's breaker admission is given back.
+func (g *Group) retry(req *http.Request, body *io.ReadCloser, s *server, trial bool) bool {
+	if !g.budget.withdraw() {
+		g.budgetDenied.Add(1)
+		s.breaker.abandon(trial)
+		return false
+	}
+	if *body != nil && *body != http.NoBody {
+		b, err := req.GetBody()
+		if err != nil {
+			s.breaker.abandon(trial)
+			return false
+		}
+		*body = b
+	}
+	g.retries.Add(1)
+	return true
+}
+
+// attempt sends req to s once and feeds a failure to s's breaker. sent
+// reports whether any of the request may have reached the server. The
+// response's exchange is still in s's outstanding count, and a good answer
+// still to be judged: the caller either tracks it or discards it.
+func (g *Group) attempt(ctx context.Context, req *http.Request, body io.ReadCloser, s *server, trial bool, key uint64) (resp *http.Response, sent bool, err error) {
 	tr := &attemptTrace{}
 	out := req.WithContext(httptrace.WithClientTrace(ctx, tr.hooks()))
 	u := *req.URL
@@ -321,37 +358,71 @@ func (g *Group) attempt(ctx context.Context, cancel context.CancelFunc, req *htt
 		if cerr := req.Context().Err(); cerr != nil {
 			// The client gave up: its error, and no verdict on the server.
 			s.breaker.abandon(trial)
-			return nil, true, fmt.Errorf("origin %s: %w", s.url, cerr)
+			return nil, true, exchangeError(s, p, cerr)
 		}
-		g.failed(s)
 		sent = p >= phaseSent && !isDial(err)
+		g.failed(s, !sent, key)
 		if isTimeout(err) || ctx.Err() != nil {
 			return nil, sent, g.timeoutError(s, p, ctx.Err() != nil)
 		}
-		return nil, sent, fmt.Errorf("origin %s: %w", s.url, err)
+		return nil, sent, exchangeError(s, p, err)
 	}
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		g.failed(s)
-	default:
-		if s.breaker.success() {
-			g.log.Info("upstream breaker closed", "server", s.url.String())
-		}
+	if serverError(resp.StatusCode) {
+		g.failed(s, false, key)
 	}
-	b := &respBody{g: g, s: s, client: req.Context(), total: ctx, cancel: cancel}
-	if resp.Body == nil || resp.Body == http.NoBody {
-		b.finish() // nothing to read: the exchange is over
-		return resp, true, nil
-	}
-	b.rc = resp.Body
-	resp.Body = b
+	// A success is counted when the body ends well (track).
 	return resp, true, nil
 }
 
-// failed counts a failure of s and feeds its breaker.
-func (g *Group) failed(s *server) {
+// track hands resp to the caller with a body that ends the exchange and
+// gives the verdict on a good answer once its body is through: a body that
+// breaks off makes the exchange one failure, not a success and a failure.
+func (g *Group) track(resp *http.Response, s *server, trial bool, key uint64, client, total context.Context, cancel context.CancelFunc) *http.Response {
+	b := &respBody{g: g, s: s, trial: trial, key: key, client: client, total: total, cancel: cancel}
+	b.judged.Store(serverError(resp.StatusCode)) // counted by attempt
+	if resp.Body == nil || resp.Body == http.NoBody {
+		b.finish() // nothing to read: the exchange is over
+		return resp
+	}
+	b.rc = resp.Body
+	resp.Body = b
+	return resp
+}
+
+// discard ends the exchange of a response that a retry replaces. A short
+// body is read first, so that an HTTP/1.1 connection can be reused; a long
+// or unknown one would delay the retry, so its connection goes.
+func discard(resp *http.Response, s *server) {
+	if resp.ContentLength >= 0 && resp.ContentLength <= 4<<10 {
+		io.Copy(io.Discard, resp.Body)
+	}
+	resp.Body.Close()
+	s.outstanding.Add(-1)
+}
+
+// serverError reports whether an answer with this status is a failure of
+// the server: 500, 502, 503 and 504 are; 501, 505 and the rest of 5xx are
+// about the request or the deployment, and are answers like any other.
+func serverError(code int) bool {
+	switch code {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// pathKey is the key under which a failure of the path counts once in a
+// failure window: the site and the path, not the query, which a client
+// can vary at no cost.
+func pathKey(host string, u *url.URL) uint64 {
+	return mix(fnvString(fnvString(fnvOffset, host), u.EscapedPath()))
+}
+
+// failed counts a failure of s, a connect failure or one after the request
+// was sent, and feeds its breaker.
+func (g *Group) failed(s *server, connect bool, key uint64) {
 	s.failures.Add(1)
-	if s.breaker.failure(g.cfg.Now()) {
+	if s.breaker.failure(g.cfg.Now(), connect, key) {
 		g.log.Info("upstream breaker opened", "server", s.url.String(), "open_for", g.cfg.OpenDuration)
 	}
 }
@@ -405,19 +476,22 @@ func (t *attemptTrace) hooks() *httptrace.ClientTrace {
 
 // respBody is a response body that ends the exchange when it is read to its
 // end or closed: it frees the bulkhead slot, the server's outstanding count
-// and the total-timeout timer, and reports a total timeout while reading as
-// ErrTimeout.
+// and the total-timeout timer. It reports a total timeout while reading as
+// ErrTimeout, and a body the origin broke off as an *Error: a cache that
+// reads a whole body before answering passes the error on to its client.
 type respBody struct {
 	rc     io.ReadCloser
 	g      *Group
 	s      *server
+	trial  bool            // the half-open trial of s's breaker
+	key    uint64          // the request's pathKey
 	client context.Context // the caller's: its end is not the origin's fault
 	total  context.Context // client plus TotalTimeout
 	cancel context.CancelFunc
 
 	once   sync.Once
 	closed atomic.Bool
-	failed atomic.Bool // the failure was counted
+	judged atomic.Bool // the breaker has its verdict
 }
 
 func (b *respBody) Read(p []byte) (int, error) {
@@ -432,6 +506,7 @@ func (b *respBody) Read(p []byte) (int, error) {
 		err = b.g.timeoutError(b.s, phaseBody, true)
 	default:
 		b.fail() // the origin broke off mid-body
+		err = exchangeError(b.s, phaseBody, err)
 	}
 	return n, err
 }
@@ -443,14 +518,24 @@ func (b *respBody) Close() error {
 	return err
 }
 
+// fail counts the broken body as a failure of its path.
 func (b *respBody) fail() {
-	if b.failed.CompareAndSwap(false, true) {
-		b.g.failed(b.s)
+	if b.judged.CompareAndSwap(false, true) {
+		b.g.failed(b.s, false, b.key)
 	}
 }
 
+// finish ends the exchange, a success unless it failed; if the client gave
+// up, it decides nothing.
 func (b *respBody) finish() {
 	b.once.Do(func() {
+		if b.judged.CompareAndSwap(false, true) {
+			if b.client.Err() != nil {
+				b.s.breaker.abandon(b.trial)
+			} else if b.s.breaker.success(b.g.cfg.Now()) {
+				b.g.log.Info("upstream breaker closed", "server", b.s.url.String())
+			}
+		}
 		b.s.outstanding.Add(-1)
 		b.cancel()
 		<-b.g.sem

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -240,8 +241,9 @@ func TestStartWithOriginDownBecomesReadyLater(t *testing.T) {
 	if g.Ready() || g.Stats().Servers[0].Healthy {
 		t.Fatalf("Ready %v, healthy %v with the origin down; want false", g.Ready(), g.Stats().Servers[0].Healthy)
 	}
-	if _, _, err := get(t, g, "GET", "/x"); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("request with the only server down: %v, want ErrUnavailable", err)
+	// Panic routing: the server is tried anyway, and refuses.
+	if _, _, err := get(t, g, "GET", "/x"); !errors.Is(err, syscall.ECONNREFUSED) || g.Stats().Panics != 1 {
+		t.Errorf("request with the only server down: %v (%d in panic), want its refused dial, in panic", err, g.Stats().Panics)
 	}
 
 	// The origin comes up on its address.
@@ -381,15 +383,53 @@ func TestRetries(t *testing.T) {
 			t.Errorf("the other server got %d requests, retries %d; want a sent request not retried", n, g.Stats().Retries)
 		}
 	})
-	t.Run("an answered GET is not retried", func(t *testing.T) {
+	t.Run("a GET answered 5xx goes to another server", func(t *testing.T) {
+		for _, code := range []int{http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout} {
+			bad := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(code) })
+			live := newOrigin(t, false, nil)
+			g := newGroup(t, Config{Servers: []string{bad.srv.URL, live.srv.URL}, HealthPath: "-"})
+			if resp, body, err := get(t, g, "GET", "/r"); err != nil || resp.StatusCode != 200 || servedBy(body) != live.addr() {
+				t.Errorf("GET answered %d by the first server: %v, %q, %v; want the other one's 200", code, resp, body, err)
+			}
+			if st := g.Stats(); st.Retries != 1 || st.Inflight != 0 || st.Servers[0].Outstanding != 0 || st.Servers[0].Failures != 1 {
+				t.Errorf("after a retried %d: retries %d, inflight %d, outstanding %d, failures %d; want 1, 0, 0, 1",
+					code, st.Retries, st.Inflight, st.Servers[0].Outstanding, st.Servers[0].Failures)
+			}
+		}
+	})
+	t.Run("the last 5xx is passed on", func(t *testing.T) {
+		h := func(w http.ResponseWriter, r *http.Request) { http.Error(w, "busy", http.StatusServiceUnavailable) }
+		a, b := newOrigin(t, false, h), newOrigin(t, false, h)
+		g := newGroup(t, Config{Servers: []string{a.srv.URL, b.srv.URL}, HealthPath: "-"})
+		if resp, body, err := get(t, g, "GET", "/r"); err != nil || resp.StatusCode != http.StatusServiceUnavailable || body != "busy\n" {
+			t.Errorf("GET answered 503 by both servers: %v, %q, %v; want the second 503 passed on", resp, body, err)
+		}
+		if n := a.requests.Load() + b.requests.Load(); n != 2 {
+			t.Errorf("servers got %d requests, want 2: one retry", n)
+		}
+	})
+	t.Run("a POST answered 502 is not retried", func(t *testing.T) {
 		bad := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) })
 		live := newOrigin(t, false, nil)
 		g := newGroup(t, Config{Servers: []string{bad.srv.URL, live.srv.URL}, HealthPath: "-"})
-		if resp, _, err := get(t, g, "GET", "/r"); err != nil || resp.StatusCode != http.StatusBadGateway {
-			t.Errorf("GET answered 502: %v, %v; want the 502 passed on", resp, err)
+		if resp, _, err := get(t, g, "POST", "/r"); err != nil || resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("POST answered 502: %v, %v; want the 502 passed on", resp, err)
 		}
 		if n := live.requests.Load(); n != 0 {
 			t.Errorf("the other server got %d requests, want 0", n)
+		}
+	})
+	t.Run("a GET answered 404 or 501 is not retried", func(t *testing.T) {
+		for _, code := range []int{http.StatusNotFound, http.StatusNotImplemented} {
+			bad := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(code) })
+			live := newOrigin(t, false, nil)
+			g := newGroup(t, Config{Servers: []string{bad.srv.URL, live.srv.URL}, HealthPath: "-"})
+			if resp, _, err := get(t, g, "GET", "/r"); err != nil || resp.StatusCode != code {
+				t.Errorf("GET answered %d: %v, %v; want it passed on", code, resp, err)
+			}
+			if n := live.requests.Load(); n != 0 {
+				t.Errorf("the other server got %d requests after a %d, want 0", n, code)
+			}
 		}
 	})
 }
@@ -400,7 +440,7 @@ func TestRetryBudget(t *testing.T) {
 	clock := newFakeClock()
 	g := newGroup(t, Config{
 		Servers:    []string{deadAddr(t, "http"), live.srv.URL},
-		HealthPath: "-", FailThreshold: 1000, RetryBudget: 0.1, Now: clock.Now,
+		HealthPath: "-", FailThreshold: 1000, FailureRate: 1, RetryBudget: 0.1, Now: clock.Now,
 	})
 	// Round robin sends every GET to the dead server first (a retry takes
 	// the next turn), so each wants a retry.
@@ -408,9 +448,10 @@ func TestRetryBudget(t *testing.T) {
 		get(t, g, "GET", "/budget")
 	}
 	st := g.Stats()
-	// A floor of 10 plus 10% of 200 requests, the clock standing still.
-	if st.Retries < 25 || st.Retries > 31 || st.Retries+st.BudgetDenied != 200 {
-		t.Errorf("200 requests wanting a retry: %d retried, %d denied; want about 30 retried, the rest denied", st.Retries, st.BudgetDenied)
+	// A full bucket of 20 (the floor of 10 plus 10% of 100 requests), then
+	// 10% of 200 requests, the clock standing still.
+	if st.Retries < 35 || st.Retries > 41 || st.Retries+st.BudgetDenied != 200 {
+		t.Errorf("200 requests wanting a retry: %d retried, %d denied; want about 40 retried, the rest denied", st.Retries, st.BudgetDenied)
 	}
 	clock.Advance(time.Second) // the floor drips in 10 more
 	for range 10 {
@@ -512,7 +553,8 @@ func TestResponseBodyEndFreesTheSlot(t *testing.T) {
 }
 
 // TestBrokenBodyIsAFailure has the origin break off a response midway: the
-// reader gets an error, and the failure reaches the server's breaker.
+// reader gets an error, and the failure reaches the server's breaker, as
+// one failure and no success (with FailureMinRequests 1, it opens).
 func TestBrokenBodyIsAFailure(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -524,7 +566,8 @@ func TestBrokenBodyIsAFailure(t *testing.T) {
 				panic(http.ErrAbortHandler) // drops the connection (h1) or resets the stream (h2)
 			})
 			clock := newFakeClock()
-			g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-", FailThreshold: 1, Now: clock.Now})
+			g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-",
+				FailureMinRequests: 1, MaxEjectionPercent: 100, Now: clock.Now})
 			req, _ := http.NewRequest("GET", "http://site.test/broken", nil)
 			resp, err := g.RoundTrip(req)
 			if err != nil {

@@ -6,8 +6,14 @@ type Stats struct {
 	Servers      []ServerStats
 	Inflight     int   // requests holding a bulkhead slot
 	Overloaded   int64 // requests refused by the bulkhead
-	Retries      int64 // attempts on another server after one that sent nothing
+	Retries      int64 // attempts on another server after one that sent nothing or answered 5xx
 	BudgetDenied int64 // retries the retry budget refused
+	// Panics counts requests that found no server healthy and admitted by
+	// its breaker, and were sent to one anyway.
+	Panics int64
+	// EjectionsCapped counts failures that called for ejecting a server
+	// while MaxEjectionPercent held its breaker closed.
+	EjectionsCapped int64
 }
 
 // ServerStats describes one origin server. Counters only grow.
@@ -19,7 +25,7 @@ type ServerStats struct {
 	Breaker       BreakerState
 	Outstanding   int64 // requests in flight
 	Requests      int64 // attempts sent, retries included
-	Failures      int64 // connection errors, timeouts, 502/503/504, broken bodies
+	Failures      int64 // connection errors, timeouts, 500/502/503/504, broken bodies
 	Dials         int64 // TCP connects begun
 	TLSHandshakes int64 // TLS handshakes completed, resumed ones included
 }
@@ -30,6 +36,7 @@ func (g *Group) Stats() Stats {
 	st := Stats{
 		Name: g.cfg.Name, Inflight: len(g.sem), Overloaded: g.overloaded.Load(),
 		Retries: g.retries.Load(), BudgetDenied: g.budgetDenied.Load(),
+		Panics: g.panics.Load(), EjectionsCapped: g.ejected.refused.Load(),
 		Servers: make([]ServerStats, 0, len(g.servers)),
 	}
 	for _, s := range g.servers {

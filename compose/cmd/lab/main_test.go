@@ -30,18 +30,22 @@ func TestDelayFlag(t *testing.T) {
 	}
 }
 
-func TestNetemApplyArguments(t *testing.T) {
+func TestDelayArguments(t *testing.T) {
 	var errb bytes.Buffer
 	for _, tt := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"-topology", "nosuch.yml"}, "nosuch.yml"},
+		{[]string{"-topology", "../../../docker-compose.yml"}, "-self: empty"},
+		{[]string{"-topology", "nosuch.yml", "-self", "pop-eu"}, "nosuch.yml"},
+		{[]string{"-topology", "../../../docker-compose.yml", "-self", "pop-eu", "-delay", "fast"}, `"fast"`},
 		{[]string{"-topology", "../../../docker-compose.yml", "-self", "nosuch"}, `"nosuch"`},
+		// Outside the service's container: refused, this machine untouched.
+		{[]string{"-topology", "../../../docker-compose.yml", "-self", "pop-eu", "-delay", "userspace"}, "on no interface here"},
 	} {
-		err := run(context.Background(), append([]string{"netem-apply"}, tt.args...), &errb, &errb)
+		err := run(context.Background(), append([]string{"delay"}, tt.args...), &errb, &errb)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("lab netem-apply %q = %v, want an error containing %q", tt.args, err, tt.want)
+			t.Errorf("lab delay %q = %v, want an error containing %q", tt.args, err, tt.want)
 		}
 	}
 }

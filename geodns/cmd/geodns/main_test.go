@@ -26,8 +26,11 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
+// cfgTmpl turns rate limiting off: the reload loop below asks as fast as
+// it can from 127.0.0.1.
 const cfgTmpl = `
 listen: 127.0.0.1:0
+rate_limit: {responses_per_second: -1}
 zones:
   - origin: cdn.lab.
     ns: [ns1.cdn.lab.]
