@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -136,8 +137,9 @@ type Cache struct {
 
 	mu      sync.Mutex // guards flights, saving
 	flights map[string]*flight
-	saving  int        // fetches that may still store a response
-	idle    *sync.Cond // signalled when saving drops to zero
+	saving  int          // fetches that may still store a response
+	idle    *sync.Cond   // signalled when saving drops to zero
+	filling atomic.Int64 // bytes reserved by responses being stored as they arrive
 
 	ctx    context.Context // ends background revalidations
 	cancel context.CancelFunc

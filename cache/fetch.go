@@ -142,15 +142,36 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 // serves it. It returns the stored entry, if any.
 func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, reqCC Directives, private bool, f *flight) *entry {
 	c.beginSave()
-	defer c.endSave()
-	ctx := context.WithoutCancel(r.Context())
+	endSave := sync.OnceFunc(c.endSave)
+	defer endSave()
+	// The fetch outlives its client only while someone still wants it: a
+	// client that hangs up before the response is being stored, with no
+	// other request waiting on the flight, cancels it (a reset request
+	// must not keep an origin slot busy); a fill under way finishes, within
+	// the fill budget, for the cache and the waiters.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	var filling atomic.Bool
+	stop := context.AfterFunc(r.Context(), func() {
+		if filling.Load() || (f != nil && f.waiters.Load() > 0) {
+			return
+		}
+		c.stats.cancelled.Add(1)
+		cancel()
+	})
+	defer stop()
 	reqTime := c.cfg.Now()
 	resp, err := c.roundTrip(ctx, r, nil)
 	if err != nil {
 		c.writeError(w, err)
 		return nil
 	}
-	defer resp.Body.Close()
+	detached := false // the body belongs to a fill goroutine
+	defer func() {
+		if !detached {
+			resp.Body.Close()
+		}
+	}()
 	respTime := c.cfg.Now()
 	e, own, reason := c.storable(r, resp, pkey, reqCC, private, reqTime, respTime)
 	if e == nil {
@@ -160,6 +181,18 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	if resp.ContentLength > c.cfg.MaxObjectBytes {
 		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
 		return nil
+	}
+	if e.status == http.StatusOK && plainGET(r) && resp.ContentLength >= 0 {
+		if !c.reserveFill(resp.ContentLength) {
+			// Fills in flight hold their budget: pass this one through,
+			// paced by its client (the origin is held back, not buffered).
+			writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=fill-budget")
+			return nil
+		}
+		filling.Store(true)
+		detached = true
+		addFields(w.Header(), own)
+		return c.fillAndServe(w, r, resp, e, f, cancel, endSave)
 	}
 	addFields(w.Header(), own)
 	if e.status == http.StatusOK && plainGET(r) {
@@ -548,6 +581,70 @@ func entryKey(pkey string, h http.Header, r *http.Request) string {
 	return pkey
 }
 
+// fillAndServe stores a response of known length while serving it: one
+// goroutine (owned by the cache's save group) reads the origin into the
+// shared body at the origin's pace and stores it, and the leader's client
+// is served from that body like every coalesced waiter. A client that
+// reads slowly (or not at all) therefore holds no origin window and
+// no copy: only a reference to the body being stored, which counts in
+// the fill budget while it fills and in the cache once stored. It
+// returns the stored entry once the client has it all, or nil.
+func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, f *flight, cancel context.CancelFunc, endSave func()) *entry {
+	st := &stream{e: e, body: newSharedBody()}
+	e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	st.body.buf = make([]byte, 0, resp.ContentLength) // no garbage from growing
+	stored := make(chan *entry, 1)
+	c.beginSave()
+	go func() {
+		defer c.endSave()
+		defer c.releaseFill(resp.ContentLength)
+		defer cancel()
+		defer resp.Body.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				st.body.append(buf[:n])
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				st.body.finish(err)
+				stored <- nil
+				return
+			}
+		}
+		st.body.finish(nil)
+		e.body = st.body.buf
+		c.save(e, r)
+		stored <- e
+	}()
+	if f != nil {
+		f.stream = st
+		close(f.started)
+	}
+	endSave() // the fill goroutine holds the save now: Wait need not wait for this client
+	if !c.serveStream(w, st, "fwd=uri-miss; stored") {
+		return nil // the client left; the fill goes on without it
+	}
+	return <-stored
+}
+
+// reserveFill takes n bytes of the fill budget (a quarter of MaxBytes:
+// responses being stored while they are fetched), or reports false.
+func (c *Cache) reserveFill(n int64) bool {
+	limit := c.cfg.MaxBytes / 4
+	if c.filling.Add(n) > limit && n > 0 {
+		c.filling.Add(-n)
+		c.stats.fillBudget.Add(1)
+		return false
+	}
+	return true
+}
+
+func (c *Cache) releaseFill(n int64) { c.filling.Add(-n) }
+
 // streamAndStore sends a storable 200 to the client as it arrives, shares
 // it with coalesced waiters, and stores it when complete. A body that grows
 // beyond MaxObjectBytes (no Content-Length) is not stored; the leader's
@@ -612,7 +709,7 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 
 // serveStream sends a response that another request is fetching, as its
 // bytes arrive.
-func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) {
+func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) bool {
 	h := w.Header()
 	for k, v := range st.e.header {
 		h[k] = v
@@ -626,13 +723,13 @@ func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) {
 		p, err := st.body.next(off)
 		if len(p) > 0 {
 			if _, werr := w.Write(p); werr != nil {
-				return
+				return false
 			}
 			rc.Flush()
 			off += len(p)
 		}
 		if err == io.EOF {
-			return
+			return true
 		}
 		if err != nil {
 			panic(http.ErrAbortHandler) // the shared fetch failed midway

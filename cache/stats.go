@@ -8,6 +8,7 @@ type Stats struct {
 	revalidated304, revalidated200 atomic.Int64
 	coalesced, stored, rejected    atomic.Int64
 	storedBytes, passed            atomic.Int64
+	cancelled, fillBudget          atomic.Int64
 }
 
 // Snapshot is a copy of the counters.
@@ -20,6 +21,8 @@ type Snapshot struct {
 	Evictions                      int64
 	Bytes                          int64 // bytes held now
 	Passed                         int64 // GETs and HEADs sent past the cache: a request body, a varied field too long to key on
+	Cancelled                      int64 // origin fetches cancelled because their client left and nobody else wanted them
+	FillBudget                     int64 // storable responses passed through because the fill budget was in use
 }
 
 // Stats returns the counters so far.
@@ -34,5 +37,7 @@ func (c *Cache) Stats() Snapshot {
 		Evictions:   int64(m.KeysEvicted()),
 		Bytes:       int64(m.CostAdded()) - int64(m.CostEvicted()),
 		Passed:      s.passed.Load(),
+		Cancelled:   s.cancelled.Load(),
+		FillBudget:  s.fillBudget.Load(),
 	}
 }

@@ -108,8 +108,10 @@ func TestDockerLab(t *testing.T) {
 	}
 	t.Logf("pop-eu: %s", delay)
 	// Without NET_ADMIN a service stops at once and says why.
-	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", "none", "--entrypoint", "lab", "edgecdn-lab",
-		"delay", "-self", "pop-eu", "--", "true").CombinedOutput()
+	// (The browser's address is free until its profile starts.)
+	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", compose.ProjectName+"_lab",
+		"--ip", mustHost(t, d.Topo, "browser").Addr.String(), "--entrypoint", "lab", "edgecdn-lab",
+		"delay", "-self", "browser", "--", "true").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "NET_ADMIN") {
 		t.Errorf("lab delay without NET_ADMIN: %v\n%s\nwant a failure that names NET_ADMIN", err, out)
 	}

@@ -165,6 +165,8 @@ type UpstreamConfig struct {
 	FailureWindow         time.Duration `yaml:"failure_window"`
 	FailureMinRequests    int           `yaml:"failure_min_requests"`
 	MaxEjectionPercent    int           `yaml:"max_ejection_percent"`
+	StreamWindow          int           `yaml:"stream_window"`
+	ConnWindow            int           `yaml:"conn_window"`
 	OpenDuration          time.Duration `yaml:"open_duration"`
 	Retries               int           `yaml:"retries"`
 	RetryBudget           float64       `yaml:"retry_budget"`

@@ -235,8 +235,8 @@ func newGroup(name string, uc UpstreamConfig, t *tlsSetup, logger *slog.Logger) 
 		HealthPath: uc.HealthPath, HealthInterval: uc.HealthInterval, HealthTimeout: uc.HealthTimeout,
 		FailThreshold: uc.FailThreshold, OpenDuration: uc.OpenDuration,
 		FailureRate: uc.FailureRate, FailureWindow: uc.FailureWindow, FailureMinRequests: uc.FailureMinRequests,
-		MaxEjectionPercent: uc.MaxEjectionPercent,
-		Retries:            uc.Retries, RetryBudget: uc.RetryBudget, Logger: logger,
+		MaxEjectionPercent: uc.MaxEjectionPercent, StreamWindow: uc.StreamWindow, ConnWindow: uc.ConnWindow,
+		Retries: uc.Retries, RetryBudget: uc.RetryBudget, Logger: logger,
 	}
 	switch {
 	case uc.CAFile != "":

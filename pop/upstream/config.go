@@ -49,6 +49,15 @@ type Config struct {
 	WarmConns int
 	// MaxIdleConnsPerServer caps idle keep-alive connections per server. If zero, 256.
 	MaxIdleConnsPerServer int
+	// StreamWindow is the HTTP/2 receive window per response: what a
+	// server may send ahead of what the caller has read. A caller that
+	// stops reading (a client that does not read a pass-through response)
+	// holds at most this much. If zero, 1 MiB.
+	StreamWindow int
+	// ConnWindow is the HTTP/2 receive window per connection, shared by
+	// its responses: the most one connection to a server can buffer. If
+	// zero, 16 MiB (Go's own default is 1 GiB).
+	ConnWindow int
 	// KeepAlive is how long an HTTP/2 connection may sit idle before it is
 	// PINGed (a PING unanswered within 5s closes it), the TCP keep-alive
 	// period, and how often the pool re-warms WarmConns connections per
@@ -167,6 +176,8 @@ func (c *Config) fill() {
 	num(&c.MaxConcurrent, 1024)
 	num(&c.WarmConns, 2)
 	num(&c.MaxIdleConnsPerServer, 256)
+	num(&c.StreamWindow, 1<<20)
+	num(&c.ConnWindow, 16<<20)
 	dur(&c.KeepAlive, 15*time.Second)
 	str(&c.HealthPath, "/healthz")
 	dur(&c.HealthInterval, 2*time.Second)

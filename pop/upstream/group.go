@@ -155,8 +155,10 @@ func (g *Group) newTransport(s *server) *http.Transport {
 		IdleConnTimeout:       10 * time.Minute,
 		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
 		HTTP2: &http.HTTP2Config{
-			SendPingTimeout: c.KeepAlive,
-			PingTimeout:     5 * time.Second,
+			SendPingTimeout:               c.KeepAlive,
+			PingTimeout:                   5 * time.Second,
+			MaxReceiveBufferPerStream:     c.StreamWindow,
+			MaxReceiveBufferPerConnection: c.ConnWindow,
 		},
 	}
 }

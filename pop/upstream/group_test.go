@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"strconv"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -785,5 +787,64 @@ func BenchmarkRoundTrip(b *testing.B) {
 				})
 			}
 		})
+	}
+}
+
+// Responses nobody reads hold at most the stream window each in the PoP,
+// not Go's default 4 MiB per stream and 1 GiB per connection: ten stalled
+// 64 MiB responses over HTTP/2 grow the heap by far less than 40 MiB.
+func TestStalledResponsesHoldOnlyTheWindow(t *testing.T) {
+	chunk := make([]byte, 64<<10)
+	o := newOrigin(t, true, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(64<<20))
+		for i := 0; i < (64<<20)/len(chunk); i++ {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	g, err := New(Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), ResponseHeaderTimeout: 10 * time.Second, TotalTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var bodies []io.Closer
+	for i := range 10 {
+		req, _ := http.NewRequest("GET", o.srv.URL+"/big?"+strconv.Itoa(i), nil)
+		resp, err := g.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 2 {
+			t.Skipf("the origin answered HTTP/%d: the window is an HTTP/2 matter", resp.ProtoMajor)
+		}
+		bodies = append(bodies, resp.Body)
+	}
+	defer func() {
+		for _, b := range bodies {
+			b.Close()
+		}
+	}()
+	// Let the origin fill what the windows allow: poll until the heap
+	// stops growing for a while.
+	var after runtime.MemStats
+	last, still := uint64(0), 0
+	for deadline := time.Now().Add(10 * time.Second); still < 10 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		runtime.ReadMemStats(&after)
+		if after.HeapInuse <= last+(64<<10) {
+			still++
+		} else {
+			still = 0
+		}
+		last = after.HeapInuse
+	}
+	grew := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("10 unread 64 MiB responses over HTTP/2: heap grew %.1f MiB", float64(grew)/(1<<20))
+	if grew > 20<<20 {
+		t.Errorf("heap grew %.1f MiB holding 10 unread responses, want at most 20 (1 MiB window each)", float64(grew)/(1<<20))
 	}
 }
