@@ -22,7 +22,9 @@ import (
 // DrillHostile attacks a PoP and GeoDNS from one client while another
 // client keeps asking the PoP for an object: the malformed HTTP/1.1
 // corpus, HTTP/2 rapid reset and CONTINUATION flood, slowloris
-// connections, malformed DNS packets, and cache-poisoning attempts. Nothing
+// connections, malformed DNS packets, cache-poisoning attempts, and then
+// the four resource attacks (slow readers, reset flood, Vary flood,
+// breaker attack; see resourceAttacks). Nothing
 // may crash, every attack must be refused the right way, the PoP must come
 // back to its goroutines and memory, and the other client must not notice.
 func DrillHostile(ctx context.Context, cfg LabConfig, ctl LabControl, popName, popAddr, attackerName, bystanderName string) ([]DrillCheck, error) {
@@ -105,7 +107,9 @@ func DrillHostile(ctx context.Context, cfg LabConfig, ctl LabControl, popName, p
 		after.goroutines >= 0 && after.goroutines <= before.goroutines+20 && after.rssKiB > 0 && after.rssKiB-before.rssKiB < rssMargin)
 	add(fmt.Sprintf("a well-behaved client (%s, a new connection each request) keeps getting 200s throughout", bystanderName),
 		by.String(), by.failed == 0 && by.ok >= 10)
-	return append(checks, poison...), nil
+	checks = append(checks, poison...)
+	return append(checks, resourceAttacks(ctx, attackEnv{attacker: attacker, bystander: bystander, popAddr: popAddr, host: host,
+		roots: roots, popPID: popPID, admin: admin, stamp: stamp})...), nil
 }
 
 // rawHTTP1 sends raw bytes on a new TLS connection (ALPN http/1.1) and

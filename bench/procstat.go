@@ -183,3 +183,19 @@ func dnsOutcome(conn net.Conn, pkt []byte, wait time.Duration) string {
 		// A late reply to an earlier packet: keep reading.
 	}
 }
+
+// metricSum adds every sample of a metric (all label sets).
+func metricSum(text, name string) float64 {
+	sum := 0.0
+	for line := range strings.SplitSeq(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if i := strings.LastIndexByte(rest, ' '); i >= 0 {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(rest[i+1:]), 64)
+			sum += f
+		}
+	}
+	return sum
+}
