@@ -36,6 +36,11 @@ type Config struct {
 	HeuristicFraction float64
 	// HeuristicMax caps heuristic freshness. If zero, 24h.
 	HeuristicMax time.Duration
+	// WriteStallTimeout bounds each write of a body the cache relays from
+	// the origin or from a response being stored: a client that stops
+	// reading for this long loses the response, and with it the origin
+	// stream (and window) a pass-through holds. If zero, 30s.
+	WriteStallTimeout time.Duration
 	// Name is this cache's name in Cache-Status. If empty, "edgecdn".
 	Name string
 	// Query says how the query string enters the cache key. If zero,
@@ -184,6 +189,9 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.HeuristicFraction == 0 {
 		cfg.HeuristicFraction = 0.1
+	}
+	if cfg.WriteStallTimeout == 0 {
+		cfg.WriteStallTimeout = 30 * time.Second
 	}
 	if cfg.HeuristicMax == 0 {
 		cfg.HeuristicMax = 24 * time.Hour
@@ -502,7 +510,7 @@ func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeResponse(w, resp, c.cfg.Name+"; fwd=method")
+	c.writeResponse(w, resp, c.cfg.Name+"; fwd=method")
 }
 
 // pass forwards r, body and all, and copies the answer to the client,
@@ -515,7 +523,7 @@ func (c *Cache) pass(w http.ResponseWriter, r *http.Request, status string) {
 		return
 	}
 	defer resp.Body.Close()
-	writeResponse(w, resp, c.cfg.Name+"; "+status)
+	c.writeResponse(w, resp, c.cfg.Name+"; "+status)
 }
 
 // writeError reports a failed upstream exchange as a Transport error:
@@ -539,7 +547,7 @@ func (c *Cache) writeError(w http.ResponseWriter, err error) {
 }
 
 // writeResponse copies an upstream response to the client.
-func writeResponse(w http.ResponseWriter, resp *http.Response, status string) {
+func (c *Cache) writeResponse(w http.ResponseWriter, resp *http.Response, status string) {
 	// The upstream's hop-by-hop fields go; the handler's own (a
 	// Connection: close the PoP decided on) stay.
 	removeHopByHop(resp.Header)
@@ -549,7 +557,46 @@ func writeResponse(w http.ResponseWriter, resp *http.Response, status string) {
 	}
 	appendCacheStatus(h, status)
 	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	sw := c.stallWriter(w)
+	defer sw.done()
+	io.Copy(sw, resp.Body)
+}
+
+// stallWriter flushes every write to w and gives it a deadline of
+// WriteStallTimeout, where
+// the writer supports deadlines (net/http's); done clears it, so a kept-
+// alive connection's next response is not cut by a deadline of this one.
+func (c *Cache) stallWriter(w http.ResponseWriter) *deadlineWriter {
+	return &deadlineWriter{w: w, rc: http.NewResponseController(w), d: c.cfg.WriteStallTimeout}
+}
+
+type deadlineWriter struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	d   time.Duration
+	set bool
+}
+
+// Write sends p at once (a relayed body reaches the client as it arrives
+// from the origin), within the deadline.
+func (dw *deadlineWriter) Write(p []byte) (int, error) {
+	if dw.rc.SetWriteDeadline(time.Now().Add(dw.d)) == nil {
+		dw.set = true
+	}
+	n, err := dw.w.Write(p)
+	if err == nil {
+		err = dw.rc.Flush()
+		if errors.Is(err, http.ErrNotSupported) {
+			err = nil
+		}
+	}
+	return n, err
+}
+
+func (dw *deadlineWriter) done() {
+	if dw.set {
+		dw.rc.SetWriteDeadline(time.Time{})
+	}
 }
 
 // roundTrip sends an upstream request derived from r, with extra headers.

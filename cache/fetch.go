@@ -175,18 +175,18 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	respTime := c.cfg.Now()
 	e, own, reason := c.storable(r, resp, pkey, reqCC, private, reqTime, respTime)
 	if e == nil {
-		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail="+reason)
+		c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail="+reason)
 		return nil
 	}
 	if resp.ContentLength > c.cfg.MaxObjectBytes {
-		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
+		c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
 		return nil
 	}
 	if e.status == http.StatusOK && plainGET(r) && resp.ContentLength >= 0 {
 		if !c.reserveFill(resp.ContentLength) {
 			// Fills in flight hold their budget: pass this one through,
 			// paced by its client (the origin is held back, not buffered).
-			writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=fill-budget")
+			c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=fill-budget")
 			return nil
 		}
 		filling.Store(true)
@@ -209,7 +209,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
-		writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
+		c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
 		return nil
 	}
 	e.body = body
@@ -457,7 +457,7 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 	} else {
 		c.st.del(e.key, false)
 	}
-	writeResponse(w, resp, c.cfg.Name+"; fwd=stale; fwd-status="+strconv.Itoa(resp.StatusCode))
+	c.writeResponse(w, resp, c.cfg.Name+"; fwd=stale; fwd-status="+strconv.Itoa(resp.StatusCode))
 }
 
 func (c *Cache) withinStaleIfError(e *entry, reqCC Directives) bool {
@@ -717,15 +717,15 @@ func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) bo
 	h["Age"] = []string{formatAge(currentAge(st.e.header, st.e.pol, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; "+status)
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
+	sw := c.stallWriter(w)
+	defer sw.done()
 	off := 0
 	for {
 		p, err := st.body.next(off)
 		if len(p) > 0 {
-			if _, werr := w.Write(p); werr != nil {
+			if _, werr := sw.Write(p); werr != nil {
 				return false
 			}
-			rc.Flush()
 			off += len(p)
 		}
 		if err == io.EOF {

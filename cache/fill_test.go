@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -132,5 +133,33 @@ func TestFillBudget(t *testing.T) {
 	resp.Body.Close()
 	if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "fill-budget") {
 		t.Errorf("second 600 KiB fill with a 1 MiB fill budget: Cache-Status %q, want detail=fill-budget", cs)
+	}
+}
+
+// A client that stops reading a relayed (pass-through) body loses it after
+// WriteStallTimeout, and with it the origin stream it held.
+func TestStalledClientLosesRelayedBody(t *testing.T) {
+	body := strings.Repeat("z", 32<<20) // over MaxObjectBytes: passed through
+	released := make(chan struct{}, 1)
+	rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		io.WriteString(w, body) // fails once the cache gives up on its client
+		<-r.Context().Done()
+		released <- struct{}{}
+	})
+	rg.cache.cfg.WriteStallTimeout = 200 * time.Millisecond
+	conn, err := net.Dial("tcp", strings.TrimPrefix(rg.front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	io.WriteString(conn, "GET /big HTTP/1.1\r\nHost: "+strings.TrimPrefix(rg.front.URL, "http://")+"\r\n\r\n")
+	// ... and never read.
+	select {
+	case <-released:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the origin stream of a client that reads nothing was still held after 15 s (stall timeout 200 ms)")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -41,6 +42,10 @@ type CacheConfig struct {
 	// it), store (RFC 9111: replayed to everyone) or pass (not stored).
 	// A site's set_cookie overrides it.
 	SetCookie string `yaml:"set_cookie"`
+	// WriteStallTimeout bounds each write of a relayed body: a client that
+	// stops reading for this long loses the response (and the origin
+	// stream it held). If zero, 30s.
+	WriteStallTimeout time.Duration `yaml:"write_stall_timeout"`
 }
 
 // originTransport is what the cache fetches through: it adds the proxy

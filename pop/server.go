@@ -158,6 +158,7 @@ func New(cfg Config) (*Server, error) {
 			TargetedFields: cfg.Cache.TargetedFields, Name: cfg.Name, Logger: s.log,
 			QueryFor: s.queryFor, SetCookieFor: s.cookiesFor,
 			MaxVariants: cfg.Cache.MaxVariants, MaxVaryValueBytes: cfg.Cache.MaxVaryValueBytes,
+			WriteStallTimeout: cfg.Cache.WriteStallTimeout,
 		})
 		if err != nil {
 			s.closeGroups()

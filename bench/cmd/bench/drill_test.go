@@ -34,9 +34,10 @@ func TestDrills(t *testing.T) {
 		}
 	}
 	// origin-down 4, origin-slow 2, pop-down 4, pop-drain 3, cold-restart 1,
-	// flood 5, hostile 11; and one informational row per drill.
-	if expected != 30 || info != len(drillNames) {
-		t.Errorf("%d checks and %d informational rows, want 30 and %d", expected, info, len(drillNames))
+	// flood 5, hostile 15 (11 and the four resource attacks); and one
+	// informational row per drill.
+	if expected != 34 || info != len(drillNames) {
+		t.Errorf("%d checks and %d informational rows, want 34 and %d", expected, info, len(drillNames))
 	}
 	for _, c := range checks {
 		t.Logf("%s: %s: %s (pass %v)", c.Drill, c.Expectation, c.Measured, c.Pass)
