@@ -258,7 +258,8 @@ func (e attackEnv) breakerAttack(ctx context.Context) (float64, string) {
 	return float64(by.ok) / float64(total), fmt.Sprintf("%d attack requests; another client: %s", attacks.Load(), by)
 }
 
-// bystandMisses requests a new URL (a miss) every 100 ms until stop.
+// bystandMisses requests next() every 100 ms until stop (a new URL each
+// time: misses).
 func bystandMisses(ctx context.Context, hc *http.Client, next func() string, stop chan struct{}) bystanderResult {
 	r := bystanderResult{statuses: map[string]int{}}
 	for {

@@ -311,26 +311,7 @@ func (r bystanderResult) String() string {
 
 // bystand requests url every 100 ms until stop.
 func bystand(ctx context.Context, hc *http.Client, url string, stop chan struct{}) bystanderResult {
-	r := bystanderResult{statuses: map[string]int{}}
-	for {
-		select {
-		case <-stop:
-			return r
-		case <-time.After(100 * time.Millisecond):
-		}
-		o := fetch(ctx, hc, url)
-		r.slowest = max(r.slowest, o.took)
-		if o.err == nil && o.status == 200 {
-			r.ok++
-			continue
-		}
-		r.failed++
-		if o.err != nil {
-			r.statuses["error: "+errorKind(o.err)]++
-		} else {
-			r.statuses[fmt.Sprint(o.status)]++
-		}
-	}
+	return bystandMisses(ctx, hc, func() string { return url }, stop)
 }
 
 // dnsAttack sends the malformed corpus (each on its own socket, waiting

@@ -36,16 +36,7 @@ func TestDockerLab(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	if _, err := compose.DockerVersion(ctx); err != nil {
-		if os.Getenv("EDGECDN_REQUIRE_DOCKER") != "" {
-			t.Fatalf("a Docker engine is required (EDGECDN_REQUIRE_DOCKER): %v", err)
-		}
-		t.Skipf("no Docker engine: %v", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("making the base images (debootstrap) needs root")
-	}
-	root, _ := filepath.Abs("..")
+	root := requireDocker(ctx, t)
 	d, err := compose.NewDocker(ctx, root)
 	if err != nil {
 		t.Fatal(err)
@@ -247,6 +238,24 @@ func TestDockerLab(t *testing.T) {
 	})
 }
 
+// requireDocker skips (or, with EDGECDN_REQUIRE_DOCKER, fails) the test
+// unless a Docker engine answers and the test runs as root (debootstrap
+// makes the base images), and returns the repository root.
+func requireDocker(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	if _, err := compose.DockerVersion(ctx); err != nil {
+		if os.Getenv("EDGECDN_REQUIRE_DOCKER") != "" {
+			t.Fatalf("a Docker engine is required (EDGECDN_REQUIRE_DOCKER): %v", err)
+		}
+		t.Skipf("no Docker engine: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("making the base images (debootstrap) needs root")
+	}
+	root, _ := filepath.Abs("..")
+	return root
+}
+
 // dockerResolve looks name up in service's container with its own
 // resolver (getent: the container's resolv.conf, Docker's embedded DNS,
 // then geodns).
@@ -368,16 +377,7 @@ func TestDockerSeveralMachines(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if _, err := compose.DockerVersion(ctx); err != nil {
-		if os.Getenv("EDGECDN_REQUIRE_DOCKER") != "" {
-			t.Fatalf("a Docker engine is required (EDGECDN_REQUIRE_DOCKER): %v", err)
-		}
-		t.Skipf("no Docker engine: %v", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("making the base images (debootstrap) needs root")
-	}
-	root, _ := filepath.Abs("..")
+	root := requireDocker(ctx, t)
 	if err := compose.MakeImages(ctx, compose.ImagesConfig{Root: root}); err != nil {
 		t.Fatal(err)
 	}
