@@ -175,7 +175,7 @@ func classPackets(t *testing.T, n *Net, host string) map[uint16]uint32 {
 	return out
 }
 
-// The container side (lab netem-apply) in a namespace standing in for a
+// The container side (lab delay, netem backend) in a namespace standing in for a
 // container: the service is found by its address, the plan goes on the
 // interface that holds it. With FIFOs it must install here; with netem it
 // installs where the kernel has netem and fails saying so where not.

@@ -37,7 +37,7 @@ type RunnerConfig struct {
 // Runner runs the lab natively: the network of Up plus one process per
 // service, started inside its namespace with the service's command line
 // from docker-compose.yml (container paths mapped to the checkout). The
-// services' entrypoint, Docker's delay wrapper (lab netem-apply), is not
+// services' entrypoint, Docker's delay wrapper (lab delay), is not
 // run: the Net installs the same plans itself.
 type Runner struct {
 	cfg  RunnerConfig

@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return detachUp(root, backend, stdout)
 		}
 		return up(ctx, root, backend, stdout, stderr)
-	case "delay", "netem-apply":
+	case "delay", "netem-apply": // netem-apply: the entrypoint's name before round 2
 		return containerDelay(ctx, args[1:], stderr)
 	case "images":
 		return images(ctx, root, args[1:], stdout, stderr)
