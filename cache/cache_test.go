@@ -37,6 +37,13 @@ type rig struct {
 
 func newRig(t *testing.T, h http.HandlerFunc) *rig {
 	t.Helper()
+	return newRigWith(t, Config{}, h)
+}
+
+// newRigWith is newRig with a cache configured by cfg (its Transport and
+// Now are the rig's).
+func newRigWith(t *testing.T, cfg Config, h http.HandlerFunc) *rig {
+	t.Helper()
 	rg := &rig{t: t, clk: &clock{t: time.Now().Truncate(time.Second)}}
 	rg.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rg.hits.Add(1)
@@ -46,7 +53,8 @@ func newRig(t *testing.T, h http.HandlerFunc) *rig {
 		h(w, r)
 	}))
 	t.Cleanup(rg.origin.Close)
-	c, err := New(Config{Transport: originTransport{rg.origin.URL}, Now: rg.clk.now})
+	cfg.Transport, cfg.Now = originTransport{rg.origin.URL}, rg.clk.now
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

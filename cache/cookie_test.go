@@ -3,7 +3,6 @@ package cache
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -91,12 +90,11 @@ func TestSetCookieStrip304(t *testing.T) {
 func TestSetCookiePrivateField(t *testing.T) {
 	for _, p := range []CookiePolicy{CookieStrip, CookieStore, CookiePass} {
 		t.Run(fmt.Sprint(p), func(t *testing.T) {
-			rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+			rg := newRigWith(t, Config{SetCookie: p}, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Cache-Control", `max-age=60, private="set-cookie"`)
 				w.Header().Set("Set-Cookie", "id=1")
 				w.Write([]byte("c"))
 			})
-			rg.cache.cfg.SetCookie = p
 			if resp, _ := rg.get("/c"); resp.Header.Get("Set-Cookie") != "id=1" {
 				t.Errorf("first client: Set-Cookie %q, want id=1", resp.Header.Get("Set-Cookie"))
 			}
@@ -112,10 +110,7 @@ func TestSetCookiePrivateField(t *testing.T) {
 func cookieRig(t *testing.T, p CookiePolicy) *rig {
 	t.Helper()
 	var n atomic.Int64
-	rg := &rig{t: t, clk: &clock{t: time.Now().Truncate(time.Second)}}
-	rg.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rg.hits.Add(1)
-		w.Header().Set("Date", rg.clk.now().UTC().Format(http.TimeFormat))
+	return newRigWith(t, Config{SetCookie: p}, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=10")
 		w.Header().Set("ETag", `"c"`)
 		w.Header().Set("Set-Cookie", fmt.Sprintf("id=%d", n.Add(1)))
@@ -124,16 +119,7 @@ func cookieRig(t *testing.T, p CookiePolicy) *rig {
 			return
 		}
 		w.Write([]byte("c"))
-	}))
-	t.Cleanup(rg.origin.Close)
-	c, err := New(Config{Transport: originTransport{rg.origin.URL}, Now: rg.clk.now, SetCookie: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rg.cache = c
-	rg.front = httptest.NewServer(c)
-	t.Cleanup(func() { rg.front.Close(); c.Close() })
-	return rg
+	})
 }
 
 func TestParseCookiePolicy(t *testing.T) {

@@ -106,7 +106,8 @@ func TestClientGoneCancelsFetch(t *testing.T) {
 func TestFillBudget(t *testing.T) {
 	body := strings.Repeat("y", 600<<10)
 	hold := make(chan struct{})
-	rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+	// Fill budget 1 MiB: one 600 KiB fill, not two.
+	rg := newRigWith(t, Config{MaxBytes: 4 << 20}, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		io.WriteString(w, body[:1024])
@@ -114,7 +115,6 @@ func TestFillBudget(t *testing.T) {
 		<-hold
 		io.WriteString(w, body[1024:])
 	})
-	rg.cache.cfg.MaxBytes = 4 << 20 // fill budget 1 MiB: one 600 KiB fill, not two
 	defer close(hold)
 	first := make(chan struct{})
 	go func() {
@@ -141,14 +141,13 @@ func TestFillBudget(t *testing.T) {
 func TestStalledClientLosesRelayedBody(t *testing.T) {
 	body := strings.Repeat("z", 32<<20) // over MaxObjectBytes: passed through
 	released := make(chan struct{}, 1)
-	rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+	rg := newRigWith(t, Config{WriteStallTimeout: 200 * time.Millisecond}, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		io.WriteString(w, body) // fails once the cache gives up on its client
 		<-r.Context().Done()
 		released <- struct{}{}
 	})
-	rg.cache.cfg.WriteStallTimeout = 200 * time.Millisecond
 	conn, err := net.Dial("tcp", strings.TrimPrefix(rg.front.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // heapInuse is the Go heap in use after a full collection.
@@ -79,23 +78,11 @@ func TestVaryIndexHeapBounded(t *testing.T) {
 // with cfg (its Transport and Now are filled in).
 func varyRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
-	rg := &rig{t: t, clk: &clock{t: time.Now().Truncate(time.Second)}}
-	rg.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rg.hits.Add(1)
+	return newRigWith(t, cfg, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("Vary", "X-Foo")
 		fmt.Fprintf(w, "foo=%s", r.Header.Get("X-Foo"))
-	}))
-	t.Cleanup(rg.origin.Close)
-	cfg.Transport, cfg.Now = originTransport{rg.origin.URL}, rg.clk.now
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rg.cache = c
-	rg.front = httptest.NewServer(c)
-	t.Cleanup(func() { rg.front.Close(); c.Close() })
-	return rg
+	})
 }
 
 // TestVaryVariantCap: a URL keeps at most MaxVariants variants; storing

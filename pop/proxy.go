@@ -59,31 +59,23 @@ func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site
 // the bulkhead is full, 504 on a timeout, 502 otherwise. A client that went
 // away gets nothing.
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	var code int
-	var msg string
-	var ue *upstreamError
-	switch {
-	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		s.metrics.rejected.WithLabelValues("client_gone").Inc()
 		w.WriteHeader(499) // nginx's "client closed request"; nobody reads it
 		return
-	case errors.As(err, &ue) && ue.code < 500:
-		code, msg = ue.code, fmt.Sprintf("%d %s: %v", ue.code, http.StatusText(ue.code), ue.err)
-	case errors.Is(err, errFairShare):
-		code, msg = http.StatusServiceUnavailable, "503 service unavailable: too many requests from this address are waiting for the origin, retry shortly"
+	}
+	// One mapping for both paths: statusError, and upstreamError's text,
+	// which names no server (the cache path writes the same).
+	code, msg := http.StatusBadGateway, "the origin could not be reached"
+	var ue *upstreamError
+	if errors.As(err, &ue) || errors.As(statusError(err), &ue) {
+		code, msg = ue.code, ue.Error()
+	}
+	if code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
-	case errors.Is(err, upstream.ErrOverloaded):
-		code, msg = http.StatusServiceUnavailable, "503 service unavailable: too many requests to the origin in flight, retry shortly"
-		w.Header().Set("Retry-After", "1")
-	case errors.Is(err, upstream.ErrTimeout):
-		code, msg = http.StatusGatewayTimeout, "504 gateway timeout: the origin did not answer in time"
-	case isBodyTooLarge(err):
-		code, msg = http.StatusRequestEntityTooLarge, "413 request body too large"
-	default:
-		code, msg = http.StatusBadGateway, "502 bad gateway: the origin could not be reached"
 	}
 	s.log.Debug("upstream error", "host", r.Host, "path", r.URL.Path, "status", code, "error", err)
-	http.Error(w, msg, code)
+	http.Error(w, fmt.Sprintf("%d %s: %s", code, http.StatusText(code), msg), code)
 }
 
 func isBodyTooLarge(err error) bool {

@@ -182,48 +182,28 @@ func New(cfg Config) (*Server, error) {
 
 func fillDefaults(c *Config) {
 	d := DefaultConfig()
-	if c.Name == "" {
-		c.Name = d.Name
-	}
-	if c.AltSvcMaxAge == 0 {
-		c.AltSvcMaxAge = d.AltSvcMaxAge
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = d.DrainTimeout
-	}
+	orDefault(&c.Name, d.Name)
+	orDefault(&c.AltSvcMaxAge, d.AltSvcMaxAge)
+	orDefault(&c.DrainTimeout, d.DrainTimeout)
 	l, dl := &c.Limits, d.Limits
-	if l.MaxHeaderBytes == 0 {
-		l.MaxHeaderBytes = dl.MaxHeaderBytes
-	}
-	if l.ReadHeaderTimeout == 0 {
-		l.ReadHeaderTimeout = dl.ReadHeaderTimeout
-	}
-	if l.IdleTimeout == 0 {
-		l.IdleTimeout = dl.IdleTimeout
-	}
-	if l.MaxConcurrentStreams == 0 {
-		l.MaxConcurrentStreams = dl.MaxConcurrentStreams
-	}
-	if l.MaxBodyBytes == 0 {
-		l.MaxBodyBytes = dl.MaxBodyBytes
-	}
-	if l.MaxInflight == 0 {
-		l.MaxInflight = dl.MaxInflight
-	}
-	if l.MaxConns == 0 {
-		l.MaxConns = dl.MaxConns
-	}
-	if l.MaxConnsPerAddr == 0 {
-		l.MaxConnsPerAddr = dl.MaxConnsPerAddr
-	}
-	if l.MaxQUICConns == 0 {
-		l.MaxQUICConns = dl.MaxQUICConns
-	}
-	if l.MaxQUICConnsPerAddr == 0 {
-		l.MaxQUICConnsPerAddr = dl.MaxQUICConnsPerAddr
-	}
-	if l.MaxUpstreamPerAddr == 0 {
-		l.MaxUpstreamPerAddr = dl.MaxUpstreamPerAddr
+	orDefault(&l.MaxHeaderBytes, dl.MaxHeaderBytes)
+	orDefault(&l.ReadHeaderTimeout, dl.ReadHeaderTimeout)
+	orDefault(&l.IdleTimeout, dl.IdleTimeout)
+	orDefault(&l.MaxConcurrentStreams, dl.MaxConcurrentStreams)
+	orDefault(&l.MaxBodyBytes, dl.MaxBodyBytes)
+	orDefault(&l.MaxInflight, dl.MaxInflight)
+	orDefault(&l.MaxConns, dl.MaxConns)
+	orDefault(&l.MaxConnsPerAddr, dl.MaxConnsPerAddr)
+	orDefault(&l.MaxQUICConns, dl.MaxQUICConns)
+	orDefault(&l.MaxQUICConnsPerAddr, dl.MaxQUICConnsPerAddr)
+	orDefault(&l.MaxUpstreamPerAddr, dl.MaxUpstreamPerAddr)
+}
+
+// orDefault sets *v to d when *v is its type's zero value.
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
 	}
 }
 
