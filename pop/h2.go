@@ -254,7 +254,7 @@ func (c *h2conn) drain() {
 		c.wbuf = appendGoAway(c.wbuf, c.maxID, http2.ErrCodeNo)
 		c.flushLocked()
 	}
-	if len(c.streams) == 0 {
+	if len(c.streams) == 0 && c.werr == nil {
 		c.tc.SetReadDeadline(aLongTimeAgo) // wake the reader
 	}
 }
@@ -649,7 +649,12 @@ func (c *h2conn) streamDone(st *h2stream) {
 		c.returnConn(int64(unread))
 		c.flushLocked()
 	}
+	// Once teardown has begun (werr set), the deadlines are its own: it
+	// reads and drops the client's last bytes for a while, and a past
+	// deadline set here would cut that short and turn the close into a
+	// reset that can destroy the GOAWAY before the client reads it.
 	switch {
+	case c.werr != nil:
 	case c.goaway && len(c.streams) == 0:
 		c.tc.SetReadDeadline(aLongTimeAgo) // let the reader finish the connection
 	case len(c.streams) == 0:
