@@ -19,8 +19,10 @@ import (
 
 // Config configures a Cache.
 type Config struct {
-	// Transport fetches what the cache cannot answer. Required. The
-	// request it gets has hop-by-hop headers removed and an absolute URL.
+	// Transport fetches what the cache cannot answer for ServeHTTP (a
+	// Route passed to ServeRoute brings its own). The request it gets has
+	// hop-by-hop headers removed and an absolute URL. If nil, ServeHTTP
+	// answers what it cannot serve from the cache with 502.
 	Transport http.RoundTripper
 	// MaxBytes is the memory budget for stored responses. If zero, 256 MiB.
 	MaxBytes int64
@@ -43,12 +45,9 @@ type Config struct {
 	WriteStallTimeout time.Duration
 	// Name is this cache's name in Cache-Status. If empty, "edgecdn".
 	Name string
-	// Query says how the query string enters the cache key. If zero,
-	// QueryKeep.
+	// Query says how the query string enters the cache key for ServeHTTP.
+	// If zero, QueryKeep.
 	Query Query
-	// QueryFor picks Query per request (per site, in the PoP). If nil,
-	// Query applies to every request.
-	QueryFor func(*http.Request) Query
 	// MaxVariants caps the responses stored for one URL whose responses
 	// vary (Vary); storing one more evicts the least recently stored. If
 	// zero, 64.
@@ -60,11 +59,8 @@ type Config struct {
 	// 1 KiB.
 	MaxVaryValueBytes int
 	// SetCookie says what happens to storable responses that carry
-	// Set-Cookie. If zero, CookieStrip.
+	// Set-Cookie, for ServeHTTP. If zero, CookieStrip.
 	SetCookie CookiePolicy
-	// SetCookieFor picks the policy per request (per site, in the PoP).
-	// If nil, SetCookie for all.
-	SetCookieFor func(*http.Request) CookiePolicy
 	// Logger receives background errors. If nil, slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. If nil, time.Now.
@@ -154,9 +150,6 @@ type Cache struct {
 // New validates cfg and returns a Cache. Close it to stop its goroutines.
 func New(cfg Config) (*Cache, error) {
 	var problems []error
-	if cfg.Transport == nil {
-		problems = append(problems, errors.New("cache: transport is nil, want the upstream round tripper"))
-	}
 	if cfg.MaxBytes < 0 || cfg.MaxObjectBytes < 0 {
 		problems = append(problems, errors.New("cache: max_bytes and max_object_bytes must be 0 (default) or more"))
 	}
@@ -250,7 +243,35 @@ func (c *Cache) endSave() {
 	c.mu.Unlock()
 }
 
-// ServeHTTP answers r from the cache or through the transport.
+// Route is how the cache treats the requests of one site: where their
+// misses go, how their query enters the key and what happens to
+// Set-Cookie. A caller serving several sites (the PoP) resolves a
+// request's site once and hands the cache its Route with ServeRoute; the
+// cache never asks the caller again, and background work (revalidation)
+// keeps the Route of the request that started it.
+type Route struct {
+	Transport http.RoundTripper // required
+	Query     Query
+	SetCookie CookiePolicy
+}
+
+type routeKey struct{}
+
+// ServeRoute answers r as ServeHTTP does, with rt in place of the
+// Config's Transport, Query and SetCookie.
+func (c *Cache) ServeRoute(w http.ResponseWriter, r *http.Request, rt *Route) {
+	c.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
+}
+
+// route is the Route r came with, or the Config's.
+func (c *Cache) route(r *http.Request) Route {
+	if rt, ok := r.Context().Value(routeKey{}).(*Route); ok {
+		return *rt
+	}
+	return Route{Transport: c.cfg.Transport, Query: c.cfg.Query, SetCookie: c.cfg.SetCookie}
+}
+
+// ServeHTTP answers r from the cache or through the Config's transport.
 func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
@@ -273,10 +294,7 @@ func (c *Cache) primaryKey(r *http.Request) string {
 	}
 	host = strings.ToLower(keyHost(host))
 	q := r.URL.RawQuery
-	mode := c.cfg.Query
-	if c.cfg.QueryFor != nil {
-		mode = c.cfg.QueryFor(r)
-	}
+	mode := c.route(r).Query
 	switch {
 	case mode == QueryIgnore:
 		q = ""
@@ -372,7 +390,7 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 			(reqCC.MinFresh < 0 || e.lifetime-age >= seconds(reqCC.MinFresh))
 		if acceptable {
 			c.stats.hits.Add(1)
-			c.serveEntry(w, r, e, age, "hit; ttl="+formatAge(e.lifetime-age))
+			c.serveEntry(w, r, e, age, string(appendHit(nil, e.lifetime-age)))
 			return
 		}
 		staleness := age - e.lifetime
@@ -437,7 +455,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	if _, ok := h["Content-Type"]; !ok {
 		h["Content-Type"] = nil // no sniffing: serve what the origin sent
 	}
-	if plainRequest(r) {
+	if wantsWholeBody(r) {
 		// What http.ServeContent sends for a full 200, without its
 		// precondition and range machinery and its copy buffer.
 		e.prepare()
@@ -468,17 +486,6 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 }
 
 var acceptRangesBytes = []string{"bytes"}
-
-// plainRequest: no range and no precondition, so a stored 200 is sent
-// whole.
-func plainRequest(r *http.Request) bool {
-	for _, f := range []string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
-		if _, ok := r.Header[f]; ok {
-			return false
-		}
-	}
-	return true
-}
 
 func appendCacheStatus(h http.Header, v string) {
 	if prior := h.Get("Cache-Status"); prior != "" {
@@ -616,7 +623,11 @@ func (c *Cache) roundTrip(ctx context.Context, r *http.Request, extra http.Heade
 	for k, v := range extra {
 		out.Header[k] = v
 	}
-	return c.cfg.Transport.RoundTrip(out)
+	t := c.route(r).Transport
+	if t == nil {
+		return nil, errNoTransport
+	}
+	return t.RoundTrip(out)
 }
 
 // hopByHop are the connection-specific fields (RFC 9110 7.6.1).

@@ -12,24 +12,26 @@ import (
 )
 
 // FastHit is a stored 200 response that may be sent as it is to a plain
-// request: one without validators, ranges, credentials or cache
-// directives of its own (see LookupFast). Everything in it is read-only.
+// request (see PlainRefuses and LookupFast). Everything in it is
+// read-only.
 type FastHit struct {
 	Header http.Header // stored fields, without Content-Length
 	Body   []byte
 	Age    time.Duration // current age (RFC 9111 4.2.3)
 	TTL    time.Duration // freshness left
-	// Wire is a slot the caller may fill, once per stored response, with
-	// its own encoding of Header (an HTTP/1.1 header block, say); the
-	// stored response is immutable, so the encoding stays valid as long as
-	// the entry does.
-	Wire *atomic.Pointer[[]byte]
-	// Wire2 is a second such slot, for a second encoding (an HTTP/2
-	// header block, say).
-	Wire2 *atomic.Pointer[[]byte]
-	// Wire3 is a third such slot, for a third encoding (an HTTP/3 header
-	// block, say).
-	Wire3 *atomic.Pointer[[]byte]
+	// LastModified is the stored Last-Modified in its canonical form, as
+	// ServeHTTP sends it, or nil to send the stored value as it is.
+	LastModified []string
+	// Encoded holds the caller's encodings of the response, filled once
+	// per stored response and valid as long as it is stored.
+	Encoded *Encodings
+}
+
+// Encodings are slots for a stored response's header block as each
+// protocol's fast path encodes it, computed on its first hit. A stored
+// response is immutable, so an encoding never goes stale.
+type Encodings struct {
+	HTTP1, HTTP2, HTTP3 atomic.Pointer[[]byte]
 }
 
 // AppendKey appends the cache key of a request to dst, as the cache builds
@@ -140,10 +142,9 @@ func appendSortedQuery(dst []byte, q string) []byte {
 // LookupFast returns the stored response under key (built by AppendKey) if
 // it can answer a plain GET or HEAD as it is: a fresh 200 whose
 // responses do not vary, that is not purged and needs no validation. The
-// caller must have checked that the request carries none of
-// Authorization, Cache-Control, Pragma, Range, If-*, a body
-// (Content-Length, Transfer-Encoding) or anything else that changes the
-// answer; such requests go through ServeHTTP. A hit is counted
+// caller must have checked that the request is plain: GET or HEAD, no
+// field PlainRefuses names, a target PlainTarget accepts and a host
+// PlainHost accepts; other requests go through ServeHTTP. A hit is counted
 // as ServeHTTP counts one. It does not allocate.
 func (c *Cache) LookupFast(key []byte) (FastHit, bool) {
 	if len(key) == 0 {
@@ -162,20 +163,18 @@ func (c *Cache) LookupFast(key []byte) (FastHit, bool) {
 		return FastHit{}, false
 	}
 	c.stats.hits.Add(1)
-	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, Wire: &e.fast.wire, Wire2: &e.fast.wire2, Wire3: &e.fast.wire3}, true
+	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &e.fast.encoded}, true
 }
 
 // fastState is what an entry computes once for the requests it answers:
 // its initial age (RFC 9111 4.2.3, fixed once stored), the field values a
-// plain 200 response adds, and the caller's wire encoding.
+// plain 200 response adds, and the fast paths' encodings.
 type fastState struct {
 	once          sync.Once
 	initial       time.Duration
 	contentLength []string
 	lastModified  []string // canonical form, or nil to send the stored value
-	wire          atomic.Pointer[[]byte]
-	wire2         atomic.Pointer[[]byte]
-	wire3         atomic.Pointer[[]byte]
+	encoded       Encodings
 }
 
 // prepare fills fastState on first use.

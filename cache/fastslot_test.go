@@ -6,10 +6,10 @@ import (
 	"testing"
 )
 
-// TestLookupFastWire3: the Wire3 slot belongs to one stored response: the
-// same on every lookup of it, apart from Wire and from other responses'
-// slots, and empty again for the response stored after a purge.
-func TestLookupFastWire3(t *testing.T) {
+// TestLookupFastEncodings: a stored response's encoding slots belong to
+// it: the same on every lookup, apart from other responses' slots and from
+// each other, and empty again for the response stored after a purge.
+func TestLookupFastEncodings(t *testing.T) {
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Write([]byte("body of " + r.URL.Path))
@@ -36,22 +36,22 @@ func TestLookupFastWire3(t *testing.T) {
 		return hit
 	}
 	a, b := lookup("/a"), lookup("/b")
-	if a.Wire3 == nil || a.Wire3 == a.Wire || a.Wire3 == b.Wire3 {
-		t.Fatalf("Wire3 slots: /a %p (Wire %p), /b %p; want distinct, non-nil", a.Wire3, a.Wire, b.Wire3)
+	if a.Encoded == nil || a.Encoded == b.Encoded {
+		t.Fatalf("encoding slots: /a %p, /b %p; want distinct, non-nil", a.Encoded, b.Encoded)
 	}
 	enc := []byte("encoded /a")
-	a.Wire3.Store(&enc)
-	if got := lookup("/a").Wire3.Load(); got == nil || string(*got) != "encoded /a" {
-		t.Errorf("second lookup of /a: Wire3 holds %v, want what the first stored", got)
+	a.Encoded.HTTP3.Store(&enc)
+	if got := lookup("/a").Encoded.HTTP3.Load(); got == nil || string(*got) != "encoded /a" {
+		t.Errorf("second lookup of /a: HTTP3 slot holds %v, want what the first stored", got)
 	}
-	if lookup("/a").Wire.Load() != nil || b.Wire3.Load() != nil {
-		t.Error("storing into /a's Wire3 filled another slot")
+	if lookup("/a").Encoded.HTTP1.Load() != nil || b.Encoded.HTTP3.Load() != nil {
+		t.Error("storing into /a's HTTP3 slot filled another slot")
 	}
 	if _, err := c.PurgeURL("https://a.lab/a", false); err != nil {
 		t.Fatal(err)
 	}
 	store()
-	if got := lookup("/a").Wire3.Load(); got != nil {
-		t.Errorf("/a stored again after a purge: Wire3 holds %q, want empty", *got)
+	if got := lookup("/a").Encoded.HTTP3.Load(); got != nil {
+		t.Errorf("/a stored again after a purge: HTTP3 slot holds %q, want empty", *got)
 	}
 }

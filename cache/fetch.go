@@ -82,15 +82,14 @@ func (b *sharedBody) next(off int) ([]byte, error) {
 	return nil, io.EOF
 }
 
-// plainGET is a request that wants the whole body with no conditions:
-// only those are answered while the body streams in.
-func plainGET(r *http.Request) bool {
-	h := r.Header
-	return r.Method == http.MethodGet && h.Get("Range") == "" && h.Get("If-None-Match") == "" &&
-		h.Get("If-Modified-Since") == "" && h.Get("If-Match") == "" && h.Get("If-Unmodified-Since") == ""
-}
+// plainGET is a GET for the whole body with no conditions: only those
+// are answered while the body streams in.
+func plainGET(r *http.Request) bool { return r.Method == http.MethodGet && wantsWholeBody(r) }
 
 var errTooLarge = errors.New("response grew beyond the cache's max object size while streaming")
+
+// errNoTransport answers a fetch for ServeHTTP without Config.Transport.
+var errNoTransport = errors.New("cache: no transport configured for this request")
 
 // fetch answers a miss. Requests for the same key share one upstream
 // request (the first caller leads); the fetch runs on a context detached
@@ -317,13 +316,8 @@ func (c *Cache) withhold(h http.Header, cc Directives, cookies CookiePolicy) (ow
 	return own
 }
 
-// cookiePolicy is Config.SetCookieFor's answer for r, else Config.SetCookie.
-func (c *Cache) cookiePolicy(r *http.Request) CookiePolicy {
-	if c.cfg.SetCookieFor != nil {
-		return c.cfg.SetCookieFor(r)
-	}
-	return c.cfg.SetCookie
-}
+// cookiePolicy is the Set-Cookie policy of r's Route.
+func (c *Cache) cookiePolicy(r *http.Request) CookiePolicy { return c.route(r).SetCookie }
 
 // listed reports whether fields (a directive's field names) has name.
 func listed(fields []string, name string) bool {
@@ -545,7 +539,9 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 	f := &flight{done: make(chan struct{})}
 	c.flights[bkey] = f
 	c.mu.Unlock()
-	req := r.Clone(c.ctx)
+	rt := c.route(r)
+	ctx := context.WithValue(c.ctx, routeKey{}, &rt) // the cache's lifetime, the request's Route
+	req := r.Clone(ctx)
 	c.wg.Go(func() {
 		defer func() {
 			c.mu.Lock()
@@ -553,7 +549,7 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 			c.mu.Unlock()
 			close(f.done)
 		}()
-		_, _, resp, err := c.validate(c.ctx, req, e)
+		_, _, resp, err := c.validate(ctx, req, e)
 		if err != nil {
 			c.cfg.Logger.Debug("background revalidation", "key", e.key, "error", err)
 			return

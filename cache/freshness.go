@@ -2,7 +2,6 @@ package cache
 
 import (
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -180,11 +179,5 @@ func currentAge(h http.Header, p policy, now time.Time) time.Duration {
 	return initial + resident
 }
 
-// formatAge renders an age for the Age header: whole seconds, capped at 2^31.
-func formatAge(d time.Duration) string {
-	s := int64(d / time.Second)
-	if s > maxDelta {
-		s = maxDelta
-	}
-	return strconv.FormatInt(s, 10)
-}
+// formatAge renders an age for the Age header (see AppendAge).
+func formatAge(d time.Duration) string { return string(AppendAge(nil, d)) }

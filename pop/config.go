@@ -102,7 +102,8 @@ type ACMEConfig struct {
 
 // Site maps host names to an upstream group.
 type Site struct {
-	// Name labels the site in logs. If empty, its first host.
+	// Name labels the site in the logs of its upstream errors. If empty,
+	// its first host.
 	Name string `yaml:"name"`
 	// Hosts are exact names ("www.cdn.lab", "10.77.1.20") or wildcards of
 	// one leading label ("*.cdn.lab"). At least one.

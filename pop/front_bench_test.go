@@ -36,7 +36,7 @@ func newFastRig(tb testing.TB, sizes ...string) *front {
 	for _, size := range sizes {
 		r := httptest.NewRequest("GET", "https://localhost/gen/"+size, nil)
 		r.TLS = &tls.ConnectionState{}
-		s.cache.ServeHTTP(httptest.NewRecorder(), r)
+		s.ServeHTTP(httptest.NewRecorder(), r)
 	}
 	s.cache.Wait()
 	return newFront(s, nil, nil)
@@ -50,7 +50,7 @@ func fastHit(tb testing.TB, f *front, head []byte, key []byte, w *countWriter) [
 	if !ok {
 		tb.Fatalf("%q is not a fast hit", head)
 	}
-	if err := f.writeHit(w, nil, &hit, req.head, false); err != nil {
+	if err := f.s.writeHit(w, nil, &hit, req.head, false); err != nil {
 		tb.Fatal(err)
 	}
 	return key

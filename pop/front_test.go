@@ -97,12 +97,13 @@ func TestFastPathMatchesNetHTTP(t *testing.T) {
 			// reach the fast loop on a new one (new clients, so that no
 			// connection is reused).
 			client = clients(t, ca)[proto]
-			before := p.FastPathHits()
+			fastHits := func() int64 { n := p.FastHits(); return n.HTTP1 + n.HTTP2 }
+			before := fastHits()
 			resp, body := get(t, client, url)
 			if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
 				t.Fatalf("%s second request: %d %q, want a 200 hit", path, resp.StatusCode, resp.Header.Get("Cache-Status"))
 			}
-			if served := p.FastPathHits() - before; (i < 2 || i == 4) != (served == 1) {
+			if served := fastHits() - before; (i < 2 || i == 4) != (served == 1) {
 				t.Errorf("%s answer %d: fast path served %d", path, i, served)
 			}
 			h := resp.Header.Clone()
@@ -154,7 +155,7 @@ func TestFastPathPassesOn(t *testing.T) {
 	}
 	p.WaitCache()
 	c = dialH1(t, p, ca) // the miss moved the first connection to net/http for good
-	hits := p.FastPathHits()
+	hits := p.FastHits().HTTP1
 	c.send(t, "HEAD /gen/2k HTTP/1.1\r\nHost: localhost\r\n\r\nGET /gen/2k HTTP/1.1\r\nHost: LOCALHOST\r\n\r\n")
 	resp, body = c.read(t, "HEAD")
 	if resp.StatusCode != 200 || resp.ContentLength != 2048 || len(body) != 0 {
@@ -163,7 +164,7 @@ func TestFastPathPassesOn(t *testing.T) {
 	if resp, body = c.read(t, "GET"); resp.StatusCode != 200 || len(body) != 2048 {
 		t.Errorf("pipelined GET = %d with %d bytes", resp.StatusCode, len(body))
 	}
-	if got := p.FastPathHits() - hits; got != 2 {
+	if got := p.FastHits().HTTP1 - hits; got != 2 {
 		t.Errorf("fast path served %d of the HEAD and GET, want 2", got)
 	}
 	// Pipelined: a hit, a conditional request, a POST with a body, a hit.
@@ -184,11 +185,11 @@ func TestFastPathPassesOn(t *testing.T) {
 	}
 
 	c = dialH1(t, p, ca)
-	hits = p.FastPathHits()
+	hits = p.FastHits().HTTP1
 	c.send(t, "GET /gen/2k HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 	resp, _ = c.read(t, "GET")
-	if resp.StatusCode != 200 || !resp.Close || p.FastPathHits() != hits+1 {
-		t.Errorf("fast Connection: close = %d, close %v, fast hits %d", resp.StatusCode, resp.Close, p.FastPathHits()-hits)
+	if resp.StatusCode != 200 || !resp.Close || p.FastHits().HTTP1 != hits+1 {
+		t.Errorf("fast Connection: close = %d, close %v, fast hits %d", resp.StatusCode, resp.Close, p.FastHits().HTTP1-hits)
 	}
 	if n, err := c.br.Read(make([]byte, 1)); err == nil {
 		t.Errorf("connection still open after Connection: close (read %d bytes)", n)
@@ -226,8 +227,8 @@ func TestFastPathUnknownHost(t *testing.T) {
 		}
 		p.WaitCache()
 	}
-	if p.FastPathHits() != 1 {
-		t.Fatalf("fast hits %d, want 1", p.FastPathHits())
+	if p.FastHits().HTTP1 != 1 {
+		t.Fatalf("fast hits %d, want 1", p.FastHits().HTTP1)
 	}
 	n := len(ro.requests())
 	for _, host := range []string{"evil.example", "other.lab"} {
@@ -257,8 +258,8 @@ func TestFastPathDrain(t *testing.T) {
 	c := dialH1(t, p, ca)
 	c.send(t, "GET /gen/1k HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	c.read(t, "GET")
-	if p.FastPathHits() != 2 {
-		t.Fatalf("fast hits %d, want 2", p.FastPathHits())
+	if p.FastHits().HTTP1 != 2 {
+		t.Fatalf("fast hits %d, want 2", p.FastHits().HTTP1)
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Shutdown(context.Background()) }()

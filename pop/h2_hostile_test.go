@@ -81,7 +81,7 @@ func TestH2FloodsMeetBackpressure(t *testing.T) {
 	}
 	all = out.Bytes()
 	before = heapInUse()
-	hits := p.FastPathHits()
+	hits := p.FastHits().HTTP2
 	for off, bi := 0, 0; off < len(all); {
 		for bi < len(bounds) && bounds[bi] < off+8000 {
 			bi++
@@ -100,13 +100,13 @@ func TestH2FloodsMeetBackpressure(t *testing.T) {
 	// Let the server answer all it will: until its count stops moving.
 	for last := int64(-1); ; {
 		time.Sleep(300 * time.Millisecond)
-		if now := p.FastPathHits(); now != last {
+		if now := p.FastHits().HTTP2; now != last {
 			last = now
 			continue
 		}
 		break
 	}
-	served := p.FastPathHits() - hits
+	served := p.FastHits().HTTP2 - hits
 	grew = (heapInUse() - before) >> 20
 	t.Logf("HEAD flood: %d requests sent unread, %d answered, heap grew %d MiB", n, served, grew)
 	if served >= n || grew > 32 {

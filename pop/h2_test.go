@@ -157,7 +157,7 @@ func TestH2FlowControl(t *testing.T) {
 	p.WaitCache()
 	for _, path := range []string{"/gen/100k", "/gen/100k?cc=no-store"} {
 		h := dialH2(t, p, ca, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
-		before := p.FastPathHits()
+		before := p.FastHits().HTTP2
 		h.request(1, "GET", path, true)
 		var body []byte
 		var fields map[string]string
@@ -193,7 +193,7 @@ func TestH2FlowControl(t *testing.T) {
 		if !bytes.Equal(body, want) {
 			t.Errorf("%s: %d bytes, not the origin's %d", path, len(body), len(want))
 		}
-		if hit := p.FastPathHits() - before; (path == "/gen/100k") != (hit == 1) {
+		if hit := p.FastHits().HTTP2 - before; (path == "/gen/100k") != (hit == 1) {
 			t.Errorf("%s: the reader served %d hits", path, hit)
 		}
 	}

@@ -67,12 +67,12 @@ func TestH3FastPathMatchesWriter(t *testing.T) {
 				url := "https://localhost:" + port(p.Addr()) + tc.path
 				get(t, client, url) // miss, stored
 				p.WaitCache()
-				before := p.FastPathHits3()
+				before := p.FastHits().HTTP3
 				resp, body := do(t, client, method, url)
 				if resp.StatusCode != 200 || resp.ProtoMajor != 3 || !strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
 					t.Fatalf("%s %s: %d over HTTP/%d, Cache-Status %q; want a 200 hit over HTTP/3", method, tc.path, resp.StatusCode, resp.ProtoMajor, resp.Header.Get("Cache-Status"))
 				}
-				if served := p.FastPathHits3() - before; (i == 0) != (served == 1) {
+				if served := p.FastHits().HTTP3 - before; (i == 0) != (served == 1) {
 					t.Errorf("%s %s answer %d: fast path served %d", method, tc.path, i, served)
 				}
 				h := resp.Header.Clone()
@@ -124,10 +124,10 @@ func TestH3FastPathPassesOn(t *testing.T) {
 	p := startPoP(t, caDir, startGenOrigin(t), nil)
 	client := clients(t, ca)["h3"]
 	url := "https://localhost:" + port(p.Addr()) + "/gen/2k"
-	before := p.FastPathHits3()
+	before := p.FastHits().HTTP3
 	resp, _ := get(t, client, url)
-	if resp.StatusCode != 200 || p.FastPathHits3() != before {
-		t.Fatalf("miss = %d, fast hits %d; want 200 through the writer", resp.StatusCode, p.FastPathHits3()-before)
+	if resp.StatusCode != 200 || p.FastHits().HTTP3 != before {
+		t.Fatalf("miss = %d, fast hits %d; want 200 through the writer", resp.StatusCode, p.FastHits().HTTP3-before)
 	}
 	p.WaitCache()
 	etag := resp.Header.Get("Etag")
@@ -142,18 +142,18 @@ func TestH3FastPathPassesOn(t *testing.T) {
 		{[]string{"Authorization", "Bearer x"}, 200},
 		{[]string{"Host", "unknown.example"}, 421},
 	} {
-		before := p.FastPathHits3()
+		before := p.FastHits().HTTP3
 		resp, body := get(t, client, url, tc.hdr...)
 		if resp.StatusCode != tc.want {
 			t.Errorf("GET with %s: %q = %d %q, want %d", tc.hdr[0], tc.hdr[1], resp.StatusCode, body, tc.want)
 		}
-		if n := p.FastPathHits3() - before; n != 0 {
+		if n := p.FastHits().HTTP3 - before; n != 0 {
 			t.Errorf("GET with %s: %q: fast path served it", tc.hdr[0], tc.hdr[1])
 		}
 	}
-	before = p.FastPathHits3()
-	if resp, body := get(t, client, url, "User-Agent", "x", "Accept", "*/*"); resp.StatusCode != 200 || len(body) != 2048 || p.FastPathHits3() != before+1 {
-		t.Errorf("plain GET = %d with %d bytes, fast hits %d; want 200, 2048, 1", resp.StatusCode, len(body), p.FastPathHits3()-before)
+	before = p.FastHits().HTTP3
+	if resp, body := get(t, client, url, "User-Agent", "x", "Accept", "*/*"); resp.StatusCode != 200 || len(body) != 2048 || p.FastHits().HTTP3 != before+1 {
+		t.Errorf("plain GET = %d with %d bytes, fast hits %d; want 200, 2048, 1", resp.StatusCode, len(body), p.FastHits().HTTP3-before)
 	}
 }
 

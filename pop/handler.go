@@ -10,9 +10,13 @@ import (
 	"strings"
 )
 
-// ServeHTTP is the PoP's request path on every listener: limits, rate
-// limiting, site routing, early-data policy, then the site's proxy. Plain
-// HTTP/3 cache hits are written to their stream first (see h3Hits).
+// ServeHTTP is the PoP's ordinary request path, for every listener and
+// every request a fast path did not answer: admission (admit), CONNECT
+// refused, site routing (the one routing of a request: its site's
+// cache.Route goes with it to the cache, which never asks again), body
+// limits, the site's request rules, the early-data policy, then the cache
+// or, uncached, the site's proxy. Plain HTTP/3 hits are offered to h3Hits
+// first.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 3 && s.hits3 != nil && s.hits3.serve(w, r) {
 		return
@@ -29,22 +33,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && r.ProtoMajor < 3 && s.altSvc != nil {
 		h["Alt-Svc"] = s.altSvc
 	}
-	if s.limiter != nil && !s.limiter.allow(clientIP(r.RemoteAddr)) {
+	switch s.admit(s.limitKey(r.RemoteAddr)) {
+	case overloaded:
+		s.metrics.rejected.WithLabelValues("overload").Inc()
+		h.Set("Retry-After", "1")
+		http.Error(w, "503 service unavailable: this PoP is at its limit of "+strconv.FormatInt(s.maxInflight, 10)+" requests in flight, retry shortly", http.StatusServiceUnavailable)
+		return
+	case rateLimited:
 		s.metrics.rejected.WithLabelValues("rate_limit").Inc()
 		h.Set("Retry-After", "1")
 		http.Error(w, "429 too many requests from this address, slow down", http.StatusTooManyRequests)
 		return
 	}
-	if s.maxInflight > 0 {
-		n := s.inflight.Add(1)
-		defer s.inflight.Add(-1)
-		if n > s.maxInflight {
-			s.metrics.rejected.WithLabelValues("overload").Inc()
-			h.Set("Retry-After", "1")
-			http.Error(w, "503 service unavailable: this PoP is at its limit of "+strconv.FormatInt(s.maxInflight, 10)+" requests in flight, retry shortly", http.StatusServiceUnavailable)
-			return
-		}
-	}
+	defer s.release()
 	if r.Method == http.MethodConnect {
 		// A CDN edge tunnels nothing: CONNECT would make it an open proxy.
 		s.metrics.rejected.WithLabelValues("connect").Inc()
@@ -97,21 +98,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		site.proxy.ServeHTTP(w, r)
 		return
 	}
-	s.cache.ServeHTTP(w, r)
-}
-
-// roundTripFunc adapts a function to http.RoundTripper.
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// originFor sends a cache fetch to the origin group of the request's site.
-func (s *Server) originFor(r *http.Request) (*http.Response, error) {
-	st, ok := s.router.route(r)
-	if !ok {
-		return nil, &upstreamError{http.StatusMisdirectedRequest, errUnknownHost}
-	}
-	return st.transport.RoundTrip(r)
+	s.cache.ServeRoute(w, r, &site.route)
 }
 
 // deniedPath reports whether the cleaned path is under one of the

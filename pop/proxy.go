@@ -17,16 +17,15 @@ import (
 	"github.com/edgecdn/cdn/pop/upstream"
 )
 
-// site is one configured site: its name and the proxy to its upstream group.
+// site is one configured site, as serve routes a request to it once: its
+// name, the proxy to its upstream group for the uncached path, and the
+// cache.Route the cache gets with each of its requests.
 type site struct {
-	name      string
-	group     *upstream.Group
-	proxy     *httputil.ReverseProxy // uncached path: upgrades, or no cache
-	transport *originTransport       // the cache's path to the origin
-	query     cache.Query            // how the query enters the cache key
-	cookies   cache.CookiePolicy     // what the cache does with Set-Cookie
-	strip     []string               // canonical request fields removed before anything else
-	deny      []string               // path prefixes answered 404, never forwarded
+	name  string                 // for logs
+	proxy *httputil.ReverseProxy // uncached path: upgrades, or no cache
+	route cache.Route            // the cached path: originTransport, query mode, Set-Cookie policy
+	strip []string               // canonical request fields removed before anything else
+	deny  []string               // path prefixes answered 404, never forwarded
 }
 
 // newSite builds the reverse proxy of a site. httputil.ReverseProxy strips
@@ -34,8 +33,9 @@ type site struct {
 // rewrite adds Via, X-Forwarded-For/-Host/-Proto and Early-Data.
 func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site {
 	timed := newTimedTransport(g, s.metrics.upstreamTime, groupName)
-	st := &site{name: name, group: g, transport: &originTransport{name: s.cfg.Name, group: timed, share: s.upShare,
-		refused: func() { s.metrics.rejected.WithLabelValues("upstream_share").Inc() }}}
+	transport := &originTransport{name: s.cfg.Name, group: timed, share: s.upShare,
+		refused: func() { s.metrics.rejected.WithLabelValues("upstream_share").Inc() }}
+	st := &site{name: name, route: cache.Route{Transport: transport}}
 	// The proxy strips hop-by-hop fields (and those named in Connection)
 	// both ways; originTransport adds Via, X-Forwarded-* and Early-Data,
 	// as it does for the cache.
@@ -47,8 +47,8 @@ func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site
 			pr.Out.URL.Host = pr.In.Host
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:    st.transport,
-		ErrorHandler: s.proxyError,
+		Transport:    transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { s.proxyError(w, r, st.name, err) },
 		ErrorLog:     log.New(slogWriter{s.log}, "", 0),
 		BufferPool:   s.buffers,
 	}
@@ -58,7 +58,7 @@ func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site
 // proxyError answers a failed upstream exchange: 503 with Retry-After when
 // the bulkhead is full, 504 on a timeout, 502 otherwise. A client that went
 // away gets nothing.
-func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, site string, err error) {
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		s.metrics.rejected.WithLabelValues("client_gone").Inc()
 		w.WriteHeader(499) // nginx's "client closed request"; nobody reads it
@@ -74,7 +74,7 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	s.log.Debug("upstream error", "host", r.Host, "path", r.URL.Path, "status", code, "error", err)
+	s.log.Debug("upstream error", "site", site, "host", r.Host, "path", r.URL.Path, "status", code, "error", err)
 	http.Error(w, fmt.Sprintf("%d %s: %s", code, http.StatusText(code), msg), code)
 }
 

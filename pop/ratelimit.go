@@ -42,15 +42,6 @@ func max1(n int) int {
 	return n
 }
 
-// admitFast reports whether a fast path may answer a hit for the client
-// at ip: the per-address rate limit, when set, allows it, taking a token
-// as the ordinary path would. When it does not, the request goes the
-// ordinary way, which answers 429; a refused request takes no token, so
-// none is charged twice.
-func (s *Server) admitFast(ip string) bool {
-	return s.limiter == nil || s.limiter.allow(ip)
-}
-
 func (l *ipLimiter) allow(ip string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

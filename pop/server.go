@@ -1,19 +1,3 @@
-// Package pop is the CDN's edge server (point of presence).
-//
-// A Server terminates TLS 1.3 on TCP for HTTP/1.1 and HTTP/2 and QUIC on the
-// same UDP port for HTTP/3, advertises HTTP/3 with Alt-Svc, routes each
-// request by Host (and SNI) to a configured site, and proxies it over a warm,
-// pooled upstream group (package upstream). A request for a host no site
-// serves is refused with 421 and never fetched: the PoP is not an open proxy.
-//
-// HTTP/3 requests that arrive in 0-RTT early data are served only for safe
-// methods; anything else gets 425 Too Early, and early requests go upstream
-// with Early-Data: 1 (RFC 8470).
-//
-// Lifecycle follows net/http: New validates, Listen binds every socket (so
-// tests can use 127.0.0.1:0 and read the addresses back), Serve runs until
-// Shutdown (graceful: not ready first, then GOAWAY on h2 and h3, in-flight
-// requests finish) or Close.
 package pop
 
 import (
@@ -71,13 +55,14 @@ type Server struct {
 	httpLn  net.Listener
 	adminLn net.Listener
 
-	front *front  // the TLS TCP listener: handshakes, HTTP/1.1 hits
-	hits3 *h3Hits // plain HTTP/3 hits without the http3 response writer; nil when off
-	h12   *http.Server
-	h3    *http3.Server
-	quic  *quic.Transport
-	plain *http.Server
-	admin *http.Server
+	front    *front  // the TLS TCP listener: handshakes, HTTP/1.1 hits
+	hits3    *h3Hits // plain HTTP/3 hits without the http3 response writer; nil when off
+	fastHits *fastHitCounters
+	h12      *http.Server
+	h3       *http3.Server
+	quic     *quic.Transport
+	plain    *http.Server
+	admin    *http.Server
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -115,6 +100,7 @@ func New(cfg Config) (*Server, error) {
 		s.groups[name] = g
 	}
 	s.metrics = newMetrics(s.groups)
+	s.fastHits = newFastHitCounters(s.metrics)
 	s.upShare = newConnLimiter(0, cfg.Limits.MaxUpstreamPerAddr)
 	s.metrics.reg.MustRegister(t.reloadFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pop_tls_certificate_expiry_seconds",
@@ -131,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 			name = sc.Hosts[0]
 		}
 		st := s.newSite(name, sc.Upstream, s.groups[sc.Upstream])
-		st.query, _ = cache.ParseQuery(sc.CacheQuery) // validated above
+		st.route.Query, _ = cache.ParseQuery(sc.CacheQuery) // validated above
 		strip := sc.StripRequestHeaders
 		if strip == nil {
 			strip = DefaultStripRequestHeaders
@@ -143,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 		if cookies == "" {
 			cookies = cfg.Cache.SetCookie
 		}
-		st.cookies, _ = cache.ParseCookiePolicy(cookies) // validated above
+		st.route.SetCookie, _ = cache.ParseCookiePolicy(cookies) // validated above
 		st.deny = sc.DenyPaths
 		if st.deny == nil {
 			st.deny = DefaultDenyPaths
@@ -154,9 +140,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if !cfg.Cache.Disabled {
 		c, err := cache.New(cache.Config{
-			Transport: roundTripFunc(s.originFor), MaxBytes: cfg.Cache.MaxBytes, MaxObjectBytes: cfg.Cache.MaxObjectBytes,
+			// No Transport: every request comes with its site's Route
+			// (ServeRoute), resolved once in serve.
+			MaxBytes: cfg.Cache.MaxBytes, MaxObjectBytes: cfg.Cache.MaxObjectBytes,
 			TargetedFields: cfg.Cache.TargetedFields, Name: cfg.Name, Logger: s.log,
-			QueryFor: s.queryFor, SetCookieFor: s.cookiesFor,
 			MaxVariants: cfg.Cache.MaxVariants, MaxVaryValueBytes: cfg.Cache.MaxVaryValueBytes,
 			WriteStallTimeout: cfg.Cache.WriteStallTimeout,
 		})
@@ -315,24 +302,6 @@ func (s *Server) WaitCache() {
 	}
 }
 
-// FastPathHits is how many HTTP/1.1 cache hits the fast loop has served
-// (the rest went through net/http).
-func (s *Server) FastPathHits() int64 {
-	if s.front == nil {
-		return 0
-	}
-	return s.front.hits.Load()
-}
-
-// FastPathHits3 is how many HTTP/3 cache hits the PoP wrote to their
-// QUIC streams itself (the rest went through the http3 response writer).
-func (s *Server) FastPathHits3() int64 {
-	if s.hits3 == nil {
-		return 0
-	}
-	return s.hits3.hits.Load()
-}
-
 // LabCA returns the lab CA the certificate came from, or nil.
 func (s *Server) LabCA() *certs.LabCA { return s.tls.labCA }
 
@@ -486,22 +455,6 @@ func (s *Server) warm() {
 // Warmed is closed when the upstream groups have finished their first
 // warm-up (or given up on a down origin, which they keep retrying).
 func (s *Server) Warmed() <-chan struct{} { return s.warmed }
-
-// queryFor is the cache-key query mode of the request's site.
-func (s *Server) queryFor(r *http.Request) cache.Query {
-	if st, ok := s.router.route(r); ok {
-		return st.query
-	}
-	return cache.QueryKeep
-}
-
-// cookiesFor is the Set-Cookie policy of the request's site.
-func (s *Server) cookiesFor(r *http.Request) cache.CookiePolicy {
-	if st, ok := s.router.route(r); ok {
-		return st.cookies
-	}
-	return cache.CookieStrip
-}
 
 // groupsReady reports whether every upstream group has a warm, healthy server.
 func (s *Server) groupsReady() bool {

@@ -1,4 +1,4 @@
-package pop
+package fieldenc
 
 import (
 	"bytes"
@@ -26,7 +26,7 @@ func TestQPACKFieldsArePlain(t *testing.T) {
 	b := []byte{0, 0}
 	for _, f := range fields {
 		before := len(b)
-		b = appendQPACKField(b, f.Name, f.Value)
+		b = AppendQPACKField(b, f.Name, f.Value)
 		if line := b[before:]; len(line) > 2 && !bytes.Contains(line, []byte(f.Value)) {
 			t.Errorf("%s: the line %x does not hold %q as plain text", f.Name, line, f.Value)
 		}

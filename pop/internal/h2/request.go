@@ -1,4 +1,4 @@
-package pop
+package h2
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,11 +15,13 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/edgecdn/cdn/pop/internal/fieldenc"
 )
 
 // startHandler runs the PoP's handler for a stream the reader did not
 // answer itself. It reports whether the connection goes on.
-func (c *h2conn) startHandler(mh *http2.MetaHeadersFrame) bool {
+func (c *Conn) startHandler(mh *http2.MetaHeadersFrame) bool {
 	id := mh.StreamID
 	st, ok := c.newStream(id, mh.StreamEnded())
 	if st == nil {
@@ -28,7 +29,7 @@ func (c *h2conn) startHandler(mh *http2.MetaHeadersFrame) bool {
 	}
 	req, err := c.newRequest(mh, st)
 	if err != nil {
-		c.f.s.log.Debug("http2 malformed request", "remote", c.remote, "stream", id, "error", err)
+		c.srv.logger().Debug("http2 malformed request", "remote", c.remote, "stream", id, "error", err)
 		c.mu.Lock()
 		c.resetLocked(st, http2.ErrCodeProtocol) // RFC 9113 8.1.1
 		c.mu.Unlock()
@@ -41,7 +42,7 @@ func (c *h2conn) startHandler(mh *http2.MetaHeadersFrame) bool {
 
 // newRequest builds the *http.Request of a stream as net/http's HTTP/2
 // server does, refusing what RFC 9113 8.2 and 8.3 call malformed.
-func (c *h2conn) newRequest(mh *http2.MetaHeadersFrame, st *h2stream) (*http.Request, error) {
+func (c *Conn) newRequest(mh *http2.MetaHeadersFrame, st *stream) (*http.Request, error) {
 	var method, scheme, path, authority string
 	for _, hf := range mh.PseudoFields() {
 		switch hf.Name {
@@ -57,7 +58,7 @@ func (c *h2conn) newRequest(mh *http2.MetaHeadersFrame, st *h2stream) (*http.Req
 			return nil, fmt.Errorf("pseudo-header %s not supported", hf.Name)
 		}
 	}
-	if method == "" || !validToken([]byte(method)) {
+	if method == "" || !httpguts.ValidHeaderFieldName(method) {
 		return nil, errors.New(":method missing or not a token")
 	}
 	if method == http.MethodConnect {
@@ -138,7 +139,7 @@ func (c *h2conn) newRequest(mh *http2.MetaHeadersFrame, st *h2stream) (*http.Req
 		}
 		r.Body, r.ContentLength = http.NoBody, 0
 	} else {
-		body := &h2body{c: c, st: st, expect: expect}
+		body := &body{c: c, st: st, expect: expect}
 		body.cond.L = &body.mu
 		c.mu.Lock()
 		st.body, st.declared = body, cl
@@ -152,30 +153,30 @@ func (c *h2conn) newRequest(mh *http2.MetaHeadersFrame, st *h2stream) (*http.Req
 }
 
 // runHandler serves one stream with the PoP's handler.
-func (c *h2conn) runHandler(st *h2stream, r *http.Request) {
+func (c *Conn) runHandler(st *stream, r *http.Request) {
 	defer c.streamDone(st)
-	w := &h2writer{c: c, st: st, header: http.Header{}, head: r.Method == http.MethodHead, declared: -1}
+	w := &responseWriter{c: c, st: st, header: http.Header{}, head: r.Method == http.MethodHead, declared: -1}
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler {
 				buf := make([]byte, 16<<10)
 				buf = buf[:runtime.Stack(buf, false)]
-				c.f.s.log.Error("http2 handler panic", "remote", c.remote, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(buf))
+				c.srv.logger().Error("http2 handler panic", "remote", c.remote, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(buf))
 			}
 			c.reset(st, http2.ErrCodeInternal) // the response is cut, visibly
 		}
 	}()
-	c.f.s.ServeHTTP(w, r)
+	c.srv.Handler.ServeHTTP(w, r)
 	w.finish()
 }
 
-// h2writer is the http.ResponseWriter of a stream. Like net/http's, it
+// responseWriter is the http.ResponseWriter of a stream. Like net/http's, it
 // buffers the start of the body, so that a short response gets its
 // Content-Length and goes out with its header block, and sends the rest
 // as it is written or flushed.
-type h2writer struct {
-	c           *h2conn
-	st          *h2stream
+type responseWriter struct {
+	c           *Conn
+	st          *stream
 	header      http.Header
 	snap        http.Header // the header as WriteHeader saw it
 	status      int
@@ -189,11 +190,11 @@ type h2writer struct {
 	err         error
 }
 
-const h2BufferSize = 16 << 10
+const bufferSize = 16 << 10
 
-func (w *h2writer) Header() http.Header { return w.header }
+func (w *responseWriter) Header() http.Header { return w.header }
 
-func (w *h2writer) WriteHeader(code int) {
+func (w *responseWriter) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
@@ -226,7 +227,7 @@ func (w *h2writer) WriteHeader(code int) {
 	}
 }
 
-func (w *h2writer) Write(p []byte) (int, error) {
+func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -243,14 +244,14 @@ func (w *h2writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	w.written += int64(len(p))
-	if len(w.buf)+len(p) <= h2BufferSize {
+	if len(w.buf)+len(p) <= bufferSize {
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
 	if err := w.send(false); err != nil {
 		return 0, err
 	}
-	if len(p) >= h2BufferSize {
+	if len(p) >= bufferSize {
 		if w.err = w.c.writeData(w.st, p, false); w.err != nil {
 			return 0, w.err
 		}
@@ -261,9 +262,9 @@ func (w *h2writer) Write(p []byte) (int, error) {
 }
 
 // Flush sends the header block and the buffered body.
-func (w *h2writer) Flush() { w.FlushError() }
+func (w *responseWriter) Flush() { w.FlushError() }
 
-func (w *h2writer) FlushError() error {
+func (w *responseWriter) FlushError() error {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -272,7 +273,7 @@ func (w *h2writer) FlushError() error {
 
 // send writes the header block if it has not gone yet and the buffered
 // body; final says the handler is done.
-func (w *h2writer) send(final bool) error {
+func (w *responseWriter) send(final bool) error {
 	if w.err != nil {
 		return w.err
 	}
@@ -303,13 +304,13 @@ func (w *h2writer) send(final bool) error {
 		}
 	}
 	if final && trailers != nil {
-		w.err = w.c.writeHeaders(w.st, appendFields(nil, trailers), true)
+		w.err = w.c.writeHeaders(w.st, fieldenc.AppendHPACKFields(nil, trailers), true)
 	}
 	return w.err
 }
 
 // finish ends the response after the handler returned.
-func (w *h2writer) finish() {
+func (w *responseWriter) finish() {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -332,7 +333,7 @@ func (w *h2writer) finish() {
 
 // trailerFields collects the trailers the handler set: those it declared
 // in Trailer and those under http.TrailerPrefix.
-func (w *h2writer) trailerFields() http.Header {
+func (w *responseWriter) trailerFields() http.Header {
 	var t http.Header
 	for _, k := range w.trailers {
 		if vv := w.header[k]; len(vv) > 0 {
@@ -356,68 +357,28 @@ func (w *h2writer) trailerFields() http.Header {
 // block encodes a response header block as net/http's HTTP/2 server
 // would: lowercased names, connection-specific and invalid fields
 // dropped, Content-Type sniffed when missing, Date added when missing.
-func (w *h2writer) block(code int, h http.Header, final bool, cl int64) []byte {
-	b := appendFields(appendHpackStatus(nil, code), h)
+func (w *responseWriter) block(code int, h http.Header, final bool, cl int64) []byte {
+	b := fieldenc.AppendHPACKFields(fieldenc.AppendHPACKStatus(nil, code), h)
 	if !final {
 		return b
 	}
 	if _, ok := h["Content-Type"]; !ok && w.bodyAllowed && len(w.buf) > 0 && h.Get("Content-Encoding") == "" {
-		b = appendHpackField(b, "content-type", http.DetectContentType(w.buf))
+		b = fieldenc.AppendHPACKField(b, "content-type", http.DetectContentType(w.buf))
 	}
 	if cl >= 0 && h.Get("Content-Length") == "" && w.status != http.StatusNoContent && w.status != http.StatusNotModified {
-		b = appendHpackField(b, "content-length", strconv.AppendInt(nil, cl, 10))
+		b = fieldenc.AppendHPACKField(b, "content-length", strconv.AppendInt(nil, cl, 10))
 	}
 	if _, ok := h["Date"]; !ok {
-		b = appendHpackField(b, "date", time.Now().UTC().Format(http.TimeFormat))
+		b = fieldenc.AppendHPACKField(b, "date", time.Now().UTC().Format(http.TimeFormat))
 	}
 	return b
 }
 
-// appendFields appends h's fields sorted by name, without
-// connection-specific ones and http.TrailerPrefix keys.
-func appendFields(b []byte, h http.Header) []byte {
-	for _, k := range sortedKeys(h) {
-		if strings.HasPrefix(k, http.TrailerPrefix) || isConnectionSpecific(k) {
-			continue
-		}
-		for _, v := range h[k] {
-			b = appendHeaderField(b, k, v)
-		}
-	}
-	return b
-}
-
-func isConnectionSpecific(k string) bool {
-	switch k {
-	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade":
-		return true
-	}
-	return false
-}
-
-// appendHeaderField appends a field lowercased, or nothing if the name or
-// value is not valid in HTTP/2.
-func appendHeaderField(b []byte, k, v string) []byte {
-	if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
-		return b
-	}
-	return appendHpackField(b, strings.ToLower(k), v)
-}
-
-func sortedKeys(h http.Header) []string {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// h2body is a request body: the reader appends DATA, the handler reads,
+// body is a request body: the reader appends DATA, the handler reads,
 // and each read gives its bytes of receive window back.
-type h2body struct {
-	c      *h2conn
-	st     *h2stream
+type body struct {
+	c      *Conn
+	st     *stream
 	mu     sync.Mutex
 	cond   sync.Cond
 	buf    []byte
@@ -431,7 +392,7 @@ var (
 	errH2BodyStalled = errors.New("http2: no request body bytes for the idle timeout")
 )
 
-func (b *h2body) Read(p []byte) (int, error) {
+func (b *body) Read(p []byte) (int, error) {
 	if b.expect {
 		b.expect = false
 		b.c.sendContinue(b.st)
@@ -440,7 +401,7 @@ func (b *h2body) Read(p []byte) (int, error) {
 	for len(b.buf) == 0 && b.err == nil && !b.closed {
 		// A client that stops sending its body would hold the handler
 		// forever: after an idle timeout without data the body fails.
-		if waitAtMost(&b.cond, b.c.lim.IdleTimeout) && len(b.buf) == 0 && b.err == nil && !b.closed {
+		if waitAtMost(&b.cond, b.c.srv.IdleTimeout) && len(b.buf) == 0 && b.err == nil && !b.closed {
 			b.err = errH2BodyStalled
 		}
 	}
@@ -463,7 +424,7 @@ func (b *h2body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (b *h2body) Close() error {
+func (b *body) Close() error {
 	b.mu.Lock()
 	b.closed = true
 	b.cond.Broadcast()
@@ -473,7 +434,7 @@ func (b *h2body) Close() error {
 
 // write appends bytes from a DATA frame; false if the handler closed the
 // body (the bytes are dropped).
-func (b *h2body) write(p []byte) bool {
+func (b *body) write(p []byte) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed || b.err != nil {
@@ -485,7 +446,7 @@ func (b *h2body) write(p []byte) bool {
 }
 
 // finish ends the body with err (io.EOF when complete).
-func (b *h2body) finish(err error) {
+func (b *body) finish(err error) {
 	b.mu.Lock()
 	if b.err == nil {
 		b.err = err
@@ -496,7 +457,7 @@ func (b *h2body) finish(err error) {
 
 // close ends the body for good and returns how many bytes were left
 // unread, for the connection window.
-func (b *h2body) close() int {
+func (b *body) close() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
@@ -506,7 +467,7 @@ func (b *h2body) close() int {
 	return n
 }
 
-var _ io.ReadCloser = (*h2body)(nil)
+var _ io.ReadCloser = (*body)(nil)
 
 // waitAtMost waits on cond, whose lock the caller holds, and reports
 // whether it was woken by d passing rather than by a Signal or Broadcast
@@ -525,12 +486,12 @@ func waitAtMost(cond *sync.Cond, d time.Duration) (expired bool) {
 
 // sendContinue answers Expect: 100-continue when the handler first reads
 // the body, unless the final response went out already.
-func (c *h2conn) sendContinue(st *h2stream) {
+func (c *Conn) sendContinue(st *stream) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.werr != nil || st.reset || st.remoteClosed || st.finalSent {
 		return
 	}
-	c.appendHeaders(st.id, appendHpackStatus(nil, http.StatusContinue), false)
+	c.appendHeaders(st.id, fieldenc.AppendHPACKStatus(nil, http.StatusContinue), false)
 	c.flushLocked()
 }

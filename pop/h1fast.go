@@ -1,0 +1,161 @@
+package pop
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/edgecdn/cdn/cache"
+	"github.com/edgecdn/cdn/pop/internal/fieldenc"
+)
+
+// serveFast is the fast loop of one HTTP/1.1 connection: it answers plain
+// hits (see hit.go) itself, the request head parsed in place (h1parse.go)
+// and the cache looked up with one key built in a reused buffer, and
+// writes each as one precomputed header block, the per-request fields and
+// the body, in one TLS write and one syscall. The first request it does
+// not serve as a hit (anything not plain, a miss, a refusal by admit)
+// moves the connection, with the bytes already read, to net/http for good:
+// the strict parser and every feature stay net/http's. serveFast returns
+// that connection, or nil when the connection is done.
+func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
+	tc, s := fc.tc, f.s
+	var sniSite *site
+	if sni != "" {
+		sniSite = s.router.lookup(sni)
+	}
+	br := bufio.NewReaderSize(tc, 4096)
+	var key []byte
+	lim := s.cfg.Limits
+	ip := s.limitKey(tc.RemoteAddr().String())
+	// The first request must come within the read-header timeout: a
+	// connection that never asks is not idle keep-alive, it is held.
+	wait := lim.ReadHeaderTimeout
+	for {
+		now := time.Now()
+		if br.Buffered() == 0 {
+			tc.SetReadDeadline(now.Add(wait))
+			fc.idle.Store(true)
+			if f.draining.Load() {
+				return nil
+			}
+			if _, err := br.Peek(1); err != nil {
+				return nil
+			}
+			fc.idle.Store(false)
+			now = time.Now()
+		}
+		tc.SetReadDeadline(now.Add(lim.ReadHeaderTimeout))
+		head, err := peekHead(br)
+		if err != nil {
+			return nil // timeout (slowloris) or the client left mid-request
+		}
+		wait = lim.IdleTimeout
+		var req fastRequest
+		var hit cache.FastHit
+		ok := head != nil
+		if ok {
+			key, hit, ok = f.lookup(head, &req, sniSite, key)
+		}
+		if !ok || s.admit(ip) != admitted {
+			b, _ := br.Peek(br.Buffered())
+			return &replayConn{Conn: tc, pending: bytes.Clone(b)}
+		}
+		br.Discard(len(head))
+		closeAfter := req.close || f.draining.Load()
+		s.fastHits.count(1) // before the write: a client may look as soon as it has the answer
+		err = s.writeHit(tc, cc, &hit, req.head, closeAfter)
+		s.release()
+		if err != nil || closeAfter {
+			return nil
+		}
+	}
+}
+
+// lookup parses a request head and finds the stored response that answers
+// it in the fast loop. key is a reused buffer; it returns it grown.
+func (f *front) lookup(head []byte, req *fastRequest, sniSite *site, key []byte) ([]byte, cache.FastHit, bool) {
+	if !req.parse(head) {
+		return key, cache.FastHit{}, false
+	}
+	// Views of the read buffer, valid until it is read again.
+	host := view(req.host)
+	st := f.s.router.lookup(host)
+	if st == nil || sniSite != nil && sniSite != st {
+		return key, cache.FastHit{}, false
+	}
+	key = cache.AppendKey(key[:0], true, host, view(req.target), st.route.Query)
+	hit, ok := f.s.cache.LookupFast(key)
+	return key, hit, ok
+}
+
+// writeBuffers holds response buffers between requests.
+var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// writeHit writes a hit in HTTP/1.1: the stored response's header block
+// (encoded once, see h1Header), the per-request fields, Connection: close
+// when closing, and the body; small responses in one TLS record, larger
+// ones corked into one write.
+func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool) error {
+	block := encoding(&hit.Encoded.HTTP1, func() []byte { return s.h1Header(hit) })
+	bp := writeBuffers.Get().(*[]byte)
+	defer writeBuffers.Put(bp)
+	var scratch [128]byte
+	_, v := s.appendHitValues(scratch[:0], hit)
+	b := append((*bp)[:0], block...)
+	b = append(append(append(b, "Age: "...), v.age...), "\r\n"...)
+	b = append(append(append(b, "Cache-Status: "...), v.status...), "\r\n"...)
+	if len(v.date) > 0 {
+		b = append(append(append(b, "Date: "...), v.date...), "\r\n"...)
+	}
+	if closeAfter {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	var err error
+	switch {
+	case head:
+		_, err = tc.Write(b)
+	case len(b)+len(hit.Body) <= cap(b):
+		b = append(b, hit.Body...)
+		_, err = tc.Write(b)
+	case cc == nil:
+		if _, err = tc.Write(b); err == nil {
+			_, err = tc.Write(hit.Body)
+		}
+	default:
+		cc.cork()
+		if _, err = tc.Write(b); err == nil {
+			_, err = tc.Write(hit.Body)
+		}
+		if ferr := cc.uncork(); err == nil {
+			err = ferr
+		}
+	}
+	*bp = b[:0]
+	return err
+}
+
+// h1Header encodes hitFields as an HTTP/1.1 status line and fields, sorted
+// by name, line breaks in values replaced by spaces as net/http does.
+func (s *Server) h1Header(hit *cache.FastHit) []byte {
+	h := s.hitFields(hit, true)
+	b := []byte("HTTP/1.1 200 OK\r\n")
+	for _, k := range fieldenc.SortedKeys(h) {
+		for _, v := range h[k] {
+			b = append(append(b, k...), ": "...)
+			for i := 0; i < len(v); i++ {
+				c := v[i]
+				if c == '\r' || c == '\n' {
+					c = ' '
+				}
+				b = append(b, c)
+			}
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
+}

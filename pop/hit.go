@@ -1,0 +1,157 @@
+package pop
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgecdn/cdn/cache"
+)
+
+// This file owns the PoP's plain hit, which three fast paths serve: the
+// HTTP/1.1 loop (h1fast.go), the HTTP/2 server's reader (h2hits.go) and
+// the HTTP/3 hit path (h3hit.go). What makes a request plain is the
+// cache's to say (cache.PlainRefuses, PlainTarget, PlainHost); what a hit
+// sends is built here, once: hitFields for the fields that are the same
+// on every hit of a stored response, appendHitValues for Age, Cache-Status
+// and Date; and admit and release are the one gate every request passes,
+// fast or not. The protocol paths only encode.
+
+// verdict is admit's answer.
+type verdict uint8
+
+const (
+	admitted    verdict = iota
+	overloaded          // over limits.max_inflight: 503
+	rateLimited         // over the address's rate: 429
+)
+
+// admit lets a request in: under the in-flight cap first, then within its
+// address's rate (ip from limitKey). An admitted request is released with
+// release once answered. A refused one holds nothing and took no rate
+// token, so a fast path that is refused passes the request to the
+// ordinary path, which asks again and answers 503 or 429; nothing is
+// charged twice.
+func (s *Server) admit(ip string) verdict {
+	if s.maxInflight > 0 && s.inflight.Add(1) > s.maxInflight {
+		s.inflight.Add(-1)
+		return overloaded
+	}
+	if s.limiter != nil && !s.limiter.allow(ip) {
+		s.release()
+		return rateLimited
+	}
+	return admitted
+}
+
+// release ends an admitted request.
+func (s *Server) release() {
+	if s.maxInflight > 0 {
+		s.inflight.Add(-1)
+	}
+}
+
+// limitKey is what the rate limit counts a remote address as: its IP, or
+// "" without a rate limit (no parsing then).
+func (s *Server) limitKey(remote string) string {
+	if s.limiter == nil {
+		return ""
+	}
+	return clientIP(remote)
+}
+
+var acceptRangesBytes = []string{"bytes"}
+
+// hitFields are the fields a hit sends that are the same on every hit of
+// a stored response, as the ordinary path (ServeHTTP, the cache's
+// serveEntry) sends them for a plain request: X-Served-By and, when
+// altSvc, Alt-Svc under the stored fields; Accept-Ranges and
+// Content-Length as http.ServeContent sets them; Last-Modified in the
+// cache's canonical form. Age, Cache-Status and (when the origin sent
+// none) Date change per request: see appendHitValues.
+func (s *Server) hitFields(hit *cache.FastHit, altSvc bool) http.Header {
+	h := make(http.Header, len(hit.Header)+4)
+	h["X-Served-By"] = s.servedBy
+	if altSvc && s.altSvc != nil {
+		h["Alt-Svc"] = s.altSvc
+	}
+	for k, v := range hit.Header {
+		h[k] = v
+	}
+	delete(h, "Age")
+	delete(h, "Cache-Status")
+	delete(h, "Connection")
+	h["Accept-Ranges"] = acceptRangesBytes
+	h["Content-Length"] = []string{strconv.Itoa(len(hit.Body))}
+	if hit.LastModified != nil {
+		h["Last-Modified"] = hit.LastModified
+	}
+	return h
+}
+
+// hitValues are the values of a hit's per-request fields, views of the
+// buffer appendHitValues filled. date is empty when the stored response
+// has a Date of its own (which hitFields carries).
+type hitValues struct{ age, status, date []byte }
+
+// appendHitValues appends a hit's Age, Cache-Status and Date values to b.
+func (s *Server) appendHitValues(b []byte, hit *cache.FastHit) ([]byte, hitValues) {
+	i := len(b)
+	b = cache.AppendAge(b, hit.Age)
+	j := len(b)
+	b = cache.AppendHitStatus(b, hit.Header, s.cfg.Name, hit.TTL)
+	k := len(b)
+	if _, ok := hit.Header["Date"]; !ok {
+		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	}
+	return b, hitValues{age: b[i:j], status: b[j:k], date: b[k:]}
+}
+
+// encoding returns a stored response's encoding in slot, making it with
+// encode on the first hit.
+func encoding(slot *atomic.Pointer[[]byte], encode func() []byte) []byte {
+	if p := slot.Load(); p != nil {
+		return *p
+	}
+	b := encode()
+	slot.CompareAndSwap(nil, &b)
+	return *slot.Load()
+}
+
+// fastHitCounters count the hits the fast paths serve, by protocol (the
+// HTTP major version, 1 to 3): in pop_requests_total{code="200"}, as the
+// ordinary path counts its responses, and for FastHits.
+type fastHitCounters struct {
+	ok200 [4]prometheus.Counter
+	n     [4]atomic.Int64
+}
+
+func newFastHitCounters(m *metrics) *fastHitCounters {
+	c := &fastHitCounters{}
+	for major, proto := range []string{1: "h1", 2: "h2", 3: "h3"} {
+		if proto != "" {
+			c.ok200[major] = m.requests.WithLabelValues(proto, "200")
+		}
+	}
+	return c
+}
+
+// count counts one hit served over HTTP/major.
+func (c *fastHitCounters) count(major int) {
+	c.ok200[major].Inc()
+	c.n[major].Add(1)
+}
+
+// FastHits is how many cache hits each fast path has served since start:
+// the HTTP/1.1 loop, the HTTP/2 server's reader and the HTTP/3 hit path.
+// Hits the ordinary path served are not among them.
+type FastHits struct{ HTTP1, HTTP2, HTTP3 int64 }
+
+// FastHits reports the fast paths' hit counts.
+func (s *Server) FastHits() FastHits {
+	c := s.fastHits
+	return FastHits{HTTP1: c.n[1].Load(), HTTP2: c.n[2].Load(), HTTP3: c.n[3].Load()}
+}
