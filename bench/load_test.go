@@ -14,10 +14,13 @@ import (
 	"time"
 
 	"github.com/edgecdn/cdn/bench"
+	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/pop/poptest"
 )
 
 func TestClosedLoopCountsEverything(t *testing.T) {
-	p, ca := startPoP(t)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	_, port, _ := net.SplitHostPort(p.Addr().String())
 	for _, proto := range []string{bench.H1, bench.H2, bench.H3} {
 		t.Run(proto, func(t *testing.T) {
@@ -29,7 +32,7 @@ func TestClosedLoopCountsEverything(t *testing.T) {
 			if res.Requests != 200 || res.Status["200"] != 200 || res.Bytes != 200*1024 || len(res.Errors) != 0 {
 				t.Errorf("result %+v, want 200 requests of 1 KiB, all 200", res)
 			}
-			if res.PoP != "pop" || res.CacheStatus != "hit" || res.TTFBms <= 0 || res.TTFBms > res.Totalms {
+			if res.PoP != poptest.Name || res.CacheStatus != "hit" || res.TTFBms <= 0 || res.TTFBms > res.Totalms {
 				t.Errorf("pop %q cache %q ttfb %.3f total %.3f", res.PoP, res.CacheStatus, res.TTFBms, res.Totalms)
 			}
 			if res.HitRatio < 0.9 || res.P50ms <= 0 || res.P50ms > res.P99ms || res.P99ms > res.Maxms {
@@ -75,7 +78,8 @@ func TestOpenLoopShowsAServerStall(t *testing.T) {
 // requests over 50 distinct URLs are 50 misses and then 50 hits, and the
 // resident size of this process (which hosts the PoP) is reported.
 func TestLoadSweepsAWorkingSet(t *testing.T) {
-	p, ca := startPoP(t)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	_, port, _ := net.SplitHostPort(p.Addr().String())
 	res, err := bench.Load(context.Background(), bench.LoadConfig{Proto: bench.H1, N: 100, Keys: 50, WatchPID: os.Getpid(),
 		RootCAs: ca.RootPool()}, "https://localhost:"+port+"/gen/1k")
@@ -85,8 +89,11 @@ func TestLoadSweepsAWorkingSet(t *testing.T) {
 	if res.Requests != 100 || res.Status["200"] != 100 || res.HitRatio != 0.5 {
 		t.Errorf("%d requests, status %v, hit ratio %.2f; want 100 answers 200, half of them hits", res.Requests, res.Status, res.HitRatio)
 	}
-	if res.PeakRSSMiB <= 0 || res.EndRSSMiB <= 0 || res.EndRSSMiB > res.PeakRSSMiB || res.HWMMiB < res.PeakRSSMiB {
-		t.Errorf("peak RSS %.1f MiB, end %.1f MiB, high-water mark %.1f MiB: want end <= peak <= high-water mark, all above zero",
+	// The kernel folds each thread's RSS counts into VmRSS and VmHWM lazily
+	// (split RSS counting), so a sample of VmRSS can pass VmHWM by a few
+	// hundred KiB: the high-water mark is held to the peak within 1 MiB.
+	if res.PeakRSSMiB <= 0 || res.EndRSSMiB <= 0 || res.EndRSSMiB > res.PeakRSSMiB || res.HWMMiB < res.PeakRSSMiB-1 {
+		t.Errorf("peak RSS %.1f MiB, end %.1f MiB, high-water mark %.1f MiB: want end <= peak <= high-water mark (+1 MiB), all above zero",
 			res.PeakRSSMiB, res.EndRSSMiB, res.HWMMiB)
 	}
 	_, err = bench.Load(context.Background(), bench.LoadConfig{Proto: bench.H1, N: 1, WatchPID: 1 << 30}, "https://localhost:"+port+"/")
@@ -99,7 +106,8 @@ func TestLoadSweepsAWorkingSet(t *testing.T) {
 // host (www.cdn.lab, which no resolver here knows) stays the TLS name
 // and Host: how bench reaches a PoP published on the Docker host.
 func TestConnectTo(t *testing.T) {
-	p, ca := startPoP(t)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	_, port, _ := net.SplitHostPort(p.Addr().String())
 	url := "https://www.cdn.lab:" + port + "/gen/1k"
 	for _, proto := range []string{bench.H1, bench.H2, bench.H3} {
