@@ -9,6 +9,7 @@ import (
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/origin"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/upstream"
 )
 
 // BenchmarkServeHTTP measures the PoP's pass-through path (no cache yet):
@@ -29,7 +30,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.TLS.CADir = caDir
 	cfg.Sites = []pop.Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-	cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Servers: []string{ts.URL}, WarmConns: 4}}
+	cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{ts.URL}, WarmConns: 4}}}
 	p, err := pop.New(cfg)
 	if err != nil {
 		b.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgecdn/cdn/cache"
+	"github.com/edgecdn/cdn/pop/upstream"
 )
 
 // Config is the whole configuration of a PoP. The YAML form uses the yaml
@@ -144,33 +145,48 @@ var DefaultStripRequestHeaders = []string{
 // says otherwise.
 var DefaultDenyPaths = []string{"/_origin/"}
 
-// UpstreamConfig is an origin group. Zero durations and counts take the
-// defaults of package upstream.
+// CacheConfig configures the PoP's shared cache (package cache).
+type CacheConfig struct {
+	// Disabled turns caching off: every request goes to the origin.
+	Disabled bool `yaml:"disabled"`
+	// MaxBytes is the memory budget. If zero, 256 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxObjectBytes is the largest body stored. If zero, 8 MiB.
+	MaxObjectBytes int64 `yaml:"max_object_bytes"`
+	// TargetedFields replace Cache-Control for this cache when present
+	// (RFC 9213). If empty, CDN-Cache-Control then Surrogate-Control.
+	TargetedFields []string `yaml:"targeted_fields"`
+	// PurgeToken authorises purges on the admin listener (Authorization:
+	// Bearer TOKEN). If empty, purging is off.
+	PurgeToken string `yaml:"purge_token"`
+	// MaxVariants caps the stored variants of one URL whose response
+	// varies (Vary); the oldest is evicted. If zero, 64.
+	MaxVariants int `yaml:"max_variants"`
+	// MaxVaryValueBytes caps a request field a Vary names for the cache to
+	// key on it; a longer one is passed to the origin uncached. If zero,
+	// 1 KiB.
+	MaxVaryValueBytes int `yaml:"max_vary_value_bytes"`
+	// SetCookie is what happens to storable responses with Set-Cookie:
+	// strip (if empty: stored without it, the fetching client still gets
+	// it), store (RFC 9111: replayed to everyone) or pass (not stored).
+	// A site's set_cookie overrides it.
+	SetCookie string `yaml:"set_cookie"`
+	// WriteStallTimeout bounds each write of a relayed body: a client that
+	// stops reading for this long loses the response (and the origin
+	// stream it held). If zero, 30s.
+	WriteStallTimeout time.Duration `yaml:"write_stall_timeout"`
+}
+
+// UpstreamConfig is an upstream group: upstream.Config, whose fields,
+// YAML names and defaults are documented there (upstreams.NAME.servers,
+// balancer, timeouts, health checks, breakers, retries, windows), and the
+// file of the CA that verifies https servers.
 type UpstreamConfig struct {
-	Servers               []string      `yaml:"servers"`
-	Balancer              string        `yaml:"balancer"`
-	ServerName            string        `yaml:"server_name"`
-	CAFile                string        `yaml:"ca_file"`
-	ConnectTimeout        time.Duration `yaml:"connect_timeout"`
-	TLSTimeout            time.Duration `yaml:"tls_timeout"`
-	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
-	TotalTimeout          time.Duration `yaml:"total_timeout"`
-	MaxConcurrent         int           `yaml:"max_concurrent"`
-	WarmConns             int           `yaml:"warm_conns"`
-	KeepAlive             time.Duration `yaml:"keep_alive"`
-	HealthPath            string        `yaml:"health_path"`
-	HealthInterval        time.Duration `yaml:"health_interval"`
-	HealthTimeout         time.Duration `yaml:"health_timeout"`
-	FailThreshold         int           `yaml:"fail_threshold"`
-	FailureRate           float64       `yaml:"failure_rate"`
-	FailureWindow         time.Duration `yaml:"failure_window"`
-	FailureMinRequests    int           `yaml:"failure_min_requests"`
-	MaxEjectionPercent    int           `yaml:"max_ejection_percent"`
-	StreamWindow          int           `yaml:"stream_window"`
-	ConnWindow            int           `yaml:"conn_window"`
-	OpenDuration          time.Duration `yaml:"open_duration"`
-	Retries               int           `yaml:"retries"`
-	RetryBudget           float64       `yaml:"retry_budget"`
+	upstream.Config `yaml:",inline"`
+	// CAFile is a PEM file of CA certificates for https servers. If empty,
+	// the system roots, plus the lab CA when the PoP's certificate comes
+	// from it.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Limits are the hardening settings.
@@ -354,9 +370,9 @@ func (c *Config) Validate() error {
 			}
 		}
 		switch u.Balancer {
-		case "", "round_robin", "least_outstanding", "hash":
+		case "", upstream.RoundRobin, upstream.LeastOutstanding, upstream.Hash:
 		default:
-			add("upstreams.%s.balancer: %q, want round_robin, least_outstanding or hash", name, u.Balancer)
+			add("upstreams.%s.balancer: %q, want %s, %s or %s", name, u.Balancer, upstream.RoundRobin, upstream.LeastOutstanding, upstream.Hash)
 		}
 	}
 	l := c.Limits

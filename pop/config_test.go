@@ -21,6 +21,8 @@ upstreams:
     servers: [https://10.77.1.10:9443, https://10.77.1.11:9443]
     balancer: hash
     response_header_timeout: 5s
+    max_idle_conns_per_server: 32
+    ca_file: /tmp/ca/root.pem
 limits:
   rate_limit: 100
 `
@@ -33,8 +35,10 @@ func TestParseConfig(t *testing.T) {
 	if cfg.Name != "pop-eu" || cfg.Upstreams["origin"].Balancer != "hash" || cfg.Limits.MaxHeaderBytes != 32<<10 {
 		t.Errorf("ParseConfig(good) = %+v, want fields from the file over defaults", cfg)
 	}
-	if got := cfg.Upstreams["origin"].ResponseHeaderTimeout.String(); got != "5s" {
-		t.Errorf("response_header_timeout = %s, want 5s", got)
+	// Every field of upstream.Config is settable: the group's config is
+	// that type itself, embedded with its YAML names.
+	if u := cfg.Upstreams["origin"]; u.ResponseHeaderTimeout.String() != "5s" || u.MaxIdleConnsPerServer != 32 || u.CAFile != "/tmp/ca/root.pem" {
+		t.Errorf("upstreams.origin = %+v, want response_header_timeout 5s, max_idle_conns_per_server 32, ca_file /tmp/ca/root.pem", u)
 	}
 }
 

@@ -67,5 +67,5 @@ func (c *corkConn) CloseWrite() error {
 
 // Cork and Uncork are cork and uncork for the HTTP/2 server, which gathers
 // large batches of frames the same way.
-func (c *corkConn) Cork()          { c.cork() }
+func (c *corkConn) Cork()         { c.cork() }
 func (c *corkConn) Uncork() error { return c.uncork() }

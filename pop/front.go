@@ -257,4 +257,3 @@ func (f *front) closeConns() {
 	}
 	f.mu.Unlock()
 }
-

@@ -2,6 +2,7 @@ package pop
 
 import (
 	"crypto/tls"
+	"github.com/edgecdn/cdn/pop/upstream"
 	"net/http/httptest"
 	"testing"
 
@@ -27,7 +28,7 @@ func newFastRig(tb testing.TB, sizes ...string) *front {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.TLS.CADir = caDir
 	cfg.Sites = []Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-	cfg.Upstreams = map[string]UpstreamConfig{"o": {Servers: []string{ts.URL}}}
+	cfg.Upstreams = map[string]UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{ts.URL}}}}
 	s, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)

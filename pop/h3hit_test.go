@@ -16,6 +16,7 @@ import (
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/origin"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/upstream"
 )
 
 // oddOrigin answers every path with a response that has what the
@@ -199,7 +200,7 @@ func BenchmarkH3Hit(b *testing.B) {
 		cfg.TLS.CADir = caDir
 		cfg.DisableFastPath = mode == "writer"
 		cfg.Sites = []pop.Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-		cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Servers: []string{ts.URL}}}
+		cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{ts.URL}}}}
 		p, err := pop.New(cfg)
 		if err != nil {
 			b.Fatal(err)

@@ -101,6 +101,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.cache.ServeRoute(w, r, &site.route)
 }
 
+// isUpgrade reports a protocol upgrade (WebSocket): those bypass the cache
+// through the reverse proxy, which can tunnel them.
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
 // deniedPath reports whether the cleaned path is under one of the
 // prefixes ("/_origin/" denies "/_origin", "/_origin/x" and
 // "/a/../_origin/x"; the origin sees the same decoded path).

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/edgecdn/cdn/cache"
 	"github.com/edgecdn/cdn/pop/upstream"
 )
 
@@ -166,4 +167,37 @@ func breakerValue(s upstream.BreakerState) float64 {
 		return 2
 	}
 	return 0
+}
+
+// cacheCollector exports the cache's counters.
+type cacheCollector struct{ c *cache.Cache }
+
+var (
+	descCacheEvents = prometheus.NewDesc("pop_cache_events_total", "Cache decisions by kind: hit, miss, stale (served stale), revalidated_304, revalidated_200, coalesced (waited for another's fetch), stored, rejected (admission), passed (sent past the cache: a request body, a varied value too long), cancelled (origin fetch cancelled: its client left and nobody else wanted it), fill_budget (passed through: the fill budget was in use).", []string{"event"}, nil)
+	descCacheBytes  = prometheus.NewDesc("pop_cache_bytes", "Bytes held by the cache.", nil, nil)
+	descCacheEvict  = prometheus.NewDesc("pop_cache_evictions_total", "Responses evicted from the cache.", nil, nil)
+	descCacheRatio  = prometheus.NewDesc("pop_cache_hit_ratio", "Hits (fresh or stale) over hits plus misses since start.", nil, nil)
+)
+
+func (cc cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descCacheEvents
+	ch <- descCacheBytes
+	ch <- descCacheEvict
+	ch <- descCacheRatio
+}
+
+func (cc cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	s := cc.c.Stats()
+	for name, v := range map[string]int64{"hit": s.Hits, "miss": s.Misses, "stale": s.Stale, "revalidated_304": s.Revalidated304,
+		"revalidated_200": s.Revalidated200, "coalesced": s.Coalesced, "stored": s.Stored, "rejected": s.Rejected,
+		"passed": s.Passed, "cancelled": s.Cancelled, "fill_budget": s.FillBudget} {
+		ch <- prometheus.MustNewConstMetric(descCacheEvents, prometheus.CounterValue, float64(v), name)
+	}
+	ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, float64(s.Bytes))
+	ch <- prometheus.MustNewConstMetric(descCacheEvict, prometheus.CounterValue, float64(s.Evictions))
+	ratio := 0.0
+	if total := s.Hits + s.Stale + s.Misses; total > 0 {
+		ratio = float64(s.Hits+s.Stale) / float64(total)
+	}
+	ch <- prometheus.MustNewConstMetric(descCacheRatio, prometheus.GaugeValue, ratio)
 }

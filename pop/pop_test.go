@@ -23,6 +23,7 @@ import (
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/origin"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/upstream"
 )
 
 // testOrigin is a real origin server on loopback, over TLS with a lab-CA
@@ -100,7 +101,7 @@ func startPoP(t *testing.T, caDir, originURL string, edit func(*pop.Config)) *po
 	cfg.Admin = "127.0.0.1:0"
 	cfg.TLS.CADir = caDir
 	cfg.Sites = []pop.Site{{Name: "www", Hosts: []string{"localhost", "127.0.0.1", "www.cdn.lab"}, Upstream: "origin"}}
-	cfg.Upstreams = map[string]pop.UpstreamConfig{"origin": {Servers: []string{originURL}, HealthInterval: 200 * time.Millisecond}}
+	cfg.Upstreams = map[string]pop.UpstreamConfig{"origin": {Config: upstream.Config{Servers: []string{originURL}, HealthInterval: 200 * time.Millisecond}}}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -688,7 +689,7 @@ func TestServerLeavesNoGoroutines(t *testing.T) {
 		cfg.Listen, cfg.Admin, cfg.HTTP = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.TLS.CADir = caDir
 		cfg.Sites = []pop.Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-		cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Servers: []string{o.url}}}
+		cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{o.url}}}}
 		p, err := pop.New(cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -195,17 +195,8 @@ func orDefault[T comparable](v *T, d T) {
 }
 
 func newGroup(name string, uc UpstreamConfig, t *tlsSetup, logger *slog.Logger) (*upstream.Group, error) {
-	gc := upstream.Config{
-		Name: name, Servers: uc.Servers, Balancer: uc.Balancer, ServerName: uc.ServerName,
-		ConnectTimeout: uc.ConnectTimeout, TLSTimeout: uc.TLSTimeout,
-		ResponseHeaderTimeout: uc.ResponseHeaderTimeout, TotalTimeout: uc.TotalTimeout,
-		MaxConcurrent: uc.MaxConcurrent, WarmConns: uc.WarmConns, KeepAlive: uc.KeepAlive,
-		HealthPath: uc.HealthPath, HealthInterval: uc.HealthInterval, HealthTimeout: uc.HealthTimeout,
-		FailThreshold: uc.FailThreshold, OpenDuration: uc.OpenDuration,
-		FailureRate: uc.FailureRate, FailureWindow: uc.FailureWindow, FailureMinRequests: uc.FailureMinRequests,
-		MaxEjectionPercent: uc.MaxEjectionPercent, StreamWindow: uc.StreamWindow, ConnWindow: uc.ConnWindow,
-		Retries: uc.Retries, RetryBudget: uc.RetryBudget, Logger: logger,
-	}
+	gc := uc.Config
+	gc.Name, gc.Logger = name, logger
 	switch {
 	case uc.CAFile != "":
 		pool, err := certs.LoadPool(uc.CAFile)

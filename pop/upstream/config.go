@@ -10,78 +10,80 @@ import (
 )
 
 // Config configures a Group. Every zero value takes the default given in its
-// field's comment; DefaultConfig returns them filled in.
+// field's comment; DefaultConfig returns them filled in. The YAML names are
+// those of the PoP's config file (upstreams.NAME.*); fields that are not
+// configuration (Name, RootCAs, Logger, Now) have none.
 type Config struct {
 	// Name labels the group in logs and errors. If empty, "upstream".
-	Name string
+	Name string `yaml:"-"`
 	// Servers are the origin base URLs, "https://host:port" or
 	// "http://host:port", without path, query or user. At least one.
-	Servers []string
+	Servers []string `yaml:"servers"`
 	// Balancer picks a server per request: "round_robin" (if empty),
 	// "least_outstanding" (power of two choices on requests in flight) or
 	// "hash" (consistent hash ring on the URL path and query, so a URL sticks
 	// to one server while that server is available).
-	Balancer string
+	Balancer string `yaml:"balancer"`
 	// RootCAs verifies https origins. If nil, the system roots.
-	RootCAs *x509.CertPool
+	RootCAs *x509.CertPool `yaml:"-"`
 	// ServerName is the TLS SNI and verification name for every server, and
 	// the Host of health checks. If empty, each server URL's host.
-	ServerName string
+	ServerName string `yaml:"server_name"`
 
 	// ConnectTimeout bounds one TCP connect (DNS included). If zero, 5s.
-	ConnectTimeout time.Duration
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// TLSTimeout bounds one TLS handshake. If zero, 5s.
-	TLSTimeout time.Duration
+	TLSTimeout time.Duration `yaml:"tls_timeout"`
 	// ResponseHeaderTimeout bounds the wait for response headers once the
 	// request is written. If zero, 30s.
-	ResponseHeaderTimeout time.Duration
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
 	// TotalTimeout bounds the whole exchange, retries and reading the
 	// response body included. If zero, 60s.
-	TotalTimeout time.Duration
+	TotalTimeout time.Duration `yaml:"total_timeout"`
 
 	// MaxConcurrent caps the group's requests in flight (the bulkhead): a
 	// request beyond it fails at once with ErrOverloaded. A request is in
 	// flight until its response body is read to the end or closed. If zero, 1024.
-	MaxConcurrent int
+	MaxConcurrent int `yaml:"max_concurrent"`
 	// WarmConns is how many connections per server Start dials and
 	// handshakes, and the keep-warm loop keeps open. An HTTP/2 server needs
 	// one (it multiplexes), so only HTTP/1.1 servers get more. If zero, 2.
-	WarmConns int
+	WarmConns int `yaml:"warm_conns"`
 	// MaxIdleConnsPerServer caps idle keep-alive connections per server. If zero, 256.
-	MaxIdleConnsPerServer int
+	MaxIdleConnsPerServer int `yaml:"max_idle_conns_per_server"`
 	// StreamWindow is the HTTP/2 receive window per response: what a
 	// server may send ahead of what the caller has read. A caller that
 	// stops reading (a client that does not read a pass-through response)
 	// holds at most this much. If zero, 1 MiB.
-	StreamWindow int
+	StreamWindow int `yaml:"stream_window"`
 	// ConnWindow is the HTTP/2 receive window per connection, shared by
 	// its responses: the most one connection to a server can buffer. If
 	// zero, 16 MiB (Go's own default is 1 GiB).
-	ConnWindow int
+	ConnWindow int `yaml:"conn_window"`
 	// KeepAlive is how long an HTTP/2 connection may sit idle before it is
 	// PINGed (a PING unanswered within 5s closes it), the TCP keep-alive
 	// period, and how often the pool re-warms WarmConns connections per
 	// server. If zero, 15s.
-	KeepAlive time.Duration
+	KeepAlive time.Duration `yaml:"keep_alive"`
 
 	// HealthPath is the path of active health checks: any answer below 500
 	// is healthy (an origin without that path is still up); an error,
 	// timeout or 5xx takes the server out of rotation until a check passes.
 	// If empty, "/healthz"; "-" disables active checks (servers are then in
 	// rotation unless their breaker is open).
-	HealthPath string
+	HealthPath string `yaml:"health_path"`
 	// HealthInterval is the period of health checks, and of warm-up
 	// attempts for servers not reached yet. If zero, 2s.
-	HealthInterval time.Duration
+	HealthInterval time.Duration `yaml:"health_interval"`
 	// HealthTimeout bounds one health check; a check that may need a new
 	// connection also gets ConnectTimeout and TLSTimeout. If zero, 1s.
-	HealthTimeout time.Duration
+	HealthTimeout time.Duration `yaml:"health_timeout"`
 
 	// FailThreshold is how many consecutive connect failures (a refused or
 	// timed-out dial, a failed or timed-out TLS handshake) eject a server
 	// (passive ejection: its breaker opens). No request path can cause those,
 	// so they are counted one by one. If zero, 5.
-	FailThreshold int
+	FailThreshold int `yaml:"fail_threshold"`
 	// FailureRate ejects a server when, over the last FailureWindow, more
 	// than this fraction of its evidence is failures, with at least
 	// FailureMinRequests pieces of evidence. A piece of evidence is a request
@@ -92,13 +94,13 @@ type Config struct {
 	// URL the origin fails on, on purpose or not, adds one failure while
 	// every success counts: it takes failures on many paths, and few
 	// successes, to eject a server. If zero, 0.5; 1 turns the rule off.
-	FailureRate float64
+	FailureRate float64 `yaml:"failure_rate"`
 	// FailureWindow is how far back FailureRate looks, at a resolution of a
 	// tenth of it. If zero, 10s.
-	FailureWindow time.Duration
+	FailureWindow time.Duration `yaml:"failure_window"`
 	// FailureMinRequests is the least evidence in FailureWindow that
 	// FailureRate judges. If zero, 20.
-	FailureMinRequests int
+	FailureMinRequests int `yaml:"failure_min_requests"`
 	// MaxEjectionPercent caps the servers of the group ejected at once, as a
 	// percentage of the group rounded down: a breaker that would open beyond
 	// it stays closed. At the default, one of two or three servers may be
@@ -108,11 +110,11 @@ type Config struct {
 	// active health checks take a lone server out of rotation. Health checks are not
 	// capped: they are the origin's own word, not inferred from clients'
 	// requests. If zero, 50; at most 100.
-	MaxEjectionPercent int
+	MaxEjectionPercent int `yaml:"max_ejection_percent"`
 	// OpenDuration is how long an ejected server's breaker stays open before
 	// it lets exactly one trial request through (half-open), or until a
 	// passing health check, whichever comes first. If zero, 5s.
-	OpenDuration time.Duration
+	OpenDuration time.Duration `yaml:"open_duration"`
 
 	// Retries is how many more servers an idempotent request may try after
 	// one that failed before anything was sent (connect or TLS failure), or
@@ -120,17 +122,17 @@ type Config struct {
 	// after it was sent is not retried: the origin may still be working on it.
 	// The last answer or error is what RoundTrip returns. If zero, 1;
 	// negative: none.
-	Retries int
+	Retries int `yaml:"retries"`
 	// RetryBudget caps retries at this fraction of recent requests, plus a
 	// floor of 10 per second, so retries cannot multiply the load on a
 	// failing origin. If zero, 0.2.
-	RetryBudget float64
+	RetryBudget float64 `yaml:"retry_budget"`
 
 	// Logger receives health and breaker changes. If nil, slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 	// Now is the clock of breakers, their failure windows and the retry
 	// budget (a test seam). If nil, time.Now.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
 }
 
 // Balancer names.

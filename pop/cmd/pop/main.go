@@ -27,6 +27,7 @@ import (
 
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/upstream"
 )
 
 func main() {
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		admin      = fs.String("admin", "127.0.0.1:9901", "admin `address` for /livez, /readyz, /metrics; empty: none")
 		origin     = fs.String("origin", "", "origin `URLs`, comma-separated, http:// or https:// (quick start: one site)")
 		hosts      = fs.String("hosts", defaultHosts, "host `names` the quick-start site answers, comma-separated; the listen host is added")
-		balancer   = fs.String("balancer", "round_robin", "origin `balancer`: round_robin, least_outstanding or hash")
+		balancer   = fs.String("balancer", upstream.RoundRobin, "origin `balancer`: "+upstream.RoundRobin+", "+upstream.LeastOutstanding+" or "+upstream.Hash)
 		caDir      = fs.String("ca-dir", "", "lab CA `directory` (created if missing); the PoP issues itself a certificate and trusts lab-CA origins")
 		certFile   = fs.String("cert", "", "certificate PEM `file` (reloaded on change); needs -key")
 		keyFile    = fs.String("key", "", "private key PEM `file`")
@@ -145,7 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			names = append(names, h)
 		}
 		cfg.Sites = []pop.Site{{Name: "default", Hosts: dedupe(names), Upstream: "origin"}}
-		cfg.Upstreams = map[string]pop.UpstreamConfig{"origin": {Servers: splitList(*origin), Balancer: *balancer}}
+		cfg.Upstreams = map[string]pop.UpstreamConfig{"origin": {Config: upstream.Config{Servers: splitList(*origin), Balancer: *balancer}}}
 	} else if len(cfg.Sites) == 0 {
 		return errors.New("-origin: missing; want the origin URL, e.g. -origin https://127.0.0.1:9443 (or -config FILE with sites)")
 	}

@@ -327,7 +327,18 @@ func TestH2Spec(t *testing.T) {
 		}
 		t.Skip("h2spec not installed: go install github.com/summerwind/h2spec/cmd/h2spec@latest")
 	}
-	ts := startServer(t, func(s *Server) { s.MaxHeaderBytes = 64 << 10 })
+	ts := startServer(t, func(s *Server) {
+		s.MaxHeaderBytes = 64 << 10
+		// Some cases send frames for the stream after its HEADERS (a
+		// WINDOW_UPDATE overflowing its window, say) and expect the stream
+		// still open: a handler that answered at once would have closed
+		// it. A short pause lets those frames arrive first.
+		next := s.Handler
+		s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(100 * time.Millisecond)
+			next.ServeHTTP(w, r)
+		})
+	})
 	host, port, _ := net.SplitHostPort(ts.addr)
 	report := filepath.Join(t.TempDir(), "h2spec.xml")
 	out, err := exec.Command(bin, "-h", host, "-p", port, "-t", "-k", "-o", "3", "-j", report).CombinedOutput()

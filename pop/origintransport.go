@@ -1,0 +1,140 @@
+package pop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/edgecdn/cdn/pop/upstream"
+)
+
+// originTransport is how a site reaches its upstream group, for the cache
+// (as its cache.Route's Transport) and for the uncached proxy alike: it adds the proxy
+// headers (Via, X-Forwarded-*, Early-Data) and sends the request over the
+// site's upstream group, turning pool errors into statuses.
+type originTransport struct {
+	name  string
+	group http.RoundTripper
+	// share caps the requests in flight per client address (nil: none);
+	// refused counts one refused by it.
+	share   *connLimiter
+	refused func()
+}
+
+// errFairShare is the answer to a client over its share of the origin.
+var errFairShare = errors.New("this address has too many requests to the origin in flight")
+
+func (t *originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.share == nil {
+		return t.roundTrip(r)
+	}
+	addr := clientIP(r.RemoteAddr)
+	if !t.share.acquire(addr) {
+		t.refused()
+		return nil, &upstreamError{http.StatusServiceUnavailable, errFairShare}
+	}
+	release := sync.OnceFunc(func() { t.share.release(addr) })
+	resp, err := t.roundTrip(r)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	resp.Body = &releaseBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
+}
+
+// releaseBody gives a fair-share slot back when the body is closed.
+type releaseBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+func (t *originTransport) roundTrip(r *http.Request) (*http.Response, error) {
+	h := r.Header
+	ver := "1.1 "
+	switch r.ProtoMajor {
+	case 2:
+		ver = "2 "
+	case 3:
+		ver = "3 "
+	}
+	h["Via"] = append(h["Via"], ver+t.name)
+	// X-Forwarded-For is the client's address only: an edge must not let
+	// clients spoof it.
+	h["X-Forwarded-For"] = []string{clientIP(r.RemoteAddr)}
+	h["X-Forwarded-Host"] = []string{r.Host}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	h["X-Forwarded-Proto"] = []string{proto}
+	delete(h, "Forwarded")
+	if r.TLS != nil && !r.TLS.HandshakeComplete {
+		h["Early-Data"] = []string{"1"}
+	}
+	resp, err := t.group.RoundTrip(r)
+	if err != nil {
+		if cb, ok := r.Body.(*clientBody); ok && cb.err != nil {
+			if isBodyTooLarge(cb.err) {
+				return nil, &upstreamError{http.StatusRequestEntityTooLarge, cb.err}
+			}
+			return nil, &upstreamError{http.StatusBadRequest, fmt.Errorf("request body: %w", cb.err)}
+		}
+		return nil, statusError(err)
+	}
+	v := "1.1 " + t.name
+	if resp.ProtoMajor == 2 {
+		v = "2 " + t.name
+	}
+	resp.Header["Via"] = append(resp.Header["Via"], v)
+	return resp, nil
+}
+
+// upstreamError carries the status a pool error maps to.
+type upstreamError struct {
+	code int
+	err  error
+}
+
+// Error is what a client may read: for a failure of the origin (5xx), a
+// fixed text that names no server, address or pool state; the cause stays
+// reachable through Unwrap for logs. A client's own fault (4xx) is told.
+func (e *upstreamError) Error() string {
+	switch {
+	case e.code < 500:
+		return e.err.Error()
+	case e.code == http.StatusServiceUnavailable && errors.Is(e.err, errFairShare):
+		return errFairShare.Error()
+	case e.code == http.StatusServiceUnavailable:
+		return "too many requests to the origin in flight, retry shortly"
+	case e.code == http.StatusGatewayTimeout:
+		return "the origin did not answer in time"
+	}
+	return "the origin could not be reached"
+}
+
+func (e *upstreamError) Unwrap() error   { return e.err }
+func (e *upstreamError) StatusCode() int { return e.code }
+
+func statusError(err error) error {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, upstream.ErrOverloaded):
+		return &upstreamError{http.StatusServiceUnavailable, err}
+	case errors.Is(err, upstream.ErrTimeout):
+		return &upstreamError{http.StatusGatewayTimeout, err}
+	case isBodyTooLarge(err):
+		return &upstreamError{http.StatusRequestEntityTooLarge, err}
+	}
+	return &upstreamError{http.StatusBadGateway, err}
+}
