@@ -36,9 +36,13 @@
 //
 // Every request that no fast path answers goes through [Server.ServeHTTP]:
 //
-//  1. X-Served-By is set, and Alt-Svc on TCP; the per-IP rate limit (429)
-//     and the in-flight cap (503 with Retry-After) are applied.
-//  2. CONNECT is refused (405); the site is found by Host (421 if none); a
+//  1. X-Served-By is set, and Alt-Svc on TCP; admission applies the
+//     in-flight cap (503 with Retry-After), then the per-IP rate limit
+//     (429): the one gate every request passes, fast or not (hit.go).
+//  2. CONNECT is refused (405); the site is found by Host (421 if none),
+//     once: the request carries the site's cache.Route (its transport,
+//     query mode and Set-Cookie policy) to the cache, which never asks
+//     the PoP again; a
 //     body larger than MaxBodyBytes gets 413; a request with
 //     Transfer-Encoding, or any HTTP/1.0 request, closes its connection
 //     after the response (RFC 9112 6.1).
@@ -62,25 +66,27 @@
 // path that answers a plain hit without it and leaves everything else to
 // the ordinary path. The three share:
 //
-//   - What a plain hit is: a GET or HEAD with an origin-form target that
-//     net/url keeps as sent, a host of a configured site (and, on TCP, of
-//     the site the connection's SNI named), and none of the fields that
-//     change the answer or the framing (If-*, Range, Authorization,
-//     Cache-Control, Pragma, Content-Length, Transfer-Encoding, Expect,
-//     Upgrade, TE, Trailer, HTTP2-Settings, and Connection other than
-//     keep-alive or close on HTTP/1.1), for which the cache holds a fresh
-//     200 that does not vary, is not purged and needs no validation.
+//   - What a plain hit is, defined once in package cache (plain.go): a GET
+//     or HEAD with a target cache.PlainTarget accepts (net/url keeps it as
+//     sent), a host cache.PlainHost accepts of a configured site (and, on
+//     TCP, of the site the connection's SNI named), and no field that
+//     cache.PlainRefuses names (If-*, Range, Authorization, Cache-Control,
+//     Pragma, Content-Length, Transfer-Encoding, Expect, Trailer, and the
+//     connection's own fields; HTTP/1.1 allows Connection: keep-alive or
+//     close), for which the cache holds a fresh 200 that does not vary, is
+//     not purged and needs no validation.
 //   - The lookup: the key is built by cache.AppendKey into a reused buffer
 //     and found by cache.LookupFast without allocating.
-//   - The fields: those the ordinary path sends for the same hit (the stored
-//     fields over X-Served-By and, on TCP, Alt-Svc; Accept-Ranges and
-//     Content-Length; Last-Modified in its canonical form), encoded once
-//     per stored response and protocol and kept with the stored entry; only
-//     Age, Cache-Status and, when the origin sent none, Date are added per
-//     request.
-//   - The limits: a hit takes its token from the same per-IP bucket and
-//     counts against the same in-flight cap; a request over either is left
-//     to the ordinary path, which answers 429 or 503.
+//   - The fields, built once in hit.go: those the ordinary path sends for
+//     the same hit (the stored fields over X-Served-By and, on TCP,
+//     Alt-Svc; Accept-Ranges and Content-Length; Last-Modified in the
+//     cache's canonical form), encoded once per stored response and
+//     protocol and kept with the stored entry (cache.Encodings); only Age,
+//     Cache-Status and, when the origin sent none, Date are added per
+//     request. The protocol paths only encode.
+//   - Admission: the same admit as the ordinary path (in-flight cap, then
+//     the per-IP bucket); a request refused is left to the ordinary path,
+//     which answers 503 or 429 without charging a token twice.
 //
 // HTTP/1.1. The TLS listener's own loop reads a connection's request heads
 // into a 4 KiB buffer and parses each in place. A plain hit's precomputed
@@ -98,7 +104,9 @@
 // Connection: close.
 //
 // HTTP/2. Connections that negotiate h2 are served by the hand-written
-// HTTP/2 server (RFC 9113), not net/http's; frames are parsed, and header
+// HTTP/2 server of package pop/internal/h2 (RFC 9113), not net/http's; the
+// PoP gives it ServeHTTP for every stream and one narrow hook for plain
+// hits (h2hits.go). Frames are parsed, and header
 // blocks decoded and checked, by golang.org/x/net/http2's Framer. One
 // goroutine per connection reads frames and answers plain hits itself, with
 // no goroutine per stream: a stored response's header block is
@@ -112,9 +120,10 @@
 // 4 MiB per connection), trailers, the MaxConcurrentStreams limit, GOAWAY
 // on drain, and rapid-reset protection (refused streams piling up while no
 // handler finishes end the connection with ENHANCE_YOUR_CALM). h2spec
-// passes 145/145 against it, with a PoP on port 8443:
+// passes 145/145 against it (TestH2Spec in its package runs it where it is
+// installed; .ci/run installs it), or by hand against a PoP on port 8443:
 //
-//	go install github.com/summerwind/h2spec/cmd/h2spec@latest
+//	go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 //	h2spec -t -k -p 8443 -P /gen/1k
 //
 // HTTP/3. quic-go reads the request and calls ServeHTTP, which answers a
@@ -129,8 +138,7 @@
 // serves HTTP/1.1 and HTTP/2 and quic-go's writer every HTTP/3 response.
 // Running without a cache ([CacheConfig] Disabled) does the same. The tests
 // hold each fast path to the ordinary path's status, fields and bytes for
-// the same hit, and [Server.FastPathHits] and [Server.FastPathHits3] count
-// what the HTTP/1.1 and HTTP/2 paths and the HTTP/3 path answered. What the
+// the same hit, and [Server.FastHits] counts what each answered. What the
 // fast paths are worth, measured against nginx, HAProxy, Varnish and Caddy,
 // is in bench/RESULTS.md.
 package pop
