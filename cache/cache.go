@@ -499,7 +499,7 @@ func appendCacheStatus(h http.Header, v string) {
 // and, if it succeeds, invalidates the target and same-origin Location and
 // Content-Location (RFC 9111 4.4).
 func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request) {
-	resp, err := c.roundTrip(r.Context(), r, nil)
+	resp, err := c.roundTrip(withInterim(r.Context(), w), r, nil)
 	if err != nil {
 		c.writeError(w, err)
 		return
@@ -524,7 +524,7 @@ func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 // leaving the store alone.
 func (c *Cache) pass(w http.ResponseWriter, r *http.Request, status string) {
 	c.stats.passed.Add(1)
-	resp, err := c.roundTrip(r.Context(), r, nil)
+	resp, err := c.roundTrip(withInterim(r.Context(), w), r, nil)
 	if err != nil {
 		c.writeError(w, err)
 		return

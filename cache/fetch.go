@@ -160,7 +160,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	})
 	defer stop()
 	reqTime := c.cfg.Now()
-	resp, err := c.roundTrip(ctx, r, nil)
+	resp, err := c.roundTrip(withInterim(ctx, w), r, nil)
 	if err != nil {
 		c.writeError(w, err)
 		return nil
@@ -410,7 +410,7 @@ func (c *Cache) keepAfterStale(e *entry) time.Duration {
 func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, reqCC Directives) {
 	c.beginSave()
 	defer c.endSave()
-	newE, own, resp, err := c.validate(context.WithoutCancel(r.Context()), r, e)
+	newE, own, resp, err := c.validate(withInterim(context.WithoutCancel(r.Context()), w), r, e)
 	if newE != nil {
 		addFields(w.Header(), own)
 		c.serveEntry(w, r, newE, currentAge(newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")
