@@ -358,6 +358,23 @@ func hasBody(r *http.Request) bool {
 	return te
 }
 
+// fresh reports whether e, at age, may be served without validation
+// (RFC 9111 4.2): within its lifetime, not purged, no unqualified
+// no-cache.
+func (c *Cache) fresh(e *entry, age time.Duration) bool {
+	return age < e.lifetime && !e.purged.Load() && !(e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil)
+}
+
+// acceptable reports whether e answers a request with directives reqCC
+// now as a fresh hit (fresh, and within the request's no-cache, max-age
+// and min-fresh), and e's age.
+func (c *Cache) acceptable(e *entry, reqCC Directives, now time.Time) (time.Duration, bool) {
+	age := e.ageAt(now)
+	return age, c.fresh(e, age) && !reqCC.NoCache &&
+		(reqCC.MaxAge < 0 || age <= seconds(reqCC.MaxAge)) &&
+		(reqCC.MinFresh < 0 || e.lifetime-age >= seconds(reqCC.MinFresh))
+}
+
 func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 	if hasBody(r) {
 		c.pass(w, r, "fwd=request; detail=request-body")
@@ -383,16 +400,13 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 	}
 	now := c.cfg.Now()
 	if e != nil {
-		age := e.ageAt(now)
-		fresh := age < e.lifetime && !e.purged.Load() && !(e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil)
-		acceptable := fresh && !reqCC.NoCache &&
-			(reqCC.MaxAge < 0 || age <= seconds(reqCC.MaxAge)) &&
-			(reqCC.MinFresh < 0 || e.lifetime-age >= seconds(reqCC.MinFresh))
+		age, acceptable := c.acceptable(e, reqCC, now)
 		if acceptable {
 			c.stats.hits.Add(1)
 			c.serveEntry(w, r, e, age, string(appendHit(nil, e.lifetime-age)))
 			return
 		}
+		fresh := c.fresh(e, age)
 		staleness := age - e.lifetime
 		if !fresh && c.mayServeStale(e) && !reqCC.NoCache {
 			if reqCC.MaxStaleAny || (reqCC.MaxStale >= 0 && staleness <= seconds(reqCC.MaxStale)) {

@@ -20,6 +20,7 @@ import (
 type flight struct {
 	done    chan struct{}
 	e       *entry
+	err     error // a revalidation's transport error, for its waiters
 	waiters atomic.Int64
 
 	// started closes when the leader begins streaming a storable 200;
@@ -88,6 +89,10 @@ func plainGET(r *http.Request) bool { return r.Method == http.MethodGet && wants
 
 var errTooLarge = errors.New("response grew beyond the cache's max object size while streaming")
 
+// errRevalidation5xx is what the waiters of a revalidation learn when the
+// origin answered it with a server error and the leader served stale.
+var errRevalidation5xx = errors.New("the origin answered the revalidation with a server error")
+
 // errNoTransport answers a fetch for ServeHTTP without Config.Transport.
 var errNoTransport = errors.New("cache: no transport configured for this request")
 
@@ -134,6 +139,17 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		c.mu.Unlock()
 		close(f.done)
 	}()
+	// The leader looks again inside its flight: a request that missed just
+	// before another flight stored the response and ended must not fetch
+	// it again (a flight ends only once its response is in the store).
+	if e, _ := c.lookup(pkey, r); e != nil {
+		if age, ok := c.acceptable(e, reqCC, c.cfg.Now()); ok {
+			c.stats.hits.Add(1)
+			c.serveEntry(w, r, e, age, string(appendHit(nil, e.lifetime-age)))
+			f.e = e
+			return
+		}
+	}
 	f.e = c.fetchAlone(w, r, pkey, reqCC, false, f)
 }
 
@@ -404,32 +420,77 @@ func (c *Cache) keepAfterStale(e *entry) time.Duration {
 	return keep
 }
 
-// revalidate validates a stale entry with the origin (coalesced per key)
-// and serves the result: the updated entry on 304, the new response on
-// 200, or the stale entry within stale-if-error when the origin fails.
+// revalidate validates a stale entry with the origin and serves the
+// result, coalesced like a miss: the requests that find one stored
+// response stale at once cause one conditional request. The leader serves
+// the updated entry on 304, the new response on 200, or the stale entry
+// within stale-if-error when the origin fails; the waiters get the same
+// entry, or on a failure the stale entry within their own stale-if-error
+// (else the leader's error). When the leader's answer cannot be shared
+// (not storable, or a 5xx beyond stale-if-error), they revalidate on their
+// own.
 func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, reqCC Directives) {
+	key := "\x00reval\x00" + e.key
+	c.mu.Lock()
+	if f, ok := c.flights[key]; ok {
+		c.mu.Unlock()
+		f.waiters.Add(1)
+		c.stats.coalesced.Add(1)
+		select {
+		case <-f.done:
+		case <-r.Context().Done():
+			return
+		}
+		switch {
+		case f.e != nil && f.e.key == entryKey(c.primaryKey(r), f.e.header, r):
+			c.serveEntry(w, r, f.e, currentAge(f.e.header, f.e.pol, c.cfg.Now()), "fwd=stale; detail=coalesced")
+		case f.err != nil && c.withinStaleIfError(e, reqCC):
+			c.serveStaleIfError(w, r, e)
+		case f.err != nil:
+			w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=stale; detail=upstream-error-beyond-stale-if-error")
+			c.writeError(w, f.err)
+		default:
+			c.revalidateAlone(w, r, e, reqCC)
+		}
+		return
+	}
+	f := &flight{done: make(chan struct{})}
+	c.flights[key] = f
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.flights, key)
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	f.e, f.err = c.revalidateAlone(w, r, e, reqCC)
+}
+
+// revalidateAlone validates e with the origin and serves the result. It
+// returns the entry it served that others may share (refreshed or
+// replaced), or the transport error.
+func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry, reqCC Directives) (*entry, error) {
 	c.beginSave()
 	defer c.endSave()
 	newE, own, resp, err := c.validate(withInterim(context.WithoutCancel(r.Context()), w), r, e)
 	if newE != nil {
 		addFields(w.Header(), own)
 		c.serveEntry(w, r, newE, currentAge(newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")
-		return
+		return newE, nil
 	}
 	failed := err != nil || (resp != nil && resp.StatusCode >= 500)
 	if failed && c.withinStaleIfError(e, reqCC) {
 		if resp != nil {
 			resp.Body.Close()
+			err = errRevalidation5xx
 		}
-		c.stats.stale.Add(1)
-		age := currentAge(e.header, e.pol, c.cfg.Now())
-		c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(age-e.lifetime)+"; detail=stale-if-error")
-		return
+		c.serveStaleIfError(w, r, e)
+		return nil, err
 	}
 	if err != nil {
 		w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=stale; detail=upstream-error-beyond-stale-if-error")
 		c.writeError(w, err)
-		return
+		return nil, err
 	}
 	defer resp.Body.Close()
 	// A full response replaces the stored one when it may be stored.
@@ -442,7 +503,7 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 			c.save(ne, r)
 			addFields(w.Header(), own)
 			c.serveEntry(w, r, ne, 0, "fwd=stale; fwd-status=200; stored")
-			return
+			return ne, nil
 		}
 		resp.Body = struct {
 			io.Reader
@@ -452,6 +513,15 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 		c.st.del(e.key, false)
 	}
 	c.writeResponse(w, resp, c.cfg.Name+"; fwd=stale; fwd-status="+strconv.Itoa(resp.StatusCode))
+	return nil, nil
+}
+
+// serveStaleIfError serves e, stale, because the origin failed within its
+// stale-if-error window (RFC 5861 4).
+func (c *Cache) serveStaleIfError(w http.ResponseWriter, r *http.Request, e *entry) {
+	c.stats.stale.Add(1)
+	age := currentAge(e.header, e.pol, c.cfg.Now())
+	c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(age-e.lifetime)+"; detail=stale-if-error")
 }
 
 func (c *Cache) withinStaleIfError(e *entry, reqCC Directives) bool {
@@ -621,9 +691,10 @@ func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.
 		close(f.started)
 	}
 	endSave() // the fill goroutine holds the save now: Wait need not wait for this client
-	if !c.serveStream(w, st, "fwd=uri-miss; stored") {
-		return nil // the client left; the fill goes on without it
-	}
+	c.serveStream(w, st, "fwd=uri-miss; stored")
+	// Even when the client left, the flight lasts until the response is
+	// stored (or failed), so that requests arriving meanwhile wait for it
+	// instead of fetching again.
 	return <-stored
 }
 
