@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/edgecdn/cdn/compose"
 )
 
 // LabClient is a client host of the lab, with ways to open sockets from
@@ -33,6 +36,39 @@ type LabConfig struct {
 	CDNURL, OriginURL string
 	// N is the number of measured requests per scenario. If zero, 5.
 	N int
+}
+
+// LabConfigFrom builds the configuration of a running lab: a client per
+// region that has both a client and a PoP host in topo, each opening its
+// sockets inside its namespace of n and carrying the RTTs of topo's matrix
+// its floors come from; GeoDNS as the resolver; roots as the CA. count is
+// LabConfig.N.
+func LabConfigFrom(topo *compose.Topology, n *compose.Net, roots *x509.CertPool, count int) (LabConfig, error) {
+	geo, ok := topo.Host("geodns")
+	origin, ok2 := topo.Host("origin")
+	if !ok || !ok2 {
+		return LabConfig{}, errors.New("lab: the topology has no geodns or origin host")
+	}
+	cfg := LabConfig{Resolver: net.JoinHostPort(geo.Addr.String(), "53"), RootCAs: roots,
+		CDNURL: "https://www.cdn.lab", OriginURL: "https://origin.lab", N: count}
+	for _, region := range []string{"na", "eu", "ap"} {
+		client, ok := topo.Host("client-" + region)
+		pop, ok2 := topo.Host("pop-" + region)
+		if !ok || !ok2 {
+			continue
+		}
+		name := client.Name
+		cfg.Clients = append(cfg.Clients, LabClient{
+			Name:         name,
+			Dial:         n.Dialer(name),
+			ListenPacket: func() (net.PacketConn, error) { return n.ListenPacket(name, client.Addr.String()+":0") },
+			PoPRTT:       topo.RTTBetween(client, pop),
+			OriginRTT:    topo.RTTBetween(client, origin),
+			PoPOriginRTT: topo.RTTBetween(pop, origin),
+			DNSRTT:       topo.RTTBetween(client, geo),
+		})
+	}
+	return cfg, nil
 }
 
 // LabRow is one scenario from one client, set beside its floor.

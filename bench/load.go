@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"math/bits"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -99,66 +97,10 @@ type LoadResult struct {
 	EarlyData   bool    `json:"early_data"`
 }
 
-// histogram is an HDR-style log-linear histogram of microseconds: 64
-// sub-buckets per power of two, so every value is kept to within ~1.6%.
-type histogram struct {
-	counts [64 * 48]int64
-	max    int64
-	n      int64
-}
-
-func bucketOf(us int64) int {
-	if us < 128 {
-		return int(max(us, 0))
-	}
-	e := bits.Len64(uint64(us)) - 7 // us >> e is in [64, 128)
-	return min((e+1)*64+int(us>>uint(e))-64, len(histogram{}.counts)-1)
-}
-
-// valueOf is the largest value bucket b holds.
-func valueOf(b int) int64 {
-	if b < 128 {
-		return int64(b)
-	}
-	e := b/64 - 1
-	m := int64(b%64 + 64)
-	return (m+1)<<uint(e) - 1
-}
-
-func (h *histogram) record(us int64) {
-	h.counts[bucketOf(us)]++
-	h.n++
-	h.max = max(h.max, us)
-}
-
-func (h *histogram) merge(o *histogram) {
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
-}
-
-// quantile returns the value at q (0..1) in microseconds.
-func (h *histogram) quantile(q float64) int64 {
-	if h.n == 0 {
-		return 0
-	}
-	target := int64(math.Ceil(q * float64(h.n)))
-	var seen int64
-	for i, c := range h.counts {
-		seen += c
-		if seen >= target {
-			return min(valueOf(i), h.max)
-		}
-	}
-	return h.max
-}
-
 // worker state is per goroutine and merged at the end: no locks on the hot path.
 type tally struct {
-	hist   histogram
-	ttfb   histogram
+	hist   Histogram
+	ttfb   Histogram
 	pops   map[string]int64
 	caches map[string]int64
 	bytes  int64
@@ -192,7 +134,7 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 		return LoadResult{}, fmt.Errorf("keys %d: want a positive number of distinct URLs", cfg.Keys)
 	}
 	if cfg.WatchPID != 0 {
-		if _, err := rssKiB(cfg.WatchPID); err != nil {
+		if _, err := RSSKiB(cfg.WatchPID); err != nil {
 			return LoadResult{}, fmt.Errorf("watch pid %d: %w", cfg.WatchPID, err)
 		}
 	}
@@ -300,16 +242,16 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 	for _, t := range tallies {
 		mergeTally(all, t)
 	}
-	res := LoadResult{Proto: cfg.Proto, Mode: mode, URL: rawURL, Requests: all.hist.n, Bytes: all.bytes, Seconds: elapsed.Seconds(),
+	res := LoadResult{Proto: cfg.Proto, Mode: mode, URL: rawURL, Requests: all.hist.Count(), Bytes: all.bytes, Seconds: elapsed.Seconds(),
 		Status: all.status, Errors: all.errs}
 	res.RPS = float64(res.Requests) / res.Seconds
 	res.BytesPerSec = float64(res.Bytes) / res.Seconds
-	q := func(p float64) float64 { return float64(all.hist.quantile(p)) / 1000 }
-	res.P50ms, res.P90ms, res.P99ms, res.P999ms, res.Maxms = q(0.5), q(0.9), q(0.99), q(0.999), float64(all.hist.max)/1000
+	q := func(p float64) float64 { return float64(all.hist.Quantile(p)) / 1000 }
+	res.P50ms, res.P90ms, res.P99ms, res.P999ms, res.Maxms = q(0.5), q(0.9), q(0.99), q(0.999), float64(all.hist.Max())/1000
 	if all.hits+all.misses > 0 {
 		res.HitRatio = float64(all.hits) / float64(all.hits+all.misses)
 	}
-	res.TTFBms, res.Totalms = float64(all.ttfb.quantile(0.5))/1000, res.P50ms
+	res.TTFBms, res.Totalms = float64(all.ttfb.Quantile(0.5))/1000, res.P50ms
 	res.PoP, res.CacheStatus = mostFrequent(all.pops), mostFrequent(all.caches)
 	res.PeakRSSMiB, res.EndRSSMiB = float64(peak.Load())/1024, float64(last.Load())/1024
 	if cfg.WatchPID != 0 {
@@ -324,7 +266,7 @@ func Load(ctx context.Context, cfg LoadConfig, rawURL string) (LoadResult, error
 // until the returned function is called (which takes a last sample).
 func watchRSS(pid int, peak, last *atomic.Int64) (stop func()) {
 	sample := func() {
-		if kib, err := rssKiB(pid); err == nil {
+		if kib, err := RSSKiB(pid); err == nil {
 			last.Store(kib)
 			if kib > peak.Load() {
 				peak.Store(kib)
@@ -351,8 +293,8 @@ func watchRSS(pid int, peak, last *atomic.Int64) (stop func()) {
 }
 
 func mergeTally(dst, src *tally) {
-	dst.hist.merge(&src.hist)
-	dst.ttfb.merge(&src.ttfb)
+	dst.hist.Merge(&src.hist)
+	dst.ttfb.Merge(&src.ttfb)
 	for k, v := range src.pops {
 		dst.pops[k] += v
 	}
@@ -409,25 +351,25 @@ func do(ctx context.Context, c *http.Client, url string, timeout time.Duration, 
 		if ctx.Err() != nil {
 			return // the run ended: not an error of the server
 		}
-		t.errs[errorKind(err)]++
-		t.hist.record(time.Since(intended).Microseconds())
+		t.errs[ErrorKind(err)]++
+		t.hist.Record(time.Since(intended).Microseconds())
 		return
 	}
 	if first.IsZero() {
 		first = time.Now() // HTTP/3 does not report it: the headers are here
 	}
-	t.ttfb.record(first.Sub(intended).Microseconds())
+	t.ttfb.Record(first.Sub(intended).Microseconds())
 	n, err := io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	t.hist.record(time.Since(intended).Microseconds())
+	t.hist.Record(time.Since(intended).Microseconds())
 	t.bytes += n
 	t.pops[resp.Header.Get("X-Served-By")]++
-	t.caches[cacheWord(resp.Header.Get("Cache-Status"))]++
+	t.caches[CacheVerdict(resp.Header.Get("Cache-Status"))]++
 	if err != nil {
-		t.errs["body: "+errorKind(err)]++
+		t.errs["body: "+ErrorKind(err)]++
 	}
 	t.status[fmt.Sprint(resp.StatusCode)]++
-	switch cacheWord(resp.Header.Get("Cache-Status")) {
+	switch CacheVerdict(resp.Header.Get("Cache-Status")) {
 	case "hit", "stale":
 		t.hits++
 	case "miss":
@@ -445,8 +387,10 @@ func mostFrequent(m map[string]int64) string {
 	return best
 }
 
-// errorKind groups errors for the summary.
-func errorKind(err error) string {
+// ErrorKind names the kind of a request's error, as load runs and the
+// drills count them: timeout, connection refused, connection reset, eof or
+// other.
+func ErrorKind(err error) string {
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):

@@ -1,7 +1,3 @@
-// Package bench measures what a CDN user feels: time to first byte split
-// into its phases (DNS, connect, TLS or QUIC handshake, first byte, total)
-// over HTTP/1.1, HTTP/2 and HTTP/3, on cold, warm, resumed and 0-RTT
-// connections, with the cache status and the PoP that answered.
 package bench
 
 import (

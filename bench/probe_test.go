@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,44 +15,12 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgecdn/cdn/bench"
-	"github.com/edgecdn/cdn/certs"
-	"github.com/edgecdn/cdn/origin"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/poptest"
 )
 
-// startPoP runs a real PoP (lab CA) in front of a real origin.
-func startPoP(t *testing.T) (*pop.Server, *certs.LabCA) {
-	t.Helper()
-	caDir := t.TempDir()
-	ca, err := certs.OpenLabCA(caDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := origin.New(origin.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(o)
-	t.Cleanup(ts.Close)
-	cfg := pop.DefaultConfig()
-	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.TLS.CADir = caDir
-	cfg.Sites = []pop.Site{{Hosts: []string{"localhost", "www.cdn.lab", "127.0.0.1"}, Upstream: "o"}}
-	cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Servers: []string{ts.URL}}}
-	p, err := pop.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	go p.Serve()
-	t.Cleanup(func() { p.Close() })
-	<-p.Warmed()
-	return p, ca
-}
-
-// handshakes reads the PoP's count of TLS handshakes (resumed or full) and
+// serverCounts reads the PoP's count of TLS handshakes (resumed or full) and
 // early-data requests from its metrics.
 func serverCounts(t *testing.T, p *pop.Server) (full, resumed, early int) {
 	t.Helper()
@@ -77,7 +44,8 @@ func serverCounts(t *testing.T, p *pop.Server) (full, resumed, early int) {
 }
 
 func TestModesDifferOnTheWire(t *testing.T) {
-	p, ca := startPoP(t)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	_, port, _ := net.SplitHostPort(p.Addr().String())
 	url := "https://localhost:" + port + "/gen/1k"
 	const n = 4
@@ -141,7 +109,7 @@ func TestModesDifferOnTheWire(t *testing.T) {
 				if r.DNSms+r.Connectms+r.TLSms > r.TTFBms+0.001 || r.TTFBms > r.Totalms+0.001 || r.TTFBms <= 0 {
 					t.Errorf("result %d: phases do not add up: dns %.3f + connect %.3f + tls %.3f vs ttfb %.3f, total %.3f", i, r.DNSms, r.Connectms, r.TLSms, r.TTFBms, r.Totalms)
 				}
-				if r.PoP != "pop" || r.CacheStatus == "" {
+				if r.PoP != poptest.Name || r.CacheStatus == "" {
 					t.Errorf("result %d: pop %q cache status %q, want both from the PoP", i, r.PoP, r.CacheStatus)
 				}
 				if tc.mode == bench.Resumed && !r.Resumed {
@@ -153,7 +121,8 @@ func TestModesDifferOnTheWire(t *testing.T) {
 }
 
 func TestResolverIsUsed(t *testing.T) {
-	p, ca := startPoP(t)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

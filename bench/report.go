@@ -64,7 +64,7 @@ func WriteTable(w io.Writer, rs []Result) error {
 	}
 	counts := map[string]int{}
 	for _, r := range rs {
-		key := fmt.Sprintf("status=%d proto=%s resumed=%v early_data=%v pop=%q cache=%q", r.Status, r.Negotiated, r.Resumed, r.EarlyData, r.PoP, cacheWord(r.CacheStatus))
+		key := fmt.Sprintf("status=%d proto=%s resumed=%v early_data=%v pop=%q cache=%q", r.Status, r.Negotiated, r.Resumed, r.EarlyData, r.PoP, CacheVerdict(r.CacheStatus))
 		if r.Error != "" {
 			key = "error: " + r.Error
 		}
@@ -81,8 +81,9 @@ func WriteTable(w io.Writer, rs []Result) error {
 	return nil
 }
 
-// cacheWord reduces a Cache-Status value to our last hop's verdict.
-func cacheWord(cs string) string {
+// CacheVerdict reduces a Cache-Status value to our last hop's verdict:
+// hit, stale, miss, or that hop's entry as it is; "" for no Cache-Status.
+func CacheVerdict(cs string) string {
 	if cs == "" {
 		return ""
 	}

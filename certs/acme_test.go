@@ -25,6 +25,8 @@ import (
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // testZone is what the test DNS server answers for; every name in it is
@@ -166,10 +168,7 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 	validator := va.New(logger, httpPort, tlsPort, false, startDNS(t), store)
 	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
 
-	lab, err := certs.OpenLabCA(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab := certstest.LabCA(t)
 	leaf, err := lab.Issue("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -332,19 +331,20 @@ func serve(t *testing.T, ln net.Listener, h http.Handler, cfg *tls.Config) {
 // waitAutocertIdle waits for the goroutines autocert starts at the end of an
 // issuance (deactivating leftover authorizations, deleting challenge tokens)
 // to end, so none outlives the CA or the cache directory. There is no event
-// to wait on, so it polls the goroutine stacks.
+// to wait on, so it polls the goroutine stacks; if they never end, the
+// failure shows them.
 func waitAutocertIdle(t *testing.T) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		if !strings.Contains(stacks, "/acme/autocert.") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("autocert goroutines still running:\n%s", stacks)
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
+	var stacks string
+	busy := func() bool {
+		stacks = string(buf[:runtime.Stack(buf, true)])
+		return strings.Contains(stacks, "/acme/autocert.")
 	}
+	defer func() {
+		if strings.Contains(stacks, "/acme/autocert.") { // poll.Until gave up
+			t.Logf("goroutines:\n%s", stacks)
+		}
+	}()
+	poll.Until(t, "autocert's goroutines to end", func() bool { return !busy() })
 }

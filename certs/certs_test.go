@@ -228,8 +228,14 @@ func TestTicketKeysConfigErrors(t *testing.T) {
 }
 
 func TestTLS13OnlyByDefault(t *testing.T) {
-	ca, _ := OpenLabCA(t.TempDir())
-	leaf, _ := ca.Issue("localhost")
+	ca, err := OpenLabCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, allow := range []bool{false, true} {
 		cfg, err := ServerConfig{GetCertificate: StaticCertificate(leaf), AllowTLS12: allow}.TLSConfig()
 		if err != nil {
@@ -244,10 +250,16 @@ func TestTLS13OnlyByDefault(t *testing.T) {
 }
 
 func TestFileSourceReloads(t *testing.T) {
-	ca, _ := OpenLabCA(t.TempDir())
+	ca, err := OpenLabCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	first, _ := ca.Issue("first.lab")
+	first, err := ca.Issue("first.lab")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := WriteKeyPair(first, certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
@@ -268,8 +280,13 @@ func TestFileSourceReloads(t *testing.T) {
 	if got := get(); got != "first.lab" {
 		t.Fatalf("cert = %q, want first.lab", got)
 	}
-	second, _ := ca.Issue("second.lab")
-	WriteKeyPair(second, certFile, keyFile)
+	second, err := ca.Issue("second.lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteKeyPair(second, certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
 	later := time.Now().Add(time.Minute)
 	os.Chtimes(certFile, later, later)
 	os.Chtimes(keyFile, later, later)

@@ -16,6 +16,8 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgecdn/cdn/compose"
+	"github.com/edgecdn/cdn/compose/labtest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // TestDockerLab is issue 14's promise on a real Docker engine: base images
@@ -228,7 +230,7 @@ func TestDockerLab(t *testing.T) {
 		}
 		defer reconnect()
 		start := time.Now()
-		out, err := d.Exec(ctx, "client-na", "curl", "-sS", "--max-time", "60", "--cacert", "/lab/ca/root.pem",
+		out, err := d.Exec(ctx, "client-na", "curl", "-sS", "--max-time", "60", "--cacert", labtest.ContainerCARoot,
 			"-D", "/dev/stderr", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url)
 		t.Logf("origin cut off: %s in %v", out, time.Since(start).Round(10*time.Millisecond))
 		if err != nil || string(out) != "200 2048" {
@@ -249,11 +251,8 @@ func requireDocker(ctx context.Context, t *testing.T) string {
 		}
 		t.Skipf("no Docker engine: %v", err)
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("making the base images (debootstrap) needs root")
-	}
-	root, _ := filepath.Abs("..")
-	return root
+	labtest.RequireRoot(t, "making the base images (debootstrap)")
+	return labtest.RepoRoot(t)
 }
 
 // dockerResolve looks name up in service's container with its own
@@ -272,20 +271,19 @@ func dockerResolve(ctx context.Context, t *testing.T, d *compose.Docker, service
 	return f[0]
 }
 
-// waitResolve polls www.cdn.lab in service until ok, for at most max.
+// waitResolve polls www.cdn.lab in service until ok, for at most max,
+// logging each answer it sees, and returns the last.
 func waitResolve(ctx context.Context, t *testing.T, d *compose.Docker, service string, ok func(string) bool, max time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(max)
-	for {
-		ip := dockerResolve(ctx, t, d, service, "www.cdn.lab")
-		if ok(ip) {
-			return ip
+	ip, seen := "", "(none yet)"
+	poll.Within(t, max, service+"'s answer for www.cdn.lab to change", func() bool {
+		if ip = dockerResolve(ctx, t, d, service, "www.cdn.lab"); ip != seen {
+			t.Logf("%s: www.cdn.lab = %q", service, ip)
+			seen = ip
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: www.cdn.lab still %q after %v", service, ip, max)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return ok(ip)
+	})
+	return ip
 }
 
 // servedBy finds X-Served-By in curl's header dump and in gtlsclient's
@@ -320,7 +318,7 @@ func dockerGet(ctx context.Context, t *testing.T, d *compose.Docker, service, pr
 	}
 	flag := map[string]string{"h1": "--http1.1", "h2": "--http2"}[proto]
 	out, err := d.Exec(ctx, service, "sh", "-c", fmt.Sprintf(
-		"curl -sS %s --max-time 30 --cacert /lab/ca/root.pem -D /tmp/h -o /tmp/b '%s' && cat /tmp/h && echo ---body--- && cat /tmp/b", flag, url))
+		"curl -sS %s --max-time 30 --cacert %s -D /tmp/h -o /tmp/b '%s' && cat /tmp/h && echo ---body--- && cat /tmp/b", flag, labtest.ContainerCARoot, url))
 	if err != nil {
 		t.Errorf("%s curl %s %s: %v", service, flag, url, err)
 		return nil, "", ""
@@ -344,7 +342,7 @@ func dockerGet(ctx context.Context, t *testing.T, d *compose.Docker, service, pr
 // connection inside service.
 func curlTTFB(ctx context.Context, t *testing.T, d *compose.Docker, service, url string) time.Duration {
 	t.Helper()
-	out, err := d.Exec(ctx, service, "curl", "-sS", "--http1.1", "--max-time", "30", "--cacert", "/lab/ca/root.pem",
+	out, err := d.Exec(ctx, service, "curl", "-sS", "--http1.1", "--max-time", "30", "--cacert", labtest.ContainerCARoot,
 		"-o", "/dev/null", "-w", "%{http_code} %{time_namelookup} %{time_starttransfer}", url)
 	if err != nil {
 		t.Fatalf("curl %s: %v", url, err)

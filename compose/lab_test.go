@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/compose"
+	"github.com/edgecdn/cdn/compose/labtest"
 )
 
 // TestLabUp is what the lab promises its users, on the native runner:
@@ -37,33 +37,15 @@ import (
 // as pop-eu's own counters show; and after Stop nothing is left: no
 // namespace, process, interface or resolv.conf.
 func TestLabUp(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the lab needs root")
-	}
-	if testing.Short() {
-		t.Skip("-short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	root, _ := filepath.Abs("..")
-	state := t.TempDir()
-	prefix := fmt.Sprintf("ecu%d-", os.Getpid())
-	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: state, Prefix: prefix})
-	if err != nil {
-		t.Fatalf("StartLab: %v", err)
-	}
+	ctx := labtest.Context(t)
+	lab := labtest.Start(ctx, t, "ecu")
+	r, pool := lab.Runner, lab.Pool
 	pids := map[string]int{}
 	for _, h := range r.Topo.Hosts {
 		if pid := r.PID(h.Name); pid != 0 {
 			pids[h.Name] = pid
 		}
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			r.Stop()
-		}
-	}()
 
 	table, err := r.Calibrate(ctx)
 	t.Logf("calibration:\n%s", table)
@@ -71,11 +53,7 @@ func TestLabUp(t *testing.T) {
 		t.Errorf("calibration: %v", err)
 	}
 
-	pool, err := certs.LoadPool(filepath.Join(state, "volume-lab-ca", "ca", "root.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, err := os.ReadFile(filepath.Join(root, "origin", "testdata", "www", "index.html"))
+	page, err := os.ReadFile(filepath.Join(lab.Root, "origin", "testdata", "www", "index.html"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +99,7 @@ func TestLabUp(t *testing.T) {
 
 	chromiumOverH3(ctx, t, r, pin)
 
-	stopped = true
-	if err := r.Stop(); err != nil {
+	if err := lab.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)
 	}
 	for name, pid := range pids {
@@ -135,11 +112,11 @@ func TestLabUp(t *testing.T) {
 		if err != nil {
 			t.Errorf("%v: %v", cmd, err)
 		}
-		if strings.Contains(string(out), prefix) {
-			t.Errorf("%v after Stop still lists %s*:\n%s", cmd, prefix, out)
+		if strings.Contains(string(out), lab.Prefix) {
+			t.Errorf("%v after Stop still lists %s*:\n%s", cmd, lab.Prefix, out)
 		}
 	}
-	if left, _ := filepath.Glob("/etc/netns/" + prefix + "*"); len(left) > 0 {
+	if left, _ := filepath.Glob("/etc/netns/" + lab.Prefix + "*"); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}
 }

@@ -16,6 +16,9 @@ import (
 	"github.com/vishvananda/netns"
 )
 
+// needRoot skips the test unless it runs as root, as labtest.RequireRoot
+// does for the external tests: these internal ones cannot import labtest,
+// which imports compose.
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {

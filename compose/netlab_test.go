@@ -15,9 +15,7 @@ import (
 )
 
 func TestNativeLabDelays(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
+	needRoot(t)
 	topo, err := Load(context.Background(), "../docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -56,9 +54,7 @@ func TestNativeLabDelays(t *testing.T) {
 // Both topologies carry TCP: TUN devices and the delay line, and veths
 // on a bridge (with FIFOs in place of netem, so it runs on any kernel).
 func TestNativeLabCarriesTCP(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
+	needRoot(t)
 	topo, err := Load(context.Background(), "../docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -120,9 +116,7 @@ func mustHost(t *testing.T, topo *Topology, name string) Host {
 }
 
 func TestNetemDetection(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	needRoot(t)
 	if _, err := exec.LookPath("tc"); err != nil {
 		t.Skip("tc (iproute2) not installed")
 	}

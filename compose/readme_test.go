@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/compose/labtest"
 )
 
 // The README's example commands run here exactly as written, so they
@@ -104,7 +106,7 @@ func TestREADME(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	root, _ := filepath.Abs("..")
+	root := labtest.RepoRoot(t)
 	main := readmeBlock(t, root, "main-job")
 	if len(main) != 1 {
 		t.Fatalf("the main job is %d lines, want one command", len(main))

@@ -1,7 +1,3 @@
-// Package compose reads the lab's one topology, docker-compose.yml, for
-// the Docker Compose lab and the native network-namespace runner alike:
-// the hosts, their addresses and command lines, and the RTT matrix of its
-// x-lab extension block.
 package compose
 
 import (

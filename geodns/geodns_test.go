@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // labConfig is the tests' configuration. Rate limiting is off: tests ask
@@ -244,16 +246,16 @@ func TestFailover(t *testing.T) {
 	eu := func() string {
 		return strings.Join(answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24")), ",")
 	}
-	waitFor(t, "pop-eu's first check", func() bool { return eu() == "10.77.2.20" })
+	poll.Until(t, "pop-eu's first check", func() bool { return eu() == "10.77.2.20" })
 	euUp.Store(false)
 	start := time.Now()
-	waitFor(t, "pop-eu to leave the answers", func() bool { return eu() != "10.77.2.20" })
+	poll.Until(t, "pop-eu to leave the answers", func() bool { return eu() != "10.77.2.20" })
 	t.Logf("pop-eu left the answers after %v (interval 20ms x fall 2)", time.Since(start))
 	if got := eu(); got != "10.77.1.20" {
 		t.Errorf("eu client with pop-eu down = %s, want the next nearest, pop-na", got)
 	}
 	euUp.Store(true)
-	waitFor(t, "pop-eu to come back", func() bool { return eu() == "10.77.2.20" })
+	poll.Until(t, "pop-eu to come back", func() bool { return eu() == "10.77.2.20" })
 }
 
 // A PoP whose first health check has not answered is never handed out,
@@ -297,7 +299,7 @@ func TestFailOpenWhenAllDown(t *testing.T) {
 		}
 		c.Answers = 3
 	})
-	waitFor(t, "all PoPs to be marked down", func() bool {
+	poll.Until(t, "all PoPs to be marked down", func() bool {
 		for _, p := range s.state.Load().pops {
 			if p.healthy.Load() || !p.seen.Load() {
 				return false
@@ -434,17 +436,6 @@ func TestReloadSwapsPoPs(t *testing.T) {
 	}
 	if got := answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24")); len(got) != 1 || got[0] != "10.77.2.21" {
 		t.Errorf("after a failed reload: %v, want the running config kept", got)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // hugeTXT is 40 TXT records of 255 bytes at huge.cdn.lab: a 10.7 KB answer
@@ -178,7 +180,7 @@ func TestRateLimitOnByDefault(t *testing.T) {
 			conn.Write(wire)
 			sent++
 		}
-		waitFor(t, fmt.Sprintf("the server to take %d queries", sent), func() bool {
+		poll.Until(t, fmt.Sprintf("the server to take %d queries", sent), func() bool {
 			return counter(t, s, "geodns_queries_total") >= float64(sent)
 		})
 	}

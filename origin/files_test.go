@@ -11,12 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 var strongETag = regexp.MustCompile(`^"[0-9a-f]{24}"$`)
 
 func TestFiles(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{
 		Root: site(t),
 		Rules: []Rule{
@@ -92,7 +94,7 @@ func TestFiles(t *testing.T) {
 }
 
 func TestFileETag(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	root := site(t)
 	mtime := time.Date(2025, 6, 1, 12, 0, 0, 123456789, time.UTC)
 	for _, name := range []string{"0123.txt", "static/app.css", "static/app.js"} {
@@ -140,7 +142,7 @@ func TestFileETag(t *testing.T) {
 }
 
 func TestFileConditional(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{Root: site(t)}))
 	c := client(t, nil)
 	resp, _ := do(t, c, "GET", base+"/0123.txt")
@@ -185,7 +187,7 @@ func TestFileConditional(t *testing.T) {
 }
 
 func TestFileRanges(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{Root: site(t)}))
 	c := client(t, nil)
 	resp, _ := do(t, c, "GET", base+"/0123.txt")
@@ -252,7 +254,7 @@ func multipartRanges(t *testing.T, resp *http.Response, body string) []string {
 }
 
 func TestFileHEAD(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{Root: site(t)}))
 	c := client(t, nil)
 	for _, p := range []string{"/", "/0123.txt", "/static/app.css", "/img/logo.png", "/missing", "/gen/100k", "/healthz"} {
@@ -275,7 +277,7 @@ func TestFileHEAD(t *testing.T) {
 }
 
 func TestFileEscapes(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	parent := t.TempDir()
 	root := filepath.Join(parent, "www")
 	if err := os.Mkdir(root, 0o755); err != nil {
@@ -327,7 +329,7 @@ func TestFileEscapes(t *testing.T) {
 }
 
 func TestMethodNotAllowed(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{Root: site(t)}))
 	c := client(t, nil)
 	for _, m := range []string{"POST", "PUT", "DELETE", "PATCH", "OPTIONS"} {
@@ -343,7 +345,7 @@ func TestMethodNotAllowed(t *testing.T) {
 }
 
 func TestNoRoot(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{}))
 	c := client(t, nil)
 	for _, p := range []string{"/", "/index.html", "/etc/passwd"} {

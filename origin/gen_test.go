@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 func TestParseSize(t *testing.T) {
@@ -66,7 +68,7 @@ func genWant(n int) string {
 }
 
 func TestGenSizes(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{}))
 	c := client(t, nil)
 	for _, tt := range []struct {
@@ -101,7 +103,7 @@ func TestGenSizes(t *testing.T) {
 }
 
 func TestGenBadSize(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{}))
 	c := client(t, nil)
 	for _, bad := range []string{"abc", "-1", "+5", "1.5k", "2g", "1025m", "", "1kb", "1k/x"} {
@@ -115,7 +117,7 @@ func TestGenBadSize(t *testing.T) {
 }
 
 func TestGenKnobs(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{}))
 	c := client(t, nil)
 	tests := []struct {
@@ -163,7 +165,7 @@ func TestGenKnobs(t *testing.T) {
 }
 
 func TestGenRangesAndConditional(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	base := serve(t, newServer(t, Config{}))
 	c := client(t, nil)
 	const n = 100 << 10
@@ -263,7 +265,7 @@ func TestGenReaderSeek(t *testing.T) {
 }
 
 func TestGenDelay(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	log, lines := newLogger()
 	s := newServer(t, Config{Logger: log, LogRequests: true})
 	base := serve(t, s)
@@ -293,7 +295,7 @@ func TestGenDelay(t *testing.T) {
 			}
 			errc <- err
 		}()
-		waitFor(t, "the delayed request to arrive", func() bool { return s.Requests("/gen/1k") == 1 })
+		poll.Until(t, "the delayed request to arrive", func() bool { return s.Requests("/gen/1k") == 1 })
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Errorf("Get(/gen/1k?delay=10m) after cancel = %v, want context.Canceled", err)

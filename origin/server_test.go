@@ -14,10 +14,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 func TestHealthz(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	s := newServer(t, Config{})
 	base := serve(t, s)
 	resp, body := do(t, client(t, nil), "GET", base+"/healthz")
@@ -30,7 +32,7 @@ func TestHealthz(t *testing.T) {
 }
 
 func TestStats(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	s := newServer(t, Config{Root: site(t)})
 	base := serve(t, s)
 	c := client(t, nil)
@@ -91,7 +93,7 @@ func TestStatsPathLimit(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	s := newServer(t, Config{Root: site(t)})
 	base, pool := serveTLS(t, s)
 	tests := []struct {
@@ -132,7 +134,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestRequestLog(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	log, lines := newLogger()
 	s := newServer(t, Config{Root: site(t), Logger: log, LogRequests: true})
 	base := serve(t, s)
@@ -215,7 +217,7 @@ func TestRecorder(t *testing.T) {
 }
 
 func TestShutdown(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	s := newServer(t, Config{Root: site(t)})
 	base := serve(t, s)
 	c := client(t, nil)
@@ -235,7 +237,7 @@ func TestShutdown(t *testing.T) {
 		resp.Body.Close()
 		done <- result{resp.StatusCode, string(b), err}
 	}()
-	waitFor(t, "the delayed request to arrive", func() bool { return s.Requests("/gen/10") == 1 })
+	poll.Until(t, "the delayed request to arrive", func() bool { return s.Requests("/gen/10") == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
@@ -260,7 +262,7 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestShutdownDeadline(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	s := newServer(t, Config{})
 	base := serve(t, s)
 	c := client(t, nil)
@@ -272,7 +274,7 @@ func TestShutdownDeadline(t *testing.T) {
 		}
 		errc <- err
 	}()
-	waitFor(t, "the delayed request to arrive", func() bool { return s.Requests("/gen/10") == 1 })
+	poll.Until(t, "the delayed request to arrive", func() bool { return s.Requests("/gen/10") == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/edgecdn/cdn/bench/drill"
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/pop"
 )
@@ -34,47 +35,24 @@ func TestHostileHTTP1(t *testing.T) {
 	p := startPoP(t, caDir, ro.url, nil)
 	addr := p.Addr().String()
 	before := runtime.NumGoroutine()
-	// What each may get besides a 4xx: RFC 9112 lets a server replace
-	// obs-fold with a space and accept a bare LF as a line end (the PoP
-	// re-frames what it forwards, so neither can desynchronise the origin);
-	// 505 and 501 are the right answers to an unknown version or coding.
-	also := map[string]int{"obsolete line folding": 200, "bare LF smuggle": 200, "unknown version": 505, "TE not chunked last": 501,
-		"CL and TE together": 200, // processed as chunked, then the connection is closed (RFC 9112 6.1)
-		"HTTP/1.0 with TE":   200} // processed (net/http ignores the field), then closed (RFC 9112 6.1)
-	corpus := map[string]string{
-		"CL and TE together":       "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
-		"HTTP/1.0 with TE":         "POST /x HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
-		"two Content-Lengths":      "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
-		"bad chunk size":           "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-		"TE not chunked last":      "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
-		"oversize header":          "GET /x HTTP/1.1\r\nHost: localhost\r\nX-Big: " + strings.Repeat("a", 100<<10) + "\r\n\r\n",
-		"space in method":          "GE T /x HTTP/1.1\r\nHost: localhost\r\n\r\n",
-		"bad target":               "GET x HTTP/1.1\r\nHost: localhost\r\n\r\n",
-		"no Host":                  "GET /x HTTP/1.1\r\n\r\n",
-		"two Hosts":                "GET /x HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n",
-		"header without colon":     "GET /x HTTP/1.1\r\nHost: localhost\r\nBroken\r\n\r\n",
-		"bare LF smuggle":          "GET /x HTTP/1.1\nHost: localhost\nContent-Length: 0\n\nGET /smuggled HTTP/1.1\nHost: evil.example\n\n",
-		"obsolete line folding":    "GET /x HTTP/1.1\r\nHost: localhost\r\nX-A: a\r\n b\r\n\r\n",
-		"HTTP/0.9":                 "GET /x\r\n\r\n",
-		"unknown version":          "GET /x HTTP/7.1\r\nHost: localhost\r\n\r\n",
-		"CONNECT to a served host": "CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n",
-	}
-	for name, raw := range corpus {
-		t.Run(name, func(t *testing.T) {
+	// The one hostile HTTP/1.1 corpus, which the lab's hostile drill sends
+	// too; each case says what it may get besides a 4xx (Also).
+	for _, hr := range drill.HostileHTTP1("localhost") {
+		t.Run(hr.Name, func(t *testing.T) {
 			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{"http/1.1"}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
 			conn.SetDeadline(time.Now().Add(10 * time.Second))
-			io.WriteString(conn, raw)
+			io.WriteString(conn, hr.Raw)
 			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 			if err != nil {
 				return // the PoP closed the connection: refused
 			}
 			resp.Body.Close()
-			if (resp.StatusCode < 400 || resp.StatusCode > 499) && resp.StatusCode != also[name] {
-				t.Errorf("%q got %d, want a 4xx", name, resp.StatusCode)
+			if (resp.StatusCode < 400 || resp.StatusCode > 499) && resp.StatusCode != hr.Also {
+				t.Errorf("%q got %d, want a 4xx", hr.Name, resp.StatusCode)
 			}
 		})
 	}

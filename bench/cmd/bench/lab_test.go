@@ -1,48 +1,23 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edgecdn/cdn/bench"
-	"github.com/edgecdn/cdn/certs"
-	"github.com/edgecdn/cdn/compose"
+	"github.com/edgecdn/cdn/compose/labtest"
 )
 
 // TestLabEndToEnd brings the native lab up (root), runs bench lab from
 // every client and checks the orderings the physics promise, the report
 // files, and that the HTML renders in headless Chromium.
 func TestLabEndToEnd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the lab needs root")
-	}
-	if testing.Short() {
-		t.Skip("-short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	root, _ := filepath.Abs("../../..")
-	state := t.TempDir()
-	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: state, Prefix: fmt.Sprintf("ebl%d-", os.Getpid())})
-	if err != nil {
-		t.Fatalf("StartLab: %v", err)
-	}
-	defer func() {
-		if err := r.Stop(); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	}()
-	pool, err := certs.LoadPool(filepath.Join(state, "volume-lab-ca", "ca", "root.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := labConfig(r.Topo, r.Net, pool, 2)
+	ctx := labtest.Context(t)
+	lab := labtest.Start(ctx, t, "ebl")
+	cfg, err := bench.LabConfigFrom(lab.Topo, lab.Net, lab.Pool, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

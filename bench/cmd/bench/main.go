@@ -1,11 +1,33 @@
-// Command bench measures a CDN: time to first byte by phase.
+// Command bench measures a CDN and drills it, one job per subcommand:
+//
+//   - ttfb times requests one at a time by phase (DNS, connect, TLS or
+//     QUIC handshake, first byte, total) over HTTP/1.1, HTTP/2 or HTTP/3,
+//     on cold, warm, resumed or 0-RTT connections.
+//   - load sends closed- or open-loop load and reports req/s, latency
+//     percentiles, statuses and the hit ratio.
+//   - compare sets two runs of ttfb or load (their JSON) side by side.
+//   - lab measures, from every client of the running native lab, hits,
+//     misses and requests direct to the origin beside their floors, and
+//     writes a report.
+//   - drill brings up a private lab and breaks it on purpose (the origin
+//     down or slow, a PoP down, drained, restarted cold, flooded or
+//     attacked), printing each expectation, what was measured and PASS or
+//     FAIL, and writing them to a report.
+//
+// Usage:
 //
 //	bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
+//	bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-keys N] [-watch-pid PID] [-cacert FILE] [-o json] URL
+//	bench compare A.json B.json
+//	bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
+//	bench drill [-out DIR] [NAME...]      (as root; no names: all)
+//
+// Package bench does the measuring and package bench/drill the drills;
+// this command parses flags, calls them and prints.
 package main
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,13 +36,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/edgecdn/cdn/bench"
+	"github.com/edgecdn/cdn/bench/drill"
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/compose"
 )
@@ -58,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "lab":
 		return lab(ctx, args[1:], stdout, stderr)
 	case "drill":
-		return drill(ctx, args[1:], stdout, stderr)
+		return drills(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
 }
@@ -194,7 +214,7 @@ func lab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("-cacert: %w (is the lab up?)", err)
 	}
-	cfg, err := labConfig(topo, compose.Attach(topo, ""), pool, *n)
+	cfg, err := bench.LabConfigFrom(topo, compose.Attach(topo, ""), pool, *n)
 	if err != nil {
 		return err
 	}
@@ -210,37 +230,7 @@ func lab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// labConfig builds the clients of the lab with their namespaces' sockets
-// and the RTTs their floors come from.
-func labConfig(topo *compose.Topology, n *compose.Net, pool *x509.CertPool, count int) (bench.LabConfig, error) {
-	geo, ok := topo.Host("geodns")
-	origin, ok2 := topo.Host("origin")
-	if !ok || !ok2 {
-		return bench.LabConfig{}, errors.New("lab: the topology has no geodns or origin host")
-	}
-	cfg := bench.LabConfig{Resolver: net.JoinHostPort(geo.Addr.String(), "53"), RootCAs: pool,
-		CDNURL: "https://www.cdn.lab", OriginURL: "https://origin.lab", N: count}
-	for _, region := range []string{"na", "eu", "ap"} {
-		client, ok := topo.Host("client-" + region)
-		pop, ok2 := topo.Host("pop-" + region)
-		if !ok || !ok2 {
-			continue
-		}
-		name := client.Name
-		cfg.Clients = append(cfg.Clients, bench.LabClient{
-			Name:         name,
-			Dial:         n.Dialer(name),
-			ListenPacket: func() (net.PacketConn, error) { return n.ListenPacket(name, client.Addr.String()+":0") },
-			PoPRTT:       topo.RTTBetween(client, pop),
-			OriginRTT:    topo.RTTBetween(client, origin),
-			PoPOriginRTT: topo.RTTBetween(pop, origin),
-			DNSRTT:       topo.RTTBetween(client, geo),
-		})
-	}
-	return cfg, nil
-}
-
-func drill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func drills(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench drill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", "drill-report", "`directory` for drills.md and drills.json")
@@ -248,104 +238,20 @@ func drill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	names := fs.Args()
-	if len(names) == 0 {
-		names = drillNames
-	}
-	for _, n := range names {
-		if !slices.Contains(drillNames, n) {
-			return fmt.Errorf("drill %q: want one of %s", n, strings.Join(drillNames, ", "))
-		}
-	}
-	root, err := os.Getwd()
+	checks, err := drill.Run(ctx, drill.Config{Drills: fs.Args(), Load: *load})
 	if err != nil {
 		return err
 	}
-	state, err := os.MkdirTemp("", "edgecdn-drill-")
-	if err != nil {
+	if err := drill.WriteTable(stdout, checks); err != nil {
 		return err
 	}
-	defer os.RemoveAll(state)
-	checks, err := runDrills(ctx, root, state, fmt.Sprintf("edd%d-", os.Getpid()), names, *load)
-	if err != nil {
+	if err := drill.WriteReport(*out, checks); err != nil {
 		return err
 	}
-	bench.WriteDrillTable(stdout, checks)
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return err
-	}
-	var md strings.Builder
-	bench.WriteDrillTable(&md, checks)
-	os.WriteFile(filepath.Join(*out, "drills.md"), []byte(md.String()), 0o644)
-	b, _ := json.MarshalIndent(checks, "", "  ")
-	os.WriteFile(filepath.Join(*out, "drills.json"), b, 0o644)
-	for _, c := range checks {
-		if !c.Pass {
-			return errors.New("drill: some expectations failed")
-		}
+	if !drill.Passed(checks) {
+		return errors.New("drill: some expectations failed")
 	}
 	return nil
-}
-
-// drillNames are the drills, in the order they run by default.
-var drillNames = []string{"origin-down", "origin-slow", "pop-down", "pop-drain", "cold-restart", "flood", "hostile"}
-
-// runDrills brings up a private lab (its own namespaces and state) and
-// runs the named drills against it.
-func runDrills(ctx context.Context, root, state, prefix string, names []string, load time.Duration) ([]bench.DrillCheck, error) {
-	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: state, Prefix: prefix})
-	if err != nil {
-		return nil, err
-	}
-	defer r.Stop()
-	pool, err := certs.LoadPool(filepath.Join(state, "volume-lab-ca", "ca", "root.pem"))
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := labConfig(r.Topo, r.Net, pool, 1)
-	if err != nil {
-		return nil, err
-	}
-	var checks []bench.DrillCheck
-	for _, n := range names {
-		var cs []bench.DrillCheck
-		switch n {
-		case "origin-down":
-			cs, err = bench.DrillOriginDown(ctx, cfg, r, load)
-		case "pop-down":
-			pop, _ := r.Topo.Host("pop-eu")
-			cs, err = bench.DrillPoPDown(ctx, cfg, r, "pop-eu", pop.Addr.String(), "client-eu")
-		case "origin-slow":
-			cs, err = bench.DrillOriginSlow(ctx, cfg, r, "client-na", 300)
-		case "pop-drain":
-			pop, _ := r.Topo.Host("pop-eu")
-			cs, err = bench.DrillPoPDrain(ctx, cfg, r, "pop-eu", pop.Addr.String(), "client-eu")
-		case "cold-restart":
-			pop, _ := r.Topo.Host("pop-na")
-			cs, err = bench.DrillColdRestart(ctx, cfg, r, "pop-na", pop.Addr.String(), "client-na")
-		case "flood":
-			pop, _ := r.Topo.Host("pop-na")
-			cs, err = bench.DrillFlood(ctx, cfg, r, bench.DefaultFloodPlan(), "pop-na", pop.Addr.String(), "client-na")
-		case "hostile":
-			pop, _ := r.Topo.Host("pop-na")
-			cs, err = bench.DrillHostile(ctx, cfg, r, "pop-na", pop.Addr.String(), "client-na", "client-eu")
-		}
-		if err != nil {
-			return checks, fmt.Errorf("%s: %w", n, err)
-		}
-		checks = append(checks, cs...)
-		// What each drill left the PoPs with (informational).
-		pops := map[string]string{}
-		for _, name := range []string{"pop-na", "pop-eu", "pop-ap"} {
-			if h, ok := r.Topo.Host(name); ok {
-				pops[name] = h.Addr.String()
-			}
-		}
-		if res, err := bench.PoPResources(ctx, cfg, r, "client-na", pops); err == nil {
-			checks = append(checks, bench.DrillCheck{Drill: n, Expectation: "PoPs at the end of the drill", Measured: res, Pass: true, Info: true})
-		}
-	}
-	return checks, nil
 }
 
 // checkConnectTo validates a -connect-to value.

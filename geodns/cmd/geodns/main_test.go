@@ -9,9 +9,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 type syncBuffer struct {
@@ -49,15 +50,17 @@ func TestRunServesAndReloads(t *testing.T) {
 	var out, errb syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"-config", file, "-admin", "127.0.0.1:0"}, &out, &errb, hup) }()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+		}
+	})
 	re := regexp.MustCompile(`geodns ready listen=(\S+) admin=\S+`)
 	var m []string
-	deadline := time.Now().Add(10 * time.Second)
-	for m = re.FindStringSubmatch(out.String()); m == nil; m = re.FindStringSubmatch(out.String()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no ready line: %q %q", out.String(), errb.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, "the ready line", func() bool {
+		m = re.FindStringSubmatch(out.String())
+		return m != nil
+	})
 	ask := func() string {
 		q := new(dns.Msg)
 		q.SetQuestion("www.cdn.lab.", dns.TypeA)
@@ -72,13 +75,7 @@ func TestRunServesAndReloads(t *testing.T) {
 	}
 	os.WriteFile(file, []byte(strings.Replace(cfgTmpl, "ADDR", "10.77.1.21", 1)), 0o644)
 	hup <- os.Interrupt // any value: what SIGHUP delivers
-	deadline = time.Now().Add(10 * time.Second)
-	for ask() != "10.77.1.21" {
-		if time.Now().After(deadline) {
-			t.Fatal("reload did not take effect")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, "the reload to take effect", func() bool { return ask() == "10.77.1.21" })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("run after cancel = %v", err)

@@ -12,9 +12,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 type syncBuffer struct {
@@ -39,19 +39,18 @@ func TestRunServesBothAndStops(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-http", "127.0.0.1:0", "-root", root, "-ca-dir", caDir}, &out, &errb)
 	}()
-	re := regexp.MustCompile(`origin ready https=(\S+) http=(\S+) root=`)
-	deadline := time.Now().Add(10 * time.Second)
-	var m []string
-	for m = re.FindStringSubmatch(out.String()); m == nil; m = re.FindStringSubmatch(out.String()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no ready line: %q %q", out.String(), errb.String())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	ca, err := certs.OpenLabCA(caDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
+	re := regexp.MustCompile(`origin ready https=(\S+) http=(\S+) root=`)
+	var m []string
+	poll.Until(t, "the ready line", func() bool {
+		m = re.FindStringSubmatch(out.String())
+		return m != nil
+	})
+	ca := certstest.OpenLabCA(t, caDir)
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.RootPool()}}}
 	for _, u := range []string{"https://" + m[1] + "/hello.txt", "http://" + m[2] + "/hello.txt"} {
 		resp, err := c.Get(u)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 func TestRunRejectsBadInput(t *testing.T) {
@@ -64,18 +66,19 @@ func TestRunServesAndStopsOnSignal(t *testing.T) {
 		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-ca-dir", dir,
 			"-origin", "http://127.0.0.1:1", "-drain-timeout", "2s"}, &out, &errb)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "pop ready") {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stderr:\n%s", errb.String())
+		}
+	})
+	poll.Within(t, 15*time.Second, "the ready line", func() bool {
 		select {
 		case err := <-done:
-			t.Fatalf("run ended before ready: %v\n%s", err, errb.String())
+			t.Fatalf("run ended before ready: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no ready line; stderr:\n%s", errb.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return strings.Contains(out.String(), "pop ready")
+	})
 	line := out.String()
 	for _, want := range []string{"listen=127.0.0.1:", "admin=127.0.0.1:", "ca=" + dir + "/root.pem", "spki="} {
 		if !strings.Contains(line, want) {

@@ -1,4 +1,4 @@
-package bench
+package drill
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/edgecdn/cdn/bench"
 )
 
 // The four resource attacks of the hostile drill: what one client with a
@@ -23,7 +25,7 @@ import (
 
 // attackEnv is what the resource attacks share.
 type attackEnv struct {
-	attacker, bystander LabClient
+	attacker, bystander bench.LabClient
 	popAddr, host       string
 	roots               *tls.Config
 	popPID              int
@@ -32,10 +34,10 @@ type attackEnv struct {
 }
 
 // resourceAttacks runs the four attacks in turn and returns their checks.
-func resourceAttacks(ctx context.Context, env attackEnv) []DrillCheck {
-	var checks []DrillCheck
+func resourceAttacks(ctx context.Context, env attackEnv) []Check {
+	var checks []Check
 	add := func(exp, measured string, pass bool) {
-		checks = append(checks, DrillCheck{Drill: "hostile", Expectation: exp, Measured: measured, Pass: pass})
+		checks = append(checks, Check{Drill: "hostile", Expectation: exp, Measured: measured, Pass: pass})
 	}
 	const slowLimit = 160 << 10 // KiB
 	grew, detail := env.slowReaders(ctx)
@@ -108,7 +110,7 @@ func (e attackEnv) peakRSS(d time.Duration, base int64) int64 {
 	peak := base
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if rss, err := rssKiB(e.popPID); err == nil {
+		if rss, err := bench.RSSKiB(e.popPID); err == nil {
 			peak = max(peak, rss)
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -117,7 +119,7 @@ func (e attackEnv) peakRSS(d time.Duration, base int64) int64 {
 }
 
 func (e attackEnv) slowReaders(ctx context.Context) (int64, string) {
-	base, err := rssKiB(e.popPID)
+	base, err := bench.RSSKiB(e.popPID)
 	if err != nil {
 		return -1, "rss: " + err.Error()
 	}
@@ -187,7 +189,7 @@ func (e attackEnv) resetFlood(ctx context.Context) (int, bystanderResult) {
 }
 
 func (e attackEnv) varyFlood(ctx context.Context) (int64, string) {
-	base, err := rssKiB(e.popPID)
+	base, err := bench.RSSKiB(e.popPID)
 	if err != nil {
 		return -1, "rss: " + err.Error()
 	}
@@ -198,7 +200,10 @@ func (e attackEnv) varyFlood(ctx context.Context) (int64, string) {
 	for w := range 32 {
 		wg.Go(func() {
 			for i := w; i < 12000; i += 32 {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+				if err != nil {
+					return
+				}
 				req.Header.Set("X-Foo", fmt.Sprintf("%d-%064d", i, i))
 				resp, err := hc.Do(req)
 				sent.Add(1)
@@ -215,7 +220,7 @@ func (e attackEnv) varyFlood(ctx context.Context) (int64, string) {
 	}
 	wg.Wait()
 	time.Sleep(time.Second) // let the stores land
-	rss, err := rssKiB(e.popPID)
+	rss, err := bench.RSSKiB(e.popPID)
 	if err != nil {
 		return -1, "rss: " + err.Error()
 	}
@@ -256,29 +261,4 @@ func (e attackEnv) breakerAttack(ctx context.Context) (float64, string) {
 		return 0, "the other client made no request"
 	}
 	return float64(by.ok) / float64(total), fmt.Sprintf("%d attack requests; another client: %s", attacks.Load(), by)
-}
-
-// bystandMisses requests next() every 100 ms until stop (a new URL each
-// time: misses).
-func bystandMisses(ctx context.Context, hc *http.Client, next func() string, stop chan struct{}) bystanderResult {
-	r := bystanderResult{statuses: map[string]int{}}
-	for {
-		select {
-		case <-stop:
-			return r
-		case <-time.After(100 * time.Millisecond):
-		}
-		o := fetch(ctx, hc, next())
-		r.slowest = max(r.slowest, o.took)
-		if o.err == nil && o.status == 200 {
-			r.ok++
-			continue
-		}
-		r.failed++
-		if o.err != nil {
-			r.statuses["error: "+errorKind(o.err)]++
-		} else {
-			r.statuses[fmt.Sprint(o.status)]++
-		}
-	}
 }

@@ -1,4 +1,4 @@
-package bench
+package drill
 
 import (
 	"context"
@@ -8,18 +8,19 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/edgecdn/cdn/bench"
 )
 
-// FloodPlan is the open-loop load of the flood drill and the limits the
+// floodPlan is the open-loop load of the flood drill and the limits the
 // PoP runs with during it.
-type FloodPlan struct {
+type floodPlan struct {
 	Rate     float64       // requests per second, on a fixed schedule
 	Duration time.Duration // of the schedule
 	Conns    int           // HTTP/2 connections the requests share
@@ -38,13 +39,13 @@ type FloodPlan struct {
 	RateLimit   float64
 }
 
-// DefaultFloodPlan is what one 2-core machine sends steadily: 4000 req/s
+// defaultFloodPlan is what one 2-core machine sends steadily: 4000 req/s
 // for 4 s over 8 connections. The PoP's default in-flight limit (4096) is
 // out of reach of that (8 connections of 250 streams hold at most 2000
 // requests), so the drill lowers it to 64, with a per-IP limit of 1000
 // req/s.
-func DefaultFloodPlan() FloodPlan {
-	return FloodPlan{Rate: 4000, Duration: 4 * time.Second, Conns: 8, MaxOutstanding: 1000,
+func defaultFloodPlan() floodPlan {
+	return floodPlan{Rate: 4000, Duration: 4 * time.Second, Conns: 8, MaxOutstanding: 1000,
 		UncachedEvery: 4, OriginDelay: 200 * time.Millisecond, MaxInflight: 64, RateLimit: 1000}
 }
 
@@ -54,7 +55,7 @@ type floodTally struct {
 	status   map[string]int
 	errs     map[string]int
 	errEx    string
-	ok, shed histogram // latency from the intended send time: 200s, 503/429s
+	ok, shed bench.Histogram // latency from the intended send time: 200s, 503/429s
 }
 
 func (t *floodTally) add(status int, body string, err error, took time.Duration) {
@@ -62,7 +63,7 @@ func (t *floodTally) add(status int, body string, err error, took time.Duration)
 	defer t.mu.Unlock()
 	switch {
 	case err != nil:
-		k := errorKind(err)
+		k := bench.ErrorKind(err)
 		if strings.Contains(err.Error(), "stream error") {
 			k = "stream reset"
 		}
@@ -72,20 +73,20 @@ func (t *floodTally) add(status int, body string, err error, took time.Duration)
 		}
 	case status == http.StatusServiceUnavailable && strings.Contains(body, "at its limit"):
 		t.status["503 (in-flight limit)"]++
-		t.shed.record(took.Microseconds())
+		t.shed.Record(took.Microseconds())
 	case status == http.StatusTooManyRequests:
 		t.status["429"]++
-		t.shed.record(took.Microseconds())
+		t.shed.Record(took.Microseconds())
 	case status == http.StatusOK:
 		t.status["200"]++
-		t.ok.record(took.Microseconds())
+		t.ok.Record(took.Microseconds())
 	default:
 		t.status[fmt.Sprint(status)]++
 	}
 }
 
 // dialH2 opens an HTTP/2 connection to a PoP from a client's namespace.
-func dialH2(ctx context.Context, c LabClient, popAddr string, roots *tls.Config) (*http2.ClientConn, error) {
+func dialH2(ctx context.Context, c bench.LabClient, popAddr string, roots *tls.Config) (*http2.ClientConn, error) {
 	raw, err := c.Dial(ctx, "tcp", net.JoinHostPort(popAddr, "443"))
 	if err != nil {
 		return nil, err
@@ -105,76 +106,66 @@ func dialH2(ctx context.Context, c LabClient, popAddr string, roots *tls.Config)
 	return cc, err
 }
 
-// popClient is an HTTP/2 client from a client's namespace to one PoP,
-// whatever the URL's host resolves to.
-func popClient(c LabClient, popAddr string, roots *tls.Config, keepAlive bool) *http.Client {
-	tr := &http.Transport{TLSClientConfig: roots.Clone(), ForceAttemptHTTP2: true, DisableKeepAlives: !keepAlive,
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return c.Dial(ctx, network, net.JoinHostPort(popAddr, "443"))
-		}}
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
-}
-
-// DrillFlood sends open-loop load above a PoP's capacity from one client:
+// flood sends open-loop load above a PoP's capacity from one client:
 // the PoP must shed (503 at its in-flight limit, 429 at its per-IP rate
 // limit) instead of collapsing, keep the latency of what it admits
 // bounded, keep its memory bounded, and serve normally afterwards.
-func DrillFlood(ctx context.Context, cfg LabConfig, ctl LabControl, plan FloodPlan, popName, popAddr, clientName string) (checks []DrillCheck, err error) {
-	client, err := clientByName(cfg, clientName)
+func flood(ctx context.Context, lab Lab, t Target, plan floodPlan) (checks []Check, err error) {
+	client, err := clientByName(lab.LabConfig, t.Client)
 	if err != nil {
 		return nil, err
 	}
-	if err := ctl.StopService(popName); err != nil {
+	if err := lab.StopService(t.PoP); err != nil {
 		return nil, err
 	}
 	limits := []string{"-max-inflight", fmt.Sprint(plan.MaxInflight), "-rate-limit", fmt.Sprint(plan.RateLimit)}
-	if err := ctl.StartServiceArgs(ctx, popName, limits...); err != nil {
+	if err := lab.StartServiceArgs(ctx, t.PoP, limits...); err != nil {
 		return nil, err
 	}
 	defer func() {
 		// Back to the PoP's own flags for the drills that follow.
-		restore := ctl.StopService(popName)
+		restore := lab.StopService(t.PoP)
 		if restore == nil {
-			restore = ctl.StartService(ctx, popName)
+			restore = lab.StartService(ctx, t.PoP)
 		}
 		if restore == nil {
-			restore = ctl.WaitGeoDNS(ctx)
+			restore = lab.WaitGeoDNS(ctx)
 		}
-		checks = append(checks, DrillCheck{Drill: "flood", Expectation: popName + " restarts with its own limits after the drill",
+		checks = append(checks, Check{Drill: "flood", Expectation: t.PoP + " restarts with its own limits after the drill",
 			Measured: fmt.Sprintf("restart: %v", restore), Pass: restore == nil})
 	}()
-	pid := ctl.PID(popName)
+	pid := lab.PID(t.PoP)
 	admin := adminClient(client)
-	roots := &tls.Config{RootCAs: cfg.RootCAs, ServerName: strings.TrimPrefix(cfg.CDNURL, "https://")}
+	roots := &tls.Config{RootCAs: lab.RootCAs, ServerName: strings.TrimPrefix(lab.CDNURL, "https://")}
 	stamp := time.Now().UnixNano()
-	hot := func(i int) string { return fmt.Sprintf("%s/gen/1k?flood=%d-hot%d", cfg.CDNURL, stamp, i%8) }
-	warm := popClient(client, popAddr, roots, true)
+	hot := func(i int) string { return fmt.Sprintf("%s/gen/1k?flood=%d-hot%d", lab.CDNURL, stamp, i%8) }
+	warm := popClient(client, t.PoPAddr, roots, true)
 	for i := range 8 {
 		if o := fetch(ctx, warm, hot(i)); o.err != nil || o.status != 200 {
 			return nil, fmt.Errorf("prefetch %s: %v %d", hot(i), o.err, o.status)
 		}
 	}
 	warm.CloseIdleConnections()
-	before := settle(ctx, admin, popAddr, pid, 0, time.Second) // a baseline, once the prefetch is gone
+	before := settle(ctx, admin, t.PoPAddr, pid, 0, time.Second) // a baseline, once the prefetch is gone
 
 	urlOf := func(i int) string {
 		if i%plan.UncachedEvery == plan.UncachedEvery-1 {
-			return fmt.Sprintf("%s/gen/1k?cc=no-store&delay=%v&flood=%d-u%d", cfg.CDNURL, plan.OriginDelay, stamp, i)
+			return fmt.Sprintf("%s/gen/1k?cc=no-store&delay=%v&flood=%d-u%d", lab.CDNURL, plan.OriginDelay, stamp, i)
 		}
 		return hot(i)
 	}
-	tally, sent, gaveUp, took, peak := runFlood(ctx, plan, client, popAddr, roots, urlOf, admin, pid)
+	tally, sent, gaveUp, took, peak := runFlood(ctx, plan, client, t.PoPAddr, roots, urlOf, admin, pid)
 	if sent == 0 {
 		return nil, errors.New("the flood sent nothing")
 	}
-	metrics, _ := popMetrics(ctx, admin, popAddr)
+	metrics, _ := popMetrics(ctx, admin, t.PoPAddr)
 	overload := metricValue(metrics, `pop_rejected_requests_total{reason="overload"}`)
 	rateLimited := metricValue(metrics, `pop_rejected_requests_total{reason="rate_limit"}`)
 
 	// After: a burst of normal requests, then the goroutines settle.
 	time.Sleep(time.Second) // the per-IP bucket refills
-	after := normalBurst(ctx, popClient(client, popAddr, roots, true), cfg.CDNURL, stamp, hot)
-	settled := settle(ctx, admin, popAddr, pid, before.goroutines+20, 10*time.Second)
+	after := normalBurst(ctx, popClient(client, t.PoPAddr, roots, true), lab.CDNURL, stamp, hot)
+	settled := settle(ctx, admin, t.PoPAddr, pid, before.goroutines+20, 10*time.Second)
 
 	other5xx, errs := 0, 0
 	for k, v := range tally.status {
@@ -186,21 +177,23 @@ func DrillFlood(ctx context.Context, cfg LabConfig, ctl LabControl, plan FloodPl
 		errs += v
 	}
 	const maxErrs = 20
-	q := func(h *histogram, p float64) time.Duration { return time.Duration(h.quantile(p)) * time.Microsecond }
+	q := func(h *bench.Histogram, p float64) time.Duration {
+		return time.Duration(h.Quantile(p)) * time.Microsecond
+	}
 	p50, p99 := q(&tally.ok, 0.5), q(&tally.ok, 0.99)
 	const p99Bound = 2 * time.Second
 	shed503, shed429 := tally.status["503 (in-flight limit)"], tally.status["429"]
 	streamBound := before.goroutines + 2*plan.Conns*250
 	const rssBound = 256 << 10 // KiB
-	return []DrillCheck{
+	return []Check{
 		{"flood", fmt.Sprintf("open loop %.0f req/s for %v over %d h2 connections (1 in %d uncached, origin %v) at %s restarted with -max-inflight %d -rate-limit %.0f (its default 4096 is more than %d connections x 250 streams can hold in flight): sheds with 503 and 429, zero other 5xx, at most %d connection errors",
-			plan.Rate, plan.Duration, plan.Conns, plan.UncachedEvery, plan.OriginDelay, popName, plan.MaxInflight, plan.RateLimit, plan.Conns, maxErrs),
+			plan.Rate, plan.Duration, plan.Conns, plan.UncachedEvery, plan.OriginDelay, t.PoP, plan.MaxInflight, plan.RateLimit, plan.Conns, maxErrs),
 			fmt.Sprintf("sent %d in %v (%.0f/s); statuses %v; errors %v %s; client gave up %d (cap %d outstanding); PoP counted overload %.0f, rate_limit %.0f; shed answered in p50 %v",
 				sent, took.Round(time.Millisecond), float64(sent)/took.Seconds(), sortedCounts(tally.status), sortedCounts(tally.errs), short(tally.errEx), gaveUp, plan.MaxOutstanding, overload, rateLimited, q(&tally.shed, 0.5).Round(time.Microsecond)),
 			shed503 > 0 && shed429 > 0 && other5xx == 0 && errs <= maxErrs && tally.status["200"] > 0, false},
 		{"flood", fmt.Sprintf("admitted requests (200) keep a bounded latency from their scheduled time: p99 under %v", p99Bound),
-			fmt.Sprintf("200s: p50 %v, p99 %v, max %v", p50.Round(time.Millisecond), p99.Round(time.Millisecond), (time.Duration(tally.ok.max) * time.Microsecond).Round(time.Millisecond)),
-			tally.ok.n > 0 && p99 < p99Bound, false},
+			fmt.Sprintf("200s: p50 %v, p99 %v, max %v", p50.Round(time.Millisecond), p99.Round(time.Millisecond), (time.Duration(tally.ok.Max()) * time.Microsecond).Round(time.Millisecond)),
+			tally.ok.Count() > 0 && p99 < p99Bound, false},
 		{"flood", fmt.Sprintf("memory stays bounded: peak RSS under before + 256 MiB, peak goroutines under before + 2 x %d conns x 250 streams", plan.Conns),
 			fmt.Sprintf("before %v; peak %d goroutines, %.1f MiB RSS; after %v", before, peak.goroutines, float64(peak.rssKiB)/1024, settled),
 			before.rssKiB > 0 && peak.rssKiB > 0 && peak.rssKiB-before.rssKiB < rssBound && peak.goroutines < streamBound, false},
@@ -211,7 +204,7 @@ func DrillFlood(ctx context.Context, cfg LabConfig, ctl LabControl, plan FloodPl
 }
 
 // runFlood runs the schedule and samples the PoP's memory while it runs.
-func runFlood(ctx context.Context, plan FloodPlan, client LabClient, popAddr string, roots *tls.Config, urlOf func(int) string,
+func runFlood(ctx context.Context, plan floodPlan, client bench.LabClient, popAddr string, roots *tls.Config, urlOf func(int) string,
 	admin *http.Client, pid int) (tally *floodTally, sent, gaveUp int, took time.Duration, peak popSample) {
 	tally = &floodTally{status: map[string]int{}, errs: map[string]int{}}
 	conns := make([]*http2.ClientConn, plan.Conns)
@@ -241,7 +234,7 @@ func runFlood(ctx context.Context, plan FloodPlan, client LabClient, popAddr str
 				return
 			case <-tick.C:
 			}
-			if rss, err := rssKiB(pid); err == nil {
+			if rss, err := bench.RSSKiB(pid); err == nil {
 				peak.rssKiB = max(peak.rssKiB, rss)
 			}
 			if n%5 == 0 {
@@ -288,7 +281,10 @@ func runFlood(ctx context.Context, plan FloodPlan, client LabClient, popAddr str
 func floodRequest(ctx context.Context, cc *http2.ClientConn, url string) (int, string, error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
 		return 0, "", err
@@ -318,7 +314,7 @@ func normalBurst(ctx context.Context, hc *http.Client, base string, stamp int64,
 				o := fetch(ctx, hc, url)
 				k := fmt.Sprint(o.status)
 				if o.err != nil {
-					k = "error: " + errorKind(o.err)
+					k = "error: " + bench.ErrorKind(o.err)
 				}
 				mu.Lock()
 				counts[k]++
@@ -328,29 +324,4 @@ func normalBurst(ctx context.Context, hc *http.Client, base string, stamp int64,
 	}
 	wg.Wait()
 	return counts
-}
-
-// sortedCounts prints a count map in key order.
-func sortedCounts(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s: %d", k, m[k])
-	}
-	return "{" + strings.Join(parts, ", ") + "}"
-}
-
-// short cuts an example error message for a table cell.
-func short(s string) string {
-	if s == "" {
-		return ""
-	}
-	if len(s) > 120 {
-		s = s[:120] + "…"
-	}
-	return "(e.g. " + s + ")"
 }

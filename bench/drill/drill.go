@@ -1,0 +1,168 @@
+// Package drill breaks the lab on purpose and checks that the CDN copes.
+//
+// A Drill does one bad thing to the native lab (package compose) while the
+// lab's clients keep asking for objects, and measures what they get:
+//
+//   - origin-down: the origin stops; cached objects keep coming
+//     (stale-if-error), uncached ones fail fast, fresh ones flow again after.
+//   - origin-slow: the origin takes 5 s over one cold object that hundreds
+//     of clients want; it sees one request, and hits do not wait.
+//   - pop-down, pop-drain: a PoP stops; GeoDNS sends its clients elsewhere
+//     within its health window and back after, and a drain fails nothing.
+//   - cold-restart: a PoP restarts with an empty cache under load; the
+//     origin sees one request per object, not one per client.
+//   - flood: open-loop load above a PoP's limits; it sheds with 503 and 429
+//     and stays bounded in latency and memory.
+//   - hostile: one client attacks a PoP and GeoDNS (the HostileHTTP1 and
+//     MalformedDNSQueries corpora, HTTP/2 floods, slowloris, cache
+//     poisoning, resource exhaustion) while another must not notice.
+//
+// Each drill returns Checks: an expectation, what was measured and pass or
+// fail. Run brings up a private lab and runs the drills named (All is the
+// list); WriteTable and WriteReport print the checks. The program is
+// bench drill (bench/cmd/bench). HostileHTTP1 is also the corpus of the
+// PoP's own hostile-request test.
+package drill
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/edgecdn/cdn/bench"
+)
+
+// Check is one expectation of a drill and what was measured.
+type Check struct {
+	Drill       string `json:"drill"`
+	Expectation string `json:"expectation"`
+	Measured    string `json:"measured"`
+	Pass        bool   `json:"pass"`
+	// Info marks a row that reports without expecting anything.
+	Info bool `json:"info,omitempty"`
+}
+
+// Control stops and starts the lab's services for drills. compose.Runner
+// is one.
+type Control interface {
+	StopService(name string) error
+	StartService(ctx context.Context, name string) error
+	// WaitGeoDNS returns when GeoDNS sees every PoP healthy.
+	WaitGeoDNS(ctx context.Context) error
+	// ServiceLog is the path of a service's log (the origin logs each request).
+	ServiceLog(name string) string
+	// StartServiceArgs starts a stopped service with extra flags appended
+	// to its command line (later flags win).
+	StartServiceArgs(ctx context.Context, name string, extra ...string) error
+	// PID is a running service's process id, or 0.
+	PID(name string) int
+}
+
+// Lab is the running lab a drill works in.
+type Lab struct {
+	// LabConfig has the clients (with sockets in their namespaces), the
+	// resolver (GeoDNS), the CA and the CDN's URL.
+	bench.LabConfig
+	// Control stops and starts services: "origin", "geodns", the PoPs.
+	Control
+	// PoPs maps each PoP's service name ("pop-na") to its address.
+	PoPs map[string]string
+}
+
+// Target is what a drill aims at: a PoP and the lab clients that use it.
+// Which fields a drill needs is in All; the others are empty.
+type Target struct {
+	// PoP is the service name of the PoP the drill stops, restarts,
+	// floods or attacks, such as "pop-eu".
+	PoP string
+	// PoPAddr is PoP's address: HTTPS on port 443, the admin listener
+	// (/metrics, /readyz) on 9901. Drill.Run fills it in from Lab.PoPs.
+	PoPAddr string
+	// Client is the lab client that drives the drill, such as "client-eu";
+	// GeoDNS sends it to PoP. In hostile, it is the attacker.
+	Client string
+	// Bystander is a client in another region that must not notice the
+	// drill (hostile).
+	Bystander string
+}
+
+// A Drill is one failure drill, aimed at its Target.
+type Drill struct {
+	// Name is the drill's name on bench drill's command line.
+	Name   string
+	Target Target
+	run    func(ctx context.Context, lab Lab, t Target) ([]Check, error)
+}
+
+// Run runs the drill in lab and returns its checks.
+func (d Drill) Run(ctx context.Context, lab Lab) ([]Check, error) {
+	t := d.Target
+	if t.PoP != "" {
+		addr, ok := lab.PoPs[t.PoP]
+		if !ok {
+			return nil, fmt.Errorf("no PoP %s in the lab", t.PoP)
+		}
+		t.PoPAddr = addr
+	}
+	return d.run(ctx, lab, t)
+}
+
+// All returns every drill, in the order Run runs them when none is named.
+// load is how long origin-down's clients keep requesting while the origin
+// is down.
+func All(load time.Duration) []Drill {
+	eu := Target{PoP: "pop-eu", Client: "client-eu"}
+	na := Target{PoP: "pop-na", Client: "client-na"}
+	return []Drill{
+		{"origin-down", Target{}, func(ctx context.Context, lab Lab, _ Target) ([]Check, error) { return originDown(ctx, lab, load) }},
+		{"origin-slow", Target{Client: "client-na"}, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {
+			return originSlow(ctx, lab, t, 300)
+		}},
+		{"pop-down", eu, popDown},
+		{"pop-drain", eu, popDrain},
+		{"cold-restart", na, coldRestart},
+		{"flood", na, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {
+			return flood(ctx, lab, t, defaultFloodPlan())
+		}},
+		{"hostile", Target{PoP: "pop-na", Client: "client-na", Bystander: "client-eu"}, hostile},
+	}
+}
+
+// Names are the drills' names, in All's order.
+func Names() []string {
+	var names []string
+	for _, d := range All(0) {
+		names = append(names, d.Name)
+	}
+	return names
+}
+
+// Select returns the named drills in the order given, or all of them if
+// none is named.
+func Select(names []string, load time.Duration) ([]Drill, error) {
+	all := All(load)
+	if len(names) == 0 {
+		return all, nil
+	}
+	var out []Drill
+	for _, n := range names {
+		i := slices.IndexFunc(all, func(d Drill) bool { return d.Name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("drill %q: want one of %s", n, strings.Join(Names(), ", "))
+		}
+		out = append(out, all[i])
+	}
+	return out, nil
+}
+
+// clientByName finds a lab client.
+func clientByName(cfg bench.LabConfig, name string) (bench.LabClient, error) {
+	for _, c := range cfg.Clients {
+		if c.Name == name {
+			return c, nil
+		}
+	}
+	return bench.LabClient{}, fmt.Errorf("no client %s", name)
+}

@@ -1,0 +1,151 @@
+// Package labtest brings up a native lab (compose.StartLab) private to one
+// test: its own network namespaces, named with a prefix of the test's own
+// and the process id, its own state directory (the lab CA among it), and
+// its processes, stopped when the test ends. It also holds what every lab
+// test needs first: skipping unless the test runs as root and without
+// -short, a context bounded by Timeout, the repository root to build the
+// lab from, and where the lab keeps its CA's root certificate.
+//
+// The Docker lab's tests (compose_test) use RequireRoot, RepoRoot and
+// ContainerCARoot. compose's internal tests cannot import labtest, which
+// imports compose.
+package labtest
+
+import (
+	"context"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/compose"
+)
+
+// Timeout bounds a lab test, from building the lab's programs to the
+// last request in it.
+const Timeout = 5 * time.Minute
+
+// ContainerCARoot is the lab CA's root certificate inside the Docker
+// lab's containers: the lab-ca volume is mounted at /lab and the services
+// keep their CA in /lab/ca (docker-compose.yml).
+const ContainerCARoot = "/lab/ca/" + certs.RootCertFile
+
+// CARoot is the lab CA's root certificate in the state directory of a
+// native lab: where StartLab puts the lab-ca volume, with the CA in its ca
+// directory as in the containers.
+func CARoot(stateDir string) string {
+	return filepath.Join(stateDir, "volume-lab-ca", "ca", certs.RootCertFile)
+}
+
+// RequireRoot skips the test unless it runs as root. why names what needs
+// root, for the skip message: "network namespaces", "debootstrap".
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("%s: needs root", why)
+	}
+}
+
+// RequireLab skips the test unless a native lab can run: as root (it
+// makes network namespaces), and not with -short (it takes minutes).
+func RequireLab(t testing.TB) {
+	t.Helper()
+	RequireRoot(t, "the native lab (network namespaces)")
+	if testing.Short() {
+		t.Skip("the native lab takes minutes: skipped with -short")
+	}
+}
+
+// Context returns a context for a lab test: it ends after Timeout, or when
+// the test does.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// RepoRoot returns the repository root (the directory of go.mod above the
+// test's working directory), which the lab builds its programs from and
+// reads docker-compose.yml in. It fails the test if there is none.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("repository root: %v", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatalf("repository root: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Prefix returns the prefix of a lab's namespaces for a test: tag, which
+// each test chooses for itself, then the process id and a dash, so that
+// neither two tests nor two test binaries collide. Network interface
+// names are short (15 bytes): keep tag to a few letters.
+func Prefix(tag string) string {
+	return tag + strconv.Itoa(os.Getpid()) + "-"
+}
+
+// Lab is a native lab private to one test.
+type Lab struct {
+	*compose.Runner
+	// Root is the repository root the lab was built from.
+	Root string
+	// State is the lab's state directory, under t.TempDir: the lab CA's
+	// volume, the built programs and the services' logs.
+	State string
+	// Prefix is the prefix of the lab's namespaces (see Prefix).
+	Prefix string
+	// Pool trusts the lab CA, for clients of the lab's PoPs and origin.
+	Pool *x509.CertPool
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start skips the test unless RequireLab allows it, then brings up a
+// native lab (compose.StartLab) from the repository root, in a state
+// directory of its own, with namespaces named Prefix(tag), and returns it
+// with its services healthy. It fails the test if the lab does not come
+// up. When the test ends the lab is stopped, unless the test stopped it
+// itself, and a failure to stop fails the test.
+func Start(ctx context.Context, t testing.TB, tag string) *Lab {
+	t.Helper()
+	RequireLab(t)
+	l := &Lab{Root: RepoRoot(t), State: t.TempDir(), Prefix: Prefix(tag)}
+	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: l.Root, StateDir: l.State, Prefix: l.Prefix})
+	if err != nil {
+		t.Fatalf("StartLab: %v", err)
+	}
+	l.Runner = r
+	t.Cleanup(func() {
+		stopped := false
+		l.stopOnce.Do(func() { stopped, l.stopErr = true, r.Stop() })
+		if stopped && l.stopErr != nil {
+			t.Errorf("lab Stop: %v", l.stopErr)
+		}
+	})
+	if l.Pool, err = certs.LoadPool(CARoot(l.State)); err != nil {
+		t.Fatalf("lab CA: %v", err)
+	}
+	return l
+}
+
+// Stop stops the lab's services and removes its network (Runner.Stop).
+// Only the first call stops the lab; later calls return its error, and
+// the cleanup at the end of the test has nothing left to do.
+func (l *Lab) Stop() error {
+	l.stopOnce.Do(func() { l.stopErr = l.Runner.Stop() })
+	return l.stopErr
+}
