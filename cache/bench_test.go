@@ -80,7 +80,7 @@ func BenchmarkStore(b *testing.B) {
 		key := AppendKey(nil, false, "bench.lab", "/obj", QueryKeep)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, ok := c.LookupFast(key); !ok {
+			if _, ok := c.LookupFast(key, ""); !ok {
 				b.Fatal("miss")
 			}
 		}

@@ -26,9 +26,18 @@ type Config struct {
 	Transport http.RoundTripper
 	// MaxBytes is the memory budget for stored responses. If zero, 256 MiB.
 	MaxBytes int64
-	// MaxObjectBytes is the largest body stored; larger ones stream
-	// through. If zero, 8 MiB.
+	// MaxObjectBytes is the largest body stored whole; larger ones are
+	// kept in slices (SliceBytes), or stream through when slicing is off
+	// or the response cannot be sliced. If zero, 8 MiB.
 	MaxObjectBytes int64
+	// SliceBytes is the size of the aligned ranges ("slices") in which
+	// the cache fetches, stores and serves objects larger than
+	// MaxObjectBytes and objects a Range request misses (see slice.go):
+	// each slice is an entry of its own, fetched once however many
+	// clients want it, and checked against the object's strong ETag. If
+	// zero, 1 MiB; negative: no slicing (a Range request that misses is
+	// passed on as it came, and its 206 is not stored).
+	SliceBytes int64
 	// TargetedFields are the cache-control fields that, when present,
 	// replace Cache-Control for this cache (RFC 9213), in order of
 	// precedence. If nil, CDN-Cache-Control then Surrogate-Control.
@@ -43,6 +52,12 @@ type Config struct {
 	// reading for this long loses the response, and with it the origin
 	// stream (and window) a pass-through holds. If zero, 30s.
 	WriteStallTimeout time.Duration
+	// CompressMinBytes is the smallest body the cache compresses at the
+	// edge (see compress.go): a stored 200 of a textual type without
+	// Content-Encoding is kept in Brotli, zstd and gzip too, each sent to
+	// the clients that accept it. If zero, 1 KiB; negative: no
+	// compression.
+	CompressMinBytes int
 	// Name is this cache's name in Cache-Status. If empty, "edgecdn".
 	Name string
 	// Query says how the query string enters the cache key for ServeHTTP.
@@ -168,8 +183,14 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 256 << 20
 	}
+	if cfg.CompressMinBytes == 0 {
+		cfg.CompressMinBytes = 1 << 10
+	}
 	if cfg.MaxObjectBytes == 0 {
 		cfg.MaxObjectBytes = 8 << 20
+	}
+	if cfg.SliceBytes == 0 {
+		cfg.SliceBytes = 1 << 20
 	}
 	if cfg.MaxVariants == 0 {
 		cfg.MaxVariants = 64
@@ -340,7 +361,7 @@ func (c *Cache) lookup(pkey string, r *http.Request) (e *entry, bypass bool) {
 	if !c.varyValuesFit(vi.names, r.Header) {
 		return nil, true
 	}
-	key := secondaryKey(pkey, vi.names, r.Header)
+	key := varyKey(pkey, vi.names, r.Header)
 	if !vi.has(key) {
 		return nil, false
 	}
@@ -428,6 +449,9 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 		c.revalidate(w, r, e, reqCC)
 		return
 	}
+	if !private && c.serveSliced(w, r, pkey, reqCC) {
+		return
+	}
 	if reqCC.OnlyIfCached {
 		c.gatewayTimeout(w, "only-if-cached and nothing is stored")
 		return
@@ -454,7 +478,12 @@ func (c *Cache) gatewayTimeout(w http.ResponseWriter, why string) {
 // answering conditional and range requests from it.
 func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age time.Duration, status string) {
 	h := w.Header()
-	for k, v := range e.header {
+	e.prepare()
+	header, body, contentLength := e.header, e.body, e.fast.contentLength
+	if rp := e.pick(strings.Join(r.Header["Accept-Encoding"], ",")); rp != nil {
+		header, body, contentLength = rp.header, rp.body, rp.contentLength
+	}
+	for k, v := range header {
 		h[k] = v
 	}
 	h["Age"] = []string{formatAge(age)}
@@ -462,7 +491,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	if e.status != http.StatusOK {
 		w.WriteHeader(e.status)
 		if r.Method != http.MethodHead {
-			w.Write(e.body)
+			w.Write(body)
 		}
 		return
 	}
@@ -472,31 +501,38 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	if wantsWholeBody(r) {
 		// What http.ServeContent sends for a full 200, without its
 		// precondition and range machinery and its copy buffer.
-		e.prepare()
 		h["Accept-Ranges"] = acceptRangesBytes
-		h["Content-Length"] = e.fast.contentLength
+		h["Content-Length"] = contentLength
 		if e.fast.lastModified != nil {
 			h["Last-Modified"] = e.fast.lastModified
 		}
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
-			w.Write(e.body)
+			w.Write(body)
 		}
 		return
 	}
 	delete(h, "Content-Length")
-	if v := r.Header.Get("Range"); v != "" && ignoreRange(v, int64(len(e.body))) {
+	r = datePreconditions(r)
+	if notModifiedByDate(r, e.header, e.pol.responseTime) {
+		// As ServeContent answers with a Last-Modified to compare.
+		delete(h, "Content-Type")
+		delete(h, "Content-Encoding")
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if v := r.Header.Get("Range"); v != "" && ignoreRange(v, int64(len(body))) {
 		r = withoutRange(r)
 	}
 	var modtime time.Time
-	if lm, ok := parseHTTPDate(e.header.Get("Last-Modified")); ok {
+	if lm, ok := parseHTTPDate(header.Get("Last-Modified")); ok {
 		modtime = lm
 	}
 	// ServeContent evaluates If-None-Match (weak comparison, lists, *)
 	// before If-Modified-Since, If-Match, If-Range and Range (single and
 	// multipart, at most maxRanges ascending parts: see ignoreRange)
 	// against the stored ETag and Last-Modified, and HEAD.
-	http.ServeContent(w, r, "", modtime, bytes.NewReader(e.body))
+	http.ServeContent(w, r, "", modtime, bytes.NewReader(body))
 }
 
 var acceptRangesBytes = []string{"bytes"}
@@ -550,6 +586,14 @@ func (c *Cache) pass(w http.ResponseWriter, r *http.Request, status string) {
 // writeError reports a failed upstream exchange as a Transport error:
 // callers that want 502/504 mapping wrap the Transport.
 func (c *Cache) writeError(w http.ResponseWriter, err error) {
+	if te, ok := errors.AsType[*transferCodingError](err); ok {
+		c.cfg.Logger.Warn("origin response with a transfer coding the proxy cannot decode", "url", te.url, "error", te, "cause", te.cause)
+		if w.Header().Get("Cache-Status") == "" {
+			w.Header().Set("Cache-Status", c.cfg.Name+"; fwd=miss; detail=unsupported-transfer-coding")
+		}
+		http.Error(w, "502 Bad Gateway: "+te.Error(), http.StatusBadGateway)
+		return
+	}
 	code := http.StatusBadGateway
 	var se interface{ StatusCode() int }
 	if errors.As(err, &se) {
@@ -641,7 +685,62 @@ func (c *Cache) roundTrip(ctx context.Context, r *http.Request, extra http.Heade
 	if t == nil {
 		return nil, errNoTransport
 	}
-	return t.RoundTrip(out)
+	resp, err := t.RoundTrip(out)
+	if err == nil {
+		if coding, ok := undecodedCoding(resp); ok {
+			resp.Body.Close()
+			return nil, &transferCodingError{coding: strconv.Quote(coding), url: r.Host + r.URL.RequestURI()}
+		}
+	} else if coding, ok := refusedCoding(err); ok {
+		return nil, &transferCodingError{coding: coding, url: r.Host + r.URL.RequestURI(), cause: err}
+	}
+	return resp, err
+}
+
+// transferCodingError is an origin response framed with a transfer coding
+// this proxy cannot decode: anything but chunked (RFC 9112 6.1, 7). Its
+// message names the coding and no address; url (the request's) and cause
+// (the transport's error, which may name the origin) are for the log.
+type transferCodingError struct {
+	coding string // quoted
+	url    string // the request's host and target
+	cause  error
+}
+
+func (e *transferCodingError) Error() string {
+	return "the origin's response has Transfer-Encoding " + e.coding + ": this proxy decodes no transfer coding but chunked"
+}
+
+func (e *transferCodingError) Unwrap() error { return e.cause }
+
+// undecodedCoding reports a response that a transport handed over still
+// framed with a transfer coding: net/http's decodes chunked alone (and
+// refuses the rest, see refusedCoding).
+func undecodedCoding(resp *http.Response) (string, bool) {
+	for _, te := range [][]string{resp.TransferEncoding, resp.Header["Transfer-Encoding"]} {
+		if len(te) > 1 || len(te) == 1 && !strings.EqualFold(te[0], "chunked") {
+			return strings.Join(te, ", "), true
+		}
+	}
+	return "", false
+}
+
+// refusedCoding finds in err's chain net/http's refusal of a response's
+// Transfer-Encoding and returns the coding as it quotes it. The error's
+// type is not exported: its message is matched.
+func refusedCoding(err error) (string, bool) {
+	for ; err != nil; err = errors.Unwrap(err) {
+		msg := err.Error()
+		for _, p := range [...]string{"unsupported transfer encoding: ", "too many transfer encodings: "} {
+			if coding, ok := strings.CutPrefix(msg, p); ok {
+				if len(coding) > 100 {
+					coding = strings.ToValidUTF8(coding[:100], "") + "..."
+				}
+				return coding, true
+			}
+		}
+	}
+	return "", false
 }
 
 // hopByHop are the connection-specific fields (RFC 9110 7.6.1).

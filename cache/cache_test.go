@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // clock is a settable test clock.
@@ -197,10 +199,7 @@ func TestCoalescing(t *testing.T) {
 	}
 	// Wait until every request is in the cache (leader at the origin, the
 	// rest waiting), then let the origin answer.
-	deadline := time.Now().Add(10 * time.Second)
-	for rg.cache.Stats().Coalesced < n-1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, fmt.Sprintf("%d requests to wait for the leader's fetch", n-1), func() bool { return rg.cache.Stats().Coalesced >= n-1 })
 	close(release)
 	wg.Wait()
 	if h := rg.hits.Load(); h != 1 {
@@ -227,10 +226,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	if body != "v1" || !strings.Contains(resp.Header.Get("Cache-Status"), "stale-while-revalidate") {
 		t.Errorf("stale GET: %q %q, want v1 served stale at once", body, resp.Header.Get("Cache-Status"))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for rg.hits.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, "the background refresh to reach the origin", func() bool { return rg.hits.Load() >= 2 })
 	rg.cache.wg.Wait()
 	rg.cache.Wait()
 	if _, body := rg.get("/swr"); body != "v2" {

@@ -17,6 +17,35 @@
 // invalidate (4.4). The store is ristretto, with the full key kept in each
 // entry and costs in bytes.
 //
+// Large objects and ranges are kept in slices (slice.go). A GET whose
+// response is a storable 200 above Config.MaxObjectBytes, and a GET with a
+// Range that misses, make the cache keep the object as aligned ranges of
+// Config.SliceBytes (1 MiB), each an entry of its own; the object's
+// fields, size, ETag and freshness are a small value under its primary
+// key. A Range miss asks the origin for the slice its range starts in
+// ("bytes=1048576-2097151"), whose 206 tells the size and ETag (as nginx's
+// slice module does), so the origin's partial answers are stored and
+// answer later ranges within them; a large 200 is read on, slice by
+// slice, for the request that fetched it while it reads in order. Every
+// request is then answered from the slices it needs through
+// http.ServeContent: a range (or several) with 206 or 416, the whole
+// object streamed in order, HEAD, preconditions against the object's
+// ETag. A missing slice (not yet fetched, or evicted: slices count in
+// MaxBytes like any entry) is fetched once for all the requests that want
+// it, a flight per slice, and each response holds at most the slice it
+// sends and the one it waits for. Every slice request carries If-Match
+// with the object's ETag, and every answer must carry that ETag and size:
+// a 412 or another ETag drops all the object's slices, and the request
+// that saw it starts again on the new version if it has sent nothing, else
+// its response is cut. Slice keys hold the ETag and size, so no body mixes
+// two versions. A stale object is revalidated in the foreground (no
+// stale-while-revalidate or max-stale) by one conditional slice request; a
+// 304 keeps the slices. Objects that vary, have no strong ETag or are
+// empty are not sliced: large ones stream through as before, and a Range
+// miss is answered from the slice fetched if it covers the range, else
+// passed on as it came. An object that fits in its first slice is stored
+// whole. Sliced objects are not compressed at the edge.
+//
 // Where this cache is stricter than RFC 9111, so that one client cannot
 // choose what others get or make the cache outgrow its budget:
 //

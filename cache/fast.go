@@ -144,9 +144,12 @@ func appendSortedQuery(dst []byte, q string) []byte {
 // responses do not vary, that is not purged and needs no validation. The
 // caller must have checked that the request is plain: GET or HEAD, no
 // field PlainRefuses names, a target PlainTarget accepts and a host
-// PlainHost accepts; other requests go through ServeHTTP. A hit is counted
+// PlainHost accepts; other requests go through ServeHTTP. acceptEncoding
+// is the request's Accept-Encoding (its lines joined with commas, or ""):
+// a response compressed at the edge is returned in the representation it
+// picks (see compress.go). A hit is counted
 // as ServeHTTP counts one. It does not allocate.
-func (c *Cache) LookupFast(key []byte) (FastHit, bool) {
+func (c *Cache) LookupFast(key []byte, acceptEncoding string) (FastHit, bool) {
 	if len(key) == 0 {
 		return FastHit{}, false
 	}
@@ -163,6 +166,9 @@ func (c *Cache) LookupFast(key []byte) (FastHit, bool) {
 		return FastHit{}, false
 	}
 	c.stats.hits.Add(1)
+	if rp := e.pick(acceptEncoding); rp != nil {
+		return FastHit{Header: rp.header, Body: rp.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &rp.encoded}, true
+	}
 	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &e.fast.encoded}, true
 }
 

@@ -91,25 +91,25 @@ func TestLookupFast(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := func(p string) []byte { return AppendKey(nil, true, "a.lab", p, QueryKeep) }
-	hit, ok := c.LookupFast(key("/plain"))
+	hit, ok := c.LookupFast(key("/plain"), "")
 	age0 := hit.Age // the origin's Date has whole seconds: up to 1s of apparent age
 	if !ok || string(hit.Body) != "body of /plain" || age0 > time.Second || hit.TTL != 60*time.Second-age0 || hit.Header.Get("Cache-Control") != "max-age=60" {
 		t.Errorf("/plain: ok %v, body %q, ttl %v, age %v", ok, hit.Body, hit.TTL, hit.Age)
 	}
 	for _, p := range []string{"/vary", "/nocache", "/404", "/purged", "/absent"} {
-		if _, ok := c.LookupFast(key(p)); ok {
+		if _, ok := c.LookupFast(key(p), ""); ok {
 			t.Errorf("%s is a fast hit", p)
 		}
 	}
 	now = now.Add(2 * time.Second)
-	if _, ok := c.LookupFast(key("/short")); ok {
+	if _, ok := c.LookupFast(key("/short"), ""); ok {
 		t.Error("/short is a fast hit after its max-age")
 	}
-	if hit, ok := c.LookupFast(key("/plain")); !ok || hit.Age != age0+2*time.Second {
+	if hit, ok := c.LookupFast(key("/plain"), ""); !ok || hit.Age != age0+2*time.Second {
 		t.Errorf("/plain 2s later: ok %v, age %v", ok, hit.Age)
 	}
 	k := key("/plain")
-	if n := testing.AllocsPerRun(100, func() { c.LookupFast(k) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { c.LookupFast(k, "") }); n != 0 {
 		t.Errorf("LookupFast allocates %v times", n)
 	}
 }

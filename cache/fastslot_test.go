@@ -29,7 +29,7 @@ func TestLookupFastEncodings(t *testing.T) {
 	store()
 	lookup := func(p string) FastHit {
 		t.Helper()
-		hit, ok := c.LookupFast(AppendKey(nil, true, "a.lab", p, QueryKeep))
+		hit, ok := c.LookupFast(AppendKey(nil, true, "a.lab", p, QueryKeep), "")
 		if !ok {
 			t.Fatalf("LookupFast(%s) missed", p)
 		}

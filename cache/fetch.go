@@ -28,6 +28,10 @@ type flight struct {
 	// arrive instead of waiting for the whole body.
 	started chan struct{}
 	stream  *stream
+
+	// sliced closes when the leader found the response too large to store
+	// whole and keeps it in slices: waiters serve it from them at once.
+	sliced chan struct{}
 }
 
 // stream is a response being fetched, stored and sent at once.
@@ -116,6 +120,11 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 				return
 			}
 			<-f.done
+		case <-f.sliced:
+			if c.serveSliced(w, r, pkey, reqCC) {
+				return
+			}
+			<-f.done
 		case <-f.done:
 		case <-r.Context().Done():
 			return
@@ -130,7 +139,7 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		c.fetchAlone(w, r, pkey, reqCC, false, nil)
 		return
 	}
-	f := &flight{done: make(chan struct{}), started: make(chan struct{})}
+	f := &flight{done: make(chan struct{}), started: make(chan struct{}), sliced: make(chan struct{})}
 	c.flights[pkey] = f
 	c.mu.Unlock()
 	defer func() {
@@ -194,6 +203,9 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 		return nil
 	}
 	if resp.ContentLength > c.cfg.MaxObjectBytes {
+		if c.sliceLarge(w, r, resp, e, own, f) {
+			return nil
+		}
 		c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
 		return nil
 	}
@@ -300,7 +312,7 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	own = c.withhold(h, cc, cookies)
 	key := pkey
 	if len(names) > 0 {
-		key = secondaryKey(pkey, names, r.Header)
+		key = varyKey(pkey, names, r.Header)
 	}
 	return &entry{key: key, status: code, header: h, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, own, ""
 }
@@ -383,6 +395,9 @@ func surrogateKeys(h http.Header) []string {
 // save stores e (and its Vary index) for its freshness plus the longest
 // window in which it may still be served or revalidated.
 func (c *Cache) save(e *entry, r *http.Request) {
+	if !e.encoded {
+		c.encode(e, nil)
+	}
 	ttl := e.lifetime + c.keepAfterStale(e)
 	if names, _ := varyNames(e.header); len(names) > 0 {
 		pkey := e.key[:strings.IndexByte(e.key, 0)]
@@ -594,6 +609,7 @@ func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime,
 	fraction := max(c.cfg.HeuristicFraction, 0)
 	life, heur := freshnessLifetime(e.status, h, pol, fraction, c.cfg.HeuristicMax)
 	ne := &entry{key: e.key, status: e.status, header: h, body: e.body, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
+	c.encode(ne, e) // the same body: e's encodings are reused
 	c.save(ne, nil)
 	return ne, own
 }
@@ -642,7 +658,7 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 // header h: the primary key, plus the Vary part when it varies.
 func entryKey(pkey string, h http.Header, r *http.Request) string {
 	if names, _ := varyNames(h); len(names) > 0 {
-		return secondaryKey(pkey, names, r.Header)
+		return varyKey(pkey, names, r.Header)
 	}
 	return pkey
 }
@@ -730,6 +746,9 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 	for k, v := range e.header {
 		h[k] = v
 	}
+	if c.compressible(e, resp.ContentLength) {
+		h["Vary"] = withVaryAcceptEncoding(h["Vary"]) // identity now; its hits may be encoded
+	}
 	h["Age"] = []string{formatAge(currentAge(e.header, e.pol, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; fwd=uri-miss; stored")
 	w.WriteHeader(http.StatusOK)
@@ -780,6 +799,9 @@ func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) bo
 	h := w.Header()
 	for k, v := range st.e.header {
 		h[k] = v
+	}
+	if c.compressible(st.e, -1) {
+		h["Vary"] = withVaryAcceptEncoding(h["Vary"]) // identity now; its hits may be encoded
 	}
 	h["Age"] = []string{formatAge(currentAge(st.e.header, st.e.pol, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; "+status)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // blockedWriter is a client that reads nothing: every Write blocks until
@@ -53,13 +55,9 @@ func TestStalledClientDoesNotStallFill(t *testing.T) {
 		rg.cache.ServeHTTP(bw, req)
 	}()
 	<-bw.wrote
-	deadline := time.Now().Add(10 * time.Second)
-	for rg.cache.Stats().Stored == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the response was not stored while its first client's write was blocked: the fill waits for that client")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, "the response to be stored while its first client's write is blocked (else the fill waits for that client)", func() bool {
+		return rg.cache.Stats().Stored > 0
+	})
 	if _, got := rg.get("/stalled"); got != body || rg.hits.Load() != 1 {
 		t.Errorf("another client: %d bytes, %d origin hits; want the stored %d bytes from one fetch", len(got), rg.hits.Load(), len(body))
 	}
@@ -85,10 +83,7 @@ func TestClientGoneCancelsFetch(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for rg.hits.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, "the request to reach the origin", func() bool { return rg.hits.Load() > 0 })
 	cancel()
 	select {
 	case <-cancelled:

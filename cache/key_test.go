@@ -150,14 +150,14 @@ func TestHostSpellingsShareEntries(t *testing.T) {
 		t.Errorf("%d spellings of one host: %d origin requests, want 1", len(spellings), h)
 	}
 	for _, h := range spellings {
-		if _, ok := rg.cache.LookupFast(AppendKey(nil, false, h, "/p", QueryKeep)); !ok {
+		if _, ok := rg.cache.LookupFast(AppendKey(nil, false, h, "/p", QueryKeep), ""); !ok {
 			t.Errorf("LookupFast(Host %q) missed", h)
 		}
 	}
 	if n, err := rg.cache.PurgeURL("http://LOCALHOST.:8443/p", false); err != nil || n != 1 {
 		t.Errorf("PurgeURL(http://LOCALHOST.:8443/p) = %d, %v; want 1", n, err)
 	}
-	if _, ok := rg.cache.LookupFast(AppendKey(nil, false, "localhost", "/p", QueryKeep)); ok {
+	if _, ok := rg.cache.LookupFast(AppendKey(nil, false, "localhost", "/p", QueryKeep), ""); ok {
 		t.Error("still stored after the purge")
 	}
 }

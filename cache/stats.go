@@ -9,6 +9,7 @@ type Stats struct {
 	coalesced, stored, rejected    atomic.Int64
 	storedBytes, passed            atomic.Int64
 	cancelled, fillBudget          atomic.Int64
+	sliceFetches                   atomic.Int64
 }
 
 // Snapshot is a copy of the counters.
@@ -23,6 +24,7 @@ type Snapshot struct {
 	Passed                         int64 // GETs and HEADs sent past the cache: a request body, a varied field too long to key on
 	Cancelled                      int64 // origin fetches cancelled because their client left and nobody else wanted them
 	FillBudget                     int64 // storable responses passed through because the fill budget was in use
+	SliceFetches                   int64 // slices of objects kept in slices fetched from the origin (Config.SliceBytes)
 }
 
 // Stats returns the counters so far.
@@ -39,5 +41,7 @@ func (c *Cache) Stats() Snapshot {
 		Passed:      s.passed.Load(),
 		Cancelled:   s.cancelled.Load(),
 		FillBudget:  s.fillBudget.Load(),
+
+		SliceFetches: s.sliceFetches.Load(),
 	}
 }

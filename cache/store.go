@@ -25,6 +25,8 @@ type entry struct {
 	tags      []string    // surrogate keys
 	purged    atomic.Bool // soft purge: treat as stale
 	fast      fastState   // for LookupFast
+	reps      []*rep      // identity then encodings, when compressed at the edge (compress.go); else nil
+	encoded   bool        // encode has run
 
 	vary    *varyIndex // the index listing this variant, or nil
 	varySeq uint64     // the listing's seq in vary
@@ -175,6 +177,9 @@ func (s *store) getVary(key string) *varyIndex {
 // goes, until the index unlists it).
 func (e *entry) cost() int64 {
 	n := int64(len(e.body) + len(e.key) + 64)
+	for _, r := range e.reps[min(1, len(e.reps)):] { // the identity body is e.body
+		n += int64(len(r.body)) + 128
+	}
 	if e.vary != nil {
 		n += int64(len(e.key) + variantOverhead)
 	}
@@ -253,6 +258,9 @@ func (s *store) delEntry(key string) {
 // forget is called when ristretto evicts or rejects v: its surrogate keys
 // and its listing in a Vary index go.
 func (s *store) forget(v any) {
+	if o, ok := v.(*sliced); ok {
+		v = o.e // its surrogate keys are its entry's
+	}
 	s.forgetTags(v)
 	if e, ok := v.(*entry); ok && e.vary != nil {
 		e.vary.remove(e.key, e.varySeq)
@@ -279,7 +287,7 @@ func (s *store) forgetTags(v any) {
 // del removes a primary key and all its variants; it returns how many
 // responses it removed (soft: marks them stale instead).
 func (s *store) del(primary string, soft bool) int {
-	n := 0
+	n := s.delSliced(primary, soft) // an object kept in slices (slice.go)
 	remove := func(key string) {
 		e := s.getEntry(key)
 		if e == nil {
@@ -317,6 +325,7 @@ func (s *store) delTag(tag string, soft bool) int {
 	for _, k := range keys {
 		e := s.getEntry(k)
 		if e == nil {
+			n += s.delSliced(k, soft)
 			continue
 		}
 		n++
