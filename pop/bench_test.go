@@ -6,32 +6,20 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/edgecdn/cdn/certs"
-	"github.com/edgecdn/cdn/origin"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop"
-	"github.com/edgecdn/cdn/pop/upstream"
+	"github.com/edgecdn/cdn/pop/poptest"
 )
 
 // BenchmarkServeHTTP measures the PoP's pass-through path (no cache yet):
 // routing, proxy hygiene and the pooled upstream exchange with a real
 // origin on loopback over plain HTTP/1.1, without the client-side TLS.
 func BenchmarkServeHTTP(b *testing.B) {
-	caDir := b.TempDir()
-	if _, err := certs.OpenLabCA(caDir); err != nil {
-		b.Fatal(err)
-	}
-	osrv, err := origin.New(origin.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ts := httptest.NewServer(osrv)
-	defer ts.Close()
-	cfg := pop.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.TLS.CADir = caDir
-	cfg.Sites = []pop.Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-	cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{ts.URL}, WarmConns: 4}}}
-	p, err := pop.New(cfg)
+	cfg := poptest.Config(certstest.LabCA(b), poptest.StartGenOrigin(b))
+	u := cfg.Upstreams["origin"]
+	u.WarmConns = 4
+	cfg.Upstreams["origin"] = u
+	p, err := pop.New(cfg) // not listening: the benchmark calls ServeHTTP
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package pop_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,13 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/poptest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 func TestCacheCoalescesColdSlowObject(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	release := make(chan struct{})
 	var arrived atomic.Int64
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
@@ -30,7 +32,7 @@ func TestCacheCoalescesColdSlowObject(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Write([]byte("cold"))
 	})
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	c := clients(t, ca)["h2"]
 	const n = 200
 	var wg sync.WaitGroup
@@ -49,7 +51,7 @@ func TestCacheCoalescesColdSlowObject(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "all requests to reach the PoP", func() bool {
+	poll.Until(t, "all requests to reach the PoP", func() bool {
 		return strings.Contains(metric(t, p, `pop_cache_events_total{event="coalesced"}`), fmt.Sprintf(" %d", n-1))
 	})
 	close(release)
@@ -63,8 +65,7 @@ func TestCacheCoalescesColdSlowObject(t *testing.T) {
 }
 
 func TestCacheServesStaleWhenOriginStops(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -73,20 +74,28 @@ func TestCacheServesStaleWhenOriginStops(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=1, stale-if-error=300")
 		w.Write([]byte("kept"))
 	})}
-	go srv.Serve(ln)
-	p := startPoP(t, caDir, "http://"+ln.Addr().String(), func(c *pop.Config) {
-		u := c.Upstreams["origin"]
-		u.ConnectTimeout = time.Second
-		c.Upstreams["origin"] = u
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	stopOrigin := sync.OnceValue(func() error {
+		srv.Close()
+		return <-served
 	})
+	t.Cleanup(func() { stopOrigin() })
+	cfg := poptest.Config(ca, "http://"+ln.Addr().String())
+	u := cfg.Upstreams["origin"]
+	u.ConnectTimeout = time.Second
+	cfg.Upstreams["origin"] = u
+	p := poptest.StartPoP(t, cfg)
 	c := clients(t, ca)["h1"]
 	base := "https://localhost:" + port(p.Addr())
 	if resp, body := get(t, c, base+"/cached"); resp.StatusCode != 200 || body == nil {
 		t.Fatalf("prime: %d", resp.StatusCode)
 	}
 	p.WaitCache()
-	srv.Close() // the origin is gone
-	waitFor(t, "the cached object to go stale", func() bool {
+	if err := stopOrigin(); !errors.Is(err, http.ErrServerClosed) { // the origin is gone
+		t.Fatalf("origin Serve = %v", err)
+	}
+	poll.Until(t, "the cached object to go stale", func() bool {
 		resp, _ := get(t, c, base+"/cached")
 		return strings.Contains(resp.Header.Get("Cache-Status"), "stale-if-error")
 	})
@@ -107,14 +116,15 @@ func TestCacheServesStaleWhenOriginStops(t *testing.T) {
 }
 
 func TestCachePurgeEndpoint(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
 		w.Header().Set("Surrogate-Key", "catalog")
 		w.Write([]byte("item"))
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Cache.PurgeToken = "s3cret" })
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Cache.PurgeToken = "s3cret"
+	p := poptest.StartPoP(t, cfg)
 	c := clients(t, ca)["h2"]
 	base := "https://localhost:" + port(p.Addr())
 	get(t, c, base+"/item")
@@ -157,8 +167,7 @@ func TestCachePurgeEndpoint(t *testing.T) {
 }
 
 func TestCacheBehaviourThroughPoP(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	var version atomic.Int64
 	version.Store(1)
 	var revalidations atomic.Int64
@@ -185,11 +194,11 @@ func TestCacheBehaviourThroughPoP(t *testing.T) {
 			fmt.Fprintf(w, "query %s", r.URL.RawQuery)
 		}
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
-		c.Sites = append(c.Sites,
-			pop.Site{Hosts: []string{"sorted.lab"}, Upstream: "origin", CacheQuery: "sort"},
-			pop.Site{Hosts: []string{"noquery.lab"}, Upstream: "origin", CacheQuery: "ignore"})
-	})
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Sites = append(cfg.Sites,
+		pop.Site{Hosts: []string{"sorted.lab"}, Upstream: "origin", CacheQuery: "sort"},
+		pop.Site{Hosts: []string{"noquery.lab"}, Upstream: "origin", CacheQuery: "ignore"})
+	p := poptest.StartPoP(t, cfg)
 	c := clients(t, ca)["h2"]
 	base := "https://localhost:" + port(p.Addr())
 	originHits := func(path string) int {
@@ -206,7 +215,7 @@ func TestCacheBehaviourThroughPoP(t *testing.T) {
 		get(t, c, base+"/swr")
 		p.WaitCache()
 		version.Store(2)
-		waitFor(t, "the object to go stale", func() bool {
+		poll.Until(t, "the object to go stale", func() bool {
 			resp, _ := get(t, c, base+"/swr")
 			return strings.Contains(resp.Header.Get("Cache-Status"), "stale-while-revalidate")
 		})
@@ -220,7 +229,7 @@ func TestCacheBehaviourThroughPoP(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		waitFor(t, "the refreshed object", func() bool { _, b := get(t, c, base+"/swr"); return string(b) == "v2" })
+		poll.Until(t, "the refreshed object", func() bool { _, b := get(t, c, base+"/swr"); return string(b) == "v2" })
 		if n := originHits("/swr"); n != 2 {
 			t.Errorf("origin requests for /swr = %d, want 2 (the fill and exactly one refresh)", n)
 		}
@@ -229,7 +238,7 @@ func TestCacheBehaviourThroughPoP(t *testing.T) {
 		get(t, c, base+"/etag")
 		p.WaitCache()
 		version.Store(7)
-		waitFor(t, "a revalidation", func() bool { get(t, c, base+"/etag"); return revalidations.Load() > 0 })
+		poll.Until(t, "a revalidation", func() bool { get(t, c, base+"/etag"); return revalidations.Load() > 0 })
 		p.WaitCache()
 		resp, body := get(t, c, base+"/etag")
 		if string(body) != "0123456789" || resp.Header.Get("X-Version") != "7" {

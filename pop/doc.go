@@ -37,8 +37,9 @@
 // Every request that no fast path answers goes through [Server.ServeHTTP]:
 //
 //  1. X-Served-By is set, and Alt-Svc on TCP; admission applies the
-//     in-flight cap (503 with Retry-After), then the per-IP rate limit
-//     (429): the one gate every request passes, fast or not (hit.go).
+//     per-IP rate limit (429), then the in-flight cap (503 with
+//     Retry-After): the one gate every request passes, fast or not
+//     (hit.go).
 //  2. CONNECT is refused (405); the site is found by Host (421 if none),
 //     once: the request carries the site's cache.Route (its transport,
 //     query mode and Set-Cookie policy) to the cache, which never asks
@@ -84,9 +85,11 @@
 //     protocol and kept with the stored entry (cache.Encodings); only Age,
 //     Cache-Status and, when the origin sent none, Date are added per
 //     request. The protocol paths only encode.
-//   - Admission: the same admit as the ordinary path (in-flight cap, then
-//     the per-IP bucket); a request refused is left to the ordinary path,
-//     which answers 503 or 429 without charging a token twice.
+//   - Admission: the same admit as the ordinary path (the per-IP bucket,
+//     then the in-flight cap), through admitHit, which passes a request
+//     the cap would refuse before it takes a token; a refused request is
+//     left to the ordinary path, which answers 429 or 503 without charging
+//     a token twice.
 //
 // HTTP/1.1. The TLS listener's own loop reads a connection's request heads
 // into a 4 KiB buffer and parses each in place. A plain hit's precomputed

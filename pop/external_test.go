@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/pop/poptest"
 )
 
 // needTool returns the path of an external client. With EDGECDN_REQUIRE_CLIENTS set (.ci/run sets it) a missing
@@ -47,9 +49,9 @@ func (ro *recordingOrigin) sawVia(path, via string) (seen bool, earlyData bool) 
 
 func TestChromiumFetchesOverHTTP3(t *testing.T) {
 	chromium := needTool(t, "chromium")
-	caDir := t.TempDir()
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	hostport := "127.0.0.1:" + port(p.Addr()) // localhost may resolve to ::1, where nothing listens
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -67,8 +69,8 @@ func TestChromiumFetchesOverHTTP3(t *testing.T) {
 	if !strings.Contains(string(out), "recorded") {
 		t.Errorf("chromium page = %q, want the origin's body", out)
 	}
-	if seen, _ := ro.sawVia("/chromium-page", "3 pop-test"); !seen {
-		t.Errorf("origin did not see the page requested through the PoP over HTTP/3 (Via: 3 pop-test); requests: %v", viaOf(ro))
+	if seen, _ := ro.sawVia("/chromium-page", "3 "+poptest.Name); !seen {
+		t.Errorf("origin did not see the page requested through the PoP over HTTP/3 (Via: 3 %s); requests: %v", poptest.Name, viaOf(ro))
 	}
 }
 
@@ -82,9 +84,9 @@ func viaOf(ro *recordingOrigin) []string {
 
 func TestGtlsclientZeroRTT(t *testing.T) {
 	client := needTool(t, "gtlsclient")
-	caDir := t.TempDir()
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	dir := t.TempDir()
 	session, tp := filepath.Join(dir, "session.pem"), filepath.Join(dir, "tp.txt")
 	run := func(path string) string {
@@ -107,7 +109,7 @@ func TestGtlsclientZeroRTT(t *testing.T) {
 	for i := range 5 {
 		path := "/zero-rtt-" + string(rune('a'+i))
 		run(path)
-		if seen, early := ro.sawVia(path, "3 pop-test"); seen && early {
+		if seen, early := ro.sawVia(path, "3 "+poptest.Name); seen && early {
 			return
 		}
 	}

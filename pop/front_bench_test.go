@@ -2,22 +2,18 @@ package pop
 
 import (
 	"crypto/tls"
-	"github.com/edgecdn/cdn/pop/upstream"
 	"net/http/httptest"
 	"testing"
 
-	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/origin"
+	"github.com/edgecdn/cdn/pop/upstream"
 )
 
 // newFastRig is a PoP (not listening) in front of a real origin, with the
 // generated object of each size stored, and its front.
 func newFastRig(tb testing.TB, sizes ...string) *front {
 	tb.Helper()
-	caDir := tb.TempDir()
-	if _, err := certs.OpenLabCA(caDir); err != nil {
-		tb.Fatal(err)
-	}
 	o, err := origin.New(origin.Config{})
 	if err != nil {
 		tb.Fatal(err)
@@ -26,7 +22,7 @@ func newFastRig(tb testing.TB, sizes ...string) *front {
 	tb.Cleanup(ts.Close)
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	cfg.TLS.CADir = caDir
+	cfg.TLS.CADir = certstest.LabCA(tb).Dir()
 	cfg.Sites = []Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
 	cfg.Upstreams = map[string]UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{ts.URL}}}}
 	s, err := New(cfg)

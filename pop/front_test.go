@@ -13,20 +13,10 @@ import (
 	"time"
 
 	"github.com/edgecdn/cdn/certs"
-	"github.com/edgecdn/cdn/origin"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/poptest"
 )
-
-// startGenOrigin runs a real origin (generated objects, no files) over
-// plain HTTP.
-func startGenOrigin(t *testing.T) string {
-	t.Helper()
-	o, err := origin.New(origin.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return startRecordingOrigin(t, o.ServeHTTP).url
-}
 
 // h1Conn is a raw HTTP/1.1-over-TLS connection for exact control of what
 // is sent and read.
@@ -72,11 +62,12 @@ func (h *h1Conn) read(t *testing.T, method string) (*http.Response, []byte) {
 // HTTP/1.1 and HTTP/2 with the fast path off), apart from the per-request
 // Age and TTL.
 func TestFastPathMatchesNetHTTP(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	originURL := startGenOrigin(t)
-	fast := startPoP(t, caDir, originURL, nil)
-	slow := startPoP(t, caDir, originURL, func(c *pop.Config) { c.DisableFastPath = true })
+	ca := certstest.LabCA(t)
+	originURL := poptest.StartGenOrigin(t)
+	fast := poptest.StartPoP(t, poptest.Config(ca, originURL))
+	cfg := poptest.Config(ca, originURL)
+	cfg.DisableFastPath = true
+	slow := poptest.StartPoP(t, cfg)
 	cs := clients(t, ca)
 	for _, path := range []string{"/gen/1k", "/gen/100k?x=1", "/gen/3000?cc=public,max-age=60&vary="} {
 		type answer struct {
@@ -144,9 +135,8 @@ func TestFastPathMatchesNetHTTP(t *testing.T) {
 // answered by net/http with the bytes the loop had read, and the
 // connection keeps working; HEAD and Connection: close are honoured.
 func TestFastPathPassesOn(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), nil)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	c := dialH1(t, p, ca)
 	c.send(t, "GET /gen/2k HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	resp, body := c.read(t, "GET")
@@ -201,15 +191,14 @@ func TestFastPathPassesOn(t *testing.T) {
 // name's, is refused with 421 even when the object is cached for it, and
 // fetched from nowhere.
 func TestFastPathUnknownHost(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
 		w.Write([]byte("for " + r.Host))
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
-		c.Sites = append(c.Sites, pop.Site{Hosts: []string{"other.lab"}, Upstream: "origin"})
-	})
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Sites = append(cfg.Sites, pop.Site{Hosts: []string{"other.lab"}, Upstream: "origin"})
+	p := poptest.StartPoP(t, cfg)
 	dial := func(sni string) *h1Conn {
 		c, err := tls.Dial("tcp", p.Addr().String(), &tls.Config{RootCAs: ca.RootPool(), ServerName: sni, NextProtos: []string{"http/1.1"}})
 		if err != nil {
@@ -246,9 +235,10 @@ func TestFastPathUnknownHost(t *testing.T) {
 // TestFastPathDrain: Shutdown closes idle fast-loop connections at once
 // instead of waiting for their idle timeout.
 func TestFastPathDrain(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), func(c *pop.Config) { c.DrainTimeout = time.Minute })
+	ca := certstest.LabCA(t)
+	cfg := poptest.Config(ca, poptest.StartGenOrigin(t))
+	cfg.DrainTimeout = time.Minute
+	p := poptest.StartPoP(t, cfg)
 	for range 2 {
 		c := dialH1(t, p, ca)
 		c.send(t, "GET /gen/1k HTTP/1.1\r\nHost: localhost\r\n\r\n")

@@ -60,7 +60,7 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 		if ok {
 			key, hit, ok = f.lookup(head, &req, sniSite, key)
 		}
-		if !ok || s.admit(ip) != admitted {
+		if !ok || !s.admitHit(ip) {
 			b, _ := br.Peek(br.Buffered())
 			return &replayConn{Conn: tc, pending: bytes.Clone(b)}
 		}
@@ -88,7 +88,7 @@ func (f *front) lookup(head []byte, req *fastRequest, sniSite *site, key []byte)
 		return key, cache.FastHit{}, false
 	}
 	key = cache.AppendKey(key[:0], true, host, view(req.target), st.route.Query)
-	hit, ok := f.s.cache.LookupFast(key)
+	hit, ok := f.s.cache.LookupFast(key, view(req.acceptEncoding))
 	return key, hit, ok
 }
 

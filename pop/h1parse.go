@@ -39,6 +39,9 @@ type fastRequest struct {
 	target []byte
 	host   []byte
 	close  bool // Connection: close
+	// acceptEncoding is the one Accept-Encoding field's value, or nil:
+	// it picks the representation of a response compressed at the edge.
+	acceptEncoding []byte
 }
 
 // parse accepts only plain requests (see hit.go): "GET" or "HEAD", a
@@ -85,6 +88,11 @@ func (q *fastRequest) parse(head []byte) bool {
 				return false
 			}
 			q.host = value
+		case asciiEqualFold(name, "accept-encoding"):
+			if q.acceptEncoding != nil {
+				return false // two lines: net/http joins them
+			}
+			q.acceptEncoding = value[:len(value):len(value)]
 		case asciiEqualFold(name, "connection"):
 			switch {
 			case asciiEqualFold(value, "close"):

@@ -1,6 +1,7 @@
 package pop_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,8 +18,9 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/edgecdn/cdn/certs"
-	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/pop/poptest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // These tests come from a review of the HTTP/2 server: each failed (or
@@ -34,9 +37,8 @@ func heapInUse() int64 {
 // (PINGs, or HEAD hits, in TLS records that never end on a frame
 // boundary) is stopped by a blocked write, not buffered without bound.
 func TestH2FloodsMeetBackpressure(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), nil)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	fetchH1(t, p, ca, "/gen/1k")
 	p.WaitCache()
 
@@ -98,15 +100,7 @@ func TestH2FloodsMeetBackpressure(t *testing.T) {
 		off = end
 	}
 	// Let the server answer all it will: until its count stops moving.
-	for last := int64(-1); ; {
-		time.Sleep(300 * time.Millisecond)
-		if now := p.FastHits().HTTP2; now != last {
-			last = now
-			continue
-		}
-		break
-	}
-	served := p.FastHits().HTTP2 - hits
+	served := poll.Steady(t, "the HTTP/2 hits answered to the HEAD flood", 300*time.Millisecond, 0, func() int64 { return p.FastHits().HTTP2 }) - hits
 	grew = (heapInUse() - before) >> 20
 	t.Logf("HEAD flood: %d requests sent unread, %d answered, heap grew %d MiB", n, served, grew)
 	if served >= n || grew > 32 {
@@ -117,20 +111,23 @@ func TestH2FloodsMeetBackpressure(t *testing.T) {
 // TestH2LargeHitsAreNotCopiedWhole: connections that ask for a 4 MiB hit
 // and do not read hold a bounded buffer each, not a copy of the object.
 func TestH2LargeHitsAreNotCopiedWhole(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), nil)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	fetchH1(t, p, ca, "/gen/4m")
 	p.WaitCache()
 	before := heapInUse()
+	hits := p.FastHits().HTTP2
 	const n = 20
 	for range n {
 		h := dialH2(t, p, ca, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
 		h.fr.WriteWindowUpdate(0, 1<<31-1-65535)
 		h.request(1, "GET", "/gen/4m", true)
 	}
-	time.Sleep(time.Second)
-	grew := (heapInUse() - before) >> 20
+	// Each connection's reader takes its hit (and counts it) before it
+	// writes; then it writes until the unread connection stops it, and the
+	// heap stops growing.
+	poll.Until(t, "every connection's reader to take its hit", func() bool { return p.FastHits().HTTP2-hits == n })
+	grew := (poll.Steady(t, "the heap in use", 300*time.Millisecond, 1<<20, heapInUse) - before) >> 20
 	t.Logf("%d connections not reading a 4 MiB hit: heap grew %d MiB", n, grew)
 	if grew > 40 {
 		t.Errorf("%d connections not reading a 4 MiB hit grew the heap by %d MiB; want a bounded buffer each", n, grew)
@@ -140,20 +137,23 @@ func TestH2LargeHitsAreNotCopiedWhole(t *testing.T) {
 // TestH2ShutdownHonoursItsContext: a connection stuck writing to a client
 // that does not read does not hold Shutdown past its context.
 func TestH2ShutdownHonoursItsContext(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), func(c *pop.Config) {
-		c.Limits.IdleTimeout = 30 * time.Second
-		c.DrainTimeout = time.Second
-	})
+	ca := certstest.LabCA(t)
+	cfg := poptest.Config(ca, poptest.StartGenOrigin(t))
+	cfg.Limits.IdleTimeout = 30 * time.Second
+	cfg.DrainTimeout = time.Second
+	p := poptest.StartPoP(t, cfg)
 	fetchH1(t, p, ca, "/gen/4m")
 	p.WaitCache()
 	h := dialH2(t, p, ca, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
 	h.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	hits := p.FastHits().HTTP2
 	for id := uint32(1); id <= 15; id += 2 {
 		h.request(id, "GET", "/gen/4m", true)
 	}
-	time.Sleep(500 * time.Millisecond) // the reader is blocked writing
+	// The reader takes hits (counting each before it writes it) until a
+	// write to the client, which reads nothing, blocks it.
+	poll.Until(t, "the reader to take a hit", func() bool { return p.FastHits().HTTP2 > hits })
+	poll.Steady(t, "the hits the reader took", 300*time.Millisecond, 0, func() int64 { return p.FastHits().HTTP2 })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
@@ -168,19 +168,24 @@ func TestH2ShutdownHonoursItsContext(t *testing.T) {
 // finish; trailers ending a body shorter than its Content-Length reset
 // the stream instead of reaching the origin.
 func TestH2LateFramesOnResetStreams(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	var whole atomic.Int32 // /upload bodies the origin read to their end
+	release := make(chan struct{})
+	releaseSlow := sync.OnceFunc(func() { close(release) })
+	defer releaseSlow()
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			time.Sleep(time.Second) // in flight while stream 3 is refused and reset
+		if r.URL.Path == "/slow" { // in flight while stream 3 is refused and reset
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
 		}
 		if _, err := io.ReadAll(r.Body); err == nil && r.URL.Path == "/upload" {
 			whole.Add(1)
 		}
 		w.Write([]byte("recorded"))
 	})
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	h := dialH2(t, p, ca)
 	h.request(1, "GET", "/slow?cc=no-store", true)
 	h.request(3, "POST", "/upload", false, "content-length", strconv.Itoa(100<<20))
@@ -193,6 +198,10 @@ func TestH2LateFramesOnResetStreams(t *testing.T) {
 		h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.hbuf.Bytes(), EndStream: true, EndHeaders: true})
 	}
 	trailers(3)
+	if ga := h.sync(); ga != nil {
+		t.Fatalf("trailers on a stream the server reset: GOAWAY %v", ga.ErrCode)
+	}
+	releaseSlow() // the server has read the trailers: stream 1 may end
 	for done := false; !done; {
 		switch f := h.next().(type) {
 		case *http2.GoAwayFrame:
@@ -230,13 +239,12 @@ func TestH2LateFramesOnResetStreams(t *testing.T) {
 // TestH2ExpectContinue: a request with Expect: 100-continue gets 100 when
 // the handler first reads its body, and the field is not forwarded.
 func TestH2ExpectContinue(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Write([]byte("got " + strconv.Itoa(len(b)) + " expect=" + r.Header.Get("Expect")))
 	})
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	h := dialH2(t, p, ca)
 	h.request(1, "PUT", "/upload", false, "content-length", "3", "expect", "100-continue")
 	for {
@@ -257,22 +265,34 @@ func TestH2ExpectContinue(t *testing.T) {
 // TestH2SettingsComeFirst: a drain that starts before the client's
 // preface still sends SETTINGS before GOAWAY (RFC 9113 3.4).
 func TestH2SettingsComeFirst(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), func(c *pop.Config) { c.DrainTimeout = 3 * time.Second })
+	ca := certstest.LabCA(t)
+	cfg := poptest.Config(ca, poptest.StartGenOrigin(t))
+	cfg.DrainTimeout = 3 * time.Second
+	p := poptest.StartPoP(t, cfg)
 	c, err := tls.Dial("tcp", p.Addr().String(), &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(200 * time.Millisecond)
-	go p.Shutdown(context.Background())
-	time.Sleep(200 * time.Millisecond)
+	// Once the connection's reader waits for the preface, the drain finds
+	// the connection and sends its GOAWAY at once: the first bytes the
+	// client can read are the drain's.
+	poll.Until(t, "the HTTP/2 connection to wait for the preface", func() bool { return goroutinesIn("h2.(*Conn).serve(") > 0 })
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- p.Shutdown(context.Background()) }()
+	c.SetReadDeadline(time.Now().Add(poll.Timeout))
+	br := bufio.NewReader(c)
+	if _, err := br.Peek(1); err != nil {
+		t.Fatalf("waiting for the drain to reach the connection: %v", err)
+	}
 	io.WriteString(c, http2.ClientPreface)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	f, err := http2.NewFramer(io.Discard, c).ReadFrame()
+	f, err := http2.NewFramer(io.Discard, br).ReadFrame()
 	if sf, ok := f.(*http2.SettingsFrame); err != nil || !ok || sf.IsAck() {
 		t.Errorf("first frame from a draining server: %v, %v; want SETTINGS", f, err)
+	}
+	c.Close()
+	if err := <-shutdown; err != nil {
+		t.Errorf("Shutdown = %v", err)
 	}
 }
 
@@ -280,10 +300,13 @@ func TestH2SettingsComeFirst(t *testing.T) {
 // handlers until theirs return, so the origin never sees more requests at
 // once than the stream limit.
 func TestH2RapidResetHandlers(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	var inflight, peak atomic.Int64
+	ca := certstest.LabCA(t)
+	var arrived, inflight, peak atomic.Int64
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			return // the PoP's health checks
+		}
+		arrived.Add(1)
 		n := inflight.Add(1)
 		defer inflight.Add(-1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
@@ -293,14 +316,21 @@ func TestH2RapidResetHandlers(t *testing.T) {
 		case <-time.After(2 * time.Second):
 		}
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Limits.MaxConcurrentStreams = 10 })
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Limits.MaxConcurrentStreams = 10
+	p := poptest.StartPoP(t, cfg)
 	h := dialH2(t, p, ca)
 	for id := uint32(1); id < 80; id += 2 {
 		if h.try(id, "GET", "/slow?cc=no-store&n="+strconv.Itoa(int(id))) != nil || h.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 			break
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Every request that will reach the origin has once the server has
+	// read all the frames, its handlers have returned, and no request
+	// is still on its way.
+	h.sync()
+	poll.Until(t, "the reset streams' handlers to return", func() bool { return goroutinesIn("runHandler") == 0 })
+	poll.Steady(t, "the requests reaching the origin", 300*time.Millisecond, 0, arrived.Load)
 	if got := peak.Load(); got > 11 {
 		t.Errorf("40 streams opened and reset with a limit of 10: %d origin requests at once", got)
 	}
@@ -310,12 +340,11 @@ func TestH2RapidResetHandlers(t *testing.T) {
 // request whose body never comes, end after the idle timeout, and so do
 // their connections.
 func TestH2StalledStreamsEnd(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), func(c *pop.Config) {
-		c.Limits.IdleTimeout = time.Second
-		c.Limits.ReadHeaderTimeout = time.Second
-	})
+	ca := certstest.LabCA(t)
+	cfg := poptest.Config(ca, poptest.StartGenOrigin(t))
+	cfg.Limits.IdleTimeout = time.Second
+	cfg.Limits.ReadHeaderTimeout = time.Second
+	p := poptest.StartPoP(t, cfg)
 	fetchH1(t, p, ca, "/gen/100k")
 	p.WaitCache()
 	a := dialH2(t, p, ca, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
@@ -335,5 +364,5 @@ func TestH2StalledStreamsEnd(t *testing.T) {
 			break
 		}
 	}
-	waitFor(t, "stalled streams' goroutines to end", func() bool { return goroutinesIn("runHandler") == 0 && goroutinesIn("serveHit.func") == 0 })
+	poll.Until(t, "stalled streams' goroutines to end", func() bool { return goroutinesIn("runHandler") == 0 && goroutinesIn("serveHit.func") == 0 })
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +19,10 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/poptest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // h2Raw is a raw HTTP/2-over-TLS client connection: frames written and
@@ -115,6 +119,27 @@ func (h *h2Raw) next() http2.Frame {
 	}
 }
 
+// sync sends a PING and reads frames up to its ACK, dropping the others:
+// once it returns, the server has read every frame sent before the PING.
+// If the server sends GOAWAY first, sync returns it instead.
+func (h *h2Raw) sync() *http2.GoAwayFrame {
+	h.t.Helper()
+	data := [8]byte{'s', 'y', 'n', 'c'}
+	if err := h.fr.WritePing(false, data); err != nil {
+		h.t.Fatal(err)
+	}
+	for {
+		switch f := h.next().(type) {
+		case *http2.PingFrame:
+			if f.IsAck() && f.Data == data {
+				return nil
+			}
+		case *http2.GoAwayFrame:
+			return f
+		}
+	}
+}
+
 // response reads stream id's response: its header fields and the DATA
 // bytes up to END_STREAM.
 func (h *h2Raw) response(id uint32) (map[string]string, []byte) {
@@ -150,9 +175,8 @@ func (h *h2Raw) response(id uint32) (map[string]string, []byte) {
 // size, for a hit answered by the connection's reader and for a response
 // from the handler path.
 func TestH2FlowControl(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), nil)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	want := fetchH1(t, p, ca, "/gen/100k")
 	p.WaitCache()
 	for _, path := range []string{"/gen/100k", "/gen/100k?cc=no-store"} {
@@ -213,9 +237,8 @@ func fetchH1(t *testing.T, p *pop.Server, ca *certs.LabCA, path string) []byte {
 // not open get the stream or connection errors RFC 9113 names, and the
 // connection serves on after stream errors.
 func TestH2StreamErrors(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), nil)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	fetchH1(t, p, ca, "/gen/1k")
 	p.WaitCache()
 	h := dialH2(t, p, ca)
@@ -267,8 +290,7 @@ func TestH2StreamErrors(t *testing.T) {
 // connection receive windows reaches the origin whole, the window coming
 // back as the handler reads it; trailers end it.
 func TestH2RequestBody(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -277,7 +299,9 @@ func TestH2RequestBody(t *testing.T) {
 		}
 		w.Write([]byte(strconv.Itoa(len(b)) + " " + strconv.Itoa(int(bytes.Count(b, []byte("z"))))))
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Limits.MaxBodyBytes = 16 << 20 })
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Limits.MaxBodyBytes = 16 << 20
+	p := poptest.StartPoP(t, cfg)
 	body := bytes.Repeat([]byte("z"), 5<<20)
 	req, _ := http.NewRequest("POST", "https://localhost:"+port(p.Addr())+"/upload", bytes.NewReader(body))
 	resp, err := clients(t, ca)["h2"].Do(req)
@@ -305,18 +329,38 @@ func TestH2RequestBody(t *testing.T) {
 // TestH2Drain: Shutdown sends GOAWAY naming the last stream it took; that
 // stream's response still arrives in full, then the connection closes.
 func TestH2Drain(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), func(c *pop.Config) { c.DrainTimeout = time.Minute })
+	ca := certstest.LabCA(t)
+	arrived, release := make(chan struct{}), make(chan struct{})
+	arrive := sync.OnceFunc(func() { close(arrived) })
+	releaseDrain := sync.OnceFunc(func() { close(release) })
+	defer releaseDrain()
+	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/drain" {
+			arrive()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.Write(bytes.Repeat([]byte("d"), 5000))
+	})
+	cfg := poptest.Config(ca, ro.url)
+	cfg.DrainTimeout = time.Minute
+	p := poptest.StartPoP(t, cfg)
 	h := dialH2(t, p, ca)
-	h.request(1, "GET", "/gen/5000?delay=1s&cc=no-store", true)
-	time.Sleep(200 * time.Millisecond) // the request is with the origin
+	h.request(1, "GET", "/drain", true)
+	select {
+	case <-arrived: // the server took stream 1: it is with the origin
+	case <-time.After(poll.Timeout):
+		t.Fatalf("the request did not reach the origin within %v", poll.Timeout)
+	}
 	done := make(chan error, 1)
 	go func() { done <- p.Shutdown(context.Background()) }()
 	f := h.next()
 	if ga, ok := f.(*http2.GoAwayFrame); !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1 {
 		t.Fatalf("on Shutdown: got %v, want GOAWAY NO_ERROR last 1", f)
 	}
+	releaseDrain()
 	if fields, body := h.response(1); fields[":status"] != "200" || len(body) != 5000 {
 		t.Errorf("in-flight request after GOAWAY = %q with %d bytes", fields[":status"], len(body))
 	}
@@ -343,9 +387,10 @@ func TestH2Drain(t *testing.T) {
 // and cancel, over and over) neither stops the connection's own requests
 // nor leaves handler goroutines behind.
 func TestH2StreamLimits(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), func(c *pop.Config) { c.Limits.MaxConcurrentStreams = 4 })
+	ca := certstest.LabCA(t)
+	cfg := poptest.Config(ca, poptest.StartGenOrigin(t))
+	cfg.Limits.MaxConcurrentStreams = 4
+	p := poptest.StartPoP(t, cfg)
 	h := dialH2(t, p, ca)
 	for id := uint32(1); id <= 9; id += 2 {
 		h.request(id, "GET", "/gen/10?delay=500ms&cc=no-store&n="+strconv.Itoa(int(id)), true)
@@ -395,7 +440,7 @@ func TestH2StreamLimits(t *testing.T) {
 		}
 	}
 	h.c.Close()
-	waitFor(t, "the HTTP/2 handler goroutines to end", func() bool { return goroutinesIn("runHandler") == 0 })
+	poll.Until(t, "the HTTP/2 handler goroutines to end", func() bool { return goroutinesIn("runHandler") == 0 })
 }
 
 // goroutinesIn counts the goroutines with fn on their stack.

@@ -18,15 +18,15 @@ type h2Hits struct {
 
 var _ h2.Hits = (*h2Hits)(nil)
 
-func (h *h2Hits) Hit(block []byte, head bool, authority, path string) ([]byte, []byte, bool) {
+func (h *h2Hits) Hit(block []byte, head bool, authority, path, acceptEncoding string) ([]byte, []byte, bool) {
 	s := h.s
 	st := s.router.lookup(authority)
 	if st == nil || h.sni != nil && h.sni != st {
 		return block, nil, false
 	}
 	h.key = cache.AppendKey(h.key[:0], true, authority, path, st.route.Query)
-	hit, ok := s.cache.LookupFast(h.key)
-	if !ok || s.admit(h.ip) != admitted {
+	hit, ok := s.cache.LookupFast(h.key, acceptEncoding)
+	if !ok || !s.admitHit(h.ip) {
 		return block, nil, false // the handler answers (a miss, 503 or 429)
 	}
 	enc := encoding(&hit.Encoded.HTTP2, func() []byte { return fieldenc.AppendHPACKFields(nil, s.hitFields(&hit, true)) })

@@ -50,10 +50,12 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 	kp := keyBuffers.Get().(*[]byte)
 	key := cache.AppendKey((*kp)[:0], true, r.Host, r.RequestURI, st.route.Query)
-	hit, ok := s.cache.LookupFast(key)
+	ae := r.Header["Accept-Encoding"]
+	hit, ok := s.cache.LookupFast(key, strings.Join(ae, ""))
+	ok = ok && len(ae) <= 1 // two lines: the ordinary path joins them
 	*kp = key[:0]
 	keyBuffers.Put(kp)
-	if !ok || s.admit(s.limitKey(r.RemoteAddr)) != admitted {
+	if !ok || !s.admitHit(s.limitKey(r.RemoteAddr)) {
 		return false // a miss, 503 or 429 from the ordinary path
 	}
 	if r.TLS != nil && !r.TLS.HandshakeComplete {

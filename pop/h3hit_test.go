@@ -6,17 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/edgecdn/cdn/certs"
-	"github.com/edgecdn/cdn/origin"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop"
-	"github.com/edgecdn/cdn/pop/upstream"
+	"github.com/edgecdn/cdn/pop/poptest"
 )
 
 // oddOrigin answers every path with a response that has what the
@@ -43,9 +41,8 @@ func oddOrigin(t *testing.T) string {
 // through quic-go's response writer (Config.DisableFastPath), for GET
 // and HEAD, apart from the per-request Age, TTL and generated Date.
 func TestH3FastPathMatchesWriter(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	genURL := startGenOrigin(t)
+	ca := certstest.LabCA(t)
+	genURL := poptest.StartGenOrigin(t)
 	oddURL := oddOrigin(t)
 	cases := []struct{ origin, path string }{
 		{genURL, "/gen/1k"},
@@ -55,8 +52,10 @@ func TestH3FastPathMatchesWriter(t *testing.T) {
 		{oddURL, "/odd"},
 	}
 	for _, tc := range cases {
-		fast := startPoP(t, caDir, tc.origin, nil)
-		slow := startPoP(t, caDir, tc.origin, func(c *pop.Config) { c.DisableFastPath = true })
+		fast := poptest.StartPoP(t, poptest.Config(ca, tc.origin))
+		cfg := poptest.Config(ca, tc.origin)
+		cfg.DisableFastPath = true
+		slow := poptest.StartPoP(t, cfg)
 		for _, method := range []string{"GET", "HEAD"} {
 			type answer struct {
 				h    http.Header
@@ -105,7 +104,7 @@ func TestH3FastPathMatchesWriter(t *testing.T) {
 				}
 			}
 			if tc.path == "/odd" {
-				if cs := want.h.Get("Cache-Status"); cs != "pop-test; hit" {
+				if cs := want.h.Get("Cache-Status"); cs != poptest.Name+"; hit" {
 					t.Errorf("/odd: Cache-Status = %q, want the PoP's alone (the cache does not store the upstream's)", cs)
 				}
 				if lm := want.h.Get("Last-Modified"); lm != "Mon, 02 Jan 2006 15:04:05 GMT" {
@@ -120,9 +119,8 @@ func TestH3FastPathMatchesWriter(t *testing.T) {
 // (validators, ranges, credentials, cache directives), misses and hosts
 // the PoP does not serve go the ordinary way and get its answers.
 func TestH3FastPathPassesOn(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
-	p := startPoP(t, caDir, startGenOrigin(t), nil)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
 	client := clients(t, ca)["h3"]
 	url := "https://localhost:" + port(p.Addr()) + "/gen/2k"
 	before := p.FastHits().HTTP3
@@ -182,35 +180,12 @@ func do(t *testing.T, c *http.Client, method, url string) (*http.Response, []byt
 // itself (fast) and through quic-go's response writer (writer). Client
 // and server share the process: compare the two, not the absolute time.
 func BenchmarkH3Hit(b *testing.B) {
-	caDir := b.TempDir()
-	ca, err := certs.OpenLabCA(caDir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	o, err := origin.New(origin.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ts := httptest.NewServer(o)
-	defer ts.Close()
+	ca := certstest.LabCA(b)
+	originURL := poptest.StartGenOrigin(b)
 	for _, mode := range []string{"fast", "writer"} {
-		cfg := pop.DefaultConfig()
-		cfg.Listen = "127.0.0.1:0"
-		cfg.Admin = ""
-		cfg.TLS.CADir = caDir
+		cfg := poptest.Config(ca, originURL)
 		cfg.DisableFastPath = mode == "writer"
-		cfg.Sites = []pop.Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-		cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{ts.URL}}}}
-		p, err := pop.New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := p.Listen(); err != nil {
-			b.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- p.Serve() }()
-		<-p.Warmed()
+		p := poptest.StartPoP(b, cfg)
 		tr := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.RootPool()}}
 		client := &http.Client{Transport: tr}
 		for _, size := range []string{"1k", "100k"} {
@@ -248,9 +223,6 @@ func BenchmarkH3Hit(b *testing.B) {
 			})
 		}
 		tr.Close()
-		p.Close()
-		if err := <-done; err != nil {
-			b.Errorf("Serve = %v", err)
-		}
+		p.Close() // before the next mode's PoP; StartPoP's cleanup checks Serve's error
 	}
 }

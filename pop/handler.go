@@ -34,15 +34,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		h["Alt-Svc"] = s.altSvc
 	}
 	switch s.admit(s.limitKey(r.RemoteAddr)) {
-	case overloaded:
-		s.metrics.rejected.WithLabelValues("overload").Inc()
-		h.Set("Retry-After", "1")
-		http.Error(w, "503 service unavailable: this PoP is at its limit of "+strconv.FormatInt(s.maxInflight, 10)+" requests in flight, retry shortly", http.StatusServiceUnavailable)
-		return
 	case rateLimited:
 		s.metrics.rejected.WithLabelValues("rate_limit").Inc()
 		h.Set("Retry-After", "1")
 		http.Error(w, "429 too many requests from this address, slow down", http.StatusTooManyRequests)
+		return
+	case overloaded:
+		s.metrics.rejected.WithLabelValues("overload").Inc()
+		h.Set("Retry-After", "1")
+		http.Error(w, "503 service unavailable: this PoP is at its limit of "+strconv.FormatInt(s.maxInflight, 10)+" requests in flight, retry shortly", http.StatusServiceUnavailable)
 		return
 	}
 	defer s.release()

@@ -29,22 +29,31 @@ const (
 	rateLimited         // over the address's rate: 429
 )
 
-// admit lets a request in: under the in-flight cap first, then within its
-// address's rate (ip from limitKey). An admitted request is released with
-// release once answered. A refused one holds nothing and took no rate
-// token, so a fast path that is refused passes the request to the
-// ordinary path, which asks again and answers 503 or 429; nothing is
-// charged twice.
+// admit lets a request in: within its address's rate first (ip from
+// limitKey; every request it lets through takes a token, as a flood must
+// pay for its requests whatever else happens to them), then under the
+// in-flight cap. An admitted request is released with release once
+// answered.
 func (s *Server) admit(ip string) verdict {
+	if s.limiter != nil && !s.limiter.allow(ip) {
+		return rateLimited
+	}
 	if s.maxInflight > 0 && s.inflight.Add(1) > s.maxInflight {
 		s.inflight.Add(-1)
 		return overloaded
 	}
-	if s.limiter != nil && !s.limiter.allow(ip) {
-		s.release()
-		return rateLimited
-	}
 	return admitted
+}
+
+// admitHit is admit for a fast path, which passes a refused request to the
+// ordinary path to be answered (429 or 503): a request the in-flight cap
+// would refuse is passed before it takes a rate token, so that the
+// ordinary path's admit does not charge it twice.
+func (s *Server) admitHit(ip string) bool {
+	if s.maxInflight > 0 && s.inflight.Load() >= s.maxInflight {
+		return false
+	}
+	return s.admit(ip) == admitted
 }
 
 // release ends an admitted request.

@@ -21,18 +21,18 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/edgecdn/cdn/bench/drill"
-	"github.com/edgecdn/cdn/certs"
-	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/pop/poptest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // TestHostileHTTP1 sends malformed and smuggling-shaped requests: each
 // must get a 4xx (or a closed connection), none may reach the origin, and
 // the PoP must keep serving others without leaking goroutines.
 func TestHostileHTTP1(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	addr := p.Addr().String()
 	before := runtime.NumGoroutine()
 	// The one hostile HTTP/1.1 corpus, which the lab's hostile drill sends
@@ -68,16 +68,15 @@ func TestHostileHTTP1(t *testing.T) {
 	if resp, _ := get(t, clients(t, ca)["h2"], "https://localhost:"+port(p.Addr())+"/after"); resp.StatusCode != 200 {
 		t.Errorf("a normal request after the corpus = %d", resp.StatusCode)
 	}
-	waitFor(t, "the corpus's goroutines to end", func() bool { return runtime.NumGoroutine() <= before+10 })
+	poll.Until(t, "the corpus's goroutines to end", func() bool { return runtime.NumGoroutine() <= before+10 })
 }
 
 // TestSlowlorisIsCut holds a connection open sending a header byte at a
 // time: the PoP must close it after its read-header timeout.
 func TestSlowlorisIsCut(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	// The default read-header timeout is 10 s; a test PoP would be slow to
 	// show it, so the check is that the server closes the connection at all
 	// within a bound, while we trickle bytes.
@@ -115,14 +114,13 @@ func isTimeout(err error) bool {
 // are replaced by the PoP, so an origin that reflects them cannot be made
 // to cache an attacker's value for everyone.
 func TestUnkeyedHeadersCannotPoison(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		io.WriteString(w, "host="+r.Header.Get("X-Forwarded-Host")+" proto="+r.Header.Get("X-Forwarded-Proto")+
 			" for="+r.Header.Get("X-Forwarded-For")+" fwd="+r.Header.Get("Forwarded"))
 	})
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	c := clients(t, ca)["h2"]
 	url := "https://localhost:" + port(p.Addr()) + "/reflect"
 	_, attacker := get(t, c, url, "X-Forwarded-Host", "evil.example", "X-Forwarded-Proto", "http",
@@ -143,10 +141,9 @@ func TestUnkeyedHeadersCannotPoison(t *testing.T) {
 // by the thousand (CVE-2023-44487), then floods a stream with CONTINUATION
 // frames: the PoP must stay up for others and let go of the goroutines.
 func TestHTTP2RapidResetAndHeaderFlood(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	before := runtime.NumGoroutine()
 	attack := func(t *testing.T, f func(fr *http2.Framer, enc *hpack.Encoder, buf *bytes.Buffer)) {
 		conn, err := tls.Dial("tcp", p.Addr().String(), &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{"h2"}})
@@ -204,28 +201,31 @@ func TestHTTP2RapidResetAndHeaderFlood(t *testing.T) {
 	if resp, _ := get(t, clients(t, ca)["h2"], "https://localhost:"+port(p.Addr())+"/gen/1k"); resp.StatusCode != 200 {
 		t.Errorf("a normal request after the attacks = %d", resp.StatusCode)
 	}
-	waitFor(t, "the attack's goroutines to end", func() bool { return runtime.NumGoroutine() <= before+10 })
+	poll.Until(t, "the attack's goroutines to end", func() bool { return runtime.NumGoroutine() <= before+10 })
 }
 
 // Override fields are stripped before the cache and the origin see the
 // request (a site may keep them), and denied paths never leave the edge.
 func TestStripOverridesAndDenyPaths(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
 	overrides := []string{"X-Original-URL", "/admin", "X-Rewrite-URL", "/admin", "X-HTTP-Method-Override", "DELETE",
 		"X-Forwarded-Port", "1234", "X-Forwarded-Scheme", "http", "X-Forwarded-Server", "evil", "X-Host", "evil.example"}
 	for _, tt := range []struct {
 		name       string
-		edit       func(*pop.Config)
+		keep       bool // the site strips no fields and denies no paths
 		wantStrip  bool
 		wantDenied bool
 	}{
-		{"defaults", nil, true, true},
-		{"site keeps them", func(c *pop.Config) { c.Sites[0].StripRequestHeaders = []string{}; c.Sites[0].DenyPaths = []string{} }, false, false},
+		{"defaults", false, true, true},
+		{"site keeps them", true, false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := startPoP(t, caDir, ro.url, tt.edit)
+			cfg := poptest.Config(ca, ro.url)
+			if tt.keep {
+				cfg.Sites[0].StripRequestHeaders, cfg.Sites[0].DenyPaths = []string{}, []string{}
+			}
+			p := poptest.StartPoP(t, cfg)
 			c := clients(t, ca)["h2"]
 			base := "https://localhost:" + port(p.Addr())
 			path := "/strip-" + strings.ReplaceAll(tt.name, " ", "-")
@@ -264,15 +264,14 @@ func TestStripOverridesAndDenyPaths(t *testing.T) {
 // never sends a request (HTTP/1.1) or stops after the HTTP/2 preface is
 // closed after the read-header timeout, not kept for the idle timeout.
 func TestConnectionLimitsAndFirstRequestDeadline(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
-		c.Limits.MaxConnsPerAddr = 5
-		c.Limits.MaxQUICConnsPerAddr = 3
-		c.Limits.ReadHeaderTimeout = 300 * time.Millisecond
-		c.Limits.IdleTimeout = time.Hour
-	})
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Limits.MaxConnsPerAddr = 5
+	cfg.Limits.MaxQUICConnsPerAddr = 3
+	cfg.Limits.ReadHeaderTimeout = 300 * time.Millisecond
+	cfg.Limits.IdleTimeout = time.Hour
+	p := poptest.StartPoP(t, cfg)
 	addr := p.Addr().String()
 	dial := func(proto string) (*tls.Conn, error) {
 		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", NextProtos: []string{proto}})
@@ -325,7 +324,7 @@ func TestConnectionLimitsAndFirstRequestDeadline(t *testing.T) {
 		for _, c := range held {
 			c.Close()
 		}
-		waitFor(t, "a slot to come back", func() bool {
+		poll.Until(t, "a slot to come back", func() bool {
 			c, err := dial("http/1.1")
 			if err != nil {
 				return false
@@ -376,8 +375,7 @@ func TestConnectionLimitsAndFirstRequestDeadline(t *testing.T) {
 // One client address holds at most its share of origin requests in
 // flight, however many it starts; another address is not held up.
 func TestUpstreamFairShare(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	release := make(chan struct{})
 	var reached atomic.Int64
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
@@ -389,7 +387,9 @@ func TestUpstreamFairShare(t *testing.T) {
 		w.Write([]byte("ok"))
 	})
 	defer close(release)
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Limits.MaxUpstreamPerAddr = 4 })
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Limits.MaxUpstreamPerAddr = 4
+	p := poptest.StartPoP(t, cfg)
 	base := "https://localhost:" + port(p.Addr())
 	c := clients(t, ca)["h2"]
 	codes := make(chan int, 10)

@@ -10,7 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/pop/poptest"
 )
 
 // TestInterimResponses: an origin's 103 Early Hints (and 102) reach the
@@ -33,12 +34,8 @@ func TestInterimResponses(t *testing.T) {
 		io.WriteString(w, "final body "+r.URL.Path)
 	}))
 	defer origin.Close()
-	caDir := t.TempDir()
-	ca, err := certs.OpenLabCA(caDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startPoP(t, caDir, origin.URL, nil)
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, origin.URL))
 	for proto := range clients(t, ca) {
 		t.Run(proto, func(t *testing.T) {
 			url := "https://localhost:" + port(p.Addr()) + "/" + proto

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,9 +21,11 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/origin"
 	"github.com/edgecdn/cdn/pop"
-	"github.com/edgecdn/cdn/pop/upstream"
+	"github.com/edgecdn/cdn/pop/poptest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // testOrigin is a real origin server on loopback, over TLS with a lab-CA
@@ -47,9 +49,14 @@ func startOrigin(t *testing.T, ca *certs.LabCA, root string) *testOrigin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.ServeTLS(ln, cert) }()
-	t.Cleanup(func() { srv.Close(); <-done })
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeTLS(ln, cert) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("origin ServeTLS = %v", err)
+		}
+	})
 	return &testOrigin{srv: srv, url: "https://" + ln.Addr().String()}
 }
 
@@ -60,12 +67,16 @@ type recordingOrigin struct {
 	reqs []*http.Request
 }
 
+// startRecordingOrigin runs an origin over plain HTTP on 127.0.0.1:0 until
+// the test ends: h answers (if nil, "recorded"), and every request but
+// the PoPs' health checks is recorded. It fails the test if Serve ends
+// other than by the close at cleanup.
 func startRecordingOrigin(t *testing.T, h http.HandlerFunc) *recordingOrigin {
 	t.Helper()
 	ro := &recordingOrigin{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("origin listen: %v", err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/healthz" {
@@ -79,8 +90,14 @@ func startRecordingOrigin(t *testing.T, h http.HandlerFunc) *recordingOrigin {
 		}
 		w.Write([]byte("recorded"))
 	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("origin Serve = %v", err)
+		}
+	})
 	ro.url = "http://" + ln.Addr().String()
 	return ro
 }
@@ -89,44 +106,6 @@ func (ro *recordingOrigin) requests() []*http.Request {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
 	return append([]*http.Request(nil), ro.reqs...)
-}
-
-// startPoP runs a PoP for the origin URL with the lab CA in caDir, after
-// edit changes its config, and waits until its pools are warm.
-func startPoP(t *testing.T, caDir, originURL string, edit func(*pop.Config)) *pop.Server {
-	t.Helper()
-	cfg := pop.DefaultConfig()
-	cfg.Name = "pop-test"
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Admin = "127.0.0.1:0"
-	cfg.TLS.CADir = caDir
-	cfg.Sites = []pop.Site{{Name: "www", Hosts: []string{"localhost", "127.0.0.1", "www.cdn.lab"}, Upstream: "origin"}}
-	cfg.Upstreams = map[string]pop.UpstreamConfig{"origin": {Config: upstream.Config{Servers: []string{originURL}, HealthInterval: 200 * time.Millisecond}}}
-	if edit != nil {
-		edit(&cfg)
-	}
-	srv, err := pop.New(cfg)
-	if err != nil {
-		t.Fatalf("pop.New: %v", err)
-	}
-	if err := srv.Listen(); err != nil {
-		srv.Close()
-		t.Fatalf("Listen: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve() }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Serve = %v", err)
-		}
-	})
-	select {
-	case <-srv.Warmed():
-	case <-time.After(10 * time.Second):
-		t.Fatal("PoP pools not warm after 10s")
-	}
-	return srv
 }
 
 func port(a net.Addr) string {
@@ -175,16 +154,12 @@ func get(t *testing.T, c *http.Client, url string, hdr ...string) (*http.Respons
 }
 
 func TestProtocolsServeIdenticalBytes(t *testing.T) {
-	caDir := t.TempDir()
-	ca, err := certs.OpenLabCA(caDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := certstest.LabCA(t)
 	root := t.TempDir()
 	page := bytes.Repeat([]byte("<p>edge</p>\n"), 5000)
 	os.WriteFile(filepath.Join(root, "index.html"), page, 0o644)
 	o := startOrigin(t, ca, root)
-	p := startPoP(t, caDir, o.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, o.url))
 	base := "https://localhost:" + port(p.Addr())
 
 	for _, path := range []string{"/index.html", "/gen/100k"} {
@@ -201,8 +176,8 @@ func TestProtocolsServeIdenticalBytes(t *testing.T) {
 			if proto != "h3" && altSvc != `h3=":`+port(p.Addr())+`"; ma=86400` {
 				t.Errorf("%s GET %s: Alt-Svc = %q, want h3 on port %s", proto, path, altSvc, port(p.Addr()))
 			}
-			if got := resp.Header.Get("X-Served-By"); got != "pop-test" {
-				t.Errorf("%s: X-Served-By = %q, want pop-test", proto, got)
+			if got := resp.Header.Get("X-Served-By"); got != poptest.Name {
+				t.Errorf("%s: X-Served-By = %q, want %s", proto, got, poptest.Name)
 			}
 			if want == nil {
 				want = body
@@ -219,10 +194,9 @@ func TestProtocolsServeIdenticalBytes(t *testing.T) {
 }
 
 func TestWarmPoolHandshakesBeforeFirstRequest(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	o := startOrigin(t, ca, t.TempDir())
-	p := startPoP(t, caDir, o.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, o.url))
 	before := o.srv.Stats().TLSHandshakes
 	if before < 1 {
 		t.Fatalf("origin TLS handshakes after PoP start = %d, want at least 1 before any client request", before)
@@ -239,10 +213,9 @@ func TestWarmPoolHandshakesBeforeFirstRequest(t *testing.T) {
 }
 
 func TestUnknownHostRefusedWithoutOriginContact(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	c := clients(t, ca)
 	base := "https://127.0.0.1:" + port(p.Addr())
 	for _, host := range []string{"evil.example", "localhost.evil.example", "www.cdn.lab.evil", "127.0.0.2"} {
@@ -288,15 +261,14 @@ func firstLine(b []byte) string {
 }
 
 func TestOriginFailures(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	c := clients(t, ca)["h2"]
 
 	t.Run("origin down gives 502", func(t *testing.T) {
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		dead := "http://" + ln.Addr().String()
 		ln.Close()
-		p := startPoP(t, caDir, dead, nil)
+		p := poptest.StartPoP(t, poptest.Config(ca, dead))
 		resp, body := get(t, c, "https://localhost:"+port(p.Addr())+"/x")
 		if resp.StatusCode != http.StatusBadGateway {
 			t.Errorf("GET with origin down = %d %q, want 502", resp.StatusCode, body)
@@ -314,11 +286,11 @@ func TestOriginFailures(t *testing.T) {
 			}
 		})
 		const timeout = 300 * time.Millisecond
-		p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
-			u := c.Upstreams["origin"]
-			u.ResponseHeaderTimeout = timeout
-			c.Upstreams["origin"] = u
-		})
+		cfg := poptest.Config(ca, ro.url)
+		u := cfg.Upstreams["origin"]
+		u.ResponseHeaderTimeout = timeout
+		cfg.Upstreams["origin"] = u
+		p := poptest.StartPoP(t, cfg)
 		start := time.Now()
 		resp, body := get(t, c, "https://localhost:"+port(p.Addr())+"/hang")
 		took := time.Since(start)
@@ -338,8 +310,7 @@ func TestProxyHygiene(t *testing.T) {
 }
 
 func proxyHygiene(t *testing.T, cached bool) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	originDate := "Tue, 01 Jan 2030 00:00:00 GMT"
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Date", originDate)
@@ -348,7 +319,9 @@ func proxyHygiene(t *testing.T, cached bool) {
 		w.Header().Set("Keep-Alive", "timeout=5")
 		w.Write([]byte("ok"))
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Cache.Disabled = !cached })
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Cache.Disabled = !cached
+	p := poptest.StartPoP(t, cfg)
 	resp, _ := get(t, clients(t, ca)["h1"], "https://localhost:"+port(p.Addr())+"/h",
 		"Connection", "X-Client-Hop", "X-Client-Hop", "1", "X-Forwarded-For", "6.6.6.6", "Via", "1.1 client-proxy", "Te", "trailers")
 	reqs := ro.requests()
@@ -365,7 +338,7 @@ func proxyHygiene(t *testing.T, cached bool) {
 	if xfp := got.Get("X-Forwarded-Proto"); xfp != "https" {
 		t.Errorf("X-Forwarded-Proto = %q, want https", xfp)
 	}
-	if via := strings.Join(got.Values("Via"), ", "); via != "1.1 client-proxy, 1.1 pop-test" {
+	if via := strings.Join(got.Values("Via"), ", "); via != "1.1 client-proxy, 1.1 "+poptest.Name {
 		t.Errorf("request Via = %q, want the client's then ours", via)
 	}
 	if reqs[0].Host != "localhost:"+port(p.Addr()) {
@@ -377,7 +350,7 @@ func proxyHygiene(t *testing.T, cached bool) {
 	if resp.Header.Get("X-Origin-Hop") != "" || resp.Header.Get("Keep-Alive") != "" {
 		t.Errorf("hop-by-hop response headers reached the client: %v", resp.Header)
 	}
-	if via := resp.Header.Get("Via"); !strings.Contains(via, "pop-test") {
+	if via := resp.Header.Get("Via"); !strings.Contains(via, poptest.Name) {
 		t.Errorf("response Via = %q, want it to name the PoP", via)
 	}
 }
@@ -412,10 +385,9 @@ func metric(t *testing.T, p *pop.Server, name string) string {
 }
 
 func TestZeroRTT(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	addr := "localhost:" + port(p.Addr())
 	cache := tls.NewLRUClientSessionCache(8)
 	tc := &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", ClientSessionCache: cache}
@@ -487,15 +459,18 @@ func TestZeroRTT(t *testing.T) {
 }
 
 func TestResumptionAcrossPoPs(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, nil)
 	keyFile := filepath.Join(t.TempDir(), "ticket.key")
 	os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)), 0o600)
-	shared := func(c *pop.Config) { c.TLS.TicketKeyFile = keyFile }
-	popEU := startPoP(t, caDir, ro.url, shared)
-	popNA := startPoP(t, caDir, ro.url, shared)
-	loner := startPoP(t, caDir, ro.url, nil)
+	shared := func() pop.Config {
+		cfg := poptest.Config(ca, ro.url)
+		cfg.TLS.TicketKeyFile = keyFile
+		return cfg
+	}
+	popEU := poptest.StartPoP(t, shared())
+	popNA := poptest.StartPoP(t, shared())
+	loner := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 
 	for _, transport := range []string{"tcp", "quic"} {
 		for _, tc := range []struct {
@@ -544,8 +519,7 @@ func resumedVia(t *testing.T, transport string, p *pop.Server, tc *tls.Config) b
 }
 
 func TestAdminReadinessAndDrain(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	release := make(chan struct{})
 	var inFlight atomic.Int32
 	started := make(chan struct{}, 1)
@@ -557,7 +531,7 @@ func TestAdminReadinessAndDrain(t *testing.T) {
 		}
 		w.Write([]byte("done"))
 	})
-	p := startPoP(t, caDir, ro.url, nil)
+	p := poptest.StartPoP(t, poptest.Config(ca, ro.url))
 	admin := "http://" + p.AdminAddr().String()
 	status := func(path string) int {
 		resp, err := http.Get(admin + path)
@@ -609,7 +583,7 @@ func TestAdminReadinessAndDrain(t *testing.T) {
 	shutdownDone := make(chan error, 1)
 	go func() { shutdownDone <- p.Shutdown(context.Background()) }()
 	// Draining: readyz goes false while the request is still in flight.
-	waitFor(t, "/readyz to answer 503 during drain", func() bool { return status("/readyz") == http.StatusServiceUnavailable })
+	poll.Until(t, "/readyz to answer 503 during drain", func() bool { return status("/readyz") == http.StatusServiceUnavailable })
 	close(release)
 	r := <-resc
 	if r.err != nil || r.code != 200 || r.body != "done" {
@@ -620,32 +594,19 @@ func TestAdminReadinessAndDrain(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestHardeningLimits(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Write([]byte("ok"))
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
-		c.Limits.MaxHeaderBytes = 4096
-		c.Limits.MaxBodyBytes = 1000
-		c.Limits.RateLimit = 1
-		c.Limits.RateBurst = 3
-		c.Sites = append(c.Sites, pop.Site{Hosts: []string{"limited.lab"}, Upstream: "origin"})
-	})
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Limits.MaxHeaderBytes = 4096
+	cfg.Limits.MaxBodyBytes = 1000
+	cfg.Limits.RateLimit = 1
+	cfg.Limits.RateBurst = 3
+	cfg.Sites = append(cfg.Sites, pop.Site{Hosts: []string{"limited.lab"}, Upstream: "origin"})
+	p := poptest.StartPoP(t, cfg)
 	base := "https://localhost:" + port(p.Addr())
 	cs := clients(t, ca)
 	for _, proto := range []string{"h1", "h2"} {
@@ -679,50 +640,26 @@ func TestHardeningLimits(t *testing.T) {
 	}
 }
 
+// TestServerLeavesNoGoroutines: a PoP that served over each protocol (and
+// had a plain HTTP listener) leaves no goroutine behind once it has shut
+// down and the test's clients and origin are closed.
 func TestServerLeavesNoGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	func() {
-		caDir := t.TempDir()
-		ca, _ := certs.OpenLabCA(caDir)
-		o := startOrigin(t, ca, t.TempDir())
-		cfg := pop.DefaultConfig()
-		cfg.Listen, cfg.Admin, cfg.HTTP = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-		cfg.TLS.CADir = caDir
-		cfg.Sites = []pop.Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-		cfg.Upstreams = map[string]pop.UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{o.url}}}}
-		p, err := pop.New(cfg)
-		if err != nil {
-			t.Fatal(err)
+	poll.CheckGoroutines(t)
+	ca := certstest.LabCA(t)
+	o := startOrigin(t, ca, t.TempDir())
+	cfg := poptest.Config(ca, o.url)
+	cfg.HTTP = "127.0.0.1:0"
+	p := poptest.StartPoP(t, cfg)
+	cs := clients(t, ca)
+	for _, proto := range []string{"h1", "h2", "h3"} {
+		if resp, _ := get(t, cs[proto], "https://localhost:"+port(p.Addr())+"/gen/1k"); resp.StatusCode != 200 {
+			t.Fatalf("%s GET = %d", proto, resp.StatusCode)
 		}
-		if err := p.Listen(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- p.Serve() }()
-		<-p.Warmed()
-		cs := clients(t, ca)
-		for _, proto := range []string{"h1", "h2", "h3"} {
-			if resp, _ := get(t, cs[proto], "https://localhost:"+port(p.Addr())+"/gen/1k"); resp.StatusCode != 200 {
-				t.Fatalf("%s GET = %d", proto, resp.StatusCode)
-			}
-			cs[proto].CloseIdleConnections()
-		}
-		cs["h3"].Transport.(*http3.Transport).Close()
-		if err := p.Shutdown(context.Background()); err != nil {
-			t.Errorf("Shutdown = %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve = %v", err)
-		}
-		o.srv.Close()
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+		cs[proto].CloseIdleConnections()
 	}
-	if n := runtime.NumGoroutine(); n > before+2 {
-		buf := make([]byte, 1<<20)
-		t.Errorf("%d goroutines after shutdown, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	cs["h3"].Transport.(*http3.Transport).Close()
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown = %v", err)
 	}
 }
 
@@ -733,8 +670,7 @@ func TestBulkheadAnswers503WithRetryAfter(t *testing.T) {
 }
 
 func bulkhead(t *testing.T, cached bool) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
@@ -748,12 +684,12 @@ func bulkhead(t *testing.T, cached bool) {
 		w.Write([]byte("ok"))
 	})
 	t.Cleanup(func() { close(release) })
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
-		u := c.Upstreams["origin"]
-		u.MaxConcurrent = 1
-		c.Upstreams["origin"] = u
-		c.Cache.Disabled = !cached
-	})
+	cfg := poptest.Config(ca, ro.url)
+	u := cfg.Upstreams["origin"]
+	u.MaxConcurrent = 1
+	cfg.Upstreams["origin"] = u
+	cfg.Cache.Disabled = !cached
+	p := poptest.StartPoP(t, cfg)
 	c := clients(t, ca)["h2"]
 	base := "https://localhost:" + port(p.Addr())
 	go func() {
@@ -772,8 +708,7 @@ func bulkhead(t *testing.T, cached bool) {
 // request gets 503 with Retry-After at once (it does not queue), and once
 // the held requests finish the PoP serves again.
 func TestMaxInflightSheds(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	release := make(chan struct{})
 	var held sync.WaitGroup
 	held.Add(4)
@@ -784,7 +719,9 @@ func TestMaxInflightSheds(t *testing.T) {
 		}
 		w.Write([]byte("ok"))
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Limits.MaxInflight = 4 })
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Limits.MaxInflight = 4
+	p := poptest.StartPoP(t, cfg)
 	base := "https://localhost:" + port(p.Addr())
 	c := clients(t, ca)["h2"]
 	errs := make(chan error, 4)
@@ -826,16 +763,15 @@ func TestMaxInflightSheds(t *testing.T) {
 // and charge the same bucket, so once it is empty every protocol's hits
 // get 429, as the ordinary path's requests do.
 func TestRateLimitOnFastPaths(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
 		w.Write([]byte("cached"))
 	})
-	p := startPoP(t, caDir, ro.url, func(c *pop.Config) {
-		c.Limits.RateLimit = 0.01 // no token comes back during the test
-		c.Limits.RateBurst = 4
-	})
+	cfg := poptest.Config(ca, ro.url)
+	cfg.Limits.RateLimit = 0.01 // no token comes back during the test
+	cfg.Limits.RateBurst = 4
+	p := poptest.StartPoP(t, cfg)
 	url := "https://localhost:" + port(p.Addr()) + "/obj"
 	cs := clients(t, ca)
 	// Four tokens: the miss that stores the object (over h2, where a miss

@@ -19,8 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/poptest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // writeSelfSigned writes a self-signed certificate for localhost valid
@@ -47,6 +49,7 @@ var reloadFailures = regexp.MustCompile(`pop_tls_certificate_reload_failures_tot
 // certificate stays; a certificate that expires within tls.min_validity
 // makes /readyz say so.
 func TestCertReloadFailureAndExpiry(t *testing.T) {
+	ca := certstest.LabCA(t) // the PoPs below serve certFile, not a certificate from ca
 	ro := startRecordingOrigin(t, nil)
 	admin := func(p *pop.Server, path string) (int, string) {
 		resp, err := http.Get("http://" + p.AdminAddr().String() + path)
@@ -59,11 +62,13 @@ func TestCertReloadFailureAndExpiry(t *testing.T) {
 	}
 	t.Run("reload failure", func(t *testing.T) {
 		certFile, keyFile := writeSelfSigned(t, t.TempDir(), 90*24*time.Hour)
-		p := startPoP(t, t.TempDir(), ro.url, func(c *pop.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
+		cfg := poptest.Config(ca, ro.url)
+		cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
+		p := poptest.StartPoP(t, cfg)
 		os.WriteFile(keyFile, []byte("half-written"), 0o600)
 		later := time.Now().Add(time.Minute)
 		os.Chtimes(keyFile, later, later)
-		waitFor(t, "the failed reload to be counted", func() bool {
+		poll.Until(t, "the failed reload to be counted", func() bool {
 			// Handshakes check the files (at most once a second).
 			c, err := tls.Dial("tcp", p.Addr().String(), &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"})
 			if err != nil {
@@ -80,16 +85,16 @@ func TestCertReloadFailureAndExpiry(t *testing.T) {
 	})
 	t.Run("expiring", func(t *testing.T) {
 		certFile, keyFile := writeSelfSigned(t, t.TempDir(), time.Hour)
-		p := startPoP(t, t.TempDir(), ro.url, func(c *pop.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
-		<-p.Warmed()
+		cfg := poptest.Config(ca, ro.url)
+		cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
+		p := poptest.StartPoP(t, cfg)
 		if code, body := admin(p, "/readyz"); code != 503 || !strings.Contains(body, "certificate expires") {
 			t.Errorf("/readyz with a certificate valid for 1h = %d %q, want 503 naming the expiry (min_validity 24h)", code, body)
 		}
-		p2 := startPoP(t, t.TempDir(), ro.url, func(c *pop.Config) {
-			c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
-			c.TLS.MinValidity = -1
-		})
-		<-p2.Warmed()
+		cfg = poptest.Config(ca, ro.url)
+		cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
+		cfg.TLS.MinValidity = -1
+		p2 := poptest.StartPoP(t, cfg)
 		if code, body := admin(p2, "/readyz"); code != 200 {
 			t.Errorf("/readyz with min_validity -1 = %d %q, want 200", code, body)
 		}
@@ -100,8 +105,7 @@ func TestCertReloadFailureAndExpiry(t *testing.T) {
 // fetched it, unless the site says store (then everyone gets it, as RFC
 // 9111 allows) or pass (then nothing is stored).
 func TestSiteSetCookiePolicy(t *testing.T) {
-	caDir := t.TempDir()
-	ca, _ := certs.OpenLabCA(caDir)
+	ca := certstest.LabCA(t)
 	ro := startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=60")
 		w.Header().Set("Set-Cookie", "session=first-visitor")
@@ -115,7 +119,9 @@ func TestSiteSetCookiePolicy(t *testing.T) {
 		{"", "", 1}, {"strip", "", 1}, {"store", "session=first-visitor", 1}, {"pass", "session=first-visitor", 2},
 	} {
 		t.Run("policy "+tt.policy, func(t *testing.T) {
-			p := startPoP(t, caDir, ro.url, func(c *pop.Config) { c.Sites[0].SetCookie = tt.policy })
+			cfg := poptest.Config(ca, ro.url)
+			cfg.Sites[0].SetCookie = tt.policy
+			p := poptest.StartPoP(t, cfg)
 			url := "https://localhost:" + port(p.Addr()) + "/cookie-" + tt.policy
 			first, _ := get(t, clients(t, ca)["h2"], url)
 			p.WaitCache()

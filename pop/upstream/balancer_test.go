@@ -12,10 +12,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 func TestRoundRobinSpreadsEvenly(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	var os []*origin
 	var urls []string
 	for range 3 {
@@ -37,7 +39,7 @@ func TestRoundRobinSpreadsEvenly(t *testing.T) {
 }
 
 func TestHashSticksAndMovesOnlyAnUnhealthyServersURLs(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	var os []*origin
 	var urls []string
 	for range 3 {
@@ -76,7 +78,7 @@ func TestHashSticksAndMovesOnlyAnUnhealthyServersURLs(t *testing.T) {
 	}
 
 	os[1].healthy.Store(false)
-	waitFor(t, "server 1 to leave rotation", func() bool { return !g.Stats().Servers[1].Healthy })
+	poll.Until(t, "server 1 to leave rotation", func() bool { return !g.Stats().Servers[1].Healthy })
 	for path, owner0 := range was {
 		now := owner(path)
 		switch {
@@ -88,7 +90,7 @@ func TestHashSticksAndMovesOnlyAnUnhealthyServersURLs(t *testing.T) {
 	}
 
 	os[1].healthy.Store(true)
-	waitFor(t, "server 1 to come back", func() bool { return g.Stats().Servers[1].Healthy })
+	poll.Until(t, "server 1 to come back", func() bool { return g.Stats().Servers[1].Healthy })
 	for path, owner0 := range was {
 		if now := owner(path); now != owner0 {
 			t.Errorf("%s went to %s after its server came back, want %s again", path, now, owner0)
@@ -99,7 +101,7 @@ func TestHashSticksAndMovesOnlyAnUnhealthyServersURLs(t *testing.T) {
 func TestLeastOutstandingAvoidsABusyServer(t *testing.T) {
 	for _, n := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d servers", n), func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			var origins []*origin
 			var urls []string
 			for range n {
@@ -117,7 +119,7 @@ func TestLeastOutstandingAvoidsABusyServer(t *testing.T) {
 			// other none. Power of two choices samples two distinct servers, so
 			// the busy one always loses to the other sampled.
 			var busy *origin
-			waitFor(t, "the blocked request to reach a server", func() bool {
+			poll.Until(t, "the blocked request to reach a server", func() bool {
 				for _, o := range origins {
 					if o.requests.Load() == 1 {
 						busy = o
@@ -171,7 +173,7 @@ func TestHashMovesOnlyAStoppedServersURLs(t *testing.T) {
 		{"h1/no checks", false, Config{HealthPath: "-"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			var origins []*origin
 			var urls []string
 			pool := x509.NewCertPool()
@@ -212,7 +214,7 @@ func TestHashMovesOnlyAStoppedServersURLs(t *testing.T) {
 			stopped := origins[1]
 			stopped.srv.Close()
 			if g.checks() {
-				waitFor(t, "the stopped server to leave rotation", func() bool { return !g.Stats().Servers[1].Healthy })
+				poll.Until(t, "the stopped server to leave rotation", func() bool { return !g.Stats().Servers[1].Healthy })
 			}
 			// The same ring without the stopped server's points.
 			var rest []*server
@@ -309,7 +311,7 @@ func TestBalancersSkipUnavailable(t *testing.T) {
 // good server until, failing on every path, it is ejected by the failure
 // rate; at least 99% of the clients' requests must succeed.
 func TestLeastOutstandingShunsAServerFailingFast(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	bad := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
 	good := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) {
 		select { // the good server's latency

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // sendUntil sends GETs of path (a format taking the request's number) through
@@ -46,7 +48,7 @@ func servedElsewhere(t *testing.T, g *Group, i int, other *origin, n int, why st
 // OpenDuration one trial goes through, a failed trial opens it again, and
 // while a good trial is out every other request goes to the other server.
 func TestBreakerOpensAndHalfOpens(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	var failing atomic.Bool
 	failing.Store(true)
 	held, release := make(chan struct{}, 1), make(chan struct{})
@@ -123,7 +125,7 @@ func TestBreakerOpensAndHalfOpens(t *testing.T) {
 }
 
 func TestBreakerTrialWhoseClientLeftDecidesNothing(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	o := newOrigin(t, false, nil)
 	clock := newFakeClock()
 	g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: "-", FailThreshold: 1, MaxEjectionPercent: 100, Now: clock.Now})
@@ -159,7 +161,7 @@ func TestBreakerTrialWhoseClientLeftDecidesNothing(t *testing.T) {
 // leaves rotation (its breaker untouched: checks and breakers are separate
 // signals) and comes back when they pass.
 func TestHealthChecksTakeServerOutAndBackIn(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	a, b := newOrigin(t, false, nil), newOrigin(t, false, nil)
 	clock := newFakeClock()
 	g := newGroup(t, Config{Servers: []string{a.srv.URL, b.srv.URL}, HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Minute, FailThreshold: 2, Now: clock.Now})
@@ -167,7 +169,7 @@ func TestHealthChecksTakeServerOutAndBackIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.healthy.Store(false)
-	waitFor(t, "server a to leave rotation", func() bool { return !g.Stats().Servers[0].Healthy })
+	poll.Until(t, "server a to leave rotation", func() bool { return !g.Stats().Servers[0].Healthy })
 	before := a.requests.Load()
 	for range 10 {
 		if _, body, err := get(t, g, "GET", "/h"); err != nil || servedBy(body) != b.addr() {
@@ -182,7 +184,7 @@ func TestHealthChecksTakeServerOutAndBackIn(t *testing.T) {
 	}
 
 	a.healthy.Store(true)
-	waitFor(t, "server a to come back", func() bool { return g.Stats().Servers[0].Healthy })
+	poll.Until(t, "server a to come back", func() bool { return g.Stats().Servers[0].Healthy })
 	var gotA bool
 	for range 4 {
 		_, body, _ := get(t, g, "GET", "/h")
@@ -197,7 +199,7 @@ func TestHealthChecksTakeServerOutAndBackIn(t *testing.T) {
 // request but passes its health checks: a passing check makes the breaker
 // half-open at once, not closed, so one trial decides, and fails.
 func TestPassingCheckHalfOpensTheBreaker(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	a := newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
 	b := newOrigin(t, false, nil)
 	clock := newFakeClock() // OpenDuration never passes
@@ -394,7 +396,7 @@ func TestBreakerOpensOnFailures(t *testing.T) {
 		{"429", http.StatusTooManyRequests, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			url := deadAddr(t, "http")
 			switch {
 			case tc.status > 0:
@@ -444,7 +446,7 @@ func TestBreakerOpensOnFailures(t *testing.T) {
 // group with a half-open server: one is its trial, every other goes to the
 // other server.
 func TestBreakerHalfOpenAdmitsOneTrialOfMany(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	var failing atomic.Bool
 	failing.Store(true)
 	entered, release := make(chan struct{}, 100), make(chan struct{})
@@ -513,7 +515,7 @@ func TestBreakerHalfOpenAdmitsOneTrialOfMany(t *testing.T) {
 // legitimate request succeeds. MaxEjectionPercent 100 lets the rate rule
 // alone decide.
 func TestFailingPathCannotEjectAServer(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	h := func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/attack":
@@ -590,7 +592,7 @@ func TestMaxEjectionPercent(t *testing.T) {
 			name = fmt.Sprintf("%d servers, default", tc.servers)
 		}
 		t.Run(name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			var urls []string
 			for range tc.servers {
 				urls = append(urls, newOrigin(t, false, func(w http.ResponseWriter, r *http.Request) {

@@ -121,7 +121,10 @@ type Config struct {
 	// answered 500, 502, 503 or 504. A request that timed out or broke off
 	// after it was sent is not retried: the origin may still be working on it.
 	// The last answer or error is what RoundTrip returns. If zero, 1;
-	// negative: none.
+	// negative: none. Apart from these, a request that failed on a pooled
+	// connection the origin had closed, before any of it was written (or
+	// an idempotent one, before any answer), is sent once more to the same
+	// server on a new connection: see the package doc.
 	Retries int `yaml:"retries"`
 	// RetryBudget caps retries at this fraction of recent requests, plus a
 	// floor of 10 per second, so retries cannot multiply the load on a

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // TestErrorsNameNoServer fails requests in every way RoundTrip reports and
@@ -17,7 +19,7 @@ import (
 // make-up, as a PoP may show it to a client, while errors.As still finds
 // the *Error with the server for logs and errors.Is the cause.
 func TestErrorsNameNoServer(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	plain := newOrigin(t, false, nil) // answers a ClientHello with garbage
 	silent := silentListener(t)
 	dead := deadAddr(t, "http")

@@ -26,13 +26,29 @@
 //     once: a client cannot eject a server by requesting a URL that fails,
 //     however often.
 //     At most MaxEjectionPercent of the group is ejected at a time.
-//  4. An idempotent request that sent nothing (the dial or the handshake
+//  4. A pooled connection may have been closed by the origin meanwhile
+//     (its keep-alive timeout, a GOAWAY, a reset). A request that failed
+//     on one before any byte of it was written there (on Linux, the
+//     connection is checked for a close before the first byte), which the
+//     origin therefore cannot have seen, is sent once more to the same
+//     server on a new connection of its own, idempotent or not; so is an
+//     idempotent request that had no answer yet, as Go's HTTP/1.1
+//     transport itself resends one. A body that GetBody cannot give again
+//     is kept as it is read, up to 64 KiB, to be sent again, by this retry
+//     or by the transports' own (HTTP/2 resends a stream its GOAWAY left
+//     out). That retry (Stats.FreshRetries) is no failure of the server,
+//     and takes nothing from the retry budget. A non-idempotent request
+//     that crossed the origin's close on the wire (written before the
+//     close reached the PoP) still fails, unless a GOAWAY says the origin
+//     left it alone: it cannot be told from one the origin read and acted
+//     on.
+//  5. An idempotent request that sent nothing (the dial or the handshake
 //     failed) or was answered 500, 502, 503 or 504 is retried on another
 //     server, if the retry budget allows; the 5xx answer is dropped. So a
 //     server that fails every request at once, which least outstanding
 //     would otherwise favour (it has the fewest requests in flight), costs
 //     its requests a retry until the failure rate ejects it.
-//  5. No error message names a server or tells of ejections, so that a
+//  6. No error message names a server or tells of ejections, so that a
 //     PoP may pass it on to a client; an *Error carries the server for logs.
 package upstream
 
@@ -63,7 +79,7 @@ type Group struct {
 	budget  *retryBudget
 	ejected *ejectionCap // shared by the servers' breakers
 
-	overloaded, retries, budgetDenied, panics atomic.Int64
+	overloaded, retries, budgetDenied, panics, freshRetries atomic.Int64
 
 	ctx    context.Context // ends the background loops: cancelled by Close
 	cancel context.CancelFunc
@@ -78,6 +94,7 @@ type Group struct {
 type server struct {
 	url     *url.URL
 	tr      *http.Transport
+	fresh   *http.Transport // no keep-alives: for retryFresh
 	breaker breaker
 
 	healthy     atomic.Bool  // in rotation: passed its last health check, or has none
@@ -114,6 +131,8 @@ func New(cfg Config) (*Group, error) {
 			breaker: newBreaker(cfg, g.ejected),
 		}
 		s.tr = g.newTransport(s)
+		s.fresh = g.newTransport(s)
+		s.fresh.DisableKeepAlives = true
 		// Presumed healthy until a check says otherwise, so that requests
 		// work before Start and without active checks.
 		s.healthy.Store(true)
@@ -134,7 +153,11 @@ func (g *Group) newTransport(s *server) *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			s.dials.Add(1)
-			return dialer.DialContext(ctx, network, addr)
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &originConn{Conn: c}, nil
 		},
 		TLSClientConfig: &tls.Config{
 			RootCAs:            c.RootCAs,
@@ -230,6 +253,7 @@ func (g *Group) Close() error {
 	g.wg.Wait()
 	for _, s := range g.servers {
 		s.tr.CloseIdleConnections()
+		s.fresh.CloseIdleConnections()
 	}
 	return nil
 }
@@ -350,10 +374,19 @@ func (g *Group) attempt(ctx context.Context, req *http.Request, body io.ReadClos
 	}
 	out.RequestURI = ""
 	out.Body = body
+	if r := replayable(out); r != nil {
+		defer r.settle()
+	}
 
 	s.outstanding.Add(1)
 	s.requests.Add(1)
 	resp, err = s.tr.RoundTrip(out)
+	if err != nil && req.Context().Err() == nil && ctx.Err() == nil && !isTimeout(err) && tr.stale(idempotent(out)) {
+		// A pooled connection the origin had closed: no fault of the server.
+		if r, rtr, rerr := g.retryFresh(ctx, out, s); rtr != nil {
+			resp, err, tr = r, rerr, rtr
+		}
+	}
 	if err != nil {
 		s.outstanding.Add(-1)
 		p := tr.phase()
@@ -447,10 +480,12 @@ func closeBody(r *http.Request) {
 	}
 }
 
-// attemptTrace records how far an attempt got. Its hooks may run on the
-// transport's dial goroutine, even after the attempt is over.
+// attemptTrace records how far an attempt got, and on which pooled
+// connection (see stale). Its hooks may run on the transport's dial
+// goroutine, even after the attempt is over.
 type attemptTrace struct {
-	p atomic.Int32
+	p      atomic.Int32
+	pooled atomic.Pointer[pooledConn]
 }
 
 func (t *attemptTrace) phase() phase { return phase(t.p.Load()) }
@@ -471,7 +506,7 @@ func (t *attemptTrace) hooks() *httptrace.ClientTrace {
 		DNSStart:             func(httptrace.DNSStartInfo) { t.reach(phaseConnect) },
 		ConnectStart:         func(string, string) { t.reach(phaseConnect) },
 		TLSHandshakeStart:    func() { t.reach(phaseTLS) },
-		GotConn:              func(httptrace.GotConnInfo) { t.reach(phaseSent) },
+		GotConn:              t.gotConn,
 		GotFirstResponseByte: func() { t.reach(phaseBody) },
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 func TestStartWarmsAndRequestsReuse(t *testing.T) {
@@ -29,7 +31,7 @@ func TestStartWarmsAndRequestsReuse(t *testing.T) {
 		{"plain origin keeps WarmConns h1 connections", false, 1, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			o := newOrigin(t, tc.tls, nil)
 			g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), WarmConns: 3})
 			if g.Ready() {
@@ -97,7 +99,7 @@ func TestStartWarmsAndRequestsReuse(t *testing.T) {
 func TestStartPreDialsEveryServer(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			var origins []*origin
 			var urls []string
 			pool := x509.NewCertPool()
@@ -181,7 +183,7 @@ func TestStartWarmsWarmConnsWhateverTheHealthAnswer(t *testing.T) {
 		{"no checks, OPTIONS answered 204", "-", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			o := newOrigin(t, false, tc.answer)
 			const warmConns = 4
 			g := newGroup(t, Config{Servers: []string{o.srv.URL}, HealthPath: tc.healthPath, WarmConns: warmConns})
@@ -233,7 +235,7 @@ func TestBodylessResponseEndsTheExchangeAtOnce(t *testing.T) {
 }
 
 func TestStartWithOriginDownBecomesReadyLater(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	url := deadAddr(t, "http")
 	g := newGroup(t, Config{Servers: []string{url}, HealthInterval: 5 * time.Millisecond})
 	err := g.Start(context.Background())
@@ -258,14 +260,14 @@ func TestStartWithOriginDownBecomesReadyLater(t *testing.T) {
 	srv.Listener = ln
 	srv.Start()
 	t.Cleanup(srv.Close)
-	waitFor(t, "the group to become ready", g.Ready)
+	poll.Until(t, "the group to become ready", g.Ready)
 	if _, body, err := get(t, g, "GET", "/x"); err != nil || body != "up" {
 		t.Errorf("request after the origin came up: %q, %v", body, err)
 	}
 }
 
 func TestStartReturnsWhenContextEnds(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	addr := silentListener(t)
 	g := newGroup(t, Config{Servers: []string{"http://" + addr}, HealthTimeout: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -286,11 +288,11 @@ func TestStartReturnsWhenContextEnds(t *testing.T) {
 }
 
 func TestCloseEndsAWarmUp(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	g := newGroup(t, Config{Servers: []string{"http://" + silentListener(t)}, HealthTimeout: time.Minute})
 	done := make(chan error, 1)
 	go func() { done <- g.Start(context.Background()) }()
-	waitFor(t, "the warm-up to dial", func() bool { return g.Stats().Servers[0].Dials > 0 })
+	poll.Until(t, "the warm-up to dial", func() bool { return g.Stats().Servers[0].Dials > 0 })
 	if err := g.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -305,7 +307,7 @@ func TestCloseEndsAWarmUp(t *testing.T) {
 }
 
 func TestKeepWarmRedialsAfterOriginDropsConnections(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	o := newOrigin(t, false, nil)
 	g := newGroup(t, Config{Servers: []string{o.srv.URL}, WarmConns: 2, HealthInterval: 5 * time.Millisecond, KeepAlive: 20 * time.Millisecond})
 	if err := g.Start(context.Background()); err != nil {
@@ -315,12 +317,12 @@ func TestKeepWarmRedialsAfterOriginDropsConnections(t *testing.T) {
 		t.Fatalf("Start opened %d connections, want 2", n)
 	}
 	o.srv.CloseClientConnections() // as an origin's idle timeout would
-	waitFor(t, "the pool to dial 2 connections again", func() bool { return o.conns.Load() >= 4 })
+	poll.Until(t, "the pool to dial 2 connections again", func() bool { return o.conns.Load() >= 4 })
 }
 
 func TestRetries(t *testing.T) {
 	t.Run("GET that could not connect goes to another server", func(t *testing.T) {
-		checkGoroutines(t)
+		poll.CheckGoroutines(t)
 		live := newOrigin(t, false, nil)
 		dead := deadAddr(t, "http")
 		g := newGroup(t, Config{Servers: []string{dead, live.srv.URL}, HealthPath: "-"})
@@ -437,7 +439,7 @@ func TestRetries(t *testing.T) {
 }
 
 func TestRetryBudget(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	live := newOrigin(t, false, nil)
 	clock := newFakeClock()
 	g := newGroup(t, Config{
@@ -473,7 +475,7 @@ var protocols = []struct {
 func TestBulkhead(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			o := newOrigin(t, p.tls, nil)
 			g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-", MaxConcurrent: 2})
 			results := make(chan error, 2)
@@ -528,7 +530,7 @@ func TestResponseBodyEndFreesTheSlot(t *testing.T) {
 			}},
 		} {
 			t.Run(p.name+"/"+end.name, func(t *testing.T) {
-				checkGoroutines(t)
+				poll.CheckGoroutines(t)
 				o := newOrigin(t, p.tls, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, payload) })
 				g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool(), HealthPath: "-", MaxConcurrent: 2})
 				for i := range 10 {
@@ -560,7 +562,7 @@ func TestResponseBodyEndFreesTheSlot(t *testing.T) {
 func TestBrokenBodyIsAFailure(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			o := newOrigin(t, p.tls, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Length", "100")
 				io.WriteString(w, "start")
@@ -591,7 +593,7 @@ func TestBrokenBodyIsAFailure(t *testing.T) {
 func TestTimeouts(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			// start gives each case an origin of its own, so that none waits
 			// on another's requests, and a warm group, so that the short
 			// timeouts below are not spent dialling.
@@ -680,7 +682,7 @@ func TestTimeouts(t *testing.T) {
 		})
 	}
 	t.Run("tls handshake timeout", func(t *testing.T) {
-		checkGoroutines(t)
+		poll.CheckGoroutines(t)
 		g := newGroup(t, Config{Servers: []string{"https://" + silentListener(t)}, HealthPath: "-", TLSTimeout: 50 * time.Millisecond, Retries: -1})
 		_, _, err := get(t, g, "GET", "/x")
 		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "tls handshake timeout") {
@@ -690,7 +692,7 @@ func TestTimeouts(t *testing.T) {
 }
 
 func TestCloseStopsEverything(t *testing.T) {
-	checkGoroutines(t)
+	poll.CheckGoroutines(t)
 	h2, h1 := newOrigin(t, true, nil), newOrigin(t, false, nil)
 	pool := h2.pool()
 	g := newGroup(t, Config{Servers: []string{h2.srv.URL, h1.srv.URL}, RootCAs: pool, HealthInterval: time.Millisecond, KeepAlive: 5 * time.Millisecond})
@@ -724,7 +726,7 @@ func TestCloseStopsEverything(t *testing.T) {
 func TestCloseLetsRequestsInFlightFinish(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			checkGoroutines(t)
+			poll.CheckGoroutines(t)
 			o := newOrigin(t, p.tls, nil)
 			g := newGroup(t, Config{Servers: []string{o.srv.URL}, RootCAs: o.pool()})
 			if err := g.Start(context.Background()); err != nil {
@@ -754,7 +756,7 @@ func TestCloseLetsRequestsInFlightFinish(t *testing.T) {
 				// net/http closes an HTTP/1.1 connection that goes idle after
 				// CloseIdleConnections. An HTTP/2 one that had a stream open then
 				// stays until IdleConnTimeout or the origin closes it.
-				waitFor(t, "the origin to see every connection closed", func() bool { return o.closed.Load() == o.conns.Load() })
+				poll.Until(t, "the origin to see every connection closed", func() bool { return o.closed.Load() == o.conns.Load() })
 			}
 		})
 	}
@@ -828,21 +830,14 @@ func TestStalledResponsesHoldOnlyTheWindow(t *testing.T) {
 			b.Close()
 		}
 	}()
-	// Let the origin fill what the windows allow: poll until the heap
-	// stops growing for a while.
-	var after runtime.MemStats
-	last, still := uint64(0), 0
-	for deadline := time.Now().Add(10 * time.Second); still < 10 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		runtime.ReadMemStats(&after)
-		if after.HeapInuse <= last+(64<<10) {
-			still++
-		} else {
-			still = 0
-		}
-		last = after.HeapInuse
+	// Let the origin fill what the windows allow: until the heap stops
+	// growing for a while.
+	heap := func() int64 {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapInuse)
 	}
-	grew := int64(after.HeapInuse) - int64(before.HeapInuse)
+	grew := poll.Steady(t, "the heap in use", 500*time.Millisecond, 64<<10, heap) - int64(before.HeapInuse)
 	t.Logf("10 unread 64 MiB responses over HTTP/2: heap grew %.1f MiB", float64(grew)/(1<<20))
 	if grew > 20<<20 {
 		t.Errorf("heap grew %.1f MiB holding 10 unread responses, want at most 20 (1 MiB window each)", float64(grew)/(1<<20))

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,43 +182,6 @@ func send(t testing.TB, g *Group, ctx context.Context, method, path string) (*ht
 
 // servedBy is the address an origin's default answer names.
 func servedBy(body string) string { return strings.Fields(body + " ")[0] }
-
-// waitFor polls cond until it holds, failing the test after a deadline:
-// for state that changes in the background (health, warm-up), with no
-// event to wait on.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
-// checkGoroutines fails the test if, once its cleanups ran, more
-// goroutines are left than when it started. Call it first, so that its
-// cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("%d goroutines left, %d before the test:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-				return
-			}
-			<-tick.C
-		}
-	})
-}
 
 // fakeClock is the Now seam for breakers and the retry budget.
 type fakeClock struct {

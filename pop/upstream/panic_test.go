@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // TestPanicRouting takes every server of a group out of rotation, by its
@@ -18,7 +20,7 @@ import (
 // than failed at once, and counted as Panics.
 func TestPanicRouting(t *testing.T) {
 	t.Run("every server failing its checks", func(t *testing.T) {
-		checkGoroutines(t)
+		poll.CheckGoroutines(t)
 		a, b := newOrigin(t, false, nil), newOrigin(t, false, nil)
 		a.healthy.Store(false)
 		b.healthy.Store(false)
@@ -39,7 +41,7 @@ func TestPanicRouting(t *testing.T) {
 		}
 	})
 	t.Run("every server ejected", func(t *testing.T) {
-		checkGoroutines(t)
+		poll.CheckGoroutines(t)
 		var failing atomic.Bool
 		failing.Store(true)
 		h := func(w http.ResponseWriter, r *http.Request) {
@@ -67,7 +69,7 @@ func TestPanicRouting(t *testing.T) {
 		}
 	})
 	t.Run("origin up after the group started", func(t *testing.T) {
-		checkGoroutines(t)
+		poll.CheckGoroutines(t)
 		url := deadAddr(t, "http")
 		// No health check comes in the test's time: only the request can
 		// find that the origin is up.

@@ -8,6 +8,10 @@ type Stats struct {
 	Overloaded   int64 // requests refused by the bulkhead
 	Retries      int64 // attempts on another server after one that sent nothing or answered 5xx
 	BudgetDenied int64 // retries the retry budget refused
+	// FreshRetries counts requests sent again, on a new connection to the
+	// same server, after a pooled connection the origin had closed failed
+	// them before any of them was written.
+	FreshRetries int64
 	// Panics counts requests that found no server healthy and admitted by
 	// its breaker, and were sent to one anyway.
 	Panics int64
@@ -35,7 +39,7 @@ func (g *Group) Stats() Stats {
 	now := g.cfg.Now()
 	st := Stats{
 		Name: g.cfg.Name, Inflight: len(g.sem), Overloaded: g.overloaded.Load(),
-		Retries: g.retries.Load(), BudgetDenied: g.budgetDenied.Load(),
+		Retries: g.retries.Load(), BudgetDenied: g.budgetDenied.Load(), FreshRetries: g.freshRetries.Load(),
 		Panics: g.panics.Load(), EjectionsCapped: g.ejected.refused.Load(),
 		Servers: make([]ServerStats, 0, len(g.servers)),
 	}

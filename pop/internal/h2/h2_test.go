@@ -41,7 +41,7 @@ type countingHits struct {
 	done, lost int
 }
 
-func (h *countingHits) Hit(block []byte, head bool, authority, path string) ([]byte, []byte, bool) {
+func (h *countingHits) Hit(block []byte, head bool, authority, path, acceptEncoding string) ([]byte, []byte, bool) {
 	h.mu.Lock()
 	h.asked++
 	h.mu.Unlock()

@@ -12,11 +12,11 @@ import (
 // it is plain (see plainRequest), and queues the answer. It reports false
 // when the request goes to the Handler instead.
 func (c *Conn) serveHit(mh *http2.MetaHeadersFrame) bool {
-	head, authority, path, ok := plainRequest(mh)
+	head, authority, path, ae, ok := plainRequest(mh)
 	if !ok {
 		return false
 	}
-	b, body, ok := c.hits.Hit(c.hbuf[:0], head, authority, path)
+	b, body, ok := c.hits.Hit(c.hbuf[:0], head, authority, path, ae)
 	if !ok {
 		return false
 	}
@@ -54,13 +54,13 @@ func (c *Conn) serveHit(mh *http2.MetaHeadersFrame) bool {
 }
 
 // plainRequest reports whether a request is one Hits may answer, and its
-// method (HEAD or GET), :authority and :path: GET or HEAD of an https
+// method (HEAD or GET), :authority, :path and accept-encoding: GET or HEAD of an https
 // origin-form target, with the same refusals as every fast path (see
 // Hits). A malformed request is not plain: the Handler's path refuses it.
-func plainRequest(mh *http2.MetaHeadersFrame) (head bool, authority, path string, ok bool) {
+func plainRequest(mh *http2.MetaHeadersFrame) (head bool, authority, path, acceptEncoding string, ok bool) {
 	var method bool
 	var scheme, host string
-	hosts := 0
+	hosts, encodings := 0, 0
 	for _, hf := range mh.Fields {
 		switch hf.Name {
 		case ":method":
@@ -86,6 +86,11 @@ func plainRequest(mh *http2.MetaHeadersFrame) (head bool, authority, path string
 		case "host":
 			host = hf.Value
 			hosts++
+		case "accept-encoding":
+			acceptEncoding = hf.Value
+			if encodings++; encodings > 1 {
+				return
+			}
 		default:
 			if cache.PlainRefuses(hf.Name) {
 				return
@@ -106,5 +111,5 @@ func plainRequest(mh *http2.MetaHeadersFrame) (head bool, authority, path string
 	if !cache.PlainTarget(path) || !cache.PlainHost(authority) {
 		return
 	}
-	return head, authority, path, true
+	return head, authority, path, acceptEncoding, true
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/edgecdn/cdn/pop/internal/fieldenc"
 )
 
-// startHandler runs the PoP's handler for a stream the reader did not
+// startHandler runs Server.Handler for a stream the reader did not
 // answer itself. It reports whether the connection goes on.
 func (c *Conn) startHandler(mh *http2.MetaHeadersFrame) bool {
 	id := mh.StreamID
@@ -152,7 +152,7 @@ func (c *Conn) newRequest(mh *http2.MetaHeadersFrame, st *stream) (*http.Request
 	return r.WithContext(ctx), nil
 }
 
-// runHandler serves one stream with the PoP's handler.
+// runHandler serves one stream with Server.Handler.
 func (c *Conn) runHandler(st *stream, r *http.Request) {
 	defer c.streamDone(st)
 	w := &responseWriter{c: c, st: st, header: http.Header{}, head: r.Method == http.MethodHead, declared: -1}
