@@ -15,15 +15,34 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgecdn/cdn/certs"
 )
+
+// DefaultStateDir is where a native lab keeps its state (the lab CA
+// volume, the built programs and the services' logs) unless
+// RunnerConfig.StateDir says otherwise.
+const DefaultStateDir = "/var/lib/edgecdn-lab"
+
+// caVolume is the directory of a native lab's state directory that stands
+// for the lab-ca volume, mounted at /lab in the containers.
+const caVolume = "volume-lab-ca"
+
+// CARoot returns the lab CA's root certificate in the state directory of
+// a native lab: the lab-ca volume keeps the CA in its ca directory, as
+// the services' /lab/ca in the containers. Clients of the lab's PoPs and
+// origin trust it.
+func CARoot(stateDir string) string {
+	return filepath.Join(stateDir, caVolume, "ca", certs.RootCertFile)
+}
 
 // RunnerConfig configures the native runner.
 type RunnerConfig struct {
 	// Root is the repository root: docker-compose.yml, the programs'
 	// sources and the files the compose file mounts. Required.
 	Root string
-	// StateDir holds the lab CA volume, the built programs and logs. If
-	// empty, /var/lib/edgecdn-lab.
+	// StateDir holds the lab CA volume (see CARoot), the built programs
+	// and logs. If empty, DefaultStateDir.
 	StateDir string
 	// Prefix names the namespaces. If empty, "edgecdn-".
 	Prefix string
@@ -56,7 +75,7 @@ type Runner struct {
 // native equivalents.
 func (r *Runner) containerPaths() map[string]string {
 	return map[string]string{
-		"/lab":                     filepath.Join(r.cfg.StateDir, "volume-lab-ca"),
+		"/lab":                     filepath.Join(r.cfg.StateDir, caVolume),
 		"/srv/www":                 filepath.Join(r.cfg.Root, "origin", "testdata", "www"),
 		"/etc/edgecdn/geodns.yaml": filepath.Join(r.cfg.Root, "compose", "lab", "geodns.yaml"),
 	}
@@ -67,7 +86,7 @@ func (r *Runner) containerPaths() map[string]string {
 // order, waiting for each health check. Stop undoes it all.
 func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 	if cfg.StateDir == "" {
-		cfg.StateDir = "/var/lib/edgecdn-lab"
+		cfg.StateDir = DefaultStateDir
 	}
 	r := &Runner{cfg: cfg, log: cfg.Logger, procs: map[string]*exec.Cmd{}}
 	if r.log == nil {
@@ -85,7 +104,7 @@ func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 	r.log.Info("delay backend", "backend", r.Delay.Backend, "reason", r.Delay.Reason)
 	bin := filepath.Join(cfg.StateDir, "bin")
 	r.bin = bin
-	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "volume-lab-ca"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, caVolume), 0o755); err != nil {
 		return nil, err
 	}
 	r.log.Info("building the lab's programs", "into", bin)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -65,7 +64,7 @@ func Run(ctx context.Context, cfg Config) ([]Check, error) {
 		return nil, err
 	}
 	defer r.Stop()
-	roots, err := certs.LoadPool(filepath.Join(cfg.StateDir, "volume-lab-ca", "ca", "root.pem"))
+	roots, err := certs.LoadPool(compose.CARoot(cfg.StateDir))
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,8 @@
 // its processes, stopped when the test ends. It also holds what every lab
 // test needs first: skipping unless the test runs as root and without
 // -short, a context bounded by Timeout, the repository root to build the
-// lab from, and where the lab keeps its CA's root certificate.
+// lab from, and where the Docker lab's containers keep its CA's root
+// certificate (a native lab's is compose.CARoot of its state directory).
 //
 // The Docker lab's tests (compose_test) use RequireRoot, RepoRoot and
 // ContainerCARoot. compose's internal tests cannot import labtest, which
@@ -33,13 +34,6 @@ const Timeout = 5 * time.Minute
 // lab's containers: the lab-ca volume is mounted at /lab and the services
 // keep their CA in /lab/ca (docker-compose.yml).
 const ContainerCARoot = "/lab/ca/" + certs.RootCertFile
-
-// CARoot is the lab CA's root certificate in the state directory of a
-// native lab: where StartLab puts the lab-ca volume, with the CA in its ca
-// directory as in the containers.
-func CARoot(stateDir string) string {
-	return filepath.Join(stateDir, "volume-lab-ca", "ca", certs.RootCertFile)
-}
 
 // RequireRoot skips the test unless it runs as root. why names what needs
 // root, for the skip message: "network namespaces", "debootstrap".
@@ -136,7 +130,7 @@ func Start(ctx context.Context, t testing.TB, tag string) *Lab {
 			t.Errorf("lab Stop: %v", l.stopErr)
 		}
 	})
-	if l.Pool, err = certs.LoadPool(CARoot(l.State)); err != nil {
+	if l.Pool, err = certs.LoadPool(compose.CARoot(l.State)); err != nil {
 		t.Fatalf("lab CA: %v", err)
 	}
 	return l

@@ -200,7 +200,7 @@ func lab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench lab", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", "lab-report", "`directory` for report.md and report.html")
-	cacert := fs.String("cacert", "/var/lib/edgecdn-lab/volume-lab-ca/ca/root.pem", "the lab CA's root `file`")
+	cacert := fs.String("cacert", compose.CARoot(compose.DefaultStateDir), "the lab CA's root `file`")
 	topoFile := fs.String("topology", "docker-compose.yml", "the lab topology `file`")
 	n := fs.Int("n", 5, "measured `requests` per scenario")
 	if err := fs.Parse(args); err != nil {

@@ -34,7 +34,9 @@ import (
 	"github.com/edgecdn/cdn/compose"
 )
 
-const stateDir = "/var/lib/edgecdn-lab"
+// stateDir is where lab up keeps the lab's state and the other commands
+// find it.
+const stateDir = compose.DefaultStateDir
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -164,7 +166,7 @@ func summary(w io.Writer, r *compose.Runner, table string) {
 	fmt.Fprint(w, r.Topo)
 	fmt.Fprintln(w, "\nRTT calibration:")
 	fmt.Fprint(w, table)
-	caRoot := filepath.Join(stateDir, "volume-lab-ca", "ca", "root.pem")
+	caRoot := compose.CARoot(stateDir)
 	fmt.Fprintf(w, "\nCA root: %s\n", caRoot)
 	var pins []string
 	for _, name := range []string{"pop-na", "pop-eu", "pop-ap"} {
