@@ -175,6 +175,15 @@ type CacheConfig struct {
 	// stops reading for this long loses the response (and the origin
 	// stream it held). If zero, 30s.
 	WriteStallTimeout time.Duration `yaml:"write_stall_timeout"`
+	// SliceBytes is the size of the range slices in which objects larger
+	// than max_object_bytes, and objects a Range request misses, are
+	// fetched and stored (see package cache). If zero, 1 MiB; negative:
+	// no slicing (such objects stream through uncached).
+	SliceBytes int64 `yaml:"slice_bytes"`
+	// CompressMinBytes is the smallest textual response the PoP
+	// compresses at the edge (Brotli, zstd and gzip, stored beside the
+	// identity body). If zero, 1 KiB; negative: no compression.
+	CompressMinBytes int `yaml:"compress_min_bytes"`
 }
 
 // UpstreamConfig is an upstream group: upstream.Config, whose fields,

@@ -25,6 +25,9 @@ upstreams:
     ca_file: /tmp/ca/root.pem
 limits:
   rate_limit: 100
+cache:
+  slice_bytes: 2097152
+  compress_min_bytes: -1
 `
 
 func TestParseConfig(t *testing.T) {
@@ -34,6 +37,9 @@ func TestParseConfig(t *testing.T) {
 	}
 	if cfg.Name != "pop-eu" || cfg.Upstreams["origin"].Balancer != "hash" || cfg.Limits.MaxHeaderBytes != 32<<10 {
 		t.Errorf("ParseConfig(good) = %+v, want fields from the file over defaults", cfg)
+	}
+	if cfg.Cache.SliceBytes != 2<<20 || cfg.Cache.CompressMinBytes != -1 {
+		t.Errorf("cache.slice_bytes %d, compress_min_bytes %d; want 2097152 and -1", cfg.Cache.SliceBytes, cfg.Cache.CompressMinBytes)
 	}
 	// Every field of upstream.Config is settable: the group's config is
 	// that type itself, embedded with its YAML names.

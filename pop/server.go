@@ -146,6 +146,7 @@ func New(cfg Config) (*Server, error) {
 			TargetedFields: cfg.Cache.TargetedFields, Name: cfg.Name, Logger: s.log,
 			MaxVariants: cfg.Cache.MaxVariants, MaxVaryValueBytes: cfg.Cache.MaxVaryValueBytes,
 			WriteStallTimeout: cfg.Cache.WriteStallTimeout,
+			SliceBytes:        cfg.Cache.SliceBytes, CompressMinBytes: cfg.Cache.CompressMinBytes,
 		})
 		if err != nil {
 			s.closeGroups()
