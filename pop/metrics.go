@@ -127,12 +127,14 @@ var (
 		"Requests retried on another origin server (after a connection failure, or a 500/502/503/504 to an idempotent request).", []string{"upstream"}, nil)
 	descPanics = prometheus.NewDesc("pop_upstream_panic_routed_total",
 		"Requests that found no server healthy and admitted by its breaker, and were sent to any server anyway (panic routing).", []string{"upstream"}, nil)
+	descFreshRetries = prometheus.NewDesc("pop_upstream_fresh_retries_total",
+		"Requests sent again on a new connection to the same server because the origin had closed the pooled connection before it could have processed them.", []string{"upstream"}, nil)
 	descEjectionsCapped = prometheus.NewDesc("pop_upstream_ejections_capped_total",
 		"Failures that called for ejecting a server the group's max_ejection_percent kept in.", []string{"upstream"}, nil)
 )
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descServerUp, descBreaker, descOutstanding, descDials, descOriginHandshakes, descFailures, descOverloaded, descRetries, descPanics, descEjectionsCapped} {
+	for _, d := range []*prometheus.Desc{descServerUp, descBreaker, descOutstanding, descDials, descOriginHandshakes, descFailures, descOverloaded, descRetries, descFreshRetries, descPanics, descEjectionsCapped} {
 		ch <- d
 	}
 }
@@ -154,6 +156,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descOverloaded, prometheus.CounterValue, float64(st.Overloaded), name)
 		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(st.Retries), name)
+		ch <- prometheus.MustNewConstMetric(descFreshRetries, prometheus.CounterValue, float64(st.FreshRetries), name)
 		ch <- prometheus.MustNewConstMetric(descPanics, prometheus.CounterValue, float64(st.Panics), name)
 		ch <- prometheus.MustNewConstMetric(descEjectionsCapped, prometheus.CounterValue, float64(st.EjectionsCapped), name)
 	}

@@ -136,7 +136,8 @@ func cause(err error) string {
 		return "not a TLS server"
 	case errors.As(err, &alert):
 		return "TLS alert"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed),
+		errors.Is(err, errOriginClosed):
 		return "connection closed"
 	}
 	return ""

@@ -17,8 +17,9 @@ package upstream
 //     replayable while no more than replayLimit of it has been read, so
 //     that the transports' own retries, and ours, can send it again.
 //   - attempt sends a request that failed on a pooled connection the
-//     origin closed, before a byte of it was written, once more on a
-//     connection of its own (retryFresh).
+//     origin closed once more, on a connection of its own (retryFresh),
+//     if no byte of it was written there or, for an idempotent request,
+//     no answer had begun (attemptTrace.stale).
 
 import (
 	"context"
