@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +29,10 @@ const (
 	// localLabel marks images MakeImages made, so a user can tell them
 	// from pulled ones (docker image inspect).
 	localLabel = "org.edgecdn.local-base"
+	// modulesLabel on a local GoImage is the digest of the go.mod whose
+	// modules its cache holds: with GOPROXY=off, a go.mod that has moved
+	// on (a new dependency) needs a new image.
+	modulesLabel = "org.edgecdn.go-mod"
 )
 
 // ImagesConfig configures MakeImages.
@@ -46,7 +52,8 @@ type ImagesConfig struct {
 // imported) and GoImage (the same root file system plus the host's GOROOT
 // at /usr/local/go and, in /go/pkg/mod/cache/download, every module of
 // Root's go.mod, with GOPROXY=off), skipping those that exist unless
-// cfg.Force. It needs root, debootstrap and a Docker engine.
+// cfg.Force; a local GoImage whose module cache was made for another
+// go.mod is made again. It needs root, debootstrap and a Docker engine.
 func MakeImages(ctx context.Context, cfg ImagesConfig) error {
 	log := cfg.Logger
 	if log == nil {
@@ -58,11 +65,19 @@ func MakeImages(ctx context.Context, cfg ImagesConfig) error {
 	if _, err := DockerVersion(ctx); err != nil {
 		return err
 	}
+	sum, err := goModDigest(cfg.Root)
+	if err != nil {
+		return err
+	}
 	var need []string
 	for _, img := range []string{DebianImage, GoImage} {
-		if cfg.Force || !imageExists(ctx, img) {
+		switch {
+		case cfg.Force || !imageExists(ctx, img):
 			need = append(need, img)
-		} else {
+		case img == GoImage && imageLabel(ctx, img, localLabel) == "1" && imageLabel(ctx, img, modulesLabel) != sum:
+			log.Info("the image's module cache was made for another go.mod: made again", "image", img)
+			need = append(need, img)
+		default:
 			log.Info("image exists, kept (-force remakes it)", "image", img)
 		}
 	}
@@ -111,7 +126,8 @@ func MakeImages(ctx context.Context, cfg ImagesConfig) error {
 			}
 			changes = append(changes,
 				"ENV PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-				"ENV GOPATH=/go", "ENV GOPROXY=off", "ENV GOTOOLCHAIN=local", "WORKDIR /go")
+				"ENV GOPATH=/go", "ENV GOPROXY=off", "ENV GOTOOLCHAIN=local", "WORKDIR /go",
+				"LABEL "+modulesLabel+"="+sum)
 		}
 		log.Info("docker import", "image", img)
 		if err := importImage(ctx, img, rootfs, extra, changes); err != nil {
@@ -293,6 +309,26 @@ func goEnv(ctx context.Context, name string) (string, error) {
 
 func imageExists(ctx context.Context, name string) bool {
 	return exec.CommandContext(ctx, "docker", "image", "inspect", name).Run() == nil
+}
+
+// imageLabel is the value of an image's label, or "".
+func imageLabel(ctx context.Context, name, label string) string {
+	out, err := exec.CommandContext(ctx, "docker", "image", "inspect", "-f", `{{index .Config.Labels "`+label+`"}}`, name).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// goModDigest identifies root's go.mod (its requirements, which decide
+// the modules the image carries): the first 16 hex digits of its SHA-256.
+func goModDigest(root string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return "", fmt.Errorf("images: %w", err)
+	}
+	d := sha256.Sum256(b)
+	return hex.EncodeToString(d[:8]), nil
 }
 
 func cleanDir(dir string) {
