@@ -34,9 +34,14 @@ type Config struct {
 	// the cache fetches, stores and serves objects larger than
 	// MaxObjectBytes and objects a Range request misses (see slice.go):
 	// each slice is an entry of its own, fetched once however many
-	// clients want it, and checked against the object's strong ETag. If
-	// zero, 1 MiB; negative: no slicing (a Range request that misses is
-	// passed on as it came, and its 206 is not stored).
+	// clients want it, and checked against the object's strong ETag;
+	// 1 MiB (1<<20) is a good size. If zero or negative, no slicing, the
+	// default: a Range request that misses is passed on as it came, its
+	// 206 is not stored, and objects above MaxObjectBytes stream through.
+	// Slicing is a choice (as nginx's slice module is) because each
+	// response being sent holds up to two slices in memory whatever its
+	// client's pace: many stalled clients of distinct large objects hold
+	// that much each, beside the cache's budget.
 	SliceBytes int64
 	// TargetedFields are the cache-control fields that, when present,
 	// replace Cache-Control for this cache (RFC 9213), in order of
@@ -188,9 +193,6 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.MaxObjectBytes == 0 {
 		cfg.MaxObjectBytes = 8 << 20
-	}
-	if cfg.SliceBytes == 0 {
-		cfg.SliceBytes = 1 << 20
 	}
 	if cfg.MaxVariants == 0 {
 		cfg.MaxVariants = 64

@@ -17,10 +17,11 @@
 // invalidate (4.4). The store is ristretto, with the full key kept in each
 // entry and costs in bytes.
 //
-// Large objects and ranges are kept in slices (slice.go). A GET whose
+// Large objects and ranges are kept in slices (slice.go) when
+// Config.SliceBytes is set (it is off by default: see its doc). A GET whose
 // response is a storable 200 above Config.MaxObjectBytes, and a GET with a
 // Range that misses, make the cache keep the object as aligned ranges of
-// Config.SliceBytes (1 MiB), each an entry of its own; the object's
+// Config.SliceBytes (1 MiB, say), each an entry of its own; the object's
 // fields, size, ETag and freshness are a small value under its primary
 // key. A Range miss asks the origin for the slice its range starts in
 // ("bytes=1048576-2097151"), whose 206 tells the size and ETag (as nginx's

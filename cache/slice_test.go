@@ -160,6 +160,9 @@ func (o *objectOrigin) counts() (map[int64]int, int) {
 func sliceRig(t *testing.T, cfg Config, o *objectOrigin) (*Cache, *httptest.Server, *http.Client) {
 	t.Helper()
 	cfg.Transport = originTransport{o.srv.URL}
+	if cfg.SliceBytes == 0 {
+		cfg.SliceBytes = 1 << 20
+	}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -219,7 +219,7 @@ func (c *Cache) freshenSliced(r *http.Request, old *sliced, resp *http.Response,
 // them; f's waiters, released at once, read the same slices. It reports
 // false when the object cannot be sliced (see newSliced).
 func (c *Cache) sliceLarge(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, own http.Header, f *flight) bool {
-	if c.cfg.SliceBytes < 0 || r.Method != http.MethodGet || e.status != http.StatusOK {
+	if c.cfg.SliceBytes <= 0 || r.Method != http.MethodGet || e.status != http.StatusOK {
 		return false
 	}
 	o, _ := newSliced(e, resp.ContentLength, c.cfg.SliceBytes)

@@ -22,7 +22,7 @@ import (
 // was sent starts again once (learning the new version), instead of
 // getting a 502.
 func (c *Cache) serveSliced(w http.ResponseWriter, r *http.Request, pkey string, reqCC Directives) bool {
-	if c.cfg.SliceBytes < 0 || reqCC.NoStore {
+	if c.cfg.SliceBytes <= 0 || reqCC.NoStore {
 		return false
 	}
 	served, changed := c.trySliced(w, r, pkey, reqCC, true)

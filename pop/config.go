@@ -175,10 +175,13 @@ type CacheConfig struct {
 	// stops reading for this long loses the response (and the origin
 	// stream it held). If zero, 30s.
 	WriteStallTimeout time.Duration `yaml:"write_stall_timeout"`
-	// SliceBytes is the size of the range slices in which objects larger
-	// than max_object_bytes, and objects a Range request misses, are
-	// fetched and stored (see package cache). If zero, 1 MiB; negative:
-	// no slicing (such objects stream through uncached).
+	// SliceBytes, when set (1048576 is a good size), makes the cache
+	// fetch, store and serve objects larger than max_object_bytes, and
+	// objects a Range request misses, in range slices of that size (see
+	// package cache). If zero, no slicing: such objects stream through
+	// uncached. Each response being sent then holds up to two slices, so
+	// stalled clients of distinct large objects cost up to two slices
+	// each beside the budget.
 	SliceBytes int64 `yaml:"slice_bytes"`
 	// CompressMinBytes is the smallest textual response the PoP
 	// compresses at the edge (Brotli, zstd and gzip, stored beside the
