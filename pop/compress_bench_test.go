@@ -2,14 +2,10 @@ package pop
 
 import (
 	"bytes"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"github.com/edgecdn/cdn/certs/certstest"
-	"github.com/edgecdn/cdn/pop/upstream"
 )
 
 // BenchmarkCompressedHit is the HTTP/1.1 fast loop's work for one hit of
@@ -29,21 +25,7 @@ func BenchmarkCompressedHit(b *testing.B) {
 		w.Write(page.Bytes()[:100<<10])
 	}))
 	b.Cleanup(ts.Close)
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.TLS.CADir = certstest.LabCA(b).Dir()
-	cfg.Sites = []Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-	cfg.Upstreams = map[string]UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{ts.URL}}}}
-	s, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	r := httptest.NewRequest("GET", "https://localhost/page.html", nil)
-	r.TLS = &tls.ConnectionState{}
-	s.ServeHTTP(httptest.NewRecorder(), r)
-	s.cache.Wait()
-	f := newFront(s, nil, nil)
+	f := newFrontFor(b, ts.URL, "/page.html")
 	for _, tc := range []struct{ name, ae string }{{"br", "Accept-Encoding: br, gzip\r\n"}, {"identity", ""}} {
 		b.Run(tc.name, func(b *testing.B) {
 			head := []byte("GET /page.html HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\n" + tc.ae + "\r\n")

@@ -20,18 +20,29 @@ func newFastRig(tb testing.TB, sizes ...string) *front {
 	}
 	ts := httptest.NewServer(o)
 	tb.Cleanup(ts.Close)
+	paths := make([]string, len(sizes))
+	for i, size := range sizes {
+		paths[i] = "/gen/" + size
+	}
+	return newFrontFor(tb, ts.URL, paths...)
+}
+
+// newFrontFor is a PoP (not listening) for localhost in front of the
+// origin at originURL, with the responses for paths stored, and its front.
+func newFrontFor(tb testing.TB, originURL string, paths ...string) *front {
+	tb.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.TLS.CADir = certstest.LabCA(tb).Dir()
 	cfg.Sites = []Site{{Hosts: []string{"localhost"}, Upstream: "o"}}
-	cfg.Upstreams = map[string]UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{ts.URL}}}}
+	cfg.Upstreams = map[string]UpstreamConfig{"o": {Config: upstream.Config{Servers: []string{originURL}}}}
 	s, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { s.Close() })
-	for _, size := range sizes {
-		r := httptest.NewRequest("GET", "https://localhost/gen/"+size, nil)
+	for _, path := range paths {
+		r := httptest.NewRequest("GET", "https://localhost"+path, nil)
 		r.TLS = &tls.ConnectionState{}
 		s.ServeHTTP(httptest.NewRecorder(), r)
 	}
