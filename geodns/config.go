@@ -73,16 +73,24 @@ type GeoName struct {
 
 // PoP is a point of presence that geo names route to.
 type PoP struct {
-	Name   string   `yaml:"name"`
-	A      []string `yaml:"a"`
-	AAAA   []string `yaml:"aaaa"`
-	Region string   `yaml:"region"`
-	// Lat and Lon locate the PoP for great-circle distance.
+	Name string   `yaml:"name"`
+	A    []string `yaml:"a"`
+	AAAA []string `yaml:"aaaa"`
+	// Region names an entry of Locator.Regions: clients located in it
+	// prefer this PoP when distance cannot tell, and a PoP without Lat
+	// and Lon of its own is placed at the region's coordinates.
+	Region string `yaml:"region"`
+	// Lat and Lon locate the PoP for great-circle distance. If both are
+	// zero, the region's; a PoP with neither is refused.
 	Lat float64 `yaml:"lat"`
 	Lon float64 `yaml:"lon"`
 	// Weight breaks ties between equally near PoPs (higher first). If zero, 1.
-	Weight int   `yaml:"weight"`
-	Check  Check `yaml:"check"`
+	Weight int `yaml:"weight"`
+	// HTTPSPort is the port the PoP serves HTTPS and HTTP/3 on, which
+	// HTTPS records (RFC 9460) give clients as port=. If zero, 443, which
+	// the records leave out (a client's default).
+	HTTPSPort int   `yaml:"https_port"`
+	Check     Check `yaml:"check"`
 }
 
 // Check is a PoP's active health check. Without URL or TCP the PoP is
@@ -209,6 +217,20 @@ func (c *Config) Validate() error {
 		if p.Lat < -90 || p.Lat > 90 || p.Lon < -180 || p.Lon > 180 {
 			add("pops[%d]: lat/lon %v,%v out of range", i, p.Lat, p.Lon)
 		}
+		if p.HTTPSPort < 0 || p.HTTPSPort > 65535 {
+			add("pops[%d].https_port: %d, want 1-65535 (0 for 443)", i, p.HTTPSPort)
+		}
+		if _, _, ok := c.popLocation(p); !ok {
+			r, defined := c.Locator.Regions[p.Region]
+			switch {
+			case p.Region == "":
+				add("pops[%d] (%s): no location, want lat and lon, or a region with lat and lon under locator.regions", i, p.Name)
+			case !defined:
+				add("pops[%d].region: %q is not defined under locator.regions, and the PoP has no lat and lon of its own", i, p.Region)
+			case r.Lat == 0 && r.Lon == 0:
+				add("pops[%d].region: locator.regions.%s has no lat and lon, and the PoP has none of its own: set either", i, p.Region)
+			}
+		}
 		if p.Check.URL != "" {
 			if u, err := url.Parse(p.Check.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				add("pops[%d].check.url: %q, want an http(s) URL", i, p.Check.URL)
@@ -280,6 +302,19 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// popLocation is where p is for distance: its own coordinates, else its
+// region's. ok is false when it has neither (0,0 counts as unset, as for
+// networks and regions).
+func (c *Config) popLocation(p PoP) (lat, lon float64, ok bool) {
+	if p.Lat != 0 || p.Lon != 0 {
+		return p.Lat, p.Lon, true
+	}
+	if r, found := c.Locator.Regions[p.Region]; found && (r.Lat != 0 || r.Lon != 0) {
+		return r.Lat, r.Lon, true
+	}
+	return 0, 0, false
 }
 
 func splitHostPort(s string) (string, string, error) {

@@ -419,6 +419,67 @@ forward:
 	}
 }
 
+// TestPoPLocation: a PoP without coordinates is placed at its region's;
+// one with neither is refused, naming the field.
+func TestPoPLocation(t *testing.T) {
+	base := `
+listen: 127.0.0.1:0
+zones: [{origin: cdn.lab., ns: [ns1.cdn.lab.], geo: [{name: www}]}]
+locator:
+  regions:
+    na: {lat: 40.7, lon: -74.0}
+    ap: {lat: 1.35, lon: 103.8}
+    nowhere: {pops: [pop-x]}
+pops:
+`
+	for _, tt := range []struct {
+		name, pop, want string // want "" means accepted
+	}{
+		{"own coordinates", `{name: pop-x, a: [10.0.0.1], lat: 50.1, lon: 8.7}`, ""},
+		{"region's coordinates", `{name: pop-x, a: [10.0.0.1], region: ap}`, ""},
+		{"nothing", `{name: pop-x, a: [10.0.0.1]}`, "pops[0] (pop-x): no location, want lat and lon"},
+		{"undefined region", `{name: pop-x, a: [10.0.0.1], region: mars}`, `pops[0].region: "mars" is not defined under locator.regions`},
+		{"region without coordinates", `{name: pop-x, a: [10.0.0.1], region: nowhere}`, "pops[0].region: locator.regions.nowhere has no lat and lon"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(base + "  - " + tt.pop + "\n"))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("ParseConfig(%s) = %v, want it accepted", tt.pop, err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("ParseConfig(%s) = %v, want an error containing %q", tt.pop, err, tt.want)
+			}
+		})
+	}
+
+	// Distance uses the region's coordinates: every client goes to the
+	// PoP of its own region, whichever is listed first.
+	s := startServer(t, `
+listen: 127.0.0.1:0
+rate_limit: {responses_per_second: -1}
+zones: [{origin: cdn.lab., ns: [ns1.cdn.lab.], geo: [{name: www}]}]
+pops:
+  - {name: pop-na, a: [10.77.1.20], region: na}
+  - {name: pop-eu, a: [10.77.2.20], region: eu}
+  - {name: pop-ap, a: [10.77.3.20], region: ap}
+locator:
+  networks:
+    - {prefix: 10.77.1.0/24, region: na}
+    - {prefix: 10.77.2.0/24, region: eu}
+    - {prefix: 10.77.3.0/24, region: ap}
+    - {prefix: 192.0.2.0/24, lat: 35.7, lon: 139.7}
+  regions:
+    na: {lat: 40.7, lon: -74.0}
+    eu: {lat: 50.1, lon: 8.7}
+    ap: {lat: 1.35, lon: 103.8}
+`, nil)
+	for ecs, want := range map[string]string{"10.77.1.0/24": "10.77.1.20", "10.77.2.0/24": "10.77.2.20", "10.77.3.0/24": "10.77.3.20", "192.0.2.0/24": "10.77.3.20"} {
+		if got := answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, ecs)); len(got) != 1 || got[0] != want {
+			t.Errorf("www A from %s = %v, want %s", ecs, got, want)
+		}
+	}
+}
+
 func TestReloadSwapsPoPs(t *testing.T) {
 	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
 	cfg, _ := ParseConfig([]byte(fmt.Sprintf(labConfig, bigTXT())))

@@ -12,9 +12,10 @@ import (
 
 // popState is a PoP with its live health.
 type popState struct {
-	cfg     PoP
-	a, aaaa []netip.Addr
-	healthy atomic.Bool
+	cfg      PoP
+	a, aaaa  []netip.Addr
+	lat, lon float64 // the PoP's or its region's (Config.popLocation)
+	healthy  atomic.Bool
 	// seen is set once a health check has given a result (at once for a
 	// PoP without a check): an unseen PoP is never answered, not even to
 	// fail open, so a fresh start never sends clients to a PoP that is
@@ -24,8 +25,8 @@ type popState struct {
 	transitions atomic.Int64
 }
 
-func newPopState(p PoP) *popState {
-	ps := &popState{cfg: p}
+func newPopState(p PoP, lat, lon float64) *popState {
+	ps := &popState{cfg: p, lat: lat, lon: lon}
 	for _, a := range p.A {
 		ps.a = append(ps.a, netip.MustParseAddr(a))
 	}

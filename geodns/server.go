@@ -6,6 +6,11 @@
 // PoPs to the client, located by its EDNS Client Subnet (RFC 7871) or its
 // source address, through a static prefix map (what the lab uses). The ECS
 // option is echoed with the scope of the network that decided the answer.
+// A PoP is located by its own coordinates or, without them, its region's.
+// The same PoPs answer A, AAAA and HTTPS (RFC 9460): a ServiceMode record
+// for the name itself with alpn="h3,h2", the PoP's port unless 443 and its
+// addresses as ipv4hint and ipv6hint, so that a browser that asks speaks
+// HTTP/3 on its first visit.
 // Every PoP is health-checked; an unhealthy one leaves the answers after
 // interval x fall and returns after rise good checks; if every PoP is
 // down, all are answered (fail open). Static records come from the config
@@ -74,7 +79,8 @@ func compile(cfg Config) (*state, error) {
 	}
 	byName := map[string]*popState{}
 	for _, p := range cfg.PoPs {
-		ps := newPopState(p)
+		lat, lon, _ := cfg.popLocation(p) // Validate refused a PoP with no location
+		ps := newPopState(p, lat, lon)
 		st.pops = append(st.pops, ps)
 		byName[p.Name] = ps
 	}
@@ -335,7 +341,7 @@ func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg 
 		// RFC 8482: a minimal answer instead of everything.
 		m.Answer = []dns.RR{&dns.HINFO{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: st.ttl}, Cpu: "RFC8482"}}
 	case z.geo[name] != nil:
-		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA {
+		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeHTTPS {
 			loc := st.locate(client)
 			pops := st.nearest(z.geo[name], loc, st.answers)
 			if len(pops) == 0 && len(z.geo[name]) > 0 {

@@ -170,10 +170,10 @@ func (st *state) nearest(cands []*popState, loc location, n int) []*popState {
 					return float64(i)
 				}
 			}
-			return 1e6 + distance(lat, lon, p.cfg.Lat, p.cfg.Lon)
+			return 1e6 + distance(lat, lon, p.lat, p.lon)
 		}
 		if hasCoord {
-			return distance(lat, lon, p.cfg.Lat, p.cfg.Lon)
+			return distance(lat, lon, p.lat, p.lon)
 		}
 		if loc.region != "" && p.cfg.Region == loc.region {
 			return 0
@@ -202,8 +202,11 @@ func distance(lat1, lon1, lat2, lon2 float64) float64 {
 	return 2 * r * math.Asin(math.Min(1, math.Sqrt(a)))
 }
 
-// popRRs builds the A or AAAA records of the chosen PoPs.
+// popRRs builds the A, AAAA or HTTPS records of the chosen PoPs.
 func popRRs(name string, qtype uint16, ttl uint32, pops []*popState) []dns.RR {
+	if qtype == dns.TypeHTTPS {
+		return httpsRRs(name, ttl, pops)
+	}
 	var out []dns.RR
 	for _, p := range pops {
 		hdr := dns.RR_Header{Name: name, Rrtype: qtype, Class: dns.ClassINET, Ttl: ttl}
@@ -216,6 +219,45 @@ func popRRs(name string, qtype uint16, ttl uint32, pops []*popState) []dns.RR {
 				out = append(out, &dns.AAAA{Hdr: hdr, AAAA: net.IP(a.AsSlice())})
 			}
 		}
+	}
+	return out
+}
+
+// alpnH3H2 is what every PoP speaks: HTTP/3, and HTTP/2 over TCP.
+var alpnH3H2 = []string{"h3", "h2"}
+
+// httpsRRs builds one HTTPS record (RFC 9460 ServiceMode) per chosen PoP,
+// in the order of the A and AAAA answers, priority 1 for the first: the
+// target is the owner name itself ("."), with alpn="h3,h2", the PoP's port
+// unless it is 443, and the PoP's A and AAAA addresses as ipv4hint and
+// ipv6hint (the keys in ascending order, as RFC 9460 2.2 wants).
+func httpsRRs(name string, ttl uint32, pops []*popState) []dns.RR {
+	var out []dns.RR
+	for i, p := range pops {
+		rr := &dns.HTTPS{SVCB: dns.SVCB{
+			Hdr:      dns.RR_Header{Name: name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: ttl},
+			Priority: uint16(i + 1),
+			Target:   ".",
+		}}
+		rr.Value = append(rr.Value, &dns.SVCBAlpn{Alpn: alpnH3H2})
+		if port := p.cfg.HTTPSPort; port != 0 && port != 443 {
+			rr.Value = append(rr.Value, &dns.SVCBPort{Port: uint16(port)})
+		}
+		if len(p.a) > 0 {
+			hint := &dns.SVCBIPv4Hint{}
+			for _, a := range p.a {
+				hint.Hint = append(hint.Hint, net.IP(a.AsSlice()))
+			}
+			rr.Value = append(rr.Value, hint)
+		}
+		if len(p.aaaa) > 0 {
+			hint := &dns.SVCBIPv6Hint{}
+			for _, a := range p.aaaa {
+				hint.Hint = append(hint.Hint, net.IP(a.AsSlice()))
+			}
+			rr.Value = append(rr.Value, hint)
+		}
+		out = append(out, rr)
 	}
 	return out
 }

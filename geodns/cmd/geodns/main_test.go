@@ -37,7 +37,7 @@ zones:
     ns: [ns1.cdn.lab.]
     geo: [{name: www}]
 pops:
-  - {name: pop-na, a: [ADDR]}
+  - {name: pop-na, a: [ADDR], lat: 40.7, lon: -74.0}
 `
 
 func TestRunServesAndReloads(t *testing.T) {
