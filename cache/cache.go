@@ -534,8 +534,29 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	// before If-Modified-Since, If-Match, If-Range and Range (single and
 	// multipart, at most maxRanges ascending parts: see ignoreRange)
 	// against the stored ETag and Last-Modified, and HEAD.
+	if _, ok := h["Content-Encoding"]; ok {
+		w = wholeLength{w, contentLength}
+	}
 	http.ServeContent(w, r, "", modtime, bytes.NewReader(body))
 }
+
+// wholeLength is a ResponseWriter for http.ServeContent, which leaves
+// Content-Length out of a whole 200 beside a Content-Encoding: its
+// WriteHeader(200) adds n, the length of the representation sent. (A 206
+// has its own, and 304, 412 and 416 have none.)
+type wholeLength struct {
+	http.ResponseWriter
+	n []string
+}
+
+func (w wholeLength) WriteHeader(code int) {
+	if h := w.Header(); code == http.StatusOK && h["Content-Length"] == nil {
+		h["Content-Length"] = w.n
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w wholeLength) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 var acceptRangesBytes = []string{"bytes"}
 
@@ -551,7 +572,7 @@ func appendCacheStatus(h http.Header, v string) {
 // and, if it succeeds, invalidates the target and same-origin Location and
 // Content-Location (RFC 9111 4.4).
 func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request) {
-	resp, err := c.roundTrip(withInterim(r.Context(), w), r, nil)
+	resp, err := c.roundTrip(withInterim(r.Context(), w, r), r, nil)
 	if err != nil {
 		c.writeError(w, err)
 		return
@@ -576,7 +597,7 @@ func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 // leaving the store alone.
 func (c *Cache) pass(w http.ResponseWriter, r *http.Request, status string) {
 	c.stats.passed.Add(1)
-	resp, err := c.roundTrip(withInterim(r.Context(), w), r, nil)
+	resp, err := c.roundTrip(withInterim(r.Context(), w, r), r, nil)
 	if err != nil {
 		c.writeError(w, err)
 		return

@@ -166,3 +166,29 @@ func TestQOf(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressedContentLength: an encoded representation served through
+// the conditional path (a precondition that does not match) has its own
+// Content-Length, on GET and HEAD alike, as the identity one has.
+func TestCompressedContentLength(t *testing.T) {
+	page := textBody(100 << 10)
+	rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("ETag", `"p"`)
+		w.Write(page)
+	})
+	rg.get("/p")
+	_, br := rg.get("/p", "Accept-Encoding", "br")
+	for _, method := range []string{"GET", "HEAD"} {
+		resp, _ := rg.do(method, "/p", "Accept-Encoding", "br", "If-None-Match", `"other"`)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "br" || resp.ContentLength != int64(len(br)) {
+			t.Errorf("%s with a failing If-None-Match: %d %q, Content-Length %d, want 200 br with %d",
+				method, resp.StatusCode, resp.Header.Get("Content-Encoding"), resp.ContentLength, len(br))
+		}
+	}
+	// A failing If-Match (strong comparison, and the tag is weak) has no body.
+	if resp, body := rg.get("/p", "Accept-Encoding", "br", "If-Match", `"p"`); resp.StatusCode != http.StatusPreconditionFailed || body != "" || resp.ContentLength > 0 {
+		t.Errorf("If-Match on br: %d, Content-Length %d, %d bytes; want 412 without a body", resp.StatusCode, resp.ContentLength, len(body))
+	}
+}

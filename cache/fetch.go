@@ -185,7 +185,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	})
 	defer stop()
 	reqTime := c.cfg.Now()
-	resp, err := c.roundTrip(withInterim(ctx, w), r, nil)
+	resp, err := c.roundTrip(withInterim(ctx, w, r), r, nil)
 	if err != nil {
 		c.writeError(w, err)
 		return nil
@@ -487,7 +487,7 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry, reqCC Directives) (*entry, error) {
 	c.beginSave()
 	defer c.endSave()
-	newE, own, resp, err := c.validate(withInterim(context.WithoutCancel(r.Context()), w), r, e)
+	newE, own, resp, err := c.validate(withInterim(context.WithoutCancel(r.Context()), w, r), r, e)
 	if newE != nil {
 		addFields(w.Header(), own)
 		c.serveEntry(w, r, newE, currentAge(newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")

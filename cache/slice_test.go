@@ -55,6 +55,7 @@ type objectOrigin struct {
 	size          int64
 	ignoreIfMatch bool
 	weak          bool // a weak ETag: the object cannot be sliced
+	weak304       bool // a 304 carries the ETag made weak (it matched weakly)
 	switchAt      int
 	srv           *httptest.Server
 
@@ -113,6 +114,9 @@ func (o *objectOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if inm := r.Header.Get("If-None-Match"); inm == etag {
+		if o.weak304 {
+			h.Set("ETag", "W/"+etag)
+		}
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
@@ -564,6 +568,34 @@ func TestSliceStale(t *testing.T) {
 	}
 	if sent := org.sent.Load() - before; sent != 0 {
 		t.Errorf("revalidating cost %d body bytes, want 0 (a 304)", sent)
+	}
+}
+
+// TestSliceStaleWeak304: a 304 whose ETag is the stored one made weak
+// (a weak match, RFC 9110 8.8.3.2) freshens the object and keeps its
+// slices: the object's strong ETag, which every slice is checked
+// against, stays as stored.
+func TestSliceStaleWeak304(t *testing.T) {
+	size := int64(10 << 20)
+	org := newObjectOrigin(t, size, 4)
+	org.weak304 = true
+	clk := &clock{t: time.Now().Truncate(time.Second)}
+	c, front, cl := sliceRig(t, Config{Now: clk.now}, org)
+	url := front.URL + "/stale"
+	fetch(t, cl, "GET", url, []uint64{4})
+	c.Wait()
+	clk.add(2 * time.Hour) // max-age=3600
+	before := org.sent.Load()
+	for i := range 2 {
+		got := fetch(t, cl, "GET", url, []uint64{4})
+		if got.code != 200 || got.n != size || !got.matched[0] || got.header.Get("ETag") != `"v4"` {
+			t.Errorf("GET %d after it went stale = %d, %d bytes (right %v), ETag %q; want all of it with ETag \"v4\"",
+				i+1, got.code, got.n, got.matched[0], got.header.Get("ETag"))
+		}
+		c.Wait()
+	}
+	if sent := org.sent.Load() - before; sent != 0 {
+		t.Errorf("revalidating with a weak 304 cost %d body bytes, want 0: the slices are still good", sent)
 	}
 }
 

@@ -109,7 +109,7 @@ func (c *Cache) learnSliced(w http.ResponseWriter, r *http.Request, pkey string,
 		extra["If-None-Match"] = []string{old.etag}
 	}
 	reqTime := c.cfg.Now()
-	resp, err := c.roundTrip(withInterim(ctx, w), sliceRequest(r), extra)
+	resp, err := c.roundTrip(withInterim(ctx, w, r), sliceRequest(r), extra)
 	if err != nil {
 		f.err = err
 		if old != nil && c.withinStaleIfError(old.e, reqCC) {
@@ -193,7 +193,7 @@ func (c *Cache) freshenSliced(r *http.Request, old *sliced, resp *http.Response,
 	h := old.e.header.Clone()
 	for k, v := range resp.Header {
 		switch k {
-		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding", "Cache-Status", "ETag":
+		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding", "Cache-Status", "Etag":
 			continue
 		}
 		h[k] = v
