@@ -127,14 +127,11 @@ func AppendAge(b []byte, d time.Duration) []byte {
 	return strconv.AppendInt(b, min(int64(d/time.Second), maxDelta), 10)
 }
 
-// AppendHitStatus appends the Cache-Status value of a fresh hit served by
-// the cache called name with ttl of freshness left: the stored response's
-// own Cache-Status first, when it has one (the field is a list, RFC 9211),
-// then "name; hit; ttl=N".
-func AppendHitStatus(b []byte, stored http.Header, name string, ttl time.Duration) []byte {
-	if prior := stored["Cache-Status"]; len(prior) > 0 && prior[0] != "" {
-		b = append(append(b, prior[0]...), ", "...)
-	}
+// AppendHitStatus appends the Cache-Status value (RFC 9211) of a fresh
+// hit served by the cache called name with ttl of freshness left:
+// "name; hit; ttl=N". (A stored response carries no Cache-Status of its
+// own: storing drops the upstream's.)
+func AppendHitStatus(b []byte, name string, ttl time.Duration) []byte {
 	return appendHit(append(append(b, name...), "; "...), ttl)
 }
 

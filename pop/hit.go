@@ -111,7 +111,7 @@ func (s *Server) appendHitValues(b []byte, hit *cache.FastHit) ([]byte, hitValue
 	i := len(b)
 	b = cache.AppendAge(b, hit.Age)
 	j := len(b)
-	b = cache.AppendHitStatus(b, hit.Header, s.cfg.Name, hit.TTL)
+	b = cache.AppendHitStatus(b, s.cfg.Name, hit.TTL)
 	k := len(b)
 	if _, ok := hit.Header["Date"]; !ok {
 		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
