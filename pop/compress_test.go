@@ -72,3 +72,51 @@ func TestCompressedHitsOnFastPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoAcceptEncodingFields: a request with two Accept-Encoding fields
+// (one of them empty or not) is not plain on any fast path, as their docs
+// say: the ordinary path, which joins the fields, answers it, the
+// representation its joined value picks, and the cache counts one hit for
+// it, not one for the fast path's look and one for the ordinary path's.
+func TestTwoAcceptEncodingFields(t *testing.T) {
+	page := bytes.Repeat([]byte("<p>a page that compresses well</p>\n"), 200)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Write(page)
+	}))
+	defer origin.Close()
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, origin.URL))
+	hits := func() string { return metric(t, p, `pop_cache_events_total{event="hit"}`) }
+	for proto, c := range clients(t, ca) {
+		for _, ae := range [][2]string{{"gzip", "br"}, {"", "br"}} {
+			url := "https://localhost:" + port(p.Addr()) + "/page-" + proto
+			get(t, c, url) // miss: stored, encoded
+			p.WaitCache()
+			c.CloseIdleConnections() // HTTP/1.1: the miss moved its connection off the fast loop
+			hitsBefore, fastBefore := hits(), p.FastHits()
+			req, _ := http.NewRequest("GET", url, nil)
+			req.Header["Accept-Encoding"] = ae[:]
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("%s GET with Accept-Encoding %q: %v", proto, ae, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "br" {
+				t.Errorf("%s GET with Accept-Encoding %q: %d, Content-Encoding %q, want 200 br", proto, ae, resp.StatusCode, resp.Header.Get("Content-Encoding"))
+			}
+			if n := p.FastHits(); n != fastBefore {
+				t.Errorf("%s GET with Accept-Encoding %q: fast-path hits went from %+v to %+v, want the ordinary path to answer", proto, ae, fastBefore, n)
+			}
+			hitsAfter := hits()
+			var b, a int
+			fmt.Sscanf(strings.Fields(hitsBefore)[1], "%d", &b)
+			fmt.Sscanf(strings.Fields(hitsAfter)[1], "%d", &a)
+			if a-b != 1 {
+				t.Errorf("%s GET with Accept-Encoding %q: cache hits %d -> %d, want one more", proto, ae, b, a)
+			}
+		}
+	}
+}

@@ -74,8 +74,10 @@
 //     cache.PlainRefuses names (If-*, Range, Authorization, Cache-Control,
 //     Pragma, Content-Length, Transfer-Encoding, Expect, Trailer, and the
 //     connection's own fields; HTTP/1.1 allows Connection: keep-alive or
-//     close), for which the cache holds a fresh 200 that does not vary, is
-//     not purged and needs no validation.
+//     close), for which the cache holds a fresh 200 that does not vary
+//     (but for a response compressed at the edge, whose representation
+//     the request's one Accept-Encoding field picks: a request with two is
+//     not plain), is not purged and needs no validation.
 //   - The lookup: the key is built by cache.AppendKey into a reused buffer
 //     and found by cache.LookupFast without allocating.
 //   - The fields, built once in hit.go: those the ordinary path sends for
@@ -113,7 +115,7 @@
 // blocks decoded and checked, by golang.org/x/net/http2's Framer. One
 // goroutine per connection reads frames and answers plain hits itself, with
 // no goroutine per stream: a stored response's header block is
-// HPACK-encoded once, as literals never indexed after one dynamic table
+// HPACK-encoded once, as literals without indexing after one dynamic table
 // size update to zero, so one block is valid on every connection; and the
 // responses to everything one read brought in leave in one TLS write (a
 // large body in 64 KiB batches). A hit larger than the send window waits

@@ -67,7 +67,7 @@ func (q *fastRequest) parse(head []byte) bool {
 		return false
 	}
 	q.target = target
-	fields := 0
+	fields, encodings := 0, 0
 	for len(rest) > 2 { // the head ends with the empty line's CRLF
 		var l []byte
 		l, rest, _ = bytes.Cut(rest, crlf)
@@ -89,8 +89,8 @@ func (q *fastRequest) parse(head []byte) bool {
 			}
 			q.host = value
 		case asciiEqualFold(name, "accept-encoding"):
-			if q.acceptEncoding != nil {
-				return false // two lines: net/http joins them
+			if encodings++; encodings > 1 {
+				return false // two lines (an empty one too): net/http joins them
 			}
 			q.acceptEncoding = value[:len(value):len(value)]
 		case asciiEqualFold(name, "connection"):

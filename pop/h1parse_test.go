@@ -36,6 +36,7 @@ func FuzzFastParse(f *testing.F) {
 		"GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: \r\nAccept-Encoding: br\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -72,6 +73,8 @@ func FuzzFastParse(f *testing.F) {
 			t.Errorf("%q: accepted with a body (length %d, %v)", head, r.ContentLength, r.TransferEncoding)
 		case r.URL.RawQuery != "" && !strings.Contains(string(q.target), "?"+r.URL.RawQuery):
 			t.Errorf("%q: net/http reads the query %q", head, r.URL.RawQuery)
+		case string(q.acceptEncoding) != strings.Join(r.Header["Accept-Encoding"], ","):
+			t.Errorf("%q: Accept-Encoding %q here, %q in net/http (its lines joined, as the ordinary path picks by)", head, q.acceptEncoding, strings.Join(r.Header["Accept-Encoding"], ","))
 		}
 		for k := range r.Header {
 			if cache.PlainRefuses(k) && k != "Connection" {

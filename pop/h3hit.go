@@ -33,7 +33,8 @@ func newH3Hits(s *Server) *h3Hits {
 func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
 	s := h.s
 	head := r.Method == http.MethodHead
-	if !head && r.Method != http.MethodGet || r.ContentLength > 0 || !plainFields(r.Header) {
+	ae := r.Header["Accept-Encoding"] // two lines: the ordinary path joins them
+	if !head && r.Method != http.MethodGet || r.ContentLength > 0 || !plainFields(r.Header) || len(ae) > 1 {
 		return false
 	}
 	hs, ok := w.(http3.HTTPStreamer)
@@ -50,9 +51,7 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 	kp := keyBuffers.Get().(*[]byte)
 	key := cache.AppendKey((*kp)[:0], true, r.Host, r.RequestURI, st.route.Query)
-	ae := r.Header["Accept-Encoding"]
 	hit, ok := s.cache.LookupFast(key, strings.Join(ae, ""))
-	ok = ok && len(ae) <= 1 // two lines: the ordinary path joins them
 	*kp = key[:0]
 	keyBuffers.Put(kp)
 	if !ok || !s.admitHit(s.limitKey(r.RemoteAddr)) {
@@ -61,9 +60,9 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		h.early.Inc() // GET and HEAD are safe in 0-RTT
 	}
+	defer s.release() // write aborts the handler by panicking if it cannot take the stream over
 	s.fastHits.count(3) // before the write: a client may look as soon as it has the answer
 	h.write(hs, &hit, head)
-	s.release()
 	return true
 }
 

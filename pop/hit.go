@@ -48,7 +48,8 @@ func (s *Server) admit(ip string) verdict {
 // admitHit is admit for a fast path, which passes a refused request to the
 // ordinary path to be answered (429 or 503): a request the in-flight cap
 // would refuse is passed before it takes a rate token, so that the
-// ordinary path's admit does not charge it twice.
+// ordinary path's admit does not charge it twice (only when the cap fills
+// between the two checks does a request take a second token).
 func (s *Server) admitHit(ip string) bool {
 	if s.maxInflight > 0 && s.inflight.Load() >= s.maxInflight {
 		return false

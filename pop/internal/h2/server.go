@@ -12,7 +12,7 @@
 // trailers, Flush, 1xx).
 //
 // Header blocks are encoded without the dynamic table (package fieldenc:
-// literal fields never indexed, after one table size update to zero), so
+// literal fields without indexing, after one table size update to zero), so
 // a stored response's block is valid on every connection. Frames are
 // parsed, and header blocks decoded and checked, by
 // golang.org/x/net/http2's Framer. Flow control keeps a window type per
