@@ -60,7 +60,7 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		h.early.Inc() // GET and HEAD are safe in 0-RTT
 	}
-	defer s.release() // write aborts the handler by panicking if it cannot take the stream over
+	defer s.release()   // write aborts the handler by panicking if it cannot take the stream over
 	s.fastHits.count(3) // before the write: a client may look as soon as it has the answer
 	h.write(hs, &hit, head)
 	return true
