@@ -323,6 +323,19 @@ func calibrate(topo *Topology, hosts []Host, parallel int, measure func(a, b Hos
 		})
 	}
 	wg.Wait()
+	// A pair measured above its tolerance is measured again, alone, up to
+	// twice, keeping the least: the userspace delay lines share the
+	// machine's CPUs, and a burst of other work there delays every ping
+	// of a pass. A real miscalibration (or a missing delay, which is never
+	// forgiven) stays off.
+	for _, p := range pairs {
+		want := topo.RTTBetween(p.a, p.b)
+		for try := 0; try < 2 && p.err == nil && p.got > want+2*time.Millisecond+want/20; try++ {
+			if got, err := measure(p.a, p.b); err == nil && got < p.got {
+				p.got = got
+			}
+		}
+	}
 	var b strings.Builder
 	var bad []string
 	fmt.Fprintf(&b, "%-10s %-10s %9s %9s\n", "from", "to", "matrix", "measured")
