@@ -19,7 +19,8 @@ func (s *Server) adminHandler() http.Handler {
 		type pop struct {
 			Name        string `json:"name"`
 			Healthy     bool   `json:"healthy"`
-			Checked     bool   `json:"checked"` // a health result has been seen
+			Degraded    bool   `json:"degraded"` // passes, but its origin is down
+			Checked     bool   `json:"checked"`  // a health result has been seen
 			Transitions int64  `json:"transitions"`
 		}
 		out := struct {
@@ -27,7 +28,7 @@ func (s *Server) adminHandler() http.Handler {
 			Routing map[string][]string `json:"routing"` // network -> PoPs answered
 		}{Routing: map[string][]string{}}
 		for _, p := range st.pops {
-			out.PoPs = append(out.PoPs, pop{p.cfg.Name, p.healthy.Load(), p.seen.Load(), p.transitions.Load()})
+			out.PoPs = append(out.PoPs, pop{p.cfg.Name, p.healthy.Load(), p.degraded.Load(), p.seen.Load(), p.transitions.Load()})
 		}
 		for _, n := range st.networks {
 			for _, p := range st.nearest(st.pops, n.loc, st.answers) {
@@ -93,10 +94,15 @@ type healthCollector struct{ s *Server }
 
 var (
 	descUp          = prometheus.NewDesc("geodns_pop_healthy", "1 if the PoP passes its health check.", []string{"pop"}, nil)
+	descDegraded    = prometheus.NewDesc("geodns_pop_degraded", "1 if the PoP's last passing check said X-PoP-Degraded: 1 (its origin is down).", []string{"pop"}, nil)
 	descTransitions = prometheus.NewDesc("geodns_pop_health_transitions_total", "Health changes of the PoP.", []string{"pop"}, nil)
 )
 
-func (h healthCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descUp; ch <- descTransitions }
+func (h healthCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descUp
+	ch <- descDegraded
+	ch <- descTransitions
+}
 
 func (h healthCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range h.s.state.Load().pops {
@@ -105,6 +111,11 @@ func (h healthCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, p.cfg.Name)
+		degraded := 0.0
+		if p.degraded.Load() {
+			degraded = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDegraded, prometheus.GaugeValue, degraded, p.cfg.Name)
 		ch <- prometheus.MustNewConstMetric(descTransitions, prometheus.CounterValue, float64(p.transitions.Load()), p.cfg.Name)
 	}
 }

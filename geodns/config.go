@@ -97,7 +97,10 @@ type PoP struct {
 // always healthy.
 type Check struct {
 	// URL is fetched (GET); a 2xx is healthy. TLS certificates are not
-	// verified: the check asks "is it serving", not "is it trusted".
+	// verified: the check asks "is it serving", not "is it trusted". A 2xx
+	// with X-PoP-Degraded: 1 (a PoP's /readyz while its origin is down) is
+	// healthy but degraded: a non-degraded PoP of the same region is
+	// answered first, never one of another region (see the package doc).
 	URL string `yaml:"url"`
 	// TCP is dialled instead when URL is empty.
 	TCP      string        `yaml:"tcp"`

@@ -16,6 +16,10 @@ type popState struct {
 	a, aaaa  []netip.Addr
 	lat, lon float64 // the PoP's or its region's (Config.popLocation)
 	healthy  atomic.Bool
+	// degraded is what the last passing check said: the PoP serves but
+	// its origin is unreachable (X-PoP-Degraded: 1 on its /readyz). It
+	// follows each check at once, without rise and fall.
+	degraded atomic.Bool
 	// seen is set once a health check has given a result (at once for a
 	// PoP without a check): an unseen PoP is never answered, not even to
 	// fail open, so a fresh start never sends clients to a PoP that is
@@ -94,9 +98,12 @@ func (s *Server) checkLoop(ctx context.Context, p *popState) {
 	defer tick.Stop()
 	good, bad := 0, 0
 	for {
-		ok := probe(ctx, client, c, timeout)
+		ok, degraded := probe(ctx, client, c, timeout)
 		if ok {
 			good, bad = good+1, 0
+			if p.degraded.Swap(degraded) != degraded {
+				s.log.Info("pop degraded", "pop", p.cfg.Name, "degraded", degraded)
+			}
 		} else {
 			good, bad = 0, bad+1
 		}
@@ -124,26 +131,29 @@ func (s *Server) checkLoop(ctx context.Context, p *popState) {
 	}
 }
 
-func probe(ctx context.Context, client *http.Client, c Check, timeout time.Duration) bool {
+// probe checks once: whether the PoP passes, and whether a passing PoP
+// says it is degraded (X-PoP-Degraded: 1).
+func probe(ctx context.Context, client *http.Client, c Check, timeout time.Duration) (ok, degraded bool) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if c.URL == "" {
 		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", c.TCP)
 		if err != nil {
-			return false
+			return false, false
 		}
 		conn.Close()
-		return true
+		return true, false
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL, nil)
 	if err != nil {
-		return false
+		return false, false
 	}
 	req.Header.Set("User-Agent", "edgecdn-geodns-health")
 	resp, err := client.Do(req)
 	if err != nil {
-		return false
+		return false, false
 	}
 	resp.Body.Close()
-	return resp.StatusCode >= 200 && resp.StatusCode < 300
+	ok = resp.StatusCode >= 200 && resp.StatusCode < 300
+	return ok, ok && resp.Header.Get("X-PoP-Degraded") == "1"
 }

@@ -13,7 +13,13 @@
 // HTTP/3 on its first visit.
 // Every PoP is health-checked; an unhealthy one leaves the answers after
 // interval x fall and returns after rise good checks; if every PoP is
-// down, all are answered (fail open). Static records come from the config
+// down, all are answered (fail open). A PoP whose check passes with
+// X-PoP-Degraded: 1 (a PoP's /readyz says so when its origin has no healthy
+// server; it still serves cached content) is degraded: a non-degraded PoP
+// of the same region is answered before it, but never one of another
+// region, which would reach the same dead origin from farther away; with
+// every PoP of the region degraded the answer is as if none were. Static
+// records come from the config
 // or an RFC 1035 zone file. Names outside the zones are forwarded for
 // allowed clients and REFUSED for others.
 //

@@ -144,7 +144,8 @@ func (st *state) locate(ip netip.Addr) location {
 // nearest orders candidates for a client: healthy ones only (if none is
 // healthy, all whose health has been seen: fail open; never one not yet
 // checked), by the region's explicit preference, else by great-circle
-// distance, else by weight; then takes n.
+// distance, else by weight; then, among the PoPs of the first one's region
+// only, non-degraded before degraded (preferDegradedLast); then takes n.
 func (st *state) nearest(cands []*popState, loc location, n int) []*popState {
 	var healthy, seen []*popState
 	for _, p := range cands {
@@ -187,10 +188,40 @@ func (st *state) nearest(cands []*popState, loc location, n int) []*popState {
 		}
 		return healthy[i].weight() > healthy[j].weight()
 	})
+	preferDegradedLast(healthy)
 	if n < len(healthy) {
 		healthy = healthy[:n]
 	}
 	return healthy
+}
+
+// preferDegradedLast reorders ranked PoPs so that, among those in the
+// region of the first (the best), the ones not degraded come first; the
+// region's PoPs only trade places with each other, every other PoP keeps
+// its position. A degraded PoP is never swapped for one in another region:
+// that one reaches the same dead origin, only from farther away. A best
+// PoP with no region is left first.
+func preferDegradedLast(ranked []*popState) {
+	if len(ranked) < 2 || ranked[0].cfg.Region == "" || !ranked[0].degraded.Load() {
+		return
+	}
+	region := ranked[0].cfg.Region
+	var slots []int
+	var ok, degraded []*popState
+	for i, p := range ranked {
+		if p.cfg.Region != region {
+			continue
+		}
+		slots = append(slots, i)
+		if p.degraded.Load() {
+			degraded = append(degraded, p)
+		} else {
+			ok = append(ok, p)
+		}
+	}
+	for i, p := range append(ok, degraded...) {
+		ranked[slots[i]] = p
+	}
 }
 
 // distance is the great-circle distance in kilometres (haversine).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/edgecdn/cdn/certs"
@@ -15,9 +16,14 @@ import (
 // adminHandler serves the admin listener:
 //
 //	/livez    200 while the process serves at all
-//	/readyz   200 only when certificates are loaded and valid for longer than
-//	          tls.min_validity, every upstream group is warm and healthy, and
-//	          the server is not draining; 503 otherwise, saying which
+//	/readyz   200 when the PoP can serve: certificates are loaded and valid
+//	          for longer than tls.min_validity, the first upstream warm-up
+//	          was attempted, and the server is not draining; 503 otherwise,
+//	          saying which. An upstream group with no healthy server does
+//	          not make it 503 (cached and stale content is still served):
+//	          it is degraded, with X-PoP-Degraded: 1 and a body of
+//	          "ready; degraded: upstream NAME has no healthy server", and
+//	          pop_degraded 1 in /metrics
 //	/metrics  Prometheus
 //	/ca.pem   the lab CA's root certificate, when the PoP uses a lab CA (404
 //	          otherwise): what clients trust (curl --cacert)
@@ -32,15 +38,23 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
+		degraded := s.degradedGroups()
+		if len(degraded) > 0 {
+			w.Header().Set("X-PoP-Degraded", "1")
+		}
 		switch {
 		case s.draining.Load():
 			http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
 		case !s.ready.Load():
 			http.Error(w, "not ready: warming upstream pools", http.StatusServiceUnavailable)
-		case !s.groupsReady():
-			http.Error(w, "not ready: an upstream group has no healthy warm server", http.StatusServiceUnavailable)
 		case s.certExpiring():
 			http.Error(w, "not ready: the certificate expires at "+s.tls.currentLeaf().NotAfter.UTC().Format(time.RFC3339)+", within tls.min_validity", http.StatusServiceUnavailable)
+		case len(degraded) > 0:
+			what := "upstream " + degraded[0] + " has"
+			if len(degraded) > 1 {
+				what = "upstreams " + strings.Join(degraded, ", ") + " have"
+			}
+			w.Write([]byte("ready; degraded: " + what + " no healthy server\n"))
 		default:
 			w.Write([]byte("ready\n"))
 		}

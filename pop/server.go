@@ -102,6 +102,15 @@ func New(cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s.groups)
 	s.fastHits = newFastHitCounters(s.metrics)
 	s.upShare = newConnLimiter(0, cfg.Limits.MaxUpstreamPerAddr)
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pop_degraded",
+		Help: "1 if some upstream group has no healthy server: the PoP is ready but serves only what it has cached.",
+	}, func() float64 {
+		if s.Degraded() {
+			return 1
+		}
+		return 0
+	}))
 	s.metrics.reg.MustRegister(t.reloadFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pop_tls_certificate_expiry_seconds",
 		Help: "Seconds until the served certificate expires; 0 when it is not known up front (ACME).",
@@ -297,12 +306,21 @@ func (s *Server) WaitCache() {
 // LabCA returns the lab CA the certificate came from, or nil.
 func (s *Server) LabCA() *certs.LabCA { return s.tls.labCA }
 
-// Ready reports whether the PoP should receive traffic: listening,
-// certificates loaded, every upstream group warm, and not draining.
-func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() && s.groupsReady() }
+// Ready reports whether the PoP can serve and so should receive traffic:
+// listening, certificates loaded, the first upstream warm-up attempted, and
+// not draining. An origin that is down does not make the PoP unready: it
+// still serves cached and stale content, and every other PoP would reach
+// the same origin. That is Degraded.
+func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+
+// Degraded reports whether some upstream group has no healthy warm server:
+// the PoP is ready but can serve only what it has cached (and errors for
+// the rest) until the origin returns.
+func (s *Server) Degraded() bool { return len(s.degradedGroups()) > 0 }
 
 // Serve serves on the bound sockets until Shutdown or Close. It warms the
-// upstream pools in the background and becomes ready when they are warm.
+// upstream pools in the background and becomes ready once each pool has
+// warmed or given up (a pool whose origin is down leaves it Degraded).
 // It returns the first error of any listener, or nil after a shutdown.
 func (s *Server) Serve() error {
 	if s.tcpLn == nil {
@@ -427,8 +445,9 @@ func (s *Server) listenQUIC() (*quic.EarlyListener, error) {
 	return ln, nil
 }
 
-// warm starts every upstream group and marks the server ready once all are
-// warm. A group whose origin is down keeps trying in the background.
+// warm starts every upstream group and marks the server ready once each has
+// warmed or given up. A group whose origin is down keeps trying in the
+// background, and the server reports Degraded until it succeeds.
 func (s *Server) warm() {
 	var wg sync.WaitGroup
 	for name, g := range s.groups {
@@ -439,7 +458,7 @@ func (s *Server) warm() {
 		})
 	}
 	wg.Wait()
-	// Ready reflects the groups' own health from here on (see readyz).
+	// From here on the groups' own health is Degraded, not Ready.
 	s.ready.Store(true)
 	close(s.warmed)
 }
@@ -448,14 +467,17 @@ func (s *Server) warm() {
 // warm-up (or given up on a down origin, which they keep retrying).
 func (s *Server) Warmed() <-chan struct{} { return s.warmed }
 
-// groupsReady reports whether every upstream group has a warm, healthy server.
-func (s *Server) groupsReady() bool {
-	for _, g := range s.groups {
+// degradedGroups returns the names of the upstream groups without a
+// healthy warm server, sorted.
+func (s *Server) degradedGroups() []string {
+	var names []string
+	for name, g := range s.groups {
 		if !g.Ready() {
-			return false
+			names = append(names, name)
 		}
 	}
-	return true
+	slices.Sort(names)
+	return names
 }
 
 // Shutdown drains the server: it reports not ready at once, waits
