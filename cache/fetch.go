@@ -34,6 +34,30 @@ type flight struct {
 	sliced chan struct{}
 }
 
+// joinFlight returns the flight under key for the caller to wait on
+// (lead false), or a new one for it to lead.
+func (c *Cache) joinFlight(key string) (f *flight, lead bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.flights[key]; ok {
+		f.waiters.Add(1)
+		c.stats.coalesced.Add(1)
+		return f, false
+	}
+	f = &flight{done: make(chan struct{}), started: make(chan struct{}), sliced: make(chan struct{})}
+	c.flights[key] = f
+	return f, true
+}
+
+// endFlight ends a flight its caller led: later requests start their own,
+// the waiters read its outcome.
+func (c *Cache) endFlight(key string, f *flight) {
+	c.mu.Lock()
+	delete(c.flights, key)
+	c.mu.Unlock()
+	close(f.done)
+}
+
 // stream is a response being fetched, stored and sent at once.
 type stream struct {
 	e    *entry // headers and policy; body not yet set
@@ -108,11 +132,8 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		c.fetchAlone(w, r, pkey, reqCC, private, nil)
 		return
 	}
-	c.mu.Lock()
-	if f, ok := c.flights[pkey]; ok {
-		c.mu.Unlock()
-		f.waiters.Add(1)
-		c.stats.coalesced.Add(1)
+	f, lead := c.joinFlight(pkey)
+	if !lead {
 		select {
 		case <-f.started:
 			if st := f.stream; plainGET(r) && st.e.key == entryKey(pkey, st.e.header, r) {
@@ -139,15 +160,7 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		c.fetchAlone(w, r, pkey, reqCC, false, nil)
 		return
 	}
-	f := &flight{done: make(chan struct{}), started: make(chan struct{}), sliced: make(chan struct{})}
-	c.flights[pkey] = f
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.flights, pkey)
-		c.mu.Unlock()
-		close(f.done)
-	}()
+	defer c.endFlight(pkey, f)
 	// The leader looks again inside its flight: a request that missed just
 	// before another flight stored the response and ended must not fetch
 	// it again (a flight ends only once its response is in the store).
@@ -446,11 +459,8 @@ func (c *Cache) keepAfterStale(e *entry) time.Duration {
 // own.
 func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, reqCC Directives) {
 	key := "\x00reval\x00" + e.key
-	c.mu.Lock()
-	if f, ok := c.flights[key]; ok {
-		c.mu.Unlock()
-		f.waiters.Add(1)
-		c.stats.coalesced.Add(1)
+	f, lead := c.joinFlight(key)
+	if !lead {
 		select {
 		case <-f.done:
 		case <-r.Context().Done():
@@ -469,15 +479,7 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 		}
 		return
 	}
-	f := &flight{done: make(chan struct{})}
-	c.flights[key] = f
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.flights, key)
-		c.mu.Unlock()
-		close(f.done)
-	}()
+	defer c.endFlight(key, f)
 	f.e, f.err = c.revalidateAlone(w, r, e, reqCC)
 }
 

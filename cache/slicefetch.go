@@ -13,28 +13,6 @@ import (
 
 // Fetching objects in slices (see slice.go).
 
-// joinFlight returns the flight under key for the caller to wait on
-// (lead false), or a new one for it to lead.
-func (c *Cache) joinFlight(key string) (f *flight, lead bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if f, ok := c.flights[key]; ok {
-		f.waiters.Add(1)
-		c.stats.coalesced.Add(1)
-		return f, false
-	}
-	f = &flight{done: make(chan struct{})}
-	c.flights[key] = f
-	return f, true
-}
-
-func (c *Cache) endFlight(key string, f *flight) {
-	c.mu.Lock()
-	delete(c.flights, key)
-	c.mu.Unlock()
-	close(f.done)
-}
-
 // learnFlightKey is the flight that learns (or revalidates) the object
 // under pkey from one slice.
 func learnFlightKey(pkey string) string { return "\x00slices\x00" + pkey }
