@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"math"
 	"strconv"
 	"strings"
 )
@@ -195,12 +194,4 @@ func fieldList(v string) []string {
 		}
 	}
 	return out
-}
-
-// saturatingAdd adds seconds without overflow.
-func saturatingAdd(a, b int64) int64 {
-	if a > math.MaxInt64-b {
-		return math.MaxInt64
-	}
-	return a + b
 }
