@@ -25,15 +25,22 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		out := struct {
 			PoPs    []pop               `json:"pops"`
-			Routing map[string][]string `json:"routing"` // network -> PoPs answered
+			Routing map[string][]string `json:"routing"` // network -> PoPs most answers name
+			Latency *latencyStatus      `json:"latency,omitempty"`
 		}{Routing: map[string][]string{}}
 		for _, p := range st.pops {
 			out.PoPs = append(out.PoPs, pop{p.cfg.Name, p.healthy.Load(), p.degraded.Load(), p.seen.Load(), p.transitions.Load()})
 		}
 		for _, n := range st.networks {
-			for _, p := range st.nearest(st.pops, n.loc, st.answers) {
-				out.Routing[n.prefix.String()] = append(out.Routing[n.prefix.String()], p.cfg.Name)
+			r := st.route(s.rtt, st.pops, n.prefix.Addr(), n.loc, st.answers)
+			if len(r.options) > 0 {
+				for _, p := range r.options[0].pops {
+					out.Routing[n.prefix.String()] = append(out.Routing[n.prefix.String()], p.cfg.Name)
+				}
 			}
+		}
+		if st.steering {
+			out.Latency = s.latencyStatus(st)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
@@ -47,6 +54,8 @@ type metrics struct {
 	queries *prometheus.CounterVec // qtype, rcode
 	answers *prometheus.CounterVec // pop
 	limited *prometheus.CounterVec // action
+	pulls   *prometheus.CounterVec // pop, result
+	reasons *prometheus.CounterVec // how: geo, latency, explore
 }
 
 func newMetrics() *metrics {
@@ -59,7 +68,11 @@ func newMetrics() *metrics {
 	}
 	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "geodns_rate_limited_total",
 		Help: "UDP responses withheld by response rate limiting: dropped, or slipped as truncated."}, []string{"action"})
-	m.reg.MustRegister(m.queries, m.answers, m.limited)
+	m.pulls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "geodns_rtt_pulls_total",
+		Help: "Fetches of a PoP's RTT table (rtt_url), by result."}, []string{"pop", "result"})
+	m.reasons = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "geodns_steering_answers_total",
+		Help: "Geo-routed answers by what decided them: geo (location), latency (measured RTT) or explore (a share sent to other PoPs to measure them)."}, []string{"how"})
+	m.reg.MustRegister(m.queries, m.answers, m.limited, m.pulls, m.reasons)
 	return m
 }
 
@@ -84,9 +97,18 @@ func rcodeName(rcode int) string {
 	return dns.RcodeToString[rcode]
 }
 
-func (m *metrics) routed(pops []*popState) {
-	for _, p := range pops {
+// steered counts a geo answer: the PoPs it named and what decided it.
+func (m *metrics) steered(r route, o *option) {
+	for _, p := range o.pops {
 		m.answers.WithLabelValues(p.cfg.Name).Inc()
+	}
+	switch {
+	case o.explore:
+		m.reasons.WithLabelValues("explore").Inc()
+	case r.steered:
+		m.reasons.WithLabelValues("latency").Inc()
+	default:
+		m.reasons.WithLabelValues("geo").Inc()
 	}
 }
 

@@ -37,6 +37,9 @@ type Config struct {
 	// response slipped (see RateLimit); responses_per_second: -1 turns it
 	// off.
 	RateLimit RateLimit `yaml:"rate_limit"`
+	// Latency steers clients by the round trips the PoPs measure (see
+	// Latency); on when any PoP has an rtt_url.
+	Latency Latency `yaml:"latency"`
 
 	// Logger receives health transitions and reloads. If nil, slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -84,13 +87,20 @@ type PoP struct {
 	// zero, the region's; a PoP with neither is refused.
 	Lat float64 `yaml:"lat"`
 	Lon float64 `yaml:"lon"`
-	// Weight breaks ties between equally near PoPs (higher first). If zero, 1.
+	// Weight is the PoP's share of the answers among equally good PoPs
+	// (equally near, or equally fast within latency.tolerance): PoPs of
+	// weights 3 and 1 get 75% and 25% of them, as Route 53 weighted
+	// records. If zero, 1.
 	Weight int `yaml:"weight"`
 	// HTTPSPort is the port the PoP serves HTTPS and HTTP/3 on, which
 	// HTTPS records (RFC 9460) give clients as port=. If zero, 443, which
 	// the records leave out (a client's default).
 	HTTPSPort int   `yaml:"https_port"`
 	Check     Check `yaml:"check"`
+	// RTTURL is the PoP's table of measured client round trips (its admin
+	// /rtt), pulled every latency.pull_interval. If empty, the PoP's
+	// latency is unknown and geography decides for it.
+	RTTURL string `yaml:"rtt_url"`
 }
 
 // Check is a PoP's active health check. Without URL or TCP the PoP is
@@ -239,6 +249,14 @@ func (c *Config) Validate() error {
 				add("pops[%d].check.url: %q, want an http(s) URL", i, p.Check.URL)
 			}
 		}
+		if p.RTTURL != "" {
+			if u, err := url.Parse(p.RTTURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add("pops[%d].rtt_url: %q, want an http(s) URL such as http://10.77.1.20:9901/rtt", i, p.RTTURL)
+			}
+		}
+		if p.Weight < 0 {
+			add("pops[%d].weight: %d, want 1 or more (0 for 1)", i, p.Weight)
+		}
 		if p.Check.Rise < 0 || p.Check.Fall < 0 || p.Check.Interval < 0 || p.Check.Timeout < 0 {
 			add("pops[%d].check: negative values are not allowed", i)
 		}
@@ -294,6 +312,7 @@ func (c *Config) Validate() error {
 	if s := c.RateLimit.Slip; s < 0 {
 		add("rate_limit.slip: %d, want 0 (every 2nd limited response) or more", s)
 	}
+	c.Latency.validate(add)
 	for i, a := range c.Forward.Allow {
 		if _, err := netip.ParsePrefix(a); err != nil {
 			add("forward.allow[%d]: %q, want a prefix", i, a)

@@ -159,7 +159,8 @@ func TestGeoRouting(t *testing.T) {
 		{"na subnet", "10.77.1.0/24", dns.TypeA, "10.77.1.20", 24},
 		{"eu client address", "10.77.2.100/32", dns.TypeA, "10.77.2.20", 24},
 		{"ap subnet", "10.77.3.0/24", dns.TypeA, "10.77.3.20", 24},
-		{"coarser source than network", "10.77.0.0/16", dns.TypeA, "10.77.1.20", 0},
+		// Unlocated: every PoP is equally good, and one of them answers.
+		{"coarser source than network", "10.77.0.0/16", dns.TypeA, "any", 0},
 		{"coordinates nearest (Tokyo -> Singapore)", "192.0.2.0/24", dns.TypeA, "10.77.3.20", 24},
 		{"AAAA", "10.77.2.0/24", dns.TypeAAAA, "fd77:2::20", 24},
 		{"no ECS: source 127.0.0.1 is eu", "", dns.TypeA, "10.77.2.20", -1},
@@ -167,7 +168,7 @@ func TestGeoRouting(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := query(t, s, "udp", "www.cdn.lab.", tt.qtype, tt.ecs)
-			if got := answerIPs(r); len(got) != 1 || got[0] != tt.want {
+			if got := answerIPs(r); len(got) != 1 || (got[0] != tt.want && !(tt.want == "any" && strings.HasPrefix(got[0], "10.77."))) {
 				t.Errorf("answers = %v, want [%s]", got, tt.want)
 			}
 			if !r.Authoritative || r.Answer[0].Header().Ttl != 20 {

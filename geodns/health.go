@@ -51,8 +51,8 @@ func (p *popState) weight() int {
 	return p.cfg.Weight
 }
 
-// startChecks stops the checkers of the previous state and starts one per
-// PoP of st.
+// startChecks stops the checkers and RTT pullers of the previous state and
+// starts one of each per PoP of st that has a check or an rtt_url.
 func (s *Server) startChecks(st *state) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -66,6 +66,11 @@ func (s *Server) startChecks(st *state) {
 			continue
 		}
 		s.checks.Go(func() { s.checkLoop(ctx, p) })
+	}
+	for _, p := range st.pops {
+		if p.cfg.RTTURL != "" {
+			s.checks.Go(func() { s.pullLoop(ctx, st, p) })
+		}
 	}
 }
 

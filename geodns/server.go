@@ -7,6 +7,11 @@
 // source address, through a static prefix map (what the lab uses). The ECS
 // option is echoed with the scope of the network that decided the answer.
 // A PoP is located by its own coordinates or, without them, its region's.
+// When the PoPs publish the RTTs they measure to their clients (rtt_url),
+// a client prefix measured well enough is answered with the PoP of lowest
+// measured RTT instead (latency steering, steer.go), and a bounded share
+// of answers explores the other PoPs. PoPs that are equally good (equally
+// near, or equally fast) share the answers by weight.
 // The same PoPs answer A, AAAA and HTTPS (RFC 9460): a ServiceMode record
 // for the name itself with alpn="h3,h2", the PoP's port unless 443 and its
 // addresses as ipv4hint and ipv6hint, so that a browser that asks speaks
@@ -33,8 +38,10 @@ package geodns
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -62,6 +69,9 @@ type state struct {
 	answers  int
 	fwd      *forwarder
 	rrl      *rrl
+	// steering is on when a PoP has an rtt_url; latency has its defaults.
+	steering bool
+	latency  Latency
 }
 
 func compile(cfg Config) (*state, error) {
@@ -83,10 +93,12 @@ func compile(cfg Config) (*state, error) {
 	if st.answers == 0 {
 		st.answers = 1
 	}
+	st.latency = cfg.Latency.withDefaults()
 	byName := map[string]*popState{}
 	for _, p := range cfg.PoPs {
 		lat, lon, _ := cfg.popLocation(p) // Validate refused a PoP with no location
 		ps := newPopState(p, lat, lon)
+		st.steering = st.steering || p.RTTURL != ""
 		st.pops = append(st.pops, ps)
 		byName[p.Name] = ps
 	}
@@ -128,6 +140,10 @@ type Server struct {
 	log     *slog.Logger
 	state   atomic.Pointer[state]
 	metrics *metrics
+	rtt     *rttTable
+	// answered counts geo answers; its Weyl sequence spreads them over
+	// the route's options in exact shares.
+	answered atomic.Uint64
 
 	udpConn net.PacketConn
 	tcpLn   net.Listener
@@ -149,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: cfg.Logger, metrics: newMetrics()}
+	s := &Server{log: cfg.Logger, metrics: newMetrics(), rtt: newRTTTable()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -349,18 +365,27 @@ func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg 
 	case z.geo[name] != nil:
 		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeHTTPS {
 			loc := st.locate(client)
-			pops := st.nearest(z.geo[name], loc, st.answers)
-			if len(pops) == 0 && len(z.geo[name]) > 0 {
+			r := st.route(s.rtt, z.geo[name], client, loc, st.answers)
+			if len(r.options) == 0 {
 				// No PoP checked yet (a fresh start): SERVFAIL, which
 				// resolvers retry, rather than a PoP that may not be up.
 				m.SetRcode(req, dns.RcodeServerFailure)
 				return m
 			}
-			m.Answer = popRRs(q.Name, q.Qtype, st.ttl, pops)
+			o := r.pick(s.roll(), mainRoll(client, time.Now()))
+			pops := o.pops
+			ttl := st.ttl
+			if o.explore {
+				ttl = min(ttl, uint32(st.latency.ExploreTTL/time.Second))
+			}
+			m.Answer = popRRs(q.Name, q.Qtype, ttl, pops)
 			if loc.known {
 				scope = loc.bits
 			}
-			s.metrics.routed(pops)
+			if st.steering {
+				scope = max(scope, rttPrefix(client).Bits())
+			}
+			s.metrics.steered(r, o)
 		}
 		if len(m.Answer) == 0 {
 			m.Ns = []dns.RR{negSOA(z)}
@@ -378,6 +403,27 @@ func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg 
 		}
 	}
 	return m
+}
+
+// roll is the next point of a Weyl sequence in [0, 1), which decides
+// whether an answer explores: over any run of answers, exploration gets
+// its share to within one answer.
+func (s *Server) roll() float64 {
+	return float64(uint32(s.answered.Add(1)*0x9E3779B9)) / (1 << 32)
+}
+
+// mainRoll spreads clients over equally good PoPs by weight: a hash in
+// [0, 1) of the client's prefix and the current second, so the A, AAAA
+// and HTTPS queries of one page load name the same PoP while the shares
+// hold over clients and time.
+func mainRoll(client netip.Addr, now time.Time) float64 {
+	h := fnv.New64a()
+	b, _ := rttPrefix(client).MarshalBinary()
+	h.Write(b)
+	var sec [8]byte
+	binary.LittleEndian.PutUint64(sec[:], uint64(now.Unix()))
+	h.Write(sec[:])
+	return float64(uint32(h.Sum64()>>32)) / (1 << 32)
 }
 
 // static answers from the zone's records, following an in-zone CNAME.

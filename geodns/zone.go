@@ -141,12 +141,14 @@ func (st *state) locate(ip netip.Addr) location {
 	return location{}
 }
 
-// nearest orders candidates for a client: healthy ones only (if none is
+// rank orders candidates for a client: healthy ones only (if none is
 // healthy, all whose health has been seen: fail open; never one not yet
 // checked), by the region's explicit preference, else by great-circle
-// distance, else by weight; then, among the PoPs of the first one's region
-// only, non-degraded before degraded (preferDegradedLast); then takes n.
-func (st *state) nearest(cands []*popState, loc location, n int) []*popState {
+// distance; then, among the PoPs of the first one's region only,
+// non-degraded before degraded (preferDegradedLast). ties is how many
+// lead equally (same rank, same degraded state): they share the answers
+// by weight.
+func (st *state) rank(cands []*popState, loc location) (ranked []*popState, ties int) {
 	var healthy, seen []*popState
 	for _, p := range cands {
 		if p.healthy.Load() {
@@ -159,12 +161,15 @@ func (st *state) nearest(cands []*popState, loc location, n int) []*popState {
 	if len(healthy) == 0 {
 		healthy = seen
 	}
+	if len(healthy) == 0 {
+		return nil, 0
+	}
 	region, hasRegion := st.regions[loc.region]
 	lat, lon, hasCoord := loc.lat, loc.lon, loc.hasCoord
 	if !hasCoord && hasRegion && (region.Lat != 0 || region.Lon != 0) {
 		lat, lon, hasCoord = region.Lat, region.Lon, true
 	}
-	rank := func(p *popState) float64 {
+	rankOf := func(p *popState) float64 {
 		if hasRegion && len(region.PoPs) > 0 {
 			for i, name := range region.PoPs {
 				if name == p.cfg.Name {
@@ -181,18 +186,17 @@ func (st *state) nearest(cands []*popState, loc location, n int) []*popState {
 		}
 		return 1
 	}
-	sort.SliceStable(healthy, func(i, j int) bool {
-		ri, rj := rank(healthy[i]), rank(healthy[j])
-		if ri != rj {
-			return ri < rj
-		}
-		return healthy[i].weight() > healthy[j].weight()
-	})
-	preferDegradedLast(healthy)
-	if n < len(healthy) {
-		healthy = healthy[:n]
+	ranks := make(map[*popState]float64, len(healthy))
+	for _, p := range healthy {
+		ranks[p] = rankOf(p)
 	}
-	return healthy
+	sort.SliceStable(healthy, func(i, j int) bool { return ranks[healthy[i]] < ranks[healthy[j]] })
+	preferDegradedLast(healthy)
+	ties = 1
+	for ties < len(healthy) && ranks[healthy[ties]] == ranks[healthy[0]] && healthy[ties].degraded.Load() == healthy[0].degraded.Load() {
+		ties++
+	}
+	return healthy, ties
 }
 
 // preferDegradedLast reorders ranked PoPs so that, among those in the
