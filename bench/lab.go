@@ -90,7 +90,7 @@ func roundTrips(proto, mode string) int {
 	switch {
 	case mode == ZeroRTT:
 		return 1
-	case proto == H3:
+	case proto == H3 || mode == FirstHTTPS:
 		return 2
 	}
 	return 3
@@ -137,7 +137,9 @@ func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
 			}
 			rows = append(rows, row)
 		}
-		for _, s := range []struct{ proto, mode string }{{H1, Cold}, {H2, Cold}, {H3, Cold}, {H2, Resumed}, {H3, Resumed}, {H3, ZeroRTT}} {
+		// A first visit picks its protocol from DNS: h2 from the A record
+		// alone, h3 straight away when the HTTPS record offers it.
+		for _, s := range []struct{ proto, mode string }{{H1, Cold}, {H2, Cold}, {H3, Cold}, {H2, Resumed}, {H3, Resumed}, {H3, ZeroRTT}, {H2, First}, {H3, FirstHTTPS}} {
 			rs, err := probe(s.proto, s.mode, hitURL, cfg.N)
 			add("hit", s.proto, s.mode, rs, err, c.DNSRTT+time.Duration(roundTrips(s.proto, s.mode))*c.PoPRTT)
 		}

@@ -27,6 +27,16 @@ const (
 	Warm    = "warm"    // one connection reused (the first request opens it)
 	Resumed = "resumed" // a new connection each time, resuming the TLS session
 	ZeroRTT = "0rtt"    // HTTP/3 with the request in 0-RTT early data
+
+	// First and FirstHTTPS are a browser's first visit: no session ticket
+	// and no Alt-Svc learnt yet, so the protocol is chosen from DNS
+	// alone. First asks for the A record only and opens HTTP/2 over TCP;
+	// FirstHTTPS also asks for the name's HTTPS record (RFC 9460), in
+	// parallel as browsers do, and goes straight to HTTP/3 when it
+	// offers h3 (to its ipv4hint, else the A record). Proto is then the
+	// protocol chosen; TTFB counts from the first DNS query.
+	First      = "first"
+	FirstHTTPS = "first-https"
 )
 
 // ProbeConfig configures a TTFB probe.
@@ -86,19 +96,26 @@ func Probe(ctx context.Context, cfg ProbeConfig, rawURL string) ([]Result, error
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("url %q: want an https:// URL", rawURL)
 	}
+	if cfg.Mode == First || cfg.Mode == FirstHTTPS {
+		cfg.Proto = H2 // what the first visit uses unless an HTTPS record offers h3
+	}
 	switch cfg.Proto {
 	case H1, H2, H3:
 	default:
 		return nil, fmt.Errorf("proto %q: want h1, h2 or h3", cfg.Proto)
 	}
 	switch cfg.Mode {
+	case First, FirstHTTPS:
+		if cfg.ConnectTo != "" {
+			return nil, fmt.Errorf("mode %s: the protocol comes from DNS; do not combine it with -connect-to", cfg.Mode)
+		}
 	case Cold, Warm, Resumed:
 	case ZeroRTT:
 		if cfg.Proto != H3 {
 			return nil, fmt.Errorf("mode 0rtt: only with -proto h3 (TCP has no early data in Go)")
 		}
 	default:
-		return nil, fmt.Errorf("mode %q: want cold, warm, resumed or 0rtt", cfg.Mode)
+		return nil, fmt.Errorf("mode %q: want cold, warm, resumed, 0rtt, first or first-https", cfg.Mode)
 	}
 	if cfg.N <= 0 {
 		cfg.N = 1
@@ -143,6 +160,11 @@ type prober struct {
 	mu                sync.Mutex // guards dnsTook, connTook
 	dnsTook, connTook time.Duration
 
+	// pinned is the address a first visit's DNS chose (lookup returns it
+	// with pinnedTook instead of asking again).
+	pinned     string
+	pinnedTook time.Duration
+
 	// kept open in warm mode
 	h12    *http.Transport
 	h3conn *http3.ClientConn
@@ -182,6 +204,9 @@ func (p *prober) lookup(ctx context.Context) (string, time.Duration, error) {
 	if p.cfg.ConnectTo != "" {
 		return p.cfg.ConnectTo, 0, nil
 	}
+	if p.pinned != "" {
+		return p.pinned, p.pinnedTook, nil
+	}
 	host := p.u.Hostname()
 	port := p.u.Port()
 	if port == "" {
@@ -213,6 +238,9 @@ func (p *prober) one(ctx context.Context, priming bool) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	r := Result{Proto: p.cfg.Proto, Mode: p.cfg.Mode, URL: p.u.String()}
+	if p.cfg.Mode == First || p.cfg.Mode == FirstHTTPS {
+		return p.firstVisit(ctx, r)
+	}
 	if p.cfg.Proto == H3 {
 		return p.oneH3(ctx, r)
 	}

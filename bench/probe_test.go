@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgecdn/cdn/bench"
 	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/geodns"
 	"github.com/edgecdn/cdn/pop"
 	"github.com/edgecdn/cdn/pop/poptest"
 )
@@ -199,4 +200,76 @@ func FuzzReadJSON(f *testing.F) {
 			t.Fatalf("results do not survive a write and read: %v", err)
 		}
 	})
+}
+
+// TestFirstVisitFollowsHTTPSRecord runs both first-visit modes against a
+// real geodns whose geo name answers the PoP: without the HTTPS record the
+// first request is h2 over TCP, with it h3 over QUIC, and the PoP's own
+// handshake counters say so.
+func TestFirstVisitFollowsHTTPSRecord(t *testing.T) {
+	ca := certstest.LabCA(t)
+	p := poptest.StartPoP(t, poptest.Config(ca, poptest.StartGenOrigin(t)))
+	_, port, _ := net.SplitHostPort(p.Addr().String())
+	cfg, err := geodns.ParseConfig([]byte(`
+listen: 127.0.0.1:0
+rate_limit: {responses_per_second: -1}
+zones:
+  - origin: cdn.lab.
+    ns: [ns1.cdn.lab.]
+    geo: [{name: www}]
+pops:
+  - {name: pop-test, a: [127.0.0.1], region: eu, https_port: ` + port + `}
+locator:
+  regions: {eu: {lat: 50.1, lon: 8.7}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := geodns.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve()
+	t.Cleanup(func() { g.Shutdown(context.Background()) })
+	handshakes := func(transport string) int {
+		resp, err := http.Get("http://" + p.AdminAddr().String() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		n := 0
+		for _, m := range regexp.MustCompile(`pop_tls_handshakes_total\{resumed="\w+",transport="`+transport+`"\} (\S+)`).FindAllStringSubmatch(string(b), -1) {
+			v, _ := strconv.ParseFloat(m[1], 64)
+			n += int(v)
+		}
+		return n
+	}
+	// The URL has no port: only the HTTPS record's port= leads to the PoP
+	// over QUIC; without it the test dials the PoP's TCP port through the
+	// same name, as a browser told the port by the page would.
+	for _, tc := range []struct{ mode, url, want, transport string }{
+		{bench.First, "https://www.cdn.lab:" + port + "/gen/1k", bench.H2, "tcp"},
+		{bench.FirstHTTPS, "https://www.cdn.lab/gen/1k", bench.H3, "quic"},
+	} {
+		before := handshakes(tc.transport)
+		rs, err := bench.Probe(context.Background(), bench.ProbeConfig{Mode: tc.mode, N: 2, RootCAs: ca.RootPool(), Resolver: g.Addr().String()}, tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Error != "" || r.Status != 200 || r.Negotiated != tc.want || r.Proto != tc.want || r.Mode != tc.mode || r.DNSms <= 0 || r.TTFBms < r.DNSms {
+				t.Errorf("%s: %+v, want a 200 over %s whose TTFB includes its DNS", tc.mode, r, tc.want)
+			}
+		}
+		if got := handshakes(tc.transport) - before; got != 2 {
+			t.Errorf("%s: the PoP saw %d new %s handshakes, want 2", tc.mode, got, tc.transport)
+		}
+	}
+	if _, err := bench.Probe(context.Background(), bench.ProbeConfig{Mode: bench.FirstHTTPS, ConnectTo: "127.0.0.1:1"}, "https://www.cdn.lab/"); err == nil {
+		t.Error("first-https with connect-to: no error")
+	}
 }

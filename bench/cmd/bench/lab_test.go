@@ -50,6 +50,15 @@ func TestLabEndToEnd(t *testing.T) {
 	if !(zero < h3 && h3 < h2) {
 		t.Errorf("hits summed over the clients: 0-RTT %.1f, h3 %.1f, h2 %.1f ms; want 0-RTT < h3 < h2", zero, h3, h2)
 	}
+	// A first visit that asks for the HTTPS record saves the TCP round trip.
+	var first, firstHTTPS float64
+	for _, c := range []string{"client-na", "client-eu", "client-ap"} {
+		first += get(c, "hit", "h2", "first")
+		firstHTTPS += get(c, "hit", "h3", "first-https")
+	}
+	if !(firstHTTPS < first) {
+		t.Errorf("first visits summed over the clients: with the HTTPS record %.1f ms, without %.1f ms; want it faster with", firstHTTPS, first)
+	}
 	for _, c := range []string{"client-eu", "client-ap"} { // the origin is in na
 		hit, miss, direct := get(c, "hit", "h2", "cold"), get(c, "miss", "h2", "cold"), get(c, "direct", "h2", "cold")
 		if !(hit < miss && miss < direct) {

@@ -2,7 +2,9 @@
 //
 //   - ttfb times requests one at a time by phase (DNS, connect, TLS or
 //     QUIC handshake, first byte, total) over HTTP/1.1, HTTP/2 or HTTP/3,
-//     on cold, warm, resumed or 0-RTT connections.
+//     on cold, warm, resumed or 0-RTT connections, or as a browser's first
+//     visit (first, first-https: the protocol chosen from DNS, with or
+//     without the HTTPS record).
 //   - load sends closed- or open-loop load and reports req/s, latency
 //     percentiles, statuses and the hit ratio.
 //   - compare sets two runs of ttfb or load (their JSON) side by side.
@@ -16,7 +18,7 @@
 //
 // Usage:
 //
-//	bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
+//	bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt|first|first-https -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
 //	bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-keys N] [-watch-pid PID] [-cacert FILE] [-o json] URL
 //	bench compare A.json B.json
 //	bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
@@ -57,7 +59,7 @@ func main() {
 }
 
 const usage = `usage:
-  bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
+  bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt|first|first-https -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
   bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-keys N] [-watch-pid PID] [-cacert FILE] [-o json] URL
   bench compare A.json B.json
   bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
@@ -87,7 +89,7 @@ func ttfb(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench ttfb", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	proto := fs.String("proto", "h2", "`protocol`: h1, h2 or h3")
-	mode := fs.String("mode", "cold", "`mode`: cold (new connection each time), warm (reused), resumed (TLS resumption) or 0rtt (h3 early data)")
+	mode := fs.String("mode", "cold", "`mode`: cold (new connection each time), warm (reused), resumed (TLS resumption), 0rtt (h3 early data), or a browser's first visit, where DNS picks the protocol (-proto is ignored): first (A record only: h2) or first-https (A and HTTPS records: h3 when offered)")
 	n := fs.Int("n", 10, "measured `requests`")
 	resolver := fs.String("resolver", "", "DNS server `host:port` to resolve the URL's host with")
 	cacert := fs.String("cacert", "", "PEM `file` of CA certificates to trust (the lab CA's root.pem)")
