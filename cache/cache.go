@@ -276,6 +276,13 @@ type Route struct {
 	Transport http.RoundTripper // required
 	Query     Query
 	SetCookie CookiePolicy
+	// OriginDown, if set, reports that the route's origin is known to be
+	// down (no server passes its health checks). A stale entry within its
+	// stale-if-error window is then served at once, refreshed in the
+	// background, instead of after the origin fails (which a partitioned
+	// origin does only at the connect timeout): Varnish's grace with a
+	// sick backend.
+	OriginDown func() bool
 }
 
 type routeKey struct{}
@@ -441,6 +448,12 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 				c.stats.stale.Add(1)
 				c.revalidateInBackground(r, e)
 				c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(staleness)+"; detail=stale-while-revalidate")
+				return
+			}
+			if down := c.route(r).OriginDown; down != nil && down() && c.withinStaleIfError(e, reqCC) {
+				c.stats.stale.Add(1)
+				c.revalidateInBackground(r, e) // one per key: refreshed once the origin answers
+				c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(staleness)+"; detail=stale-if-error-origin-down")
 				return
 			}
 		}

@@ -260,6 +260,60 @@ func TestStaleIfError(t *testing.T) {
 	}
 }
 
+// TestStaleIfErrorOriginKnownDown: with the route's origin known down, a
+// stale entry within stale-if-error is served at once (the origin here
+// hangs, as a partitioned one does) and refreshed in the background once
+// the origin answers; beyond stale-if-error, or with the origin up, the
+// request goes to the origin as usual.
+func TestStaleIfErrorOriginKnownDown(t *testing.T) {
+	var down atomic.Bool
+	release := make(chan struct{})
+	var version atomic.Int64
+	version.Store(1)
+	rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=10, stale-if-error=60")
+		fmt.Fprintf(w, "v%d", version.Load())
+	})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rg.cache.ServeRoute(w, r, &Route{Transport: originTransport{rg.origin.URL}, OriginDown: down.Load})
+	}))
+	t.Cleanup(front.Close)
+	t.Cleanup(unblock) // first: a failing test must not leave the origin's handler blocked
+	client := &http.Client{Timeout: 5 * time.Second} // fails, not hangs, without the shortcut
+	get := func(path string) (*http.Response, string) {
+		resp, err := client.Get(front.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	get("/d")
+	down.Store(true)
+	version.Store(2)
+	rg.clk.add(30 * time.Second)
+	resp, body := get("/d") // would hang until release without the shortcut
+	if body != "v1" || !strings.Contains(resp.Header.Get("Cache-Status"), "detail=stale-if-error-origin-down") {
+		t.Errorf("origin known down: %q %q, want v1 served stale at once", body, resp.Header.Get("Cache-Status"))
+	}
+	poll.Until(t, "the background refresh to reach the origin", func() bool { return rg.hits.Load() >= 2 })
+	if _, body := get("/d"); body != "v1" || rg.hits.Load() != 2 {
+		t.Errorf("while the refresh waits: %q after %d origin requests, want v1 and one refresh", body, rg.hits.Load())
+	}
+	down.Store(false)
+	unblock()
+	rg.cache.wg.Wait()
+	if _, body := get("/d"); body != "v2" {
+		t.Errorf("after the origin answered the refresh: %q, want v2", body)
+	}
+}
+
 func TestRevalidation304UpdatesHeaders(t *testing.T) {
 	var n atomic.Int64
 	rg := newRig(t, func(w http.ResponseWriter, r *http.Request) {

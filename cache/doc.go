@@ -8,7 +8,9 @@
 // ranges from the stored body; a stale one may be served within
 // stale-while-revalidate (one background refresh per key) or max-stale,
 // else it is revalidated with its ETag/Last-Modified and a 304 freshens it
-// (RFC 9111 4.3.4); if the origin fails, stale-if-error applies. A miss is
+// (RFC 9111 4.3.4); if the origin fails, stale-if-error applies, at once
+// (refreshed in the background) when the Route says the origin is known
+// down. A miss is
 // fetched once for all concurrent requests of the key (the first leads, on
 // a context of its own) and streamed to all of them while it is stored, if
 // RFC 9111 3 allows storing it. Freshness and age follow 4.2.1 and 4.2.3;

@@ -35,7 +35,7 @@ func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site
 	timed := newTimedTransport(g, s.metrics.upstreamTime, groupName)
 	transport := &originTransport{name: s.cfg.Name, group: timed, share: s.upShare,
 		refused: func() { s.metrics.rejected.WithLabelValues("upstream_share").Inc() }}
-	st := &site{name: name, route: cache.Route{Transport: transport}}
+	st := &site{name: name, route: cache.Route{Transport: transport, OriginDown: func() bool { return !g.Ready() }}}
 	// The proxy strips hop-by-hop fields (and those named in Connection)
 	// both ways; originTransport adds Via, X-Forwarded-* and Early-Data,
 	// as it does for the cache.

@@ -5,6 +5,9 @@
 //
 //   - origin-down: the origin stops; cached objects keep coming
 //     (stale-if-error), uncached ones fail fast, fresh ones flow again after.
+//   - origin-partition: only pop-eu loses the origin; it stays ready but
+//     degraded, GeoDNS keeps eu on it, cached objects keep coming, the
+//     other regions fetch from the origin as usual.
 //   - origin-slow: the origin takes 5 s over one cold object that hundreds
 //     of clients want; it sees one request, and hits do not wait.
 //   - pop-down, pop-drain: a PoP stops; GeoDNS sends its clients elsewhere
@@ -69,6 +72,11 @@ type Lab struct {
 	Control
 	// PoPs maps each PoP's service name ("pop-na") to its address.
 	PoPs map[string]string
+	// Origin is the origin's address.
+	Origin string
+	// Exec runs a command inside a lab host (its network namespace) and
+	// returns its combined output.
+	Exec func(ctx context.Context, host string, args ...string) ([]byte, error)
 }
 
 // Target is what a drill aims at: a PoP and the lab clients that use it.
@@ -119,6 +127,9 @@ func All(load time.Duration) []Drill {
 		{"origin-down", Target{}, func(ctx context.Context, lab Lab, _ Target) ([]Check, error) { return originDown(ctx, lab, load) }},
 		{"origin-slow", Target{Client: "client-na"}, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {
 			return originSlow(ctx, lab, t, 300)
+		}},
+		{"origin-partition", Target{PoP: "pop-eu", Client: "client-eu", Bystander: "client-na"}, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {
+			return originPartition(ctx, lab, t, load)
 		}},
 		{"pop-down", eu, popDown},
 		{"pop-drain", eu, popDrain},

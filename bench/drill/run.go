@@ -72,7 +72,13 @@ func Run(ctx context.Context, cfg Config) ([]Check, error) {
 	if err != nil {
 		return nil, err
 	}
-	lab := Lab{LabConfig: labCfg, Control: r, PoPs: map[string]string{}}
+	lab := Lab{LabConfig: labCfg, Control: r, PoPs: map[string]string{},
+		Exec: func(ctx context.Context, host string, args ...string) ([]byte, error) {
+			return r.Net.Exec(ctx, host, args[0], args[1:]...).CombinedOutput()
+		}}
+	if h, ok := r.Topo.Host("origin"); ok {
+		lab.Origin = h.Addr.String()
+	}
 	for _, name := range popNames() {
 		if h, ok := r.Topo.Host(name); ok {
 			lab.PoPs[name] = h.Addr.String()

@@ -25,11 +25,11 @@ func TestDrills(t *testing.T) {
 			expected++
 		}
 	}
-	// origin-down 4, origin-slow 2, pop-down 4, pop-drain 3, cold-restart 1,
-	// flood 5, hostile 15 (11 and the four resource attacks); and one
-	// informational row per drill.
-	if expected != 34 || info != len(drill.Names()) {
-		t.Errorf("%d checks and %d informational rows, want 34 and %d", expected, info, len(drill.Names()))
+	// origin-down 4, origin-slow 2, origin-partition 6, pop-down 4,
+	// pop-drain 3, cold-restart 1, flood 5, hostile 15 (11 and the four
+	// resource attacks); and one informational row per drill.
+	if expected != 40 || info != len(drill.Names()) {
+		t.Errorf("%d checks and %d informational rows, want 40 and %d", expected, info, len(drill.Names()))
 	}
 	for _, c := range checks {
 		t.Logf("%s: %s: %s (pass %v)", c.Drill, c.Expectation, c.Measured, c.Pass)
