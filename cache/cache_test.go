@@ -283,7 +283,7 @@ func TestStaleIfErrorOriginKnownDown(t *testing.T) {
 		rg.cache.ServeRoute(w, r, &Route{Transport: originTransport{rg.origin.URL}, OriginDown: down.Load})
 	}))
 	t.Cleanup(front.Close)
-	t.Cleanup(unblock) // first: a failing test must not leave the origin's handler blocked
+	t.Cleanup(unblock)                               // first: a failing test must not leave the origin's handler blocked
 	client := &http.Client{Timeout: 5 * time.Second} // fails, not hangs, without the shortcut
 	get := func(path string) (*http.Response, string) {
 		resp, err := client.Get(front.URL + path)
