@@ -25,6 +25,11 @@ import (
 //	          "ready; degraded: upstream NAME has no healthy server", and
 //	          pop_degraded 1 in /metrics
 //	/metrics  Prometheus
+//	/rtt      the round trips to client prefixes (/24, /48) measured on
+//	          the connections this PoP terminated, as one line of JSON
+//	          (clientrtt.Report), for geodns's latency steering:
+//	          {"pop":"NAME","prefixes":[{"prefix":"10.77.4.0/24",
+//	          "rtt_ms":10.25,"min_ms":9.8,"samples":12,"age_ms":1500}]}
 //	/ca.pem   the lab CA's root certificate, when the PoP uses a lab CA (404
 //	          otherwise): what clients trust (curl --cacert)
 //	/spki     the served certificate's SPKI pin, when it is known up front:
@@ -60,6 +65,11 @@ func (s *Server) adminHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /rtt", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.rtt.table.Report(s.cfg.Name))
+	})
 	mux.HandleFunc("POST /purge", s.purge)
 	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
 		ca := s.LabCA()

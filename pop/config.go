@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgecdn/cdn/cache"
+	"github.com/edgecdn/cdn/pop/clientrtt"
 	"github.com/edgecdn/cdn/pop/upstream"
 )
 
@@ -50,6 +51,10 @@ type Config struct {
 	Upstreams map[string]UpstreamConfig `yaml:"upstreams"`
 	Limits    Limits                    `yaml:"limits"`
 	Cache     CacheConfig               `yaml:"cache"`
+	// ClientRTT bounds the table of round-trip times to client prefixes
+	// that the admin listener serves on /rtt (client_rtt.max_prefixes;
+	// package clientrtt documents its fields and defaults).
+	ClientRTT clientrtt.Config `yaml:"client_rtt"`
 
 	// DrainDelay is how long the PoP reports not ready before it stops
 	// accepting, so that GeoDNS and load balancers move traffic away first.
@@ -250,6 +255,7 @@ func DefaultConfig() Config {
 		DrainTimeout: 25 * time.Second,
 		TLS:          TLSConfig{TicketRotation: 6 * time.Hour},
 		Upstreams:    map[string]UpstreamConfig{},
+		ClientRTT:    clientrtt.Config{MaxPrefixes: clientrtt.DefaultMaxPrefixes},
 		Limits: Limits{
 			MaxHeaderBytes:       32 << 10,
 			ReadHeaderTimeout:    10 * time.Second,
@@ -399,6 +405,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.MaxVariants < 0 || c.Cache.MaxVaryValueBytes < 0 {
 		add("cache.max_variants, cache.max_vary_value_bytes: want 0 (default) or more")
+	}
+	if err := c.ClientRTT.Validate(); err != nil {
+		add("client_rtt.%v", err)
 	}
 	if c.DrainDelay < 0 || c.DrainTimeout < 0 {
 		add("drain_delay, drain_timeout: want durations of 0 or more")

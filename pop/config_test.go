@@ -28,6 +28,8 @@ limits:
 cache:
   slice_bytes: 2097152
   compress_min_bytes: -1
+client_rtt:
+  max_prefixes: 100
 `
 
 func TestParseConfig(t *testing.T) {
@@ -40,6 +42,9 @@ func TestParseConfig(t *testing.T) {
 	}
 	if cfg.Cache.SliceBytes != 2<<20 || cfg.Cache.CompressMinBytes != -1 {
 		t.Errorf("cache.slice_bytes %d, compress_min_bytes %d; want 2097152 and -1", cfg.Cache.SliceBytes, cfg.Cache.CompressMinBytes)
+	}
+	if cfg.ClientRTT.MaxPrefixes != 100 {
+		t.Errorf("client_rtt.max_prefixes %d, want 100", cfg.ClientRTT.MaxPrefixes)
 	}
 	// Every field of upstream.Config is settable: the group's config is
 	// that type itself, embedded with its YAML names.
@@ -63,6 +68,7 @@ func TestParseConfigErrorsNameTheField(t *testing.T) {
 		{"no sites", "listen: 127.0.0.1:1\ntls: {ca_dir: /x}\n", "sites: empty"},
 		{"no cert source", strings.Replace(goodConfig, "ca_dir: /tmp/ca", "allow_tls12: false", 1), "tls: no certificate source"},
 		{"half a key pair", strings.Replace(goodConfig, "ca_dir: /tmp/ca", "cert_file: c.pem", 1), "tls.cert_file, tls.key_file"},
+		{"negative client_rtt.max_prefixes", strings.Replace(goodConfig, "max_prefixes: 100", "max_prefixes: -1", 1), "client_rtt.max_prefixes: -1, want 0 (default, 4096) or more"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

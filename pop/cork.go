@@ -6,12 +6,22 @@ import (
 )
 
 // corkConn sits under the TLS connection and, while corked, gathers the
-// records of one response so that they leave in one write.
+// records of one response so that they leave in one write. Being the
+// front's own layer under TLS, which every close goes through, it also
+// takes the connection's last round-trip sample (tcpRTT) as it closes.
 type corkConn struct {
 	net.Conn
+	rtt    tcpRTT
 	mu     sync.Mutex // guards corked, buf: a TLS alert may be written by Close from another goroutine
 	corked bool
 	buf    *[]byte
+}
+
+// Close takes the last round-trip sample, while the socket can still be
+// asked, then closes it.
+func (c *corkConn) Close() error {
+	c.rtt.closing()
+	return c.Conn.Close()
 }
 
 var corkBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}

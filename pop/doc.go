@@ -32,6 +32,12 @@
 // (package certs). The plain-HTTP listener (with ACME, for HTTP-01
 // challenges) and the admin listener are ordinary net/http servers.
 //
+// Each client connection on the TLS port gives a round-trip sample after
+// its handshake (TCP_INFO's smoothed RTT on TCP, quic-go's on QUIC) and
+// another as it closes if it lived over a second, never one per request;
+// the admin listener serves them per client /24 or /48 on /rtt, as JSON
+// for geodns (package clientrtt).
+//
 // # A request's path
 //
 // Every request that no fast path answers goes through [Server.ServeHTTP]:

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/edgecdn/cdn/pop/internal/h2"
@@ -94,19 +95,22 @@ func (f *front) acceptLoop() {
 			continue
 		}
 		delay = 0
+		sc, _ := c.(syscall.Conn) // the socket, before admit wraps it
 		if c = f.s.tcpConns.admit(c); c == nil {
 			f.s.connRefused()
 			continue
 		}
-		f.wg.Go(func() { f.handle(c) })
+		f.wg.Go(func() { f.handle(c, sc) })
 	}
 }
 
 // handle completes the TLS handshake (bounded by the read-header timeout,
 // as net/http bounds it) and dispatches by ALPN. The connection is
-// tracked until net/http takes it, so that close can end it.
-func (f *front) handle(raw net.Conn) {
-	cc := &corkConn{Conn: raw}
+// tracked until net/http takes it, so that close can end it. sc is the
+// socket under raw, for the round-trip samples (rttsample.go) taken after
+// the handshake of an HTTP connection and as it closes.
+func (f *front) handle(raw net.Conn, sc syscall.Conn) {
+	cc := &corkConn{Conn: raw, rtt: f.s.rtt.newTCPRTT(sc, raw.RemoteAddr())}
 	tc := tls.Server(cc, f.tlsCfg)
 	fc := &fastConn{tc: tc, cc: cc}
 	f.mu.Lock()
@@ -135,6 +139,7 @@ func (f *front) handle(raw net.Conn) {
 	st := tc.ConnectionState()
 	switch st.NegotiatedProtocol {
 	case "h2":
+		cc.rtt.handshakeDone()
 		if !f.fast {
 			pass = tc
 			return
@@ -144,12 +149,13 @@ func (f *front) handle(raw net.Conn) {
 		c.Serve()
 		fc.h2.Store(nil)
 	case "", "http/1.1":
+		cc.rtt.handshakeDone()
 		if !f.fast {
 			pass = tc
 			return
 		}
 		pass = f.serveFast(fc, cc, st.ServerName)
-	default: // acme-tls/1: the handshake was the whole exchange
+	default: // acme-tls/1: the handshake was the whole exchange, and a CA's validator is no client to sample
 	}
 }
 

@@ -58,6 +58,7 @@ type Server struct {
 	front    *front  // the TLS TCP listener: handshakes, HTTP/1.1 hits
 	hits3    *h3Hits // plain HTTP/3 hits without the http3 response writer; nil when off
 	fastHits *fastHitCounters
+	rtt      *rttSampler // round trips to client prefixes, for /rtt
 	h12      *http.Server
 	h3       *http3.Server
 	quic     *quic.Transport
@@ -101,6 +102,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = newMetrics(s.groups)
 	s.fastHits = newFastHitCounters(s.metrics)
+	if s.rtt, err = newRTTSampler(cfg.ClientRTT, s.metrics.reg); err != nil {
+		s.closeGroups()
+		return nil, fmt.Errorf("client_rtt.%w", err)
+	}
 	s.upShare = newConnLimiter(0, cfg.Limits.MaxUpstreamPerAddr)
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pop_degraded",
@@ -423,6 +428,7 @@ func (s *Server) listenQUIC() (*quic.EarlyListener, error) {
 			if c.ConnectionState().Used0RTT {
 				s.metrics.quicConns0RTT.Inc()
 			}
+			s.rtt.watchQUIC(c)
 			return ctx
 		},
 	}
@@ -552,6 +558,7 @@ func (s *Server) close() {
 	}
 	s.closeListeners()
 	s.wg.Wait()
+	s.rtt.close() // after s.quic.Close, which ends the watched connections
 	s.closeGroups()
 	if s.cache != nil {
 		s.cache.Close()
