@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -17,9 +20,15 @@ import (
 // (lab delay, every service's entrypoint in docker-compose.yml).
 type ContainerDelay struct {
 	Choice DelayChoice
-	Plan   DelayPlan
+	Plan   DelayPlan // the matrix's; SetLinkDelay adds to it
 	Iface  string
+	// Logger receives the changes of SetLinkDelay. If nil, slog.Default().
+	Logger *slog.Logger
 	queue  *QueueDelay // the userspace line; nil with netem
+
+	mu     sync.Mutex    // guards extra, status
+	extra  time.Duration // of SetLinkDelay
+	status string        // the file WriteStatus wrote, rewritten on changes
 }
 
 // StatusFile is where a container's delay is described for people
@@ -86,12 +95,118 @@ func (d *ContainerDelay) Describe() string {
 	if d.queue != nil {
 		how = fmt.Sprintf("userspace delay line: iptables mangle OUTPUT -j NFQUEUE %d, %s", QueueNum, d.Iface)
 	}
-	return fmt.Sprintf("lab delay: %s: backend %s (%s); %s\nplan: %s\n", d.Plan.Host, d.Choice.Backend, d.Choice.Reason, how, d.Plan)
+	d.mu.Lock()
+	extra := d.extra
+	d.mu.Unlock()
+	text := fmt.Sprintf("lab delay: %s: backend %s (%s); %s\nplan: %s\n", d.Plan.Host, d.Choice.Backend, d.Choice.Reason, how, d.Plan)
+	return withLinkLine(text, extra)
 }
 
-// WriteStatus writes Describe to StatusFile.
+// WriteStatus writes Describe to StatusFile, and again on every
+// SetLinkDelay.
 func (d *ContainerDelay) WriteStatus() error {
-	return os.WriteFile(StatusFile, []byte(d.Describe()), 0o644)
+	return d.writeStatus(StatusFile)
+}
+
+func (d *ContainerDelay) writeStatus(path string) error {
+	d.mu.Lock()
+	d.status = path
+	d.mu.Unlock()
+	return os.WriteFile(path, []byte(d.Describe()), 0o644)
+}
+
+// withLinkLine replaces the "link:" line of a status text with one for
+// extra (none for 0).
+func withLinkLine(text string, extra time.Duration) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(text, "\n") {
+		if l != "" && !strings.HasPrefix(l, "link: ") {
+			b.WriteString(l)
+		}
+	}
+	if extra > 0 {
+		fmt.Fprintf(&b, "link: +%v one way on every delay of the plan (lab link; lab link HOST 0 restores the plan)\n", extra)
+	}
+	return b.String()
+}
+
+// SetLinkDelay adds extra to every delay of the container's plan (lab
+// link; 0 restores it): the userspace line swaps its plan, netem's band
+// qdiscs change in place. host must be the container's own. It logs the
+// change and rewrites the status file.
+func (d *ContainerDelay) SetLinkDelay(host string, extra time.Duration) error {
+	if host != d.Plan.Host {
+		return fmt.Errorf("link delay: this container is %s, not %q", d.Plan.Host, host)
+	}
+	if extra < 0 || extra > MaxLinkDelay {
+		return fmt.Errorf("link delay of %s: %v, want 0 (the matrix) up to %v", host, extra, MaxLinkDelay)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	plan := d.Plan.WithExtra(extra)
+	if d.queue != nil {
+		if err := d.queue.SetPlan(plan); err != nil {
+			return err
+		}
+	} else if err := changeIfaceTC(d.Iface, plan.Bands); err != nil {
+		return fmt.Errorf("link delay of %s: %w", host, err)
+	}
+	was := d.extra
+	d.extra = extra
+	log := d.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Info("link delay", "host", host, "extra", extra, "was", was, "backend", d.Choice.Backend)
+	if d.status != "" {
+		if b, err := os.ReadFile(d.status); err == nil {
+			os.WriteFile(d.status, []byte(withLinkLine(string(b), extra)), 0o644)
+		}
+	}
+	return nil
+}
+
+// changeIfaceTC changes the netem bands on the interface named iface.
+func changeIfaceTC(iface string, bands []time.Duration) error {
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	link, err := nl.LinkByName(iface)
+	if err != nil {
+		return err
+	}
+	return changeTC(nl, link.Attrs().Index, bands, netemLeaf)
+}
+
+// SetContainerLinkDelay is lab link inside host self's container: it asks
+// the container's lab delay process (the userspace line, on LinkSocket)
+// or, where none answers (netem: lab delay became the service), changes
+// the netem qdiscs itself and notes the change in StatusFile. It returns
+// what it set, for people.
+func SetContainerLinkDelay(ctx context.Context, topo *Topology, self string, extra time.Duration) (string, error) {
+	return setContainerLinkDelay(ctx, topo, self, extra, LinkSocket, StatusFile, netemLeaf)
+}
+
+// setContainerLinkDelay is SetContainerLinkDelay with the socket, the
+// status file and the bands' qdisc as seams.
+func setContainerLinkDelay(ctx context.Context, topo *Topology, self string, extra time.Duration, socket, status string, leaf leafFunc) (string, error) {
+	if _, ok := topo.Host(self); !ok {
+		return "", fmt.Errorf("link delay: no service %q in the topology; services: %s", self, strings.Join(topo.HostNames(), ", "))
+	}
+	msg, err := SetLinkDelayAt(ctx, socket, self, extra)
+	if !errors.Is(err, ErrNoLinkServer) {
+		return msg, err
+	}
+	_, iface, nerr := changeDelays(topo, self, "", extra, leaf)
+	if nerr != nil {
+		return "", fmt.Errorf("link delay of %s: no userspace delay line answers on %s, and netem: %w", self, socket, nerr)
+	}
+	if b, err := os.ReadFile(status); err == nil {
+		os.WriteFile(status, []byte(withLinkLine(string(b), extra)), 0o644)
+	}
+	return DescribeLinkDelay(self, extra) + " (netem on " + iface + ")", nil
 }
 
 // Close stops the userspace line (netem stays with the interface).

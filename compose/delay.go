@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -107,6 +108,21 @@ func (p DelayPlan) numberBands() DelayPlan {
 		}
 	}
 	return p
+}
+
+// WithExtra is the plan with extra added to every band and rule: what
+// lab link sets while a lab runs (a slower link out of the host). Bands
+// and rules keep their numbers and order, so a backend changes the
+// delays in place; traffic no rule matches stays undelayed.
+func (p DelayPlan) WithExtra(extra time.Duration) DelayPlan {
+	q := DelayPlan{Host: p.Host, Bands: slices.Clone(p.Bands), Rules: slices.Clone(p.Rules)}
+	for i := range q.Bands {
+		q.Bands[i] += extra
+	}
+	for i := range q.Rules {
+		q.Rules[i].Delay += extra
+	}
+	return q
 }
 
 // DelayTo is the one-way delay the plan gives packets to dst (the first

@@ -30,8 +30,10 @@ func rule(dst string, d time.Duration, band int) DelayRule {
 }
 
 // The plans of the default topology, by hand from DESIGN.md's matrix:
-// same region 10 ms, na-eu 80, na-ap 200, eu-ap 240 (half each way), and
-// geodns 5 ms one way from everyone.
+// same region 10 ms, na-eu 80, na-ap 200, eu-ap 240, moved (client-moved)
+// 10 from na and 90 from eu and ap (half each way), and geodns 5 ms one
+// way from everyone. Rules: geodns's /32, then the regions' /24s in
+// name order (ap, eu, moved, na).
 func TestDelayPlan(t *testing.T) {
 	topo := labTopology(t)
 	for _, tt := range []struct {
@@ -40,13 +42,15 @@ func TestDelayPlan(t *testing.T) {
 		rules []DelayRule
 	}{
 		{"pop-na", []time.Duration{5 * ms, 40 * ms, 100 * ms}, []DelayRule{
-			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 100*ms, 3), rule("10.77.2.0/24", 40*ms, 2), rule("10.77.1.0/24", 5*ms, 1)}},
+			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 100*ms, 3), rule("10.77.2.0/24", 40*ms, 2), rule("10.77.4.0/24", 5*ms, 1), rule("10.77.1.0/24", 5*ms, 1)}},
 		{"origin", []time.Duration{5 * ms, 40 * ms, 100 * ms}, []DelayRule{
-			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 100*ms, 3), rule("10.77.2.0/24", 40*ms, 2), rule("10.77.1.0/24", 5*ms, 1)}},
-		{"pop-eu", []time.Duration{5 * ms, 40 * ms, 120 * ms}, []DelayRule{
-			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 120*ms, 3), rule("10.77.2.0/24", 5*ms, 1), rule("10.77.1.0/24", 40*ms, 2)}},
-		{"client-ap", []time.Duration{5 * ms, 100 * ms, 120 * ms}, []DelayRule{
-			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 5*ms, 1), rule("10.77.2.0/24", 120*ms, 3), rule("10.77.1.0/24", 100*ms, 2)}},
+			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 100*ms, 3), rule("10.77.2.0/24", 40*ms, 2), rule("10.77.4.0/24", 5*ms, 1), rule("10.77.1.0/24", 5*ms, 1)}},
+		{"pop-eu", []time.Duration{5 * ms, 40 * ms, 45 * ms, 120 * ms}, []DelayRule{
+			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 120*ms, 4), rule("10.77.2.0/24", 5*ms, 1), rule("10.77.4.0/24", 45*ms, 3), rule("10.77.1.0/24", 40*ms, 2)}},
+		{"client-ap", []time.Duration{5 * ms, 45 * ms, 100 * ms, 120 * ms}, []DelayRule{
+			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 5*ms, 1), rule("10.77.2.0/24", 120*ms, 4), rule("10.77.4.0/24", 45*ms, 2), rule("10.77.1.0/24", 100*ms, 3)}},
+		{"client-moved", []time.Duration{5 * ms, 45 * ms}, []DelayRule{
+			rule("10.77.0.53/32", 5*ms, 1), rule("10.77.3.0/24", 45*ms, 2), rule("10.77.2.0/24", 45*ms, 2), rule("10.77.4.0/24", 5*ms, 1), rule("10.77.1.0/24", 5*ms, 1)}},
 		{"geodns", []time.Duration{5 * ms}, []DelayRule{rule("10.77.0.0/16", 5*ms, 1)}},
 		{"lab-init", []time.Duration{5 * ms}, []DelayRule{rule("10.77.0.53/32", 5*ms, 1)}},
 	} {
@@ -97,6 +101,36 @@ func TestDelayPlansAddUpToTheMatrix(t *testing.T) {
 	}
 }
 
+// lab link's plan: every band and rule extra longer, in the same order
+// and bands, so that a backend changes the delays in place; the base plan
+// is left as it was, and 0 gives it back.
+func TestDelayPlanWithExtra(t *testing.T) {
+	base, err := labTopology(t).DelayPlan("pop-eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := base.String()
+	p := base.WithExtra(100 * ms)
+	if want := []time.Duration{105 * ms, 140 * ms, 145 * ms, 220 * ms}; !reflect.DeepEqual(p.Bands, want) {
+		t.Errorf("WithExtra(100ms).Bands = %v, want %v", p.Bands, want)
+	}
+	for i, r := range p.Rules {
+		b := base.Rules[i]
+		if r.Dst != b.Dst || r.Band != b.Band || r.Delay != b.Delay+100*ms {
+			t.Errorf("WithExtra(100ms).Rules[%d] = %v, want %v 100 ms longer", i, r, b)
+		}
+	}
+	if got := p.DelayTo(netip.MustParseAddr("10.77.2.100")); got != 105*ms {
+		t.Errorf("WithExtra(100ms).DelayTo(client-eu) = %v, want 105ms", got)
+	}
+	if base.String() != before {
+		t.Errorf("WithExtra changed the base plan: %s, was %s", base, before)
+	}
+	if z := base.WithExtra(0); !reflect.DeepEqual(z, base) {
+		t.Errorf("WithExtra(0) = %v, want the plan itself %v", z, base)
+	}
+}
+
 // The netlink objects for pop-eu: every filter must match the right
 // destination and lead, through its class, to a netem of the right delay.
 func TestBuildTC(t *testing.T) {
@@ -113,8 +147,8 @@ func TestBuildTC(t *testing.T) {
 	if o.root.DirectQlen == nil || *o.root.DirectQlen < 1000 {
 		t.Errorf("root DirectQlen = %v, want a queue of at least 1000 for undelayed traffic", o.root.DirectQlen)
 	}
-	if len(o.classes) != 3 || len(o.leaves) != 3 {
-		t.Fatalf("%d classes and %d leaves, want 3 of each (5, 40, 120 ms)", len(o.classes), len(o.leaves))
+	if len(o.classes) != 4 || len(o.leaves) != 4 {
+		t.Fatalf("%d classes and %d leaves, want 4 of each (5, 40, 45, 120 ms)", len(o.classes), len(o.leaves))
 	}
 	leafOf := map[uint32]*netlink.Netem{}
 	for i, q := range o.leaves {
@@ -138,10 +172,11 @@ func TestBuildTC(t *testing.T) {
 		{"10.77.0.53/32", 0x0a4d0035, 0xffffffff, 5 * ms},
 		{"10.77.3.0/24", 0x0a4d0300, 0xffffff00, 120 * ms},
 		{"10.77.2.0/24", 0x0a4d0200, 0xffffff00, 5 * ms},
+		{"10.77.4.0/24", 0x0a4d0400, 0xffffff00, 45 * ms},
 		{"10.77.1.0/24", 0x0a4d0100, 0xffffff00, 40 * ms},
 	} {
 		if i >= len(o.filters) {
-			t.Fatalf("%d filters, want 4", len(o.filters))
+			t.Fatalf("%d filters, want 5", len(o.filters))
 		}
 		f := o.filters[i]
 		want := netlink.TcU32Key{Mask: tt.mask, Val: tt.val, Off: 16}

@@ -20,9 +20,14 @@
 // prefix that holds its address), the host addresses Docker publishes ports
 // on, and, from the x-lab extension block, the RTT matrix ("same" and every
 // region pair) and the anycast hosts (geodns: the same one-way delay from
-// everyone). Every problem is reported at once, each naming its field.
-// Neither runner keeps addresses or delays of its own, so they cannot drift
-// apart.
+// everyone). Every problem is reported at once, each naming its field: a
+// missing or unknown region pair, overlapping regions. Neither runner
+// keeps addresses or delays of its own, so they cannot drift apart.
+//
+// A region is where a host sits on the network, not where GeoDNS places
+// it: client-moved (region moved, 10.77.4.0/24) is 10 ms from na and 90 ms
+// from eu and ap, while lab/geodns.yaml's locator puts its /24 in eu, a
+// client whose geography and network disagree.
 //
 // # Delays
 //
@@ -47,6 +52,18 @@
 //     queues what the container sends, and each packet is accepted once its
 //     band's delay has passed; packets wait in the kernel, one FIFO per
 //     band.
+//
+// lab link changes a host's delays while the lab runs: [DelayPlan.WithExtra]
+// adds an extra one-way delay to every band of the host's plan (every
+// round trip to it grows by that much; 0 restores the matrix), which the
+// netem backend applies by changing its band qdiscs in place and the
+// delay lines by swapping the plan they look packets up in. The lines live
+// in long-running processes, so lab link asks them over a unix socket
+// ([LinkServer], [SetLinkDelayAt]): natively the lab up process
+// ([Runner.SetLinkDelay], which logs the change), in Docker the container's
+// lab delay process ([ContainerDelay.SetLinkDelay]); where netem delays a
+// container no process stays, and lab link inside it changes the qdiscs
+// itself ([SetContainerLinkDelay], [ChangeDelays]).
 //
 // [ChooseDelay] resolves -delay auto|netem|userspace against the running
 // kernel (auto is netem where the kernel can do it) and says why; asking

@@ -61,7 +61,7 @@ func buildTC(p DelayPlan, link int, leaf leafFunc) tcObjects {
 		class := netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: link, Parent: root.Handle, Handle: netlink.MakeHandle(1, band)},
 			netlink.HtbClassAttrs{Rate: classRate, Quantum: classQuant})
 		o.classes = append(o.classes, class)
-		o.leaves = append(o.leaves, leaf(netlink.QdiscAttrs{LinkIndex: link, Parent: class.Handle, Handle: netlink.MakeHandle(0x10+band, 0)}, d))
+		o.leaves = append(o.leaves, leaf(leafAttrs(link, band), d))
 	}
 	for i, r := range p.Rules {
 		o.filters = append(o.filters, &netlink.U32{
@@ -71,6 +71,28 @@ func buildTC(p DelayPlan, link int, leaf leafFunc) tcObjects {
 		})
 	}
 	return o
+}
+
+// leafAttrs places band's qdisc: handle 1N: under class 1:N (N = 0x10+band).
+func leafAttrs(link int, band uint16) netlink.QdiscAttrs {
+	return netlink.QdiscAttrs{LinkIndex: link, Parent: netlink.MakeHandle(1, band), Handle: netlink.MakeHandle(0x10+band, 0)}
+}
+
+// changeTC sets the delays of the bands buildTC installed on link to
+// bands (tc qdisc change), in place: classes and filters stay, and
+// packets already held keep their time. bands must be as many as the
+// installed plan's (DelayPlan.WithExtra keeps them).
+func changeTC(nl *netlink.Handle, link int, bands []time.Duration, leaf leafFunc) error {
+	for i, d := range bands {
+		q := leaf(leafAttrs(link, uint16(i+1)), d)
+		if err := nl.QdiscChange(q); err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
+				err = fmt.Errorf("%w (no lab delays installed here?)", err)
+			}
+			return fmt.Errorf("change %s qdisc %s to %v: %w", q.Type(), netlink.HandleStr(q.Attrs().Handle), d, err)
+		}
+	}
+	return nil
 }
 
 // dstKey matches an IPv4 destination prefix: offset 16 of the IP header,
@@ -134,9 +156,55 @@ func applyDelays(topo *Topology, self, iface string, leaf leafFunc) (DelayPlan, 
 		return DelayPlan{}, "", err
 	}
 	defer nl.Close()
+	plan, link, err := hostLink(nl, topo, self, iface)
+	if err != nil {
+		return DelayPlan{}, "", fmt.Errorf("apply delays: %w", err)
+	}
+	if err := applyTC(nl, link, buildTC(plan, link.Attrs().Index, leaf)); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("%w (a container needs cap_add: [NET_ADMIN])", err)
+		}
+		return DelayPlan{}, link.Attrs().Name, fmt.Errorf("apply delays of %s on %s: %w", plan.Host, link.Attrs().Name, err)
+	}
+	return plan, link.Attrs().Name, nil
+}
+
+// ChangeDelays is lab link in a container whose delays are netem's: it
+// sets the bands ApplyDelays installed for host self on iface to the
+// plan with extra added to every delay (DelayPlan.WithExtra; 0 restores
+// the plan). self and iface are found as ApplyDelays finds them.
+func ChangeDelays(topo *Topology, self, iface string, extra time.Duration) (DelayPlan, string, error) {
+	return changeDelays(topo, self, iface, extra, netemLeaf)
+}
+
+// changeDelays is ChangeDelays with the bands' qdisc as a seam.
+func changeDelays(topo *Topology, self, iface string, extra time.Duration, leaf leafFunc) (DelayPlan, string, error) {
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return DelayPlan{}, "", err
+	}
+	defer nl.Close()
+	base, link, err := hostLink(nl, topo, self, iface)
+	if err != nil {
+		return DelayPlan{}, "", fmt.Errorf("change delays: %w", err)
+	}
+	plan := base.WithExtra(extra)
+	if err := changeTC(nl, link.Attrs().Index, plan.Bands, leaf); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("%w (a container needs cap_add: [NET_ADMIN])", err)
+		}
+		return DelayPlan{}, link.Attrs().Name, fmt.Errorf("change delays of %s on %s: %w", plan.Host, link.Attrs().Name, err)
+	}
+	return plan, link.Attrs().Name, nil
+}
+
+// hostLink finds, in nl's namespace, the host self (if empty, the one
+// whose lab address is on an interface here), its plan, and its lab
+// interface: iface, or if empty the one holding its address.
+func hostLink(nl *netlink.Handle, topo *Topology, self, iface string) (DelayPlan, netlink.Link, error) {
 	addrs, err := nl.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
-		return DelayPlan{}, "", fmt.Errorf("list addresses: %w", err)
+		return DelayPlan{}, nil, fmt.Errorf("list addresses: %w", err)
 	}
 	linkOf := map[netip.Addr]int{}
 	for _, a := range addrs {
@@ -151,16 +219,16 @@ func applyDelays(topo *Topology, self, iface string, leaf leafFunc) (DelayPlan, 
 			}
 		}
 		if self == "" {
-			return DelayPlan{}, "", errors.New("apply delays: no lab address on any interface here; name the service with -self")
+			return DelayPlan{}, nil, errors.New("no lab address on any interface here; name the service with -self")
 		}
 	}
 	h, ok := topo.Host(self)
 	if !ok {
-		return DelayPlan{}, "", fmt.Errorf("apply delays: no service %q in the topology", self)
+		return DelayPlan{}, nil, fmt.Errorf("no service %q in the topology", self)
 	}
 	plan, err := topo.DelayPlan(self)
 	if err != nil {
-		return DelayPlan{}, "", err
+		return DelayPlan{}, nil, err
 	}
 	var link netlink.Link
 	if iface != "" {
@@ -171,15 +239,9 @@ func applyDelays(topo *Topology, self, iface string, leaf leafFunc) (DelayPlan, 
 		err = fmt.Errorf("%s's address %s is on no interface here", self, h.Addr)
 	}
 	if err != nil {
-		return DelayPlan{}, "", fmt.Errorf("apply delays: %w", err)
+		return DelayPlan{}, nil, err
 	}
-	if err := applyTC(nl, link, buildTC(plan, link.Attrs().Index, leaf)); err != nil {
-		if errors.Is(err, unix.EPERM) {
-			err = fmt.Errorf("%w (a container needs cap_add: [NET_ADMIN])", err)
-		}
-		return DelayPlan{}, link.Attrs().Name, fmt.Errorf("apply delays of %s on %s: %w", self, link.Attrs().Name, err)
-	}
-	return plan, link.Attrs().Name, nil
+	return plan, link, nil
 }
 
 // inThrowawayNS runs f with a netlink handle in a new unnamed namespace,

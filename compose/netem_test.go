@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -111,15 +112,16 @@ func TestBridgeLabClassifies(t *testing.T) {
 		t.Errorf("bridge namespace: %v", err)
 	}
 	d, err := n.Delays("client-eu")
-	if err != nil || !strings.Contains(d, "veth") || !strings.Contains(d, "4 filters") {
-		t.Errorf("Delays(client-eu) = %q, %v; want a veth with 4 filters", d, err)
+	if err != nil || !strings.Contains(d, "veth") || !strings.Contains(d, "5 filters") {
+		t.Errorf("Delays(client-eu) = %q, %v; want a veth with 5 filters", d, err)
 	}
-	// client-eu's bands: 1:1 5 ms (geodns, eu), 1:2 40 ms (na), 1:3 120 ms (ap).
+	// client-eu's bands: 1:1 5 ms (geodns, eu), 1:2 40 ms (na), 1:3 45 ms
+	// (moved), 1:4 120 ms (ap).
 	for _, tt := range []struct {
 		to    string
 		class uint16
 	}{
-		{"pop-na", 2}, {"origin", 2}, {"pop-ap", 3}, {"client-ap", 3}, {"pop-eu", 1}, {"geodns", 1},
+		{"pop-na", 2}, {"origin", 2}, {"client-moved", 3}, {"pop-ap", 4}, {"client-ap", 4}, {"pop-eu", 1}, {"geodns", 1},
 	} {
 		before := classPackets(t, n, "client-eu")
 		const k = 20
@@ -128,7 +130,7 @@ func TestBridgeLabClassifies(t *testing.T) {
 			t.Fatalf("client-eu -> %s over the bridge: %v", tt.to, err)
 		}
 		after := classPackets(t, n, "client-eu")
-		for c := uint16(1); c <= 3; c++ {
+		for c := uint16(1); c <= 4; c++ {
 			got := after[c] - before[c]
 			if c == tt.class && got < k {
 				t.Errorf("client-eu -> %s: class 1:%d counted %d packets, want at least %d", tt.to, c, got, k)
@@ -235,6 +237,88 @@ func TestApplyDelaysInANamespace(t *testing.T) {
 	}
 }
 
+// lab link in a container whose delays are netem's (tbfLeaf in place of
+// netem), in a namespace standing in for the container: no delay line
+// answers on the socket, so it changes the bands lab delay installed on
+// the interface holding the service's address, and notes the extra in
+// the status file; 0 restores the plan and drops the note.
+func TestContainerLinkDelayNetem(t *testing.T) {
+	needRoot(t)
+	if err := tcAvailable(); err != nil {
+		t.Skipf("the kernel cannot build HTB classes with u32 filters: %v", err)
+	}
+	topo := labTopology(t)
+	dir := t.TempDir()
+	socket, status := filepath.Join(dir, "link.sock"), filepath.Join(dir, "lab-delay")
+	const described = "lab delay: pop-eu: backend netem (test)\nplan: ...\n"
+	if err := os.WriteFile(status, []byte(described), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	defer netns.Set(orig)
+	ns, err := netns.New() // unnamed, gone with the handle; the thread is in it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}); err != nil {
+		t.Fatal(err)
+	}
+	eth0, _ := netlink.LinkByName("eth0")
+	if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: netlinkIPNet(netip.MustParseAddr("10.77.2.20"), 16)}); err != nil {
+		t.Fatal(err)
+	}
+	base, _, err := applyDelays(topo, "", "", tbfLeaf)
+	if err != nil {
+		t.Fatalf("applyDelays: %v", err)
+	}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+
+	plan, iface, err := changeDelays(topo, "", "", 100*ms, tbfLeaf)
+	if err != nil || plan.Host != "pop-eu" || iface != "eth0" {
+		t.Fatalf("changeDelays(+100ms) = %v, %q, %v; want pop-eu's plan on eth0", plan, iface, err)
+	}
+	if got, want := tbfDelays(t, nl, eth0), base.WithExtra(100*ms).Bands; !reflect.DeepEqual(got, want) {
+		t.Errorf("after changeDelays(+100ms) the bands delay %v, want %v", got, want)
+	}
+	for _, tt := range []struct {
+		extra time.Duration
+		note  string // in the status file; "" for none
+	}{
+		{50 * ms, "link: +50ms"},
+		{0, ""},
+	} {
+		msg, err := setContainerLinkDelay(context.Background(), topo, "pop-eu", tt.extra, socket, status, tbfLeaf)
+		if err != nil || !strings.Contains(msg, "netem on eth0") {
+			t.Fatalf("setContainerLinkDelay(pop-eu, %v) = %q, %v; want it done with netem on eth0", tt.extra, msg, err)
+		}
+		if got, want := tbfDelays(t, nl, eth0), base.WithExtra(tt.extra).Bands; !reflect.DeepEqual(got, want) {
+			t.Errorf("after setContainerLinkDelay(pop-eu, %v) the bands delay %v, want %v", tt.extra, got, want)
+		}
+		b, _ := os.ReadFile(status)
+		if !strings.HasPrefix(string(b), described) || strings.Contains(string(b), "link:") != (tt.note != "") || !strings.Contains(string(b), tt.note) {
+			t.Errorf("status after +%v:\n%s\nwant the description and %q", tt.extra, b, tt.note)
+		}
+	}
+	if _, err := setContainerLinkDelay(context.Background(), topo, "pop-na", ms, socket, status, tbfLeaf); err == nil ||
+		!strings.Contains(err.Error(), "on no interface here") || !strings.Contains(err.Error(), socket) {
+		t.Errorf("setContainerLinkDelay(pop-na) in pop-eu's container = %v, want an error naming the socket and the missing address", err)
+	}
+	if _, _, err := changeDelays(topo, "pop-eu", "lo", ms, tbfLeaf); err == nil || !strings.Contains(err.Error(), "no lab delays installed here") {
+		t.Errorf("changeDelays on lo = %v, want an error saying no lab delays are installed there", err)
+	}
+}
+
 // The one test that needs sch_netem itself: the plans applied with netem
 // give the matrix's round trips, first between a fresh pair of
 // namespaces, then across the whole lab.
@@ -277,6 +361,24 @@ func TestNetemDelaysMeasured(t *testing.T) {
 					t.Errorf("RTT %s -> %s = %v, want %v (+%v)", p[0], p[1], got, want, tol)
 				}
 			}
+			if tt.name != "lab" {
+				return
+			}
+			// lab link: the netem qdiscs changed in place, +100 ms and back.
+			for _, extra := range []time.Duration{100 * ms, 0} {
+				if err := n.SetLinkDelay("pop-eu", extra); err != nil {
+					t.Fatalf("SetLinkDelay(pop-eu, %v) = %v", extra, err)
+				}
+				want := topo.RTTBetween(mustHost(t, topo, "client-eu"), mustHost(t, topo, "pop-eu")) + extra
+				got, err := n.MeasureRTT(context.Background(), "client-eu", "pop-eu", 5)
+				if err != nil {
+					t.Fatalf("client-eu -> pop-eu with pop-eu +%v: %v", extra, err)
+				}
+				t.Logf("client-eu -> pop-eu with pop-eu +%v: measured %v, want %v", extra, got.Round(10*time.Microsecond), want)
+				if tol := 2*time.Millisecond + want/20; got < want || got > want+tol {
+					t.Errorf("RTT client-eu -> pop-eu with pop-eu +%v = %v, want %v (+%v)", extra, got, want, tol)
+				}
+			}
 		})
 	}
 }
@@ -298,4 +400,119 @@ func TestUpCleansUpAfterAFailure(t *testing.T) {
 		t.Errorf("Up = %v, want an error naming the host and the qdisc", err)
 	}
 	checkNoNamespaces(t, prefix)
+}
+
+// tbfLeaf stands in for netem, which this kernel may lack, in the tests
+// of lab link's netem path: a tbf that does not shape (1 GiB/s) and
+// carries its band's delay in its limit, beyond 1 MiB, in microseconds
+// (tbfDelays reads it back). tc qdisc change works on it as on netem.
+func tbfLeaf(attrs netlink.QdiscAttrs, delay time.Duration) netlink.Qdisc {
+	return &netlink.Tbf{QdiscAttrs: attrs, Rate: 1 << 30, Buffer: 1 << 20, Limit: 1<<20 + uint32(delay.Microseconds())}
+}
+
+// tbfDelays reads the delays of the tbfLeaf bands on link, in band order.
+func tbfDelays(t *testing.T, nl *netlink.Handle, link netlink.Link) []time.Duration {
+	t.Helper()
+	qs, err := nl.QdiscList(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byBand := map[int]time.Duration{}
+	for _, q := range qs {
+		if tbf, ok := q.(*netlink.Tbf); ok {
+			byBand[int(tbf.Parent&0xffff)] = time.Duration(tbf.Limit-1<<20) * time.Microsecond
+		}
+	}
+	out := make([]time.Duration, len(byBand))
+	for band, d := range byBand {
+		if band < 1 || band > len(out) {
+			t.Fatalf("a band qdisc under 1:%d, want bands 1..%d", band, len(out))
+		}
+		out[band-1] = d
+	}
+	return out
+}
+
+// hostDelays reads the tbfLeaf bands on host's lab0.
+func hostDelays(t *testing.T, n *Net, host string) []time.Duration {
+	t.Helper()
+	ns, err := netns.GetFromName(n.NS(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	link, err := nl.LinkByName(tunName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tbfDelays(t, nl, link)
+}
+
+// lab link on the netem backend's network (with tbfLeaf in place of
+// netem): SetLinkDelay changes every band qdisc of the host, and only
+// the host's, to its plan's delay plus the extra, in place; 0 restores
+// the plan. Bad input is refused, naming it.
+func TestBridgeLabLinkDelay(t *testing.T) {
+	needRoot(t)
+	if err := tcAvailable(); err != nil {
+		t.Skipf("the kernel cannot build HTB classes with u32 filters: %v", err)
+	}
+	topo := labTopology(t)
+	prefix := fmt.Sprintf("ecl%d-", os.Getpid())
+	n, err := Up(context.Background(), topo, NetConfig{Prefix: prefix, leaf: tbfLeaf})
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		checkNoNamespaces(t, prefix)
+	})
+	euPlan, _ := topo.DelayPlan("pop-eu")
+	naPlan, _ := topo.DelayPlan("client-na")
+	for _, tt := range []struct {
+		extra time.Duration
+		want  []time.Duration // pop-eu's bands
+	}{
+		{0, euPlan.Bands},
+		{100 * ms, euPlan.WithExtra(100 * ms).Bands},
+		{150 * ms, euPlan.WithExtra(150 * ms).Bands},
+		{0, euPlan.Bands},
+	} {
+		if err := n.SetLinkDelay("pop-eu", tt.extra); err != nil {
+			t.Fatalf("SetLinkDelay(pop-eu, %v) = %v", tt.extra, err)
+		}
+		if got := hostDelays(t, n, "pop-eu"); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("after SetLinkDelay(pop-eu, %v) pop-eu's bands delay %v, want %v", tt.extra, got, tt.want)
+		}
+		if got := hostDelays(t, n, "client-na"); !reflect.DeepEqual(got, naPlan.Bands) {
+			t.Errorf("after SetLinkDelay(pop-eu, %v) client-na's bands delay %v, want its plan's %v", tt.extra, got, naPlan.Bands)
+		}
+	}
+	// Still a lab: the changed qdiscs pass traffic.
+	if _, err := n.MeasureRTT(context.Background(), "client-eu", "pop-eu", 3); err != nil {
+		t.Errorf("client-eu -> pop-eu after the changes: %v", err)
+	}
+	for _, tt := range []struct {
+		host  string
+		extra time.Duration
+		want  string
+	}{
+		{"pop-eu", -ms, "want 0"},
+		{"pop-eu", MaxLinkDelay + ms, "up to 10s"},
+		{"nosuch", ms, `no host "nosuch"`},
+	} {
+		if err := n.SetLinkDelay(tt.host, tt.extra); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("SetLinkDelay(%s, %v) = %v, want an error containing %q", tt.host, tt.extra, err, tt.want)
+		}
+	}
+	if err := Attach(topo, prefix).SetLinkDelay("pop-eu", ms); err == nil || !strings.Contains(err.Error(), "lab up") {
+		t.Errorf("SetLinkDelay on an attached Net = %v, want it refused, pointing at lab up", err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -36,6 +37,9 @@ type Net struct {
 	prefix string // namespace names are prefix+host
 	hosts  map[netip.Addr]*nsHost
 	delay  DelayChoice
+	leaf   leafFunc // the netem backend's band qdisc
+
+	linkMu sync.Mutex // guards changes of the band qdiscs (SetLinkDelay)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // owns the readers and the pair queues
@@ -44,7 +48,10 @@ type Net struct {
 type nsHost struct {
 	host Host
 	ns   string
-	plan DelayPlan
+	base DelayPlan // the matrix's
+	// plan is base with the extra delay of SetLinkDelay; the userspace
+	// delay line looks each packet up in it.
+	plan atomic.Pointer[DelayPlan]
 	tun  *os.File // userspace backend only
 	// out holds one queue per destination, so that packets of one pair
 	// keep their order while pairs with different delays interleave.
@@ -99,14 +106,16 @@ func Up(ctx context.Context, topo *Topology, cfg NetConfig) (*Net, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.hosts[h.Addr] = &nsHost{host: h, ns: n.NS(h.Name), plan: plan, out: map[netip.Addr]chan packet{}}
+		nh := &nsHost{host: h, ns: n.NS(h.Name), base: plan, out: map[netip.Addr]chan packet{}}
+		nh.plan.Store(&plan)
+		n.hosts[h.Addr] = nh
 	}
 	if n.delay.Backend == BackendNetem {
-		leaf := cfg.leaf
-		if leaf == nil {
-			leaf = netemLeaf
+		n.leaf = cfg.leaf
+		if n.leaf == nil {
+			n.leaf = netemLeaf
 		}
-		err = n.upBridge(cfg.Resolver, leaf)
+		err = n.upBridge(cfg.Resolver, n.leaf)
 	} else {
 		err = n.upTUN(ctx, cfg.Resolver)
 	}
@@ -198,7 +207,7 @@ func (n *Net) upBridge(resolver string, leaf leafFunc) error {
 			if err != nil {
 				return nil, err
 			}
-			return link, applyTC(nl, link, buildTC(nh.plan, link.Attrs().Index, leaf))
+			return link, applyTC(nl, link, buildTC(nh.base, link.Attrs().Index, leaf))
 		})
 		if err != nil {
 			return fmt.Errorf("lab host %s: %w", h.Name, err)
@@ -318,7 +327,7 @@ func (n *Net) read(src *nsHost) {
 		if !ok {
 			continue // not a lab host: dropped, never leaves the lab
 		}
-		p := packet{due: time.Now().Add(src.plan.DelayTo(dstAddr)), data: append([]byte(nil), buf[:k]...)}
+		p := packet{due: time.Now().Add(src.plan.Load().DelayTo(dstAddr)), data: append([]byte(nil), buf[:k]...)}
 		select {
 		case q <- p:
 		default: // queue full: drop, as a congested link would
@@ -346,6 +355,58 @@ func deliver(ctx context.Context, q chan packet, dst *os.File) {
 			dst.Write(p.data)
 		}
 	}
+}
+
+// MaxLinkDelay bounds the extra delay of SetLinkDelay (and lab link): far
+// beyond any real link, and within what the delay lines hold.
+const MaxLinkDelay = 10 * time.Second
+
+// SetLinkDelay adds extra to every one-way delay of host's plan, while
+// the lab runs: everything host sends to a lab host its plan delays is
+// held extra longer (DelayPlan.WithExtra), so every round trip to host
+// grows by extra. Zero restores the matrix; each call replaces the last.
+// Packets sent from the moment it returns get the new delay: the
+// userspace line swaps host's plan, the netem backend changes its band
+// qdiscs in place (tc qdisc change). A Net of Attach has no lines of its
+// own and refuses.
+func (n *Net) SetLinkDelay(host string, extra time.Duration) error {
+	if extra < 0 || extra > MaxLinkDelay {
+		return fmt.Errorf("link delay of %s: %v, want 0 (the matrix) up to %v", host, extra, MaxLinkDelay)
+	}
+	h, ok := n.topo.Host(host)
+	if !ok {
+		return fmt.Errorf("link delay: no host %q; hosts: %s", host, strings.Join(n.topo.HostNames(), ", "))
+	}
+	nh, ok := n.hosts[h.Addr]
+	if !ok {
+		return fmt.Errorf("link delay of %s: this lab process does not run the lab's delays (the one that ran lab up does)", host)
+	}
+	plan := nh.base.WithExtra(extra)
+	if n.delay.Backend != BackendNetem {
+		nh.plan.Store(&plan)
+		return nil
+	}
+	n.linkMu.Lock()
+	defer n.linkMu.Unlock()
+	ns, err := netns.GetFromName(nh.ns)
+	if err != nil {
+		return fmt.Errorf("link delay of %s: %w", host, err)
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	link, err := nl.LinkByName(tunName)
+	if err == nil {
+		err = changeTC(nl, link.Attrs().Index, plan.Bands, n.leaf)
+	}
+	if err != nil {
+		return fmt.Errorf("link delay of %s: %w", host, err)
+	}
+	nh.plan.Store(&plan)
+	return nil
 }
 
 // Exec returns a command that runs inside host's namespace (with its

@@ -1,9 +1,11 @@
 package compose
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,6 +39,7 @@ func TestNativeLabDelays(t *testing.T) {
 	})
 	for _, tt := range []struct{ a, b string }{
 		{"client-na", "pop-na"}, {"client-eu", "pop-na"}, {"client-ap", "origin"}, {"pop-eu", "pop-ap"}, {"client-ap", "geodns"},
+		{"client-moved", "pop-na"}, {"client-moved", "pop-eu"}, {"client-moved", "pop-ap"},
 	} {
 		want := topo.RTTBetween(mustHost(t, topo, tt.a), mustHost(t, topo, tt.b))
 		got, err := n.MeasureRTT(context.Background(), tt.a, tt.b, 5)
@@ -47,6 +50,57 @@ func TestNativeLabDelays(t *testing.T) {
 		// The calibration rule of the lab: within 2 ms + 5% of the matrix.
 		if tol := 2*time.Millisecond + want/20; got < want || got > want+tol {
 			t.Errorf("RTT %s -> %s = %v, want %v (+%v)", tt.a, tt.b, got, want, tol)
+		}
+	}
+}
+
+// lab link on the userspace delay line, measured: +100 ms on pop-eu
+// raises every round trip to pop-eu by 100 ms (from its own region, from
+// another, and pop-eu's own to the misplaced client) and leaves the
+// others alone; 0 restores the matrix. Through a Runner, each change is
+// logged.
+func TestNativeLabLinkDelay(t *testing.T) {
+	needRoot(t)
+	topo := labTopology(t)
+	prefix := fmt.Sprintf("eck%d-", os.Getpid())
+	n, err := Up(context.Background(), topo, NetConfig{Prefix: prefix, Delay: BackendUserspace})
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		checkNoNamespaces(t, prefix)
+	})
+	var logs bytes.Buffer
+	r := &Runner{Topo: topo, Net: n, Delay: n.Delay(), log: slog.New(slog.NewTextHandler(&logs, nil))}
+	pairs := []struct {
+		a, b   string
+		raised bool // by pop-eu's extra
+	}{
+		{"client-eu", "pop-eu", true}, {"client-na", "pop-eu", true}, {"pop-eu", "client-moved", true}, {"client-eu", "pop-na", false},
+	}
+	for _, extra := range []time.Duration{100 * ms, 0} {
+		if err := r.SetLinkDelay("pop-eu", extra); err != nil {
+			t.Fatalf("SetLinkDelay(pop-eu, %v) = %v", extra, err)
+		}
+		if want := fmt.Sprintf("host=pop-eu extra=%v", extra); !strings.Contains(logs.String(), want) {
+			t.Errorf("log after SetLinkDelay(pop-eu, %v):\n%s\nwant a line with %q", extra, logs.String(), want)
+		}
+		for _, p := range pairs {
+			want := topo.RTTBetween(mustHost(t, topo, p.a), mustHost(t, topo, p.b))
+			if p.raised {
+				want += extra
+			}
+			got, err := n.MeasureRTT(context.Background(), p.a, p.b, 5)
+			if err != nil {
+				t.Fatalf("%s -> %s: %v", p.a, p.b, err)
+			}
+			t.Logf("pop-eu +%v: %s -> %s measured %v, want %v", extra, p.a, p.b, got.Round(10*time.Microsecond), want)
+			if tol := 2*time.Millisecond + want/20; got < want || got > want+tol {
+				t.Errorf("pop-eu +%v: RTT %s -> %s = %v, want %v (+%v)", extra, p.a, p.b, got, want, tol)
+			}
 		}
 	}
 }

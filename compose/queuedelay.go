@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
@@ -36,7 +37,9 @@ const (
 // QueueDelay delays a host's egress through an NFQUEUE. Close removes the
 // iptables rule and stops the line.
 type QueueDelay struct {
-	plan   DelayPlan
+	// plan is looked up for each packet; SetPlan swaps it whole, so a
+	// packet sees the old plan or the new one, never half of each.
+	plan   atomic.Pointer[DelayPlan]
 	rule   []string // the iptables rule, without -A/-D
 	nf     *nfqueue.Nfqueue
 	cancel context.CancelFunc
@@ -70,7 +73,8 @@ func StartQueueDelay(ctx context.Context, plan DelayPlan, subnet netip.Prefix) (
 	}
 	_ = nf.SetOption(netlink.NoENOBUFS, true) // a full socket buffer must not end the line
 	ctx, cancel := context.WithCancel(ctx)
-	q := &QueueDelay{plan: plan, nf: nf, cancel: cancel}
+	q := &QueueDelay{nf: nf, cancel: cancel}
+	q.plan.Store(&plan)
 	for range plan.Bands {
 		ch := make(chan queued, queueMaxLen)
 		q.bands = append(q.bands, ch)
@@ -102,21 +106,35 @@ func (q *QueueDelay) hook(a nfqueue.Attribute) int {
 		return 0
 	}
 	id := *a.PacketID
+	plan := q.plan.Load()
 	band := 0
 	if a.Payload != nil && len(*a.Payload) >= 20 && (*a.Payload)[0]>>4 == 4 {
 		dst := netip.AddrFrom4([4]byte((*a.Payload)[16:20]))
-		band = q.plan.bandTo(dst)
+		band = plan.bandTo(dst)
 	}
 	if band == 0 {
 		q.verdict(id)
 		return 0
 	}
 	select {
-	case q.bands[band-1] <- queued{id: id, due: time.Now().Add(q.plan.Bands[band-1])}:
+	case q.bands[band-1] <- queued{id: id, due: time.Now().Add(plan.Bands[band-1])}:
 	default:
 		q.verdict(id) // the band is full: late is better than lost
 	}
 	return 0
+}
+
+// SetPlan replaces the plan, for the packets queued from now on (lab
+// link: the plan with an extra delay). The new plan must have as many
+// bands as the one the line started with: each band is one FIFO. A band
+// whose delay shrank releases its newer packets behind the older ones,
+// in order.
+func (q *QueueDelay) SetPlan(p DelayPlan) error {
+	if len(p.Bands) != len(q.bands) {
+		return fmt.Errorf("delay line of %s: a plan of %d bands, want %d as it started with", p.Host, len(p.Bands), len(q.bands))
+	}
+	q.plan.Store(&p)
+	return nil
 }
 
 func (q *QueueDelay) drain(ctx context.Context, ch chan queued) {

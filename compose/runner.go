@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -118,14 +119,13 @@ func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"lab-init", "geodns", "origin", "pop-na", "pop-eu", "pop-ap", "client-na", "client-eu", "client-ap"} {
-		h, ok := topo.Host(name)
-		if !ok || len(h.Command) == 0 {
+	for _, h := range startOrder(topo) {
+		if len(h.Command) == 0 {
 			continue
 		}
 		if err := r.start(ctx, h, bin); err != nil {
 			r.Stop()
-			return nil, fmt.Errorf("start %s: %w", name, err)
+			return nil, fmt.Errorf("start %s: %w", h.Name, err)
 		}
 	}
 	// GeoDNS found some PoPs down while they were starting; wait until it
@@ -135,6 +135,40 @@ func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// startOrder is the order of docker-compose.yml's depends_on: lab-init,
+// geodns, the origin, the PoPs, then every other host (the clients,
+// whose command natively is their namespace alone), by name.
+func startOrder(topo *Topology) []Host {
+	rank := func(h Host) int {
+		switch {
+		case h.Name == "lab-init":
+			return 0
+		case h.Name == "geodns":
+			return 1
+		case h.Name == "origin":
+			return 2
+		case strings.HasPrefix(h.Name, "pop-"):
+			return 3
+		}
+		return 4
+	}
+	hosts := slices.Clone(topo.Hosts) // sorted by name
+	slices.SortStableFunc(hosts, func(a, b Host) int { return rank(a) - rank(b) })
+	return hosts
+}
+
+// SetLinkDelay adds extra one-way delay to everything the host name
+// sends while the lab runs, so every round trip to it grows by extra; 0
+// restores the matrix (Net.SetLinkDelay). It logs the change. lab link
+// reaches it through a LinkServer of lab up.
+func (r *Runner) SetLinkDelay(name string, extra time.Duration) error {
+	if err := r.Net.SetLinkDelay(name, extra); err != nil {
+		return err
+	}
+	r.log.Info("link delay", "host", name, "extra", extra, "backend", r.Delay.Backend)
+	return nil
 }
 
 // WaitGeoDNS polls geodns's /status until every PoP is healthy.
@@ -338,7 +372,7 @@ func calibrate(topo *Topology, hosts []Host, parallel int, measure func(a, b Hos
 	}
 	var b strings.Builder
 	var bad []string
-	fmt.Fprintf(&b, "%-10s %-10s %9s %9s\n", "from", "to", "matrix", "measured")
+	fmt.Fprintf(&b, "%-12s %-12s %9s %9s\n", "from", "to", "matrix", "measured")
 	for _, p := range pairs {
 		if p.err != nil {
 			return b.String(), fmt.Errorf("%s-%s: %w", p.a.Name, p.b.Name, p.err)
@@ -349,7 +383,7 @@ func calibrate(topo *Topology, hosts []Host, parallel int, measure func(a, b Hos
 			mark = "  OFF"
 			bad = append(bad, p.a.Name+"-"+p.b.Name)
 		}
-		fmt.Fprintf(&b, "%-10s %-10s %9v %9v%s\n", p.a.Name, p.b.Name, want, p.got.Round(10*time.Microsecond), mark)
+		fmt.Fprintf(&b, "%-12s %-12s %9v %9v%s\n", p.a.Name, p.b.Name, want, p.got.Round(10*time.Microsecond), mark)
 	}
 	if len(bad) > 0 {
 		return b.String(), errors.New("calibration: " + strings.Join(bad, ", ") + " more than 2 ms + 5% off the matrix")

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -20,7 +21,7 @@ import (
 type Host struct {
 	Name    string
 	Addr    netip.Addr
-	Region  string // na, eu, ap; empty for hosts outside the regions (geodns)
+	Region  string // the x-lab region holding Addr (na, eu, ap, moved); empty outside them (geodns)
 	Command []string
 }
 
@@ -109,6 +110,10 @@ func fromProject(p *types.Project) (*Topology, error) {
 		return nil, fmt.Errorf("x-lab: %w", err)
 	}
 	for name, s := range ext.Regions {
+		if name == "same" || strings.Contains(name, "-") {
+			add("x-lab.regions.%s: want a name without \"-\" other than same (rtt_ms keys are REGION-REGION and same)", name)
+			continue
+		}
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil || !sub.Contains(pfx.Addr()) {
 			add("x-lab.regions.%s: %q, want a prefix inside %s", name, s, sub)
@@ -116,13 +121,27 @@ func fromProject(p *types.Project) (*Topology, error) {
 		}
 		t.Regions[name] = pfx
 	}
+	names := regionNames(t.Regions)
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			if t.Regions[a].Overlaps(t.Regions[b]) {
+				add("x-lab.regions: %s (%s) overlaps %s (%s), want disjoint prefixes (a host is in one region)", a, t.Regions[a], b, t.Regions[b])
+			}
+		}
+	}
 	for k, ms := range ext.RTTms {
 		if ms <= 0 {
 			add("x-lab.rtt_ms.%s: %d, want a positive number of milliseconds", k, ms)
 		}
+		if a, b, ok := strings.Cut(k, "-"); k != "same" && (!ok || a == b || !slices.Contains(names, a) || !slices.Contains(names, b)) {
+			add("x-lab.rtt_ms.%s: want same or a pair of two regions of x-lab.regions (%s) joined by \"-\"", k, strings.Join(names, ", "))
+			continue
+		}
+		if _, dup := t.RTT[pairKey(k)]; dup {
+			add("x-lab.rtt_ms.%s: the pair %s is given twice, want it once", k, pairKey(k))
+		}
 		t.RTT[pairKey(k)] = time.Duration(ms) * time.Millisecond
 	}
-	names := regionNames(t.Regions)
 	if _, ok := t.RTT["same"]; !ok {
 		add("x-lab.rtt_ms.same: missing")
 	}
@@ -230,7 +249,7 @@ func (t *Topology) RTTBetween(a, b Host) time.Duration {
 func (t *Topology) String() string {
 	var b strings.Builder
 	for _, h := range t.Hosts {
-		fmt.Fprintf(&b, "%-10s %-13s %-3s %s\n", h.Name, h.Addr, h.Region, strings.Join(h.Command, " "))
+		fmt.Fprintf(&b, "%-12s %-13s %-5s %s\n", h.Name, h.Addr, h.Region, strings.Join(h.Command, " "))
 	}
 	return b.String()
 }

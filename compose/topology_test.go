@@ -2,6 +2,7 @@ package compose
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ func TestLabTopology(t *testing.T) {
 		"geodns": "10.77.0.53", "origin": "10.77.1.10",
 		"pop-na": "10.77.1.20", "pop-eu": "10.77.2.20", "pop-ap": "10.77.3.20",
 		"client-na": "10.77.1.100", "client-eu": "10.77.2.100", "client-ap": "10.77.3.100",
+		"client-moved": "10.77.4.100",
 	}
 	for name, addr := range want {
 		h, ok := topo.Host(name)
@@ -38,17 +40,39 @@ func TestLabTopology(t *testing.T) {
 		{"client-ap", "origin", 200 * time.Millisecond},
 		{"pop-eu", "pop-ap", 240 * time.Millisecond},
 		{"client-ap", "geodns", 10 * time.Millisecond},
+		// The misplaced client: na's neighbour on the network.
+		{"client-moved", "pop-na", 10 * time.Millisecond},
+		{"origin", "client-moved", 10 * time.Millisecond},
+		{"client-moved", "client-na", 10 * time.Millisecond},
+		{"client-moved", "pop-eu", 90 * time.Millisecond},
+		{"pop-ap", "client-moved", 90 * time.Millisecond},
+		{"client-moved", "client-eu", 90 * time.Millisecond},
+		{"client-moved", "geodns", 10 * time.Millisecond},
 	} {
 		if got := topo.RTTBetween(get(tt.a), get(tt.b)); got != tt.rtt {
 			t.Errorf("RTT %s-%s = %v, want %v", tt.a, tt.b, got, tt.rtt)
 		}
 	}
+	if r := get("client-moved").Region; r != "moved" {
+		t.Errorf("client-moved's region = %q, want moved (x-lab.regions)", r)
+	}
 	if !strings.Contains(topo.String(), "pop-eu") {
 		t.Errorf("String() lacks hosts:\n%s", topo)
 	}
-	// The lab's GeoDNS config the compose file mounts must be valid.
-	if _, err := geodns.LoadConfig("lab/geodns.yaml"); err != nil {
-		t.Errorf("compose/lab/geodns.yaml: %v", err)
+	// The lab's GeoDNS config the compose file mounts must be valid, and
+	// its locator must place client-moved in eu, where the network does not.
+	cfg, err := geodns.LoadConfig("lab/geodns.yaml")
+	if err != nil {
+		t.Fatalf("compose/lab/geodns.yaml: %v", err)
+	}
+	located := ""
+	for _, n := range cfg.Locator.Networks {
+		if p, err := netip.ParsePrefix(n.Prefix); err == nil && p.Contains(get("client-moved").Addr) && p.Bits() == 24 {
+			located = n.Region
+		}
+	}
+	if located != "eu" {
+		t.Errorf("compose/lab/geodns.yaml locates client-moved (%s) in %q, want eu", get("client-moved").Addr, located)
 	}
 }
 
@@ -105,7 +129,12 @@ func TestTopologyErrorsNameTheField(t *testing.T) {
 		{"address outside the subnet", "ipv4_address: 10.77.2.100}", "ipv4_address: 10.78.2.100}", "services.client-eu.networks.lab.ipv4_address"},
 		{"duplicate address", "ipv4_address: 10.77.3.100}", "ipv4_address: 10.77.2.100}", "is also"},
 		{"missing RTT pair", "    na-ap: 200\n", "", "ap-na (or na-ap) is missing"},
+		{"missing RTT pair of moved", "    moved-eu: 90\n", "", "the pair eu-moved (or moved-eu) is missing"},
+		{"RTT pair of an unknown region", "    moved-ap: 90\n", "    moved-oc: 90\n", "x-lab.rtt_ms.moved-oc: want same or a pair of two regions of x-lab.regions (ap, eu, moved, na)"},
+		{"RTT pair given twice", "    moved-na: 10\n", "    moved-na: 10\n    na-moved: 12\n", "the pair moved-na is given twice"},
 		{"bad region", "na: 10.77.1.0/24", "na: 192.168.1.0/24", "x-lab.regions.na"},
+		{"overlapping regions", "moved: 10.77.4.0/24", "moved: 10.77.0.0/21", "overlaps"},
+		{"region name with a dash", "    moved: 10.77.4.0/24", "    far-moved: 10.77.4.0/24", "x-lab.regions.far-moved"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			bad := strings.Replace(string(base), tt.from, tt.to, 1)

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgecdn/cdn/bench"
 	"github.com/edgecdn/cdn/compose/labtest"
@@ -65,6 +71,7 @@ func TestLabEndToEnd(t *testing.T) {
 			t.Errorf("%s: hit %.1f, miss %.1f, direct %.1f ms; want hit < miss < direct", c, hit, miss, direct)
 		}
 	}
+	chromiumFirstVisit(ctx, t, lab)
 	out := t.TempDir()
 	if err := bench.WriteLabReport(out, rows); err != nil {
 		t.Fatal(err)
@@ -98,5 +105,71 @@ func TestLabEndToEnd(t *testing.T) {
 	}
 	for _, row := range rows {
 		t.Logf("%-10s %-6s %-3s %-8s %7.1f ms floor %7.1f ms x%.2f", row.Client, row.Target, row.Proto, row.Mode, row.TTFBms, row.Floorms, row.Ratio)
+	}
+}
+
+var requestsByProto = regexp.MustCompile(`pop_requests_total\{code="200",proto="(h[123])"\} (\d+)`)
+
+// chromiumFirstVisit loads the lab's page in headless Chromium from a
+// fresh profile in client-eu, twice: www.cdn.lab, whose HTTPS record offers
+// h3, must come over HTTP/3 from its first request (pop-eu's counters: h3
+// requests, no h2 or h1); pop-eu.cdn.lab, which has an A record only, over
+// HTTP/2 (Chromium learns Alt-Svc there only from that first response).
+// Chromium speaks QUIC only to certificates of publicly known roots, or to
+// hosts named by --origin-to-force-quic-on: naming each host with port 1,
+// where nothing listens, lets it accept the lab's root over QUIC without
+// forcing QUIC on port 443.
+func chromiumFirstVisit(ctx context.Context, t *testing.T, lab *labtest.Lab) {
+	t.Helper()
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("EDGECDN_REQUIRE_CLIENTS") != "" {
+			t.Fatal("chromium not installed; .ci/run installs it")
+		}
+		return
+	}
+	popEU, _ := lab.Topo.Host("pop-eu")
+	admin := &http.Client{Transport: &http.Transport{DialContext: lab.Net.Dialer("client-eu")}, Timeout: 10 * time.Second}
+	get := func(path string) string {
+		resp, err := admin.Get("http://" + popEU.Addr.String() + ":9901" + path)
+		if err != nil {
+			t.Fatalf("pop-eu %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	counts := func() map[string]int {
+		out := map[string]int{}
+		for _, m := range requestsByProto.FindAllStringSubmatch(get("/metrics"), -1) {
+			out[m[1]], _ = strconv.Atoi(m[2])
+		}
+		return out
+	}
+	pin := strings.TrimSpace(get("/spki"))
+	for _, tc := range []struct{ host, want string }{{"www.cdn.lab", "h3"}, {"pop-eu.cdn.lab", "h2"}} {
+		before := counts()
+		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		out, err := lab.Net.Exec(cctx, "client-eu", chromium,
+			"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--user-data-dir="+t.TempDir(), "--ignore-certificate-errors-spki-list="+pin,
+			"--origin-to-force-quic-on="+tc.host+":1",
+			"--dump-dom", "https://"+tc.host+"/").CombinedOutput()
+		cancel()
+		if err != nil || !strings.Contains(string(out), "</html>") {
+			t.Fatalf("chromium %s: %v\n%s", tc.host, err, out)
+		}
+		after := counts()
+		got := map[string]int{}
+		total := 0
+		for _, p := range []string{"h1", "h2", "h3"} {
+			got[p] = after[p] - before[p]
+			total += got[p]
+		}
+		t.Logf("chromium first visit to %s: requests at pop-eu by protocol %v", tc.host, got)
+		if total == 0 || got[tc.want] != total {
+			t.Errorf("chromium first visit to %s: requests by protocol %v, want all %d over %s", tc.host, got, total, tc.want)
+		}
 	}
 }

@@ -9,6 +9,9 @@
 //	lab status            which hosts are up and what delays them
 //	lab exec HOST -- CMD  run CMD inside HOST's namespace, with the lab resolver
 //	lab rtt [-docker]     measure the RTT matrix (-docker: with ping inside the Docker lab's containers)
+//	lab link [-docker] HOST DELAY
+//	                      while the lab runs, add DELAY (150ms) one way to everything HOST sends;
+//	                      0 restores the matrix (-docker: in the Docker lab's container of HOST)
 //	lab images            make the Docker base images locally (no registry needed)
 //	lab preflight         check Docker, Compose and the lab subnet before docker compose up
 //	lab delay -self SVC [-delay auto|netem|userspace] [-- CMD ARGS]
@@ -47,7 +50,7 @@ func main() {
 	}
 }
 
-const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt [-docker] | images | preflight | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
+const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt [-docker] | link [-docker] HOST DELAY | images | preflight | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -81,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return containerDelay(ctx, args[1:], stderr)
 	case "images":
 		return images(ctx, root, args[1:], stdout, stderr)
+	case "link":
+		return link(ctx, root, args[1:], stdout)
 	case "preflight":
 		return preflight(ctx, root, stdout)
 	case "down":
@@ -125,7 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if err != nil {
 					return fmt.Errorf("%s-%s: %w (is the lab up?)", a.Name, b.Name, err)
 				}
-				fmt.Fprintf(stdout, "%-10s %-10s matrix %-6v measured %v\n", a.Name, b.Name, topo.RTTBetween(a, b), got.Round(10*time.Microsecond))
+				fmt.Fprintf(stdout, "%-12s %-12s matrix %-6v measured %v\n", a.Name, b.Name, topo.RTTBetween(a, b), got.Round(10*time.Microsecond))
 			}
 		}
 		return nil
@@ -142,6 +147,11 @@ func up(ctx context.Context, root string, backend compose.Backend, stdout, stder
 		return err
 	}
 	defer r.Stop()
+	ls, err := compose.StartLinkServer(compose.NativeLinkSocket(stateDir), r)
+	if err != nil {
+		return err
+	}
+	defer ls.Close()
 	table, err := r.Calibrate(ctx)
 	if err != nil {
 		fmt.Fprint(stdout, table)
@@ -183,7 +193,70 @@ func summary(w io.Writer, r *compose.Runner, table string) {
 	fmt.Fprintln(w, "Try:")
 	fmt.Fprintf(w, "  go run ./compose/cmd/lab exec client-eu -- curl --cacert %s https://www.cdn.lab/index.html -v\n", caRoot)
 	fmt.Fprintf(w, "  go run ./compose/cmd/lab exec client-ap -- go run ./bench/cmd/bench ttfb -proto h3 -mode 0rtt -n 10 -cacert %s https://www.cdn.lab/gen/1k\n", caRoot)
+	fmt.Fprintln(w, "  go run ./compose/cmd/lab link pop-eu 150ms      # every RTT to pop-eu +150 ms; lab link pop-eu 0 restores it")
 	fmt.Fprintf(w, "  logs and the PoPs' ready lines (SPKI pins): %s/*.log\n", stateDir)
+}
+
+// link changes a host's delay while the lab runs: natively through the
+// lab up process, in Docker inside the host's container.
+func link(ctx context.Context, root string, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("lab link", flag.ContinueOnError)
+	docker := fs.Bool("docker", false, "the Docker lab: run lab link -container inside HOST's container (docker exec)")
+	inContainer := fs.Bool("container", false, "inside HOST's container (what -docker runs): tell its lab delay process, or change its netem qdiscs")
+	topoFile := fs.String("topology", "", "the lab topology `file`; if empty, docker-compose.yml here, or with -container the image's copy")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: lab link [-docker] HOST DELAY\n\nAdds DELAY (a duration: 150ms) of one-way delay to everything HOST sends, so every\nround trip to HOST grows by DELAY, while the lab runs; 0 restores the matrix.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return errors.New("link: want HOST DELAY, like lab link pop-eu 150ms (lab link pop-eu 0 restores the matrix)")
+	}
+	host, delay := fs.Arg(0), fs.Arg(1)
+	extra, err := compose.ParseLinkDelay(delay)
+	if err != nil {
+		return fmt.Errorf("link: %w", err)
+	}
+	file := *topoFile
+	if file == "" {
+		file = filepath.Join(root, "docker-compose.yml")
+		if *inContainer {
+			file = "/etc/edgecdn/docker-compose.yml"
+		}
+	}
+	topo, err := compose.Load(ctx, file)
+	if err != nil {
+		return err
+	}
+	if _, ok := topo.Host(host); !ok {
+		return fmt.Errorf("link: no host %q; hosts: %s", host, hostNames(topo))
+	}
+	var msg string
+	switch {
+	case *inContainer:
+		msg, err = compose.SetContainerLinkDelay(ctx, topo, host, extra)
+	case *docker:
+		d, derr := compose.NewDocker(ctx, root)
+		if derr != nil {
+			return derr
+		}
+		var out []byte
+		out, err = d.Exec(ctx, host, "lab", "link", "-container", host, extra.String())
+		msg = strings.TrimSpace(string(out))
+	default:
+		socket := compose.NativeLinkSocket(stateDir)
+		msg, err = compose.SetLinkDelayAt(ctx, socket, host, extra)
+		if errors.Is(err, compose.ErrNoLinkServer) {
+			err = fmt.Errorf("link: no native lab is running (nothing answers on %s): lab up first, or lab link -docker for the Docker lab", socket)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, msg)
+	return nil
 }
 
 func detachUp(root string, backend compose.Backend, stdout io.Writer) error {
@@ -263,7 +336,7 @@ func status(ctx context.Context, root string, stdout io.Writer) error {
 				state += "; " + d
 			}
 		}
-		fmt.Fprintf(stdout, "%-10s %-13s %s\n", h.Name, h.Addr, state)
+		fmt.Fprintf(stdout, "%-12s %-13s %s\n", h.Name, h.Addr, state)
 	}
 	return nil
 }
@@ -336,13 +409,28 @@ func containerDelay(ctx context.Context, args []string, stderr io.Writer) error 
 	if err := d.WriteStatus(); err != nil {
 		fmt.Fprintln(stderr, "lab delay:", err)
 	}
+	// The userspace line lives in this process: lab link asks it here.
+	// (With netem this process becomes the command, and lab link changes
+	// the qdiscs itself.)
+	var ls *compose.LinkServer
+	if d.Choice.Backend != compose.BackendNetem {
+		if ls, err = compose.StartLinkServer(compose.LinkSocket, d); err != nil {
+			fmt.Fprintln(stderr, "lab delay: lab link will not reach this container:", err)
+		}
+	}
+	closeLine := func() error {
+		if ls != nil {
+			ls.Close()
+		}
+		return d.Close()
+	}
 	rest := fs.Args()
 	if len(rest) == 0 {
 		if d.Choice.Backend == compose.BackendNetem {
 			return nil
 		}
 		<-ctx.Done() // nothing to run: hold the line until stopped
-		return d.Close()
+		return closeLine()
 	}
 	path, err := exec.LookPath(rest[0])
 	if err != nil {
@@ -352,7 +440,7 @@ func containerDelay(ctx context.Context, args []string, stderr io.Writer) error 
 		return syscall.Exec(path, rest, os.Environ())
 	}
 	code := supervise(path, rest)
-	d.Close()
+	closeLine()
 	os.Exit(code)
 	return nil
 }

@@ -49,3 +49,38 @@ func TestDelayArguments(t *testing.T) {
 		}
 	}
 }
+
+func TestLinkArguments(t *testing.T) {
+	const topo = "../../../docker-compose.yml"
+	var out bytes.Buffer
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"want HOST DELAY", "lab link pop-eu 0"}},
+		{[]string{"pop-eu"}, []string{"want HOST DELAY"}},
+		{[]string{"-topology", topo, "pop-eu", "150"}, []string{`"150"`, "like 150ms"}},
+		{[]string{"-topology", topo, "pop-eu", "-5ms"}, []string{`"-5ms"`}},
+		{[]string{"-topology", topo, "nosuch", "150ms"}, []string{`no host "nosuch"`, "client-moved"}},
+		{[]string{"-topology", "nosuch.yml", "pop-eu", "150ms"}, []string{"nosuch.yml"}},
+		// Outside the service's container: refused, this machine untouched.
+		{[]string{"-container", "-topology", topo, "pop-eu", "150ms"}, []string{"/run/lab-link.sock", "on no interface here"}},
+	} {
+		err := run(context.Background(), append([]string{"link"}, tt.args...), &out, &out)
+		for _, w := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("lab link %q = %v, want an error containing %q", tt.args, err, w)
+			}
+		}
+	}
+	// No native lab: said so, with the way out. (Where one runs, this
+	// would change its delays: not tried.)
+	if _, err := os.Stat(compose.NativeLinkSocket(stateDir)); err == nil {
+		t.Logf("a native lab answers on %s: lab link without a lab not tried", compose.NativeLinkSocket(stateDir))
+		return
+	}
+	err := run(context.Background(), []string{"link", "-topology", topo, "pop-eu", "150ms"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "no native lab is running") || !strings.Contains(err.Error(), "lab link -docker") {
+		t.Errorf("lab link without a lab = %v, want an error saying so and pointing at lab up and -docker", err)
+	}
+}
