@@ -19,6 +19,10 @@
 //   - hostile: one client attacks a PoP and GeoDNS (the HostileHTTP1 and
 //     MalformedDNSQueries corpora, HTTP/2 floods, slowloris, cache
 //     poisoning, resource exhaustion) while another must not notice.
+//   - latency-steer: GeoDNS moves a misplaced client (client-moved: eu by
+//     its address, 10 ms from na by the network) to the PoP of lowest
+//     measured RTT, unaided, and eu's clients away from pop-eu while its
+//     link is slowed at run time, and back after.
 //
 // Each drill returns Checks: an expectation, what was measured and pass or
 // fail. Run brings up a private lab and runs the drills named (All is the
@@ -35,6 +39,7 @@ import (
 	"time"
 
 	"github.com/edgecdn/cdn/bench"
+	"github.com/edgecdn/cdn/compose"
 )
 
 // Check is one expectation of a drill and what was measured.
@@ -77,6 +82,24 @@ type Lab struct {
 	// Exec runs a command inside a lab host (its network namespace) and
 	// returns its combined output.
 	Exec func(ctx context.Context, host string, args ...string) ([]byte, error)
+	// SetLink adds extra one-way delay to everything host sends (0: the
+	// matrix again).
+	SetLink func(host string, extra time.Duration) error
+	// Topo is the lab's topology: hosts and the RTT matrix.
+	Topo *compose.Topology
+	// Others are the lab's clients that bench lab does not measure (they
+	// have no PoP of their own region): client-moved.
+	Others []bench.LabClient
+}
+
+// client finds a lab client, measured by bench lab or not.
+func (l Lab) client(name string) (bench.LabClient, error) {
+	for _, c := range append(slices.Clone(l.Clients), l.Others...) {
+		if c.Name == name {
+			return c, nil
+		}
+	}
+	return bench.LabClient{}, fmt.Errorf("no client %s in the lab", name)
 }
 
 // Target is what a drill aims at: a PoP and the lab clients that use it.
@@ -138,6 +161,9 @@ func All(load time.Duration) []Drill {
 			return flood(ctx, lab, t, defaultFloodPlan())
 		}},
 		{"hostile", Target{PoP: "pop-na", Client: "client-na", Bystander: "client-eu"}, hostile},
+		{"latency-steer", Target{PoP: "pop-eu", Client: "client-moved", Bystander: "client-eu"}, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {
+			return latencySteer(ctx, lab, t, 60*time.Second)
+		}},
 	}
 }
 

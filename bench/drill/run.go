@@ -3,6 +3,7 @@ package drill
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -78,6 +79,13 @@ func Run(ctx context.Context, cfg Config) ([]Check, error) {
 		}}
 	if h, ok := r.Topo.Host("origin"); ok {
 		lab.Origin = h.Addr.String()
+	}
+	lab.SetLink, lab.Topo = r.SetLinkDelay, r.Topo
+	for _, h := range r.Topo.Hosts {
+		if _, err := lab.client(h.Name); err != nil && strings.HasPrefix(h.Name, "client-") {
+			lab.Others = append(lab.Others, bench.LabClient{Name: h.Name, Dial: r.Net.Dialer(h.Name),
+				ListenPacket: func() (net.PacketConn, error) { return r.Net.ListenPacket(h.Name, h.Addr.String()+":0") }})
+		}
 	}
 	for _, name := range popNames() {
 		if h, ok := r.Topo.Host(name); ok {

@@ -27,9 +27,9 @@ func TestDrills(t *testing.T) {
 	}
 	// origin-down 4, origin-slow 2, origin-partition 6, pop-down 4,
 	// pop-drain 3, cold-restart 1, flood 5, hostile 15 (11 and the four
-	// resource attacks); and one informational row per drill.
-	if expected != 40 || info != len(drill.Names()) {
-		t.Errorf("%d checks and %d informational rows, want 40 and %d", expected, info, len(drill.Names()))
+	// resource attacks), latency-steer 4; and one informational row per drill.
+	if expected != 44 || info != len(drill.Names()) {
+		t.Errorf("%d checks and %d informational rows, want 44 and %d", expected, info, len(drill.Names()))
 	}
 	for _, c := range checks {
 		t.Logf("%s: %s: %s (pass %v)", c.Drill, c.Expectation, c.Measured, c.Pass)
