@@ -1,4 +1,5 @@
-// Package bench measures what a CDN user feels, four ways:
+// Package bench measures what a CDN user feels, and what it costs the
+// origin, five ways:
 //
 //   - Probe times requests one at a time, split into their phases (DNS,
 //     connect, TLS or QUIC handshake, first byte, total), over HTTP/1.1,
@@ -16,6 +17,12 @@
 //     and requests direct to the origin, each beside its floor from the
 //     lab's RTT matrix; WriteLabReport writes the report as markdown and as
 //     an HTML chart (bench lab).
+//   - GenerateTrace and ReadTraceCSV make a request trace (Zipf
+//     popularity, lognormal sizes, one-hit wonders, churn), Replay sends it
+//     to a cache with a counting origin behind it and reports object and
+//     byte hit ratios from both sides, beside the offline references exact
+//     LRU and the hindsight static oracle (SimulateLRU, StaticOracle), at
+//     the same memory budget (bench replay).
 //
 // The failure drills against the same lab are package bench/drill; they
 // share the lab's description (LabConfig, LabConfigFrom) and the measuring

@@ -7,6 +7,10 @@
 //     without the HTTPS record).
 //   - load sends closed- or open-loop load and reports req/s, latency
 //     percentiles, statuses and the hit ratio.
+//   - replay sends a trace (generated, or read from CSV) to a cache and
+//     reports its object and byte hit ratios, by its headers and by what
+//     the origin served, beside an exact LRU and the hindsight static
+//     oracle at the same budget: the offload.
 //   - compare sets two runs of ttfb or load (their JSON) side by side.
 //   - lab measures, from every client of the running native lab, hits,
 //     misses and requests direct to the origin beside their floors, and
@@ -20,6 +24,7 @@
 //
 //	bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt|first|first-https -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
 //	bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-keys N] [-watch-pid PID] [-cacert FILE] [-o json] URL
+//	bench replay [-trace FILE.csv | -objects N -requests N -warmup N -zipf S ...] -budget BYTES (-offline | -target URL [-origin-listen ADDR | -origin URL] [-pid PID]) [-o json]
 //	bench compare A.json B.json
 //	bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
 //	bench drill [-out DIR] [NAME...]      (as root; no names: all)
@@ -61,6 +66,7 @@ func main() {
 const usage = `usage:
   bench ttfb -proto h1|h2|h3 -mode cold|warm|resumed|0rtt|first|first-https -n N [-resolver ADDR] [-cacert FILE] [-o json] URL...
   bench load -proto h1|h2|h3 (-c N [-m N] | -rate R) (-d DUR | -n N) [-keys N] [-watch-pid PID] [-cacert FILE] [-o json] URL
+  ` + replayUsage + `
   bench compare A.json B.json
   bench lab [-out DIR] [-cacert FILE]   (as root, with the native lab up)
   bench drill [-out DIR] [origin-down] [origin-slow] [pop-down] [pop-drain] [cold-restart] [flood] [hostile]
@@ -75,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return ttfb(ctx, args[1:], stdout, stderr)
 	case "load":
 		return load(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return replay(ctx, args[1:], stdout, stderr)
 	case "compare":
 		return compare(args[1:], stdout)
 	case "lab":

@@ -16,7 +16,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 		{[]string{"load", "https://x/"}, "want -d DURATION or -n COUNT"},
 		{[]string{"load", "-n", "1"}, "exactly one URL"},
 		{[]string{"fly"}, `unknown command "fly"`},
-		{[]string{"drill", "nope"}, "want one of origin-down, origin-slow, pop-down, pop-drain, cold-restart, flood, hostile"},
+		{[]string{"drill", "nope"}, "want one of origin-down, origin-slow, origin-partition, pop-down, pop-drain, cold-restart, flood, hostile, latency-steer"},
 		{[]string{"ttfb"}, "no URL"},
 		{[]string{"ttfb", "-proto", "h4", "https://x/"}, `proto "h4"`},
 		{[]string{"ttfb", "-proto", "h2", "-mode", "0rtt", "https://x/"}, "only with -proto h3"},
