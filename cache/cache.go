@@ -363,18 +363,34 @@ func requestDirectives(r *http.Request) Directives {
 // store until ristretto drops it). bypass reports a request whose varied
 // field is too long to key on (MaxVaryValueBytes).
 func (c *Cache) lookup(pkey string, r *http.Request) (e *entry, bypass bool) {
-	vi := c.st.getVary(pkey)
-	if vi == nil {
-		return c.st.getEntry(pkey), false
+	return c.find(pkey, r, c.st.get)
+}
+
+// find is lookup reading the store with get: store.get counts the access
+// (a request's first look), store.peek does not count an absent key (a
+// look again within the same request).
+func (c *Cache) find(pkey string, r *http.Request, get func(string) any) (e *entry, bypass bool) {
+	switch v := get(pkey).(type) {
+	case *entry:
+		if v.key == pkey {
+			return v, false
+		}
+	case *varyIndex:
+		if v.key != pkey {
+			return nil, false
+		}
+		if !c.varyValuesFit(v.names, r.Header) {
+			return nil, true
+		}
+		key := varyKey(pkey, v.names, r.Header)
+		if !v.has(key) {
+			return nil, false
+		}
+		if e, ok := get(key).(*entry); ok && e.key == key {
+			return e, false
+		}
 	}
-	if !c.varyValuesFit(vi.names, r.Header) {
-		return nil, true
-	}
-	key := varyKey(pkey, vi.names, r.Header)
-	if !vi.has(key) {
-		return nil, false
-	}
-	return c.st.getEntry(key), false
+	return nil, false
 }
 
 // hasBody reports whether a request carries a body (Content-Length above

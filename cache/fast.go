@@ -153,12 +153,18 @@ func (c *Cache) LookupFast(key []byte, acceptEncoding string) (FastHit, bool) {
 	if len(key) == 0 {
 		return FastHit{}, false
 	}
-	v, ok := c.st.rc.Get(unsafe.String(&key[0], len(key))) // the key is not retained
+	k := unsafe.String(&key[0], len(key)) // the key is not retained
+	// A miss must not touch the admission sketch here: ServeHTTP, which
+	// answers it, counts the request once, as it counts every request.
+	if !c.st.present(k) {
+		return FastHit{}, false
+	}
+	v, ok := c.st.rc.Get(k)
 	if !ok {
 		return FastHit{}, false
 	}
 	e, ok := v.(*entry)
-	if !ok || e.key != unsafe.String(&key[0], len(key)) || e.status != http.StatusOK {
+	if !ok || e.key != k || e.status != http.StatusOK {
 		return FastHit{}, false // a vary index, a collision or another status
 	}
 	age := e.ageAt(c.cfg.Now())

@@ -164,7 +164,7 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 	// The leader looks again inside its flight: a request that missed just
 	// before another flight stored the response and ended must not fetch
 	// it again (a flight ends only once its response is in the store).
-	if e, _ := c.lookup(pkey, r); e != nil {
+	if e, _ := c.find(pkey, r, c.st.peek); e != nil { // counted by ServeHTTP's look
 		if age, ok := c.acceptable(e, reqCC, c.cfg.Now()); ok {
 			c.stats.hits.Add(1)
 			c.serveEntry(w, r, e, age, string(appendHit(nil, e.lifetime-age)))
