@@ -80,12 +80,15 @@ func (m *metrics) register(s *Server) {
 	m.reg.MustRegister(healthCollector{s})
 }
 
-func (m *metrics) query(req, resp *dns.Msg) {
+func (m *metrics) query(req, resp *dns.Msg) { m.queryCounter(req, resp).Inc() }
+
+// queryCounter is the geodns_queries_total series resp counts in.
+func (m *metrics) queryCounter(req, resp *dns.Msg) prometheus.Counter {
 	qtype := "none"
 	if len(req.Question) == 1 {
 		qtype = dns.TypeToString[req.Question[0].Qtype]
 	}
-	m.queries.WithLabelValues(qtype, rcodeName(resp.Rcode)).Inc()
+	return m.queries.WithLabelValues(qtype, rcodeName(resp.Rcode))
 }
 
 // rcodeName is dns.RcodeToString but for 16, which is BADVERS here (we
@@ -99,16 +102,35 @@ func rcodeName(rcode int) string {
 
 // steered counts a geo answer: the PoPs it named and what decided it.
 func (m *metrics) steered(r route, o *option) {
+	for _, c := range m.steeredCounters(r, o) {
+		c.Inc()
+	}
+}
+
+// steeredCounters are the series a geo answer with o counts in.
+func (m *metrics) steeredCounters(r route, o *option) []prometheus.Counter {
+	var out []prometheus.Counter
 	for _, p := range o.pops {
-		m.answers.WithLabelValues(p.cfg.Name).Inc()
+		out = append(out, m.answers.WithLabelValues(p.cfg.Name))
 	}
 	switch {
 	case o.explore:
-		m.reasons.WithLabelValues("explore").Inc()
+		out = append(out, m.reasons.WithLabelValues("explore"))
 	case r.steered:
-		m.reasons.WithLabelValues("latency").Inc()
+		out = append(out, m.reasons.WithLabelValues("latency"))
 	default:
-		m.reasons.WithLabelValues("geo").Inc()
+		out = append(out, m.reasons.WithLabelValues("geo"))
+	}
+	return out
+}
+
+// limit counts a UDP response that rate limiting withheld.
+func (m *metrics) limit(v verdict) {
+	switch v {
+	case drop:
+		m.limited.WithLabelValues("drop").Inc()
+	case slipTC:
+		m.limited.WithLabelValues("slip").Inc()
 	}
 }
 

@@ -41,6 +41,12 @@ type Config struct {
 	// Latency); on when any PoP has an rtt_url.
 	Latency Latency `yaml:"latency"`
 
+	// SlowUDP turns the UDP fast path off: every query is read and
+	// answered by miekg/dns, one at a time. If false, a socket bound to
+	// one address (not a wildcard) is read and written in batches and
+	// plain queries are answered from precomputed answers (fast.go).
+	SlowUDP bool `yaml:"slow_udp"`
+
 	// Logger receives health transitions and reloads. If nil, slog.Default().
 	Logger *slog.Logger `yaml:"-"`
 }

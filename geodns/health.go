@@ -104,9 +104,11 @@ func (s *Server) checkLoop(ctx context.Context, p *popState) {
 	good, bad := 0, 0
 	for {
 		ok, degraded := probe(ctx, client, c, timeout)
+		changed := false
 		if ok {
 			good, bad = good+1, 0
 			if p.degraded.Swap(degraded) != degraded {
+				changed = true
 				s.log.Info("pop degraded", "pop", p.cfg.Name, "degraded", degraded)
 			}
 		} else {
@@ -118,15 +120,21 @@ func (s *Server) checkLoop(ctx context.Context, p *popState) {
 			// changes after it.
 			p.healthy.Store(ok)
 			p.seen.Store(true)
+			changed = true
 			s.log.Info("pop first checked", "pop", p.cfg.Name, "healthy", ok)
 		case ok && good >= rise && !p.healthy.Load():
 			p.healthy.Store(true)
 			p.transitions.Add(1)
+			changed = true
 			s.log.Info("pop healthy", "pop", p.cfg.Name)
 		case !ok && bad >= fall && p.healthy.Load():
 			p.healthy.Store(false)
 			p.transitions.Add(1)
+			changed = true
 			s.log.Warn("pop unhealthy", "pop", p.cfg.Name)
+		}
+		if changed {
+			s.invalidate()
 		}
 		select {
 		case <-ctx.Done():

@@ -34,6 +34,14 @@
 // rate limited per client prefix (RateLimit, on by default), so spoofed
 // queries cannot turn the server into an amplifier. Queries whose EDNS is
 // broken or of a version above 0 are refused (see ednsRcode).
+//
+// A UDP socket bound to one address is read and written in batches
+// (recvmmsg, sendmmsg; batch.go), and plain queries (one question, at
+// most an ECS option) are answered from replies the server built by
+// running its own answer path once per key and route option, then
+// patched with the query's ID and spelling (fast.go); they are rebuilt
+// when health, latency data or the configuration change. Every other
+// query goes through miekg/dns as described above.
 package geodns
 
 import (
@@ -41,7 +49,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -144,12 +151,21 @@ type Server struct {
 	// answered counts geo answers; its Weyl sequence spreads them over
 	// the route's options in exact shares.
 	answered atomic.Uint64
+	// gen is bumped whenever what an answer depends on changes (a PoP's
+	// health, the RTT tables, the configuration), after the change: the
+	// UDP fast path's precomputed answers of an older generation are
+	// never used again (memo.go).
+	gen  atomic.Uint64
+	memo *memo
+	// now is the clock of the answers (mainRoll's second); a test seam.
+	now func() time.Time
 
 	udpConn net.PacketConn
 	tcpLn   net.Listener
 	adminLn net.Listener
 	udp     *dns.Server
 	tcp     *dns.Server
+	batch   *batchUDP // nil: miekg/dns reads the UDP socket itself
 	admin   *http.Server
 	started chan struct{} // one value per DNS server once it serves
 
@@ -165,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: cfg.Logger, metrics: newMetrics(), rtt: newRTTTable()}
+	s := &Server{log: cfg.Logger, metrics: newMetrics(), rtt: newRTTTable(), memo: newMemo(maxMemoBytes), now: time.Now}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -183,6 +199,7 @@ func (s *Server) Reload(cfg Config) error {
 		return err
 	}
 	s.state.Store(st)
+	s.invalidate()
 	s.startChecks(st)
 	s.log.Info("geodns reloaded", "zones", len(st.zones), "pops", len(st.pops))
 	return nil
@@ -212,6 +229,12 @@ func (s *Server) Listen() error {
 	s.started = make(chan struct{}, 2)
 	notify := func() { s.started <- struct{}{} }
 	s.udp = &dns.Server{PacketConn: s.udpConn, Handler: h, UDPSize: 65535, NotifyStartedFunc: notify, DecorateReader: strict}
+	if b := newBatchUDP(s, s.udpConn, cfg.SlowUDP); b != nil {
+		// The batch loops read the socket; miekg/dns serves what they
+		// hand over (batch.go).
+		s.batch = b
+		s.udp.PacketConn = b.handoff
+	}
 	s.tcp = &dns.Server{Listener: s.tcpLn, Handler: h, NotifyStartedFunc: notify, DecorateReader: strict}
 	return nil
 }
@@ -233,12 +256,15 @@ func (s *Server) Serve() error {
 		return errors.New("serve: Listen was not called")
 	}
 	s.startChecks(s.state.Load())
-	errc := make(chan error, 3)
+	errc := make(chan error, 3+maxBatchLoops)
 	for _, srv := range []*dns.Server{s.udp, s.tcp} {
 		s.serving.Go(func() { errc <- srv.ActivateAndServe() })
 	}
 	<-s.started
 	<-s.started
+	if s.batch != nil {
+		s.batch.start(errc)
+	}
 	if s.admin != nil {
 		s.serving.Go(func() {
 			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -252,6 +278,12 @@ func (s *Server) Serve() error {
 // Shutdown stops the listeners and the health checkers.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	if s.batch != nil {
+		// First, so that nothing is handed to miekg/dns's UDP server
+		// after it stops; it answers what it was handed, then the
+		// socket closes.
+		s.batch.stop()
+	}
 	for _, srv := range []*dns.Server{s.udp, s.tcp} {
 		if srv != nil {
 			errs = append(errs, srv.ShutdownContext(ctx))
@@ -266,8 +298,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.checks.Wait()
+	if s.batch != nil {
+		s.udpConn.Close()
+	}
 	return errors.Join(errs...)
 }
+
+// invalidate is called after a change of what answers depend on: the
+// fast path's precomputed answers are rebuilt on their next use.
+func (s *Server) invalidate() { s.gen.Add(1) }
 
 // maxUDPSize is the most a UDP answer carries, whatever the client's EDNS
 // buffer size says, and what our OPT advertises: DNS Flag Day 2020's 1232
@@ -286,24 +325,31 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	withOPT(m, req)
 	s.metrics.query(req, m)
 	if ua, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
+		v := send
 		if st.rrl != nil {
-			switch st.rrl.check(ua.AddrPort().Addr()) {
-			case drop:
-				s.metrics.limited.WithLabelValues("drop").Inc()
-				return
-			case slipTC:
-				s.metrics.limited.WithLabelValues("slip").Inc()
-				opt := m.IsEdns0()
-				m.Answer, m.Ns, m.Extra = nil, nil, nil
-				if opt != nil {
-					m.Extra = []dns.RR{opt}
-				}
-				m.Truncated = true
-			}
+			v = st.rrl.check(ua.AddrPort().Addr())
+			s.metrics.limit(v)
 		}
-		m.Truncate(udpSize(req)) // sets TC when it must drop records: the client retries over TCP
+		if v == drop {
+			return
+		}
+		finishUDP(m, req, v)
 	}
 	w.WriteMsg(m)
+}
+
+// finishUDP makes m a UDP reply to req: for a slipped one (RRL), empty
+// but for its OPT, with TC set; then truncated to the client's size.
+func finishUDP(m, req *dns.Msg, v verdict) {
+	if v == slipTC {
+		opt := m.IsEdns0()
+		m.Answer, m.Ns, m.Extra = nil, nil, nil
+		if opt != nil {
+			m.Extra = []dns.RR{opt}
+		}
+		m.Truncated = true
+	}
+	m.Truncate(udpSize(req)) // sets TC when it must drop records: the client retries over TCP
 }
 
 // udpSize is how big a UDP answer to req may be: the client's EDNS buffer
@@ -332,6 +378,21 @@ func withOPT(m, req *dns.Msg) {
 
 // answer builds the reply to req.
 func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg {
+	now := s.now()
+	return s.reply(st, w, req, func(r *route, client netip.Addr) *option {
+		o := r.pick(s.roll(), mainRoll(client, now))
+		s.metrics.steered(*r, o)
+		return o
+	})
+}
+
+// choice picks the option of a geo route that answers one query from
+// client (answer rolls for it; the fast path's memo takes each in turn).
+type choice func(r *route, client netip.Addr) *option
+
+// reply builds the reply to req, choose picking among a geo route's
+// options.
+func (s *Server) reply(st *state, w dns.ResponseWriter, req *dns.Msg, choose choice) *dns.Msg {
 	m := new(dns.Msg)
 	if req.Opcode != dns.OpcodeQuery {
 		m.SetRcode(req, dns.RcodeNotImplemented)
@@ -372,7 +433,7 @@ func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg 
 				m.SetRcode(req, dns.RcodeServerFailure)
 				return m
 			}
-			o := r.pick(s.roll(), mainRoll(client, time.Now()))
+			o := choose(&r, client)
 			pops := o.pops
 			ttl := st.ttl
 			if o.explore {
@@ -385,7 +446,6 @@ func (s *Server) answer(st *state, w dns.ResponseWriter, req *dns.Msg) *dns.Msg 
 			if st.steering {
 				scope = max(scope, rttPrefix(client).Bits())
 			}
-			s.metrics.steered(r, o)
 		}
 		if len(m.Answer) == 0 {
 			m.Ns = []dns.RR{negSOA(z)}
@@ -417,13 +477,36 @@ func (s *Server) roll() float64 {
 // and HTTPS queries of one page load name the same PoP while the shares
 // hold over clients and time.
 func mainRoll(client netip.Addr, now time.Time) float64 {
-	h := fnv.New64a()
+	return rollAt(rollSeed(client), now)
+}
+
+// rollSeed and rollAt are mainRoll in two steps, so that the fast path
+// hashes a client's prefix once: FNV-1a over the prefix (in
+// netip.Prefix.MarshalBinary's form), then over the second (Unix,
+// little-endian).
+func rollSeed(client netip.Addr) uint64 {
 	b, _ := rttPrefix(client).MarshalBinary()
-	h.Write(b)
+	return fnv1a(fnvOffset64, b)
+}
+
+func rollAt(seed uint64, now time.Time) float64 {
 	var sec [8]byte
 	binary.LittleEndian.PutUint64(sec[:], uint64(now.Unix()))
-	h.Write(sec[:])
-	return float64(uint32(h.Sum64()>>32)) / (1 << 32)
+	return float64(uint32(fnv1a(seed, sec[:])>>32)) / (1 << 32)
+}
+
+// FNV-1a, 64 bits (hash/fnv's New64a without its allocation).
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
+
+func fnv1a(h uint64, b []byte) uint64 {
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= fnvPrime64
+	}
+	return h
 }
 
 // static answers from the zone's records, following an in-zone CNAME.

@@ -26,10 +26,11 @@ import (
 //
 // A PoP only measures the clients DNS sends it. To learn the others, a
 // bounded share of the answers (latency.explore, at most 5%) for a prefix
-// goes to the healthy PoPs outside the answered set, with a short TTL; the
-// client's next connections there are measured like any other. This keeps
-// going after every PoP is measured, so that a PoP that was slow and
-// recovered wins its clients back.
+// whose PoP is measured far away (over explore_above_ms, 20 ms) goes to the
+// healthy PoPs outside the answered set, with a short TTL; the client's
+// next connections there are measured like any other. This keeps going
+// after every PoP is measured, so that a PoP that was slow and recovered
+// wins its clients back; a client close to its PoP never explores.
 
 // Latency configures latency steering.
 type Latency struct {
@@ -48,6 +49,9 @@ type Latency struct {
 	Explore float64 `yaml:"explore"`
 	// ExploreTTL is the TTL of an exploratory answer. If zero, 5s.
 	ExploreTTL time.Duration `yaml:"explore_ttl"`
+	// ExploreAboveMs: a prefix explores only while the PoP it is answered
+	// is measured at more than this. If zero, 20 ms; negative: always.
+	ExploreAboveMs float64 `yaml:"explore_above_ms"`
 	// MaxPrefixes bounds the prefixes kept from all PoPs together; a PoP's
 	// table beyond it keeps its freshest entries. If zero, 65536.
 	MaxPrefixes int `yaml:"max_prefixes"`
@@ -101,6 +105,9 @@ func (l Latency) withDefaults() Latency {
 	if l.ExploreTTL == 0 {
 		l.ExploreTTL = 5 * time.Second
 	}
+	if l.ExploreAboveMs == 0 {
+		l.ExploreAboveMs = 20
+	}
 	if l.MaxPrefixes == 0 {
 		l.MaxPrefixes = 65536
 	}
@@ -110,6 +117,11 @@ func (l Latency) withDefaults() Latency {
 // tolerance is how far behind best a PoP may be and still be equally good.
 func (l Latency) tolerance(best float64) float64 {
 	return max(l.ToleranceMs, best*l.TolerancePct/100)
+}
+
+// fresh reports whether m counts at now: enough samples, recent enough.
+func (l Latency) fresh(m measure, now time.Time) bool {
+	return m.samples >= l.MinSamples && now.Sub(m.last) <= l.MaxAge
 }
 
 // rttPrefix is the prefix a client's RTTs are kept under: /24 for IPv4,
@@ -173,9 +185,12 @@ type rttReport struct {
 const maxRTTReport = 16 << 20
 
 // replace puts pop's report in place of what the table had from it,
-// keeping at most limit prefixes in the whole table (the report's
-// freshest first when it would exceed it).
-func (t *rttTable) replace(pop string, rep rttReport, at time.Time, limit int) int {
+// keeping at most lat.MaxPrefixes prefixes in the whole table (the
+// report's freshest first when it would exceed it). changed is false
+// when no route can differ for it: the table holds what it held from
+// pop, but for the times of samples that were and are fresh at.
+func (t *rttTable) replace(pop string, rep rttReport, at time.Time, lat Latency) (kept int, changed bool) {
+	limit := lat.MaxPrefixes
 	type entry struct {
 		p netip.Prefix
 		m measure
@@ -191,13 +206,16 @@ func (t *rttTable) replace(pop string, rep rttReport, at time.Time, limit int) i
 	slices.SortFunc(in, func(a, b entry) int { return b.m.last.Compare(a.m.last) })
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	old := map[netip.Prefix]measure{}
 	for p, r := range t.prefixes {
+		if m, ok := r.byPoP[pop]; ok {
+			old[p] = m
+		}
 		delete(r.byPoP, pop)
 		if len(r.byPoP) == 0 {
 			delete(t.prefixes, p)
 		}
 	}
-	kept := 0
 	for _, e := range in {
 		r := t.prefixes[e.p]
 		if r == nil {
@@ -209,9 +227,12 @@ func (t *rttTable) replace(pop string, rep rttReport, at time.Time, limit int) i
 		}
 		r.byPoP[pop] = e.m
 		kept++
+		if o, ok := old[e.p]; !ok || o.rttMs != e.m.rttMs || lat.fresh(o, at) != lat.fresh(e.m, at) {
+			changed = true
+		}
 	}
 	t.pulls[pop] = pullResult{at: at, prefixes: kept}
-	return kept
+	return kept, changed || kept != len(old)
 }
 
 func (t *rttTable) failed(pop string, at time.Time, err error) {
@@ -264,7 +285,9 @@ func (s *Server) pull(ctx context.Context, client *http.Client, st *state, p *po
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxRTTReport)).Decode(&rep); err != nil {
 		return fmt.Errorf("%s: %w", p.cfg.RTTURL, err)
 	}
-	s.rtt.replace(p.cfg.Name, rep, s.rtt.now(), st.latency.MaxPrefixes)
+	if _, changed := s.rtt.replace(p.cfg.Name, rep, s.rtt.now(), st.latency); changed {
+		s.invalidate()
+	}
 	return nil
 }
 
@@ -276,6 +299,10 @@ type route struct {
 	// the measured prefix's).
 	steered bool
 	reason  string
+	// until is when, on the RTT table's clock, the first measurement the
+	// route counted goes stale, which changes it with no new pull; zero
+	// if none did.
+	until time.Time
 }
 
 type option struct {
@@ -288,27 +315,43 @@ type option struct {
 // the answer explores (and which PoP), main which of the equally good
 // PoPs answers otherwise.
 func (r *route) pick(explore, main float64) *option {
-	var primary, exploring []option
-	share := 0.0
+	return &r.options[r.pickIndex(explore, main)]
+}
+
+// pickIndex is pick's choice as an index of r.options; it allocates
+// nothing, for the fast path.
+func (r *route) pickIndex(explore, main float64) int {
+	share, exploring := 0.0, 0
 	for _, o := range r.options {
 		if o.explore {
-			exploring = append(exploring, o)
+			exploring++
 			share += o.share
-		} else {
-			primary = append(primary, o)
 		}
 	}
 	if explore < share {
-		return &exploring[int(explore/share*float64(len(exploring)))%len(exploring)]
+		k := int(explore/share*float64(exploring)) % exploring
+		for i, o := range r.options {
+			if o.explore {
+				if k == 0 {
+					return i
+				}
+				k--
+			}
+		}
 	}
 	main *= 1 - share
-	for i := range primary {
-		if main < primary[i].share {
-			return &primary[i]
+	last := -1
+	for i, o := range r.options {
+		if o.explore {
+			continue
 		}
-		main -= primary[i].share
+		last = i
+		if main < o.share {
+			return i
+		}
+		main -= o.share
 	}
-	return &primary[len(primary)-1]
+	return last
 }
 
 // route decides how to answer a geo name with candidates cands for a
@@ -334,15 +377,19 @@ func (st *state) route(rtt *rttTable, cands []*popState, addr netip.Addr, loc lo
 			return 0, false
 		}
 		m, ok := rec.byPoP[p.cfg.Name]
-		if !ok || m.samples < lat.MinSamples || now.Sub(m.last) > lat.MaxAge {
+		if !ok || !lat.fresh(m, now) {
 			return 0, false
 		}
 		return m.rttMs, true
 	}
 	var measured, unmeasured []*popState
+	var until time.Time
 	for _, p := range ranked {
 		if _, ok := fresh(p); ok {
 			measured = append(measured, p)
+			if stale := rec.byPoP[p.cfg.Name].last.Add(lat.MaxAge); until.IsZero() || stale.Before(until) {
+				until = stale
+			}
 		} else {
 			unmeasured = append(unmeasured, p)
 		}
@@ -374,16 +421,25 @@ func (st *state) route(rtt *rttTable, cands []*popState, addr netip.Addr, loc lo
 		order := append(slices.Clone(measured), unmeasured...)
 		r = route{options: shares(set, order, n, 1), steered: true, reason: latencyWhy(measured, set, fresh)}
 	}
-	// Explore: a share of the answers goes to each healthy PoP outside the
-	// answered set, so that its measurement of this prefix starts or stays
-	// fresh (a PoP that was slow yesterday is not slow for ever).
+	// Explore: when the answered PoP is measured and farther than
+	// explore_above_ms, a share of the answers goes to each healthy PoP
+	// outside the answered set, so that its measurement of this prefix
+	// starts or stays fresh (a PoP that was slow yesterday is not slow for
+	// ever). A client already close to its PoP has little to win and pays
+	// nothing.
+	answered := math.Inf(1)
+	for _, o := range r.options {
+		if v, ok := fresh(o.pops[0]); ok {
+			answered = min(answered, v)
+		}
+	}
 	var explore []option
 	for _, p := range ranked {
 		if !slices.ContainsFunc(r.options, func(o option) bool { return o.pops[0] == p }) {
 			explore = append(explore, option{pops: firstThen(p, ranked, n), explore: true})
 		}
 	}
-	if lat.Explore > 0 && len(explore) > 0 {
+	if lat.Explore > 0 && len(explore) > 0 && !math.IsInf(answered, 1) && answered > lat.ExploreAboveMs {
 		for i := range r.options {
 			r.options[i].share *= 1 - lat.Explore
 		}
@@ -393,6 +449,7 @@ func (st *state) route(rtt *rttTable, cands []*popState, addr netip.Addr, loc lo
 		r.options = append(r.options, explore...)
 		r.reason += fmt.Sprintf("; exploring %d other PoP(s) in %.0f%% of answers", len(explore), lat.Explore*100)
 	}
+	r.until = until
 	return r
 }
 
@@ -489,8 +546,7 @@ func (s *Server) latencyStatus(st *state) *latencyStatus {
 		ps := prefixStatus{Prefix: p.String(), RTT: map[string]measureState{}, Shares: map[string]float64{}}
 		for name, m := range r.byPoP {
 			age := now.Sub(m.last)
-			ps.RTT[name] = measureState{RTTms: m.rttMs, Samples: m.samples, AgeS: age.Seconds(),
-				Fresh: m.samples >= st.latency.MinSamples && age <= st.latency.MaxAge}
+			ps.RTT[name] = measureState{RTTms: m.rttMs, Samples: m.samples, AgeS: age.Seconds(), Fresh: st.latency.fresh(m, now)}
 		}
 		out.Prefixes = append(out.Prefixes, ps)
 	}

@@ -102,11 +102,11 @@ func tally(t *testing.T, s *Server, ecs string, n int) (map[string]int, int) {
 func TestLatencySteersMisplacedClient(t *testing.T) {
 	s, tables := steeringLab(t, nil)
 	const client = "10.77.4.0/24"
-	// Nothing measured: geography (eu), and one answer in twenty explores
-	// the other two PoPs, with a short TTL.
+	// Nothing measured: geography (eu), no exploring until pop-eu has
+	// measured the client (its connections there do that).
 	got, short := tally(t, s, client, 400)
-	if got["10.77.2.20"] < 379 || got["10.77.2.20"] > 381 || got["10.77.1.20"] < 8 || got["10.77.3.20"] < 8 || short < 19 || short > 21 {
-		t.Fatalf("unmeasured: answers %v, %d with TTL 5; want pop-eu 380, pop-na and pop-ap 10 each, 20 short", got, short)
+	if got["10.77.2.20"] != 400 || short != 0 {
+		t.Fatalf("unmeasured: answers %v, %d with TTL 5; want pop-eu 400, none exploring", got, short)
 	}
 	// pop-eu measures 90 ms (the client is sent there); pop-na has only two
 	// samples: not enough to count.
@@ -116,12 +116,19 @@ func TestLatencySteersMisplacedClient(t *testing.T) {
 	if got, _ := tally(t, s, client, 100); got["10.77.2.20"] < 94 || got["10.77.2.20"] > 96 { // one in twenty explores, to within one
 		t.Fatalf("pop-na under min_samples: answers %v, want pop-eu 95 of 100", got)
 	}
-	// Three samples: pop-na's 10 ms beats pop-eu's 90 ms.
+	// pop-eu at 90 ms is far (over explore_above_ms): one answer in twenty
+	// explores, with a short TTL, the other two PoPs.
+	got, short = tally(t, s, client, 400)
+	if got["10.77.2.20"] < 379 || got["10.77.2.20"] > 381 || got["10.77.1.20"] < 8 || got["10.77.3.20"] < 8 || short < 19 || short > 21 {
+		t.Fatalf("pop-eu measured far: answers %v, %d with TTL 5; want pop-eu 380, pop-na and pop-ap 10 each, 20 short", got, short)
+	}
+	// Three samples: pop-na's 10 ms beats pop-eu's 90 ms, and is close
+	// enough that the prefix stops exploring.
 	tables["pop-na"].set(client, 10, 3)
 	tables["pop-na"].pulled(t)
 	got, short = tally(t, s, client, 400)
-	if got["10.77.1.20"] < 379 || got["10.77.1.20"] > 381 || short < 19 || short > 21 {
-		t.Fatalf("measured: answers %v, %d short; want pop-na 380 (and 20 exploring)", got, short)
+	if got["10.77.1.20"] != 400 || short != 0 {
+		t.Fatalf("measured: answers %v, %d short; want pop-na 400, none exploring", got, short)
 	}
 	// The client's own network is unaffected: eu clients stay on pop-eu.
 	if r := query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.2.0/24"); answerIPs(r)[0] != "10.77.2.20" {
@@ -164,16 +171,18 @@ func TestLatencyIgnoresUnhealthyAndStale(t *testing.T) {
 	tables["pop-eu"].set(client, 90, 20)
 	tables["pop-na"].set(client, 10, 20)
 	tables["pop-na"].pulled(t)
-	if got, _ := tally(t, s, client, 20); got["10.77.1.20"] != 19 {
+	if got, _ := tally(t, s, client, 20); got["10.77.1.20"] != 20 {
 		t.Fatalf("answers %v, want pop-na", got)
 	}
-	// A stale measurement no longer counts (the fake clock moves on).
-	s.rtt.mu.Lock()
-	s.rtt.now = func() time.Time { return time.Now().Add(2 * time.Second) }
-	s.rtt.mu.Unlock()
-	if got, _ := tally(t, s, client, 20); got["10.77.2.20"] != 19 {
-		t.Fatalf("stale: answers %v, want pop-eu (geography)", got)
+	// The PoPs stop answering: their last samples age past max_age (1 s)
+	// and no longer count; geography answers again.
+	for _, r := range tables {
+		r.srv.Close()
 	}
+	poll.Until(t, "the measurements to go stale", func() bool {
+		got, _ := tally(t, s, client, 20)
+		return got["10.77.2.20"] == 20
+	})
 }
 
 // decide runs route for a client of eu with the given measurements.
@@ -190,7 +199,7 @@ func decide(t *testing.T, st *state, tbl *rttTable, rtts map[string]float64) []s
 				AgeMs   int64   `json:"age_ms"`
 			}{"10.77.4.0/24", v, v, 10, 0})
 		}
-		tbl.replace(name, rep, tbl.now(), 100)
+		tbl.replace(name, rep, tbl.now(), Latency{MaxPrefixes: 100}.withDefaults())
 	}
 	addr := netip.MustParseAddr("10.77.4.1")
 	r := st.route(tbl, st.pops, addr, st.locate(addr), 1)

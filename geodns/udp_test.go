@@ -103,7 +103,7 @@ func TestUDPAnswersAtMost1232Bytes(t *testing.T) {
 }
 
 // counter is the value of one counter of s's metrics.
-func counter(t *testing.T, s *Server, name string, labels ...string) float64 {
+func counter(t testing.TB, s *Server, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := s.metrics.reg.Gather()
 	if err != nil {

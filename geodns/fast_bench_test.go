@@ -1,0 +1,66 @@
+package geodns
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// BenchmarkFastPath is the work per query beside the system calls: the
+// fast path (parse, memo, rolls, copy and patch) against what the slow
+// path does for the same query (miekg/dns's Unpack, ServeDNS, Pack),
+// for the harness's kinds of queries (dns-bench.sh's qgen): a geo name
+// with ECS, without, and a name outside the zones.
+func BenchmarkFastPath(b *testing.B) {
+	cfg, err := LoadConfig("testdata/dnsbench.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range cfg.PoPs {
+		cfg.PoPs[i].Check = Check{}
+	}
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("127.0.0.1:40000")
+	for _, q := range []struct {
+		name string
+		q    plainQuery
+	}{
+		{"ecs", plainQuery{name: "www.cdn.lab.", qtype: dns.TypeA, edns: 1232, ecs: "10.2.7.0/24"}},
+		{"ecs-v6", plainQuery{name: "www.cdn.lab.", qtype: dns.TypeAAAA, edns: 1232, ecs: "2001:db8:103:400::/56"}},
+		{"plain", plainQuery{name: "www.cdn.lab.", qtype: dns.TypeA}},
+		{"refused", plainQuery{name: "www.example.org.", qtype: dns.TypeA, edns: 1232}},
+	} {
+		q.q.qclass, q.q.id, q.q.rd = dns.ClassINET, 0x1234, true
+		pkt := q.q.pack(b)
+		b.Run(fmt.Sprintf("fast/%s", q.name), func(b *testing.B) {
+			key, out := make([]byte, maxKeyLen), make([]byte, maxUDPSize)
+			now := time.Now()
+			b.SetBytes(int64(len(pkt)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, act := s.serveFast(pkt, src, now, key, out); act != answered {
+					b.Fatalf("fast path %d", act)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("slow/%s", q.name), func(b *testing.B) {
+			w := &recorder{remote: net.UDPAddrFromAddrPort(src)}
+			b.SetBytes(int64(len(pkt)))
+			b.ReportAllocs()
+			for b.Loop() {
+				req := new(dns.Msg)
+				if err := req.Unpack(pkt); err != nil {
+					b.Fatal(err)
+				}
+				s.ServeDNS(w, req)
+			}
+		})
+	}
+}

@@ -1,0 +1,321 @@
+package geodns
+
+import (
+	"bytes"
+	"errors"
+	"hash/maphash"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// memo holds the fast path's precomputed answers (see fast.go), by memo
+// key, in shards. It holds at most max bytes of them: a client can send
+// ECS for millions of prefixes, so a full shard forgets entries at random
+// to take a new one. Entries of an older generation are never returned,
+// and the first entry of a new generation stored in a shard clears it.
+type memo struct {
+	max    int // bytes, over all shards
+	seed   maphash.Seed
+	shards [memoShards]memoShard
+}
+
+const memoShards = 16
+
+// maxMemoBytes bounds the memo: some 20,000 keys of a geo name with three
+// PoPs, more than a server's resolvers and their ECS prefixes that are
+// busy at one time.
+const maxMemoBytes = 16 << 20
+
+type memoShard struct {
+	mu    sync.RWMutex // guards m, bytes, gen
+	m     map[string]*entry
+	bytes int
+	gen   uint64
+	_     [64]byte // keeps the shards' locks off each other's cache lines
+}
+
+func newMemo(max int) *memo {
+	c := &memo{max: max, seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		c.shards[i].m = map[string]*entry{}
+	}
+	return c
+}
+
+// entry is the precomputed answer for one memo key.
+type entry struct {
+	gen uint64
+	// expires is when (UnixNano) a measurement the route counted goes
+	// stale; 0 if none did.
+	expires int64
+	size    int // bytes held, about
+	// slow is set for a key the slow path answers (a forwarded name, an
+	// answer too big for the client's UDP size, ...).
+	slow bool
+	// geo is set when the answer is one of route's options, picked per
+	// query; seed is rollSeed of the client.
+	geo   bool
+	route route
+	seed  uint64
+	// wires are the replies, one per option of route (or the only one).
+	wires   []wire
+	slip    wire // the reply that rate limiting slips
+	nameLen int
+	// queries and steered are the metrics' series the answer counts in.
+	queries prometheus.Counter
+	steered [][]prometheus.Counter // per option
+}
+
+// wire is a reply with ID 0 and the query's name in lowercase at each of
+// names (nameLen bytes).
+type wire struct {
+	b     []byte
+	names []int
+}
+
+// entryOverhead is about what an entry costs besides its bytes: the
+// struct, its slices' headers, map slot and counters.
+const entryOverhead = 512
+
+func (c *memo) shard(key []byte) *memoShard {
+	return &c.shards[maphash.Bytes(c.seed, key)%memoShards]
+}
+
+// get returns key's entry if it is of generation gen and fresh at now.
+func (c *memo) get(key []byte, gen uint64, now time.Time) *entry {
+	sh := c.shard(key)
+	sh.mu.RLock()
+	e := sh.m[string(key)]
+	sh.mu.RUnlock()
+	if e == nil || e.gen != gen || e.expires != 0 && now.UnixNano() >= e.expires {
+		return nil
+	}
+	return e
+}
+
+// put stores e under key, unless a newer generation is stored already.
+func (c *memo) put(key []byte, e *entry) {
+	sh := c.shard(key)
+	limit := c.max / memoShards
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	switch {
+	case e.gen < sh.gen:
+		return
+	case e.gen > sh.gen:
+		clear(sh.m)
+		sh.bytes, sh.gen = 0, e.gen
+	}
+	if old := sh.m[string(key)]; old != nil {
+		delete(sh.m, string(key))
+		sh.bytes -= old.size
+	}
+	for k, old := range sh.m {
+		if sh.bytes+e.size <= limit {
+			break
+		}
+		delete(sh.m, k) // map order: at random
+		sh.bytes -= old.size
+	}
+	if sh.bytes+e.size > limit {
+		return
+	}
+	sh.m[string(key)] = e
+	sh.bytes += e.size
+}
+
+// bytes is what the memo holds, about.
+func (c *memo) bytes() int {
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		n += sh.bytes
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
+// buildEntry answers the plain query pkt from src by running the slow
+// path (reply, withOPT, finishUDP, Pack) once for each option of its
+// route, and once more slipped, on two spellings of it: the name in
+// lowercase and in uppercase. Where the two replies differ is where the
+// query's name is copied, which the fast path patches with the name as
+// asked. A reply that cannot be patched so, or that the slow path should
+// answer each time, makes a slow entry.
+func (s *Server) buildEntry(st *state, gen uint64, pkt []byte, p plain, src netip.AddrPort, now time.Time) *entry {
+	e := &entry{gen: gen, nameLen: p.nameEnd - 12, size: entryOverhead + 2*len(p.key)}
+	b := &entryBuilder{s: s, st: st, w: memoWriter{net.UDPAddrFromAddrPort(src)}}
+	lower, upper := spell(pkt, p.nameEnd, false), spell(pkt, p.nameEnd, true)
+	if err := b.fill(e, lower, upper); err != nil {
+		return &entry{gen: gen, slow: true, size: entryOverhead + 2*len(p.key)}
+	}
+	if b.saved != nil && !b.saved.until.IsZero() {
+		s.rtt.mu.Lock()
+		rttNow := s.rtt.now()
+		s.rtt.mu.Unlock()
+		e.expires = now.Add(b.saved.until.Sub(rttNow)).UnixNano()
+	}
+	return e
+}
+
+// spell copies the query pkt with ID 0 and the name's letters (before
+// nameEnd) in one case.
+func spell(pkt []byte, nameEnd int, upper bool) []byte {
+	q := append([]byte(nil), pkt...)
+	q[0], q[1] = 0, 0
+	for i := 12; i < nameEnd; i++ {
+		switch c := q[i]; {
+		case upper && 'a' <= c && c <= 'z':
+			q[i] = c - 'a' + 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			q[i] = c - 'A' + 'a'
+		}
+	}
+	return q
+}
+
+var (
+	errForwarded  = errors.New("forwarded")
+	errCompressed = errors.New("truncated (compressed)")
+	errSpelling   = errors.New("the name's spelling changes more than its copies")
+)
+
+// entryBuilder runs the slow path for buildEntry.
+type entryBuilder struct {
+	s  *Server
+	st *state
+	w  memoWriter
+	// saved is the route of the first reply; later ones answer its
+	// options in turn. client is the address it was decided for.
+	saved  *route
+	client netip.Addr
+}
+
+func (b *entryBuilder) fill(e *entry, lower, upper []byte) error {
+	w, queries, err := b.spelt(e, lower, upper, 0, send)
+	if err != nil {
+		return err
+	}
+	e.queries = queries
+	e.wires = []wire{w}
+	if b.saved != nil {
+		e.geo, e.route, e.seed = true, *b.saved, rollSeed(b.client)
+		for i := range e.route.options {
+			if i > 0 {
+				if w, _, err = b.spelt(e, lower, upper, i, send); err != nil {
+					return err
+				}
+				e.wires = append(e.wires, w)
+			}
+			e.steered = append(e.steered, b.s.metrics.steeredCounters(e.route, &e.route.options[i]))
+		}
+	}
+	if e.slip, _, err = b.spelt(e, lower, upper, 0, slipTC); err != nil {
+		return err
+	}
+	for _, w := range append(e.wires, e.slip) {
+		e.size += len(w.b) + 8*len(w.names) + 128 // and its option, counters, slice headers
+	}
+	return nil
+}
+
+// spelt is the reply for option i and verdict v to both spellings, as one
+// wire: where the two differ is where the name is copied.
+func (b *entryBuilder) spelt(e *entry, lower, upper []byte, i int, v verdict) (wire, prometheus.Counter, error) {
+	wireL, queries, err := b.reply(lower, i, v)
+	if err != nil {
+		return wire{}, nil, err
+	}
+	wireU, _, err := b.reply(upper, i, v)
+	if err != nil {
+		return wire{}, nil, err
+	}
+	names, err := namesAt(wireL, wireU, upper[12:12+e.nameLen])
+	return wire{wireL, names}, queries, err
+}
+
+// reply is ServeDNS's UDP reply to q, with the geo route's option i and
+// rate limiting's verdict v, and the series geodns_queries_total counts
+// it in.
+func (b *entryBuilder) reply(q []byte, i int, v verdict) ([]byte, prometheus.Counter, error) {
+	req := new(dns.Msg)
+	if err := req.Unpack(q); err != nil {
+		return nil, nil, err
+	}
+	if len(req.Question) == 1 && findZone(b.st.zones, strings.ToLower(req.Question[0].Name)) == nil && len(b.st.fwd.upstreams) > 0 {
+		return nil, nil, errForwarded
+	}
+	m := b.s.reply(b.st, b.w, req, func(r *route, client netip.Addr) *option {
+		if b.saved == nil {
+			saved := *r
+			b.saved, b.client = &saved, client
+		}
+		return &b.saved.options[i]
+	})
+	withOPT(m, req)
+	queries := b.s.metrics.queryCounter(req, m)
+	finishUDP(m, req, v)
+	if m.Compress {
+		return nil, nil, errCompressed
+	}
+	wire, err := m.Pack()
+	return wire, queries, err
+}
+
+// namesAt finds where the replies to the two spellings of the query
+// differ, each where wireU has a copy of the name nameU (none for a name
+// without letters, which has one spelling).
+func namesAt(wireL, wireU, nameU []byte) ([]int, error) {
+	var at []int
+	for i := 0; len(wireL) == len(wireU); {
+		j := bytes.Index(wireU[i:], nameU)
+		if j < 0 {
+			break
+		}
+		if i += j; !bytes.Equal(wireL[i:i+len(nameU)], nameU) {
+			at = append(at, i)
+		}
+		i++
+	}
+	if !patches(wireL, wireU, at, nameU) {
+		return nil, errSpelling
+	}
+	return at, nil
+}
+
+// patches reports whether wireL with name copied at each of at is wireU.
+func patches(wireL, wireU []byte, at []int, name []byte) bool {
+	if len(wireL) != len(wireU) {
+		return false
+	}
+	w := append([]byte(nil), wireL...)
+	for _, i := range at {
+		if i+len(name) > len(w) {
+			return false
+		}
+		copy(w[i:], name)
+	}
+	return bytes.Equal(w, wireU)
+}
+
+// memoWriter is the ResponseWriter of the replies buildEntry runs: only
+// the client's address is read.
+type memoWriter struct{ remote *net.UDPAddr }
+
+var errMemoWrite = errors.New("memo: replies are packed, not written")
+
+func (w memoWriter) LocalAddr() net.Addr       { return &net.UDPAddr{} }
+func (w memoWriter) RemoteAddr() net.Addr      { return w.remote }
+func (w memoWriter) WriteMsg(*dns.Msg) error   { return errMemoWrite }
+func (w memoWriter) Write([]byte) (int, error) { return 0, errMemoWrite }
+func (w memoWriter) Close() error              { return nil }
+func (w memoWriter) TsigStatus() error         { return nil }
+func (w memoWriter) TsigTimersOnly(bool)       {}
+func (w memoWriter) Hijack()                   {}
