@@ -439,10 +439,16 @@ func WriteLoad(w io.Writer, r LoadResult) {
 	if r.PeakRSSMiB > 0 {
 		fmt.Fprintf(w, "  server RSS MiB: peak %.1f  end %.1f  high-water mark (VmHWM) %.1f\n", r.PeakRSSMiB, r.EndRSSMiB, r.HWMMiB)
 	}
+	writeCounts(w, r.Status, r.Errors)
+}
+
+// writeCounts prints a run's responses by status and its errors by kind,
+// one per line in key order.
+func writeCounts(w io.Writer, status, errs map[string]int64) {
 	for _, m := range []struct {
 		name string
 		v    map[string]int64
-	}{{"status", r.Status}, {"errors", r.Errors}} {
+	}{{"status", status}, {"errors", errs}} {
 		keys := make([]string, 0, len(m.v))
 		for k := range m.v {
 			keys = append(keys, k)

@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"io"
-	"sort"
 	"text/tabwriter"
 )
 
@@ -128,19 +127,7 @@ func writeReplayRun(w io.Writer, p *ReplayResult) {
 	if p.PeakRSSMiB > 0 {
 		fmt.Fprintf(w, "cache RSS: peak %.1f MiB sampled, %.1f MiB high-water mark (VmHWM)\n", p.PeakRSSMiB, p.HWMMiB)
 	}
-	for _, m := range []struct {
-		name string
-		v    map[string]int64
-	}{{"status", p.Status}, {"errors", p.Errors}} {
-		keys := make([]string, 0, len(m.v))
-		for k := range m.v {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(w, "  %s %s: %d\n", m.name, k, m.v[k])
-		}
-	}
+	writeCounts(w, p.Status, p.Errors)
 }
 
 // formatBytes prints n in B, KiB, MiB or GiB.
