@@ -28,7 +28,9 @@ type Config struct {
 	MaxBytes int64
 	// MaxObjectBytes is the largest body stored whole; larger ones are
 	// kept in slices (SliceBytes), or stream through when slicing is off
-	// or the response cannot be sliced. If zero, 8 MiB.
+	// or the response cannot be sliced. If zero, 8 MiB or a sixteenth of
+	// MaxBytes, whichever is less: one object never takes more than a
+	// small share of the budget (it would evict many popular ones).
 	MaxObjectBytes int64
 	// SliceBytes is the size of the aligned ranges ("slices") in which
 	// the cache fetches, stores and serves objects larger than
@@ -192,7 +194,7 @@ func New(cfg Config) (*Cache, error) {
 		cfg.CompressMinBytes = 1 << 10
 	}
 	if cfg.MaxObjectBytes == 0 {
-		cfg.MaxObjectBytes = 8 << 20
+		cfg.MaxObjectBytes = min(8<<20, max(cfg.MaxBytes, 0)/16)
 	}
 	if cfg.MaxVariants == 0 {
 		cfg.MaxVariants = 64

@@ -1,10 +1,12 @@
 package cache
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -311,6 +313,29 @@ func TestStaleIfErrorOriginKnownDown(t *testing.T) {
 	rg.cache.wg.Wait()
 	if _, body := get("/d"); body != "v2" {
 		t.Errorf("after the origin answered the refresh: %q, want v2", body)
+	}
+}
+
+// TestMaxObjectIsAShareOfTheBudget: by default an object above a
+// sixteenth of the budget is not stored (it would evict many popular
+// ones), one below is.
+func TestMaxObjectIsAShareOfTheBudget(t *testing.T) {
+	rg := newRigWith(t, Config{MaxBytes: 1 << 20}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Write(bytes.Repeat([]byte("x"), n))
+	})
+	for _, tt := range []struct {
+		n      int
+		stored bool
+	}{{60 << 10, true}, {70 << 10, false}} {
+		path := fmt.Sprintf("/big?n=%d", tt.n)
+		rg.get(path)
+		rg.cache.Wait()
+		resp, _ := rg.get(path)
+		if hit := strings.Contains(resp.Header.Get("Cache-Status"), "hit"); hit != tt.stored {
+			t.Errorf("%d bytes in a 1 MiB cache: second request %q, want stored %v", tt.n, resp.Header.Get("Cache-Status"), tt.stored)
+		}
 	}
 }
 

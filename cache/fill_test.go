@@ -102,7 +102,7 @@ func TestFillBudget(t *testing.T) {
 	body := strings.Repeat("y", 600<<10)
 	hold := make(chan struct{})
 	// Fill budget 1 MiB: one 600 KiB fill, not two.
-	rg := newRigWith(t, Config{MaxBytes: 4 << 20}, func(w http.ResponseWriter, r *http.Request) {
+	rg := newRigWith(t, Config{MaxBytes: 4 << 20, MaxObjectBytes: 1 << 20}, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		io.WriteString(w, body[:1024])

@@ -156,7 +156,8 @@ type CacheConfig struct {
 	Disabled bool `yaml:"disabled"`
 	// MaxBytes is the memory budget. If zero, 256 MiB.
 	MaxBytes int64 `yaml:"max_bytes"`
-	// MaxObjectBytes is the largest body stored. If zero, 8 MiB.
+	// MaxObjectBytes is the largest body stored. If zero, 8 MiB or a
+	// sixteenth of MaxBytes, whichever is less.
 	MaxObjectBytes int64 `yaml:"max_object_bytes"`
 	// TargetedFields replace Cache-Control for this cache when present
 	// (RFC 9213). If empty, CDN-Cache-Control then Surrogate-Control.

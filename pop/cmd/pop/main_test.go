@@ -25,6 +25,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 		{"unknown flag", []string{"-orign", "x"}, "flag provided but not defined: -orign"},
 		{"stray argument", []string{"-ca-dir", dir, "extra"}, `unexpected argument "extra"`},
 		{"missing config", []string{"-config", dir + "/nope.yaml"}, "nope.yaml"},
+		{"negative max object", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-cache-max-object", "-5"}, "cache.max_object_bytes"},
 		{"half key pair", []string{"-origin", "http://127.0.0.1:1", "-cert", "c.pem"}, "tls.cert_file, tls.key_file"},
 	}
 	for _, tt := range tests {
