@@ -63,7 +63,7 @@
 // ([Runner.SetLinkDelay], which logs the change), in Docker the container's
 // lab delay process ([ContainerDelay.SetLinkDelay]); where netem delays a
 // container no process stays, and lab link inside it changes the qdiscs
-// itself ([SetContainerLinkDelay], [ChangeDelays]).
+// itself ([SetContainerLinkDelay]).
 //
 // [ChooseDelay] resolves -delay auto|netem|userspace against the running
 // kernel (auto is netem where the kernel can do it) and says why; asking

@@ -28,7 +28,7 @@ import (
 //     lab link -container there): its lab delay process, on LinkSocket,
 //     where the userspace NFQUEUE line runs; where netem delays the
 //     container no process stays (lab delay became the service), and
-//     lab link changes the qdiscs itself (ChangeDelays).
+//     lab link changes the qdiscs itself.
 
 // LinkSocket is where a container's lab delay process, running the
 // userspace delay line, answers lab link.

@@ -169,15 +169,11 @@ func applyDelays(topo *Topology, self, iface string, leaf leafFunc) (DelayPlan, 
 	return plan, link.Attrs().Name, nil
 }
 
-// ChangeDelays is lab link in a container whose delays are netem's: it
-// sets the bands ApplyDelays installed for host self on iface to the
-// plan with extra added to every delay (DelayPlan.WithExtra; 0 restores
-// the plan). self and iface are found as ApplyDelays finds them.
-func ChangeDelays(topo *Topology, self, iface string, extra time.Duration) (DelayPlan, string, error) {
-	return changeDelays(topo, self, iface, extra, netemLeaf)
-}
-
-// changeDelays is ChangeDelays with the bands' qdisc as a seam.
+// changeDelays is lab link in a container whose delays are netem's: it
+// sets the bands ApplyDelays installed for host self on iface to the plan
+// with extra added to every delay (DelayPlan.WithExtra; 0 restores the
+// plan). self and iface are found as ApplyDelays finds them; leaf makes
+// the bands' qdisc (netemLeaf; tests use another).
 func changeDelays(topo *Topology, self, iface string, extra time.Duration, leaf leafFunc) (DelayPlan, string, error) {
 	nl, err := netlink.NewHandle()
 	if err != nil {
