@@ -15,8 +15,9 @@ import (
 )
 
 // batchUDP reads the UDP socket in batches (recvmmsg) and writes the fast
-// path's answers in batches (sendmmsg), through x/net's ipv4 or ipv6
-// PacketConn; one loop per CPU (GOMAXPROCS), all on the one socket. A
+// path's answers in batches (sendmmsg), on Linux directly (rawSocket,
+// rawudp_linux.go), elsewhere through x/net's ipv4 or ipv6 PacketConn;
+// one loop per CPU (GOMAXPROCS), all on the one socket. A
 // query the fast path declines is handed, as read, to miekg/dns's UDP
 // server, which reads it from handoff as it would from the socket (strict
 // parsing included) and answers through ServeDNS on the socket.
@@ -30,9 +31,10 @@ type batchUDP struct {
 	conn    *net.UDPConn
 	rw      batchConn
 	handoff *handoffConn
+	raw     *rawSocket     // set by start; nil: the loops read and write through rw
 	loops   sync.WaitGroup // owns the loops
 
-	mu      sync.Mutex // guards stopped
+	mu      sync.Mutex // guards stopped, raw
 	stopped bool
 }
 
@@ -90,9 +92,16 @@ func (b *batchUDP) start(errc chan<- error) {
 	if b.stopped {
 		return
 	}
+	if raw, err := newRawSocket(b.conn); err == nil {
+		b.raw = raw
+	}
 	for range min(runtime.GOMAXPROCS(0), maxBatchLoops) {
+		loop := b.loop
+		if b.raw != nil {
+			loop = func() error { return b.raw.loop(b) }
+		}
 		b.loops.Go(func() {
-			if err := b.loop(); err != nil {
+			if err := loop(); err != nil {
 				errc <- err
 			}
 		})
@@ -103,7 +112,14 @@ func (b *batchUDP) start(errc chan<- error) {
 func (b *batchUDP) stop() {
 	b.mu.Lock()
 	b.stopped = true
+	raw := b.raw
 	b.mu.Unlock()
+	if raw != nil {
+		raw.wake()
+		b.loops.Wait()
+		raw.close()
+		return
+	}
 	b.conn.SetReadDeadline(time.Unix(1, 0)) // unblocks ReadBatch
 	b.loops.Wait()
 }
