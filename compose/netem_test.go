@@ -27,6 +27,25 @@ func needRoot(t *testing.T) {
 	}
 }
 
+// upNet brings a test network of topo up under a prefix made of tag and
+// the process id, and takes it down when the test ends, checking that no
+// namespace is left. cfg's Prefix is set here.
+func upNet(t *testing.T, topo *Topology, tag string, cfg NetConfig) (*Net, string) {
+	t.Helper()
+	cfg.Prefix = fmt.Sprintf("%s%d-", tag, os.Getpid())
+	n, err := Up(context.Background(), topo, cfg)
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		checkNoNamespaces(t, cfg.Prefix)
+	})
+	return n, cfg.Prefix
+}
+
 // checkNoNamespaces fails if any namespace or resolv.conf with prefix is
 // left.
 func checkNoNamespaces(t *testing.T, prefix string) {
@@ -94,17 +113,7 @@ func TestBridgeLabClassifies(t *testing.T) {
 		t.Skipf("the kernel cannot build HTB classes with u32 filters: %v", err)
 	}
 	topo := labTopology(t)
-	prefix := fmt.Sprintf("ecb%d-", os.Getpid())
-	n, err := Up(context.Background(), topo, NetConfig{Prefix: prefix, leaf: fifoLeaf})
-	if err != nil {
-		t.Fatalf("Up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		checkNoNamespaces(t, prefix)
-	})
+	n, prefix := upNet(t, topo, "ecb", NetConfig{leaf: fifoLeaf})
 	if n.Delay().Backend != BackendNetem {
 		t.Errorf("Delay() = %v, want netem", n.Delay())
 	}
@@ -339,17 +348,7 @@ func TestNetemDelaysMeasured(t *testing.T) {
 		{"lab", topo, [][2]string{{"client-na", "pop-na"}, {"client-eu", "pop-na"}, {"client-ap", "origin"}, {"pop-eu", "pop-ap"}, {"client-ap", "geodns"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			prefix := fmt.Sprintf("ecm%d-", os.Getpid())
-			n, err := Up(context.Background(), tt.topo, NetConfig{Prefix: prefix, Delay: BackendNetem})
-			if err != nil {
-				t.Fatalf("Up(netem): %v", err)
-			}
-			t.Cleanup(func() {
-				if err := n.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-				checkNoNamespaces(t, prefix)
-			})
+			n, _ := upNet(t, tt.topo, "ecm", NetConfig{Delay: BackendNetem})
 			for _, p := range tt.pairs {
 				want := topo.RTTBetween(mustHost(t, topo, p[0]), mustHost(t, topo, p[1]))
 				got, err := n.MeasureRTT(context.Background(), p[0], p[1], 5)
@@ -463,17 +462,7 @@ func TestBridgeLabLinkDelay(t *testing.T) {
 		t.Skipf("the kernel cannot build HTB classes with u32 filters: %v", err)
 	}
 	topo := labTopology(t)
-	prefix := fmt.Sprintf("ecl%d-", os.Getpid())
-	n, err := Up(context.Background(), topo, NetConfig{Prefix: prefix, leaf: tbfLeaf})
-	if err != nil {
-		t.Fatalf("Up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		checkNoNamespaces(t, prefix)
-	})
+	n, prefix := upNet(t, topo, "ecl", NetConfig{leaf: tbfLeaf})
 	euPlan, _ := topo.DelayPlan("pop-eu")
 	naPlan, _ := topo.DelayPlan("client-na")
 	for _, tt := range []struct {

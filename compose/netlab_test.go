@@ -62,17 +62,7 @@ func TestNativeLabDelays(t *testing.T) {
 func TestNativeLabLinkDelay(t *testing.T) {
 	needRoot(t)
 	topo := labTopology(t)
-	prefix := fmt.Sprintf("eck%d-", os.Getpid())
-	n, err := Up(context.Background(), topo, NetConfig{Prefix: prefix, Delay: BackendUserspace})
-	if err != nil {
-		t.Fatalf("Up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		checkNoNamespaces(t, prefix)
-	})
+	n, _ := upNet(t, topo, "eck", NetConfig{Delay: BackendUserspace})
 	var logs bytes.Buffer
 	r := &Runner{Topo: topo, Net: n, Delay: n.Delay(), log: slog.New(slog.NewTextHandler(&logs, nil))}
 	pairs := []struct {
