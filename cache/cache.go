@@ -365,7 +365,7 @@ func requestDirectives(r *http.Request) Directives {
 // store until ristretto drops it). bypass reports a request whose varied
 // field is too long to key on (MaxVaryValueBytes).
 func (c *Cache) lookup(pkey string, r *http.Request) (e *entry, bypass bool) {
-	return c.find(pkey, r, c.st.get)
+	return c.find(pkey, r, c.st.lookFirst)
 }
 
 // find is lookup reading the store with get: store.get counts the access

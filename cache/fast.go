@@ -154,13 +154,11 @@ func (c *Cache) LookupFast(key []byte, acceptEncoding string) (FastHit, bool) {
 		return FastHit{}, false
 	}
 	k := unsafe.String(&key[0], len(key)) // the key is not retained
-	// A miss must not touch the admission sketch here: ServeHTTP, which
-	// answers it, counts the request once, as it counts every request.
-	if !c.st.present(k) {
-		return FastHit{}, false
-	}
 	v, ok := c.st.rc.Get(k)
 	if !ok {
+		// Counted here: ServeHTTP, which answers the miss, must not count
+		// it again (store.counted).
+		c.st.markCounted(k)
 		return FastHit{}, false
 	}
 	e, ok := v.(*entry)

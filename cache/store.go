@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"hash/maphash"
 	"net/http"
 	"slices"
 	"sort"
@@ -127,6 +128,8 @@ type store struct {
 	tags map[string]map[string]struct{} // surrogate key -> entry keys
 
 	varyMu sync.Mutex // guards creating and replacing Vary indexes (serialises addVariant)
+
+	counted [countedSlots]atomic.Uint64 // key hashes the fast path counted and missed
 }
 
 func newStore(maxBytes int64) (*store, error) {
@@ -157,10 +160,11 @@ func (s *store) close() { s.rc.Close() }
 // miss, and admission and eviction compare those counts: a request must
 // count once, whatever path it takes, or objects that miss (and take more
 // paths) look more popular than objects that hit. present and peek look
-// without counting an absent key.
+// without counting an absent key; markCounted and lookFirst keep the fast
+// path's look and ServeHTTP's from counting one miss twice.
 
 // present reports whether key is stored (and not expired), without
-// counting an access.
+// counting an access. It costs a clock read: not for the hit path.
 func (s *store) present(key string) bool {
 	_, ok := s.rc.GetTTL(key)
 	return ok
@@ -178,6 +182,33 @@ func (s *store) get(key string) any {
 func (s *store) peek(key string) any {
 	if !s.present(key) {
 		return nil
+	}
+	return s.get(key)
+}
+
+// The fast path counts its look at a key; when it misses, ServeHTTP looks
+// at the same key again. counted remembers the keys the fast path just
+// missed, by hash in a small lossy table, so that ServeHTTP's look peeks
+// instead of counting a second access. Lossy: two misses of one key at
+// once, or two keys sharing a slot, may still count twice; hits pay
+// nothing.
+const countedSlots = 1024
+
+func keyHash(key string) uint64 { return maphash.String(countedSeed, key) | 1 }
+
+var countedSeed = maphash.MakeSeed()
+
+// markCounted notes that the fast path counted a look at key, which missed.
+func (s *store) markCounted(key string) {
+	h := keyHash(key)
+	s.counted[h%countedSlots].Store(h)
+}
+
+// lookFirst is get, or peek when the fast path has just counted key.
+func (s *store) lookFirst(key string) any {
+	h := keyHash(key)
+	if s.counted[h%countedSlots].CompareAndSwap(h, 0) {
+		return s.peek(key)
 	}
 	return s.get(key)
 }
