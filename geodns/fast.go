@@ -53,7 +53,7 @@ func (s *Server) serveFast(pkt []byte, src netip.AddrPort, now time.Time, key, o
 	e := s.memo.get(p.key, gen, now)
 	if e == nil {
 		e = s.buildEntry(st, gen, pkt, p, src, now)
-		s.memo.put(p.key, e)
+		s.memo.put(e)
 	}
 	if e.slow {
 		return 0, declined
@@ -66,7 +66,7 @@ func (s *Server) serveFast(pkt []byte, src netip.AddrPort, now time.Time, key, o
 		}
 	}
 	e.queries.Inc()
-	w := &e.wires[i]
+	w := e.option(i)
 	if st.rrl != nil {
 		v := st.rrl.check(src.Addr())
 		s.metrics.limit(v)
@@ -80,7 +80,7 @@ func (s *Server) serveFast(pkt []byte, src netip.AddrPort, now time.Time, key, o
 	n := copy(out, w.b)
 	out[0], out[1] = pkt[0], pkt[1]
 	name := pkt[12 : 12+e.nameLen]
-	for _, at := range w.names {
+	for _, at := range w.names[:w.n] {
 		copy(out[at:], name)
 	}
 	return n, answered

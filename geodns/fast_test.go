@@ -501,3 +501,22 @@ func TestPickIndexIsPick(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoComparesKeys: the memo is keyed by a hash of the memo key, so
+// two keys of one hash must not answer each other: an entry found under
+// the hash is used only if it holds the key looked up.
+func TestMemoComparesKeys(t *testing.T) {
+	c := newMemo(1 << 20)
+	a, b := []byte("key-a"), []byte("key-b")
+	c.put(&entry{key: a, gen: 1, size: entryOverhead})
+	if c.get(a, 1, time.Now()) == nil {
+		t.Fatalf("get(%q) = nil after put, want its entry", a)
+	}
+	// Make b collide with a: store a's entry under b's hash as well.
+	shA, hA := c.shard(a)
+	shB, hB := c.shard(b)
+	shB.m[hB] = shA.m[hA]
+	if e := c.get(b, 1, time.Now()); e != nil {
+		t.Errorf("get(%q) = the entry of %q (same hash), want nil", b, e.key)
+	}
+}

@@ -89,8 +89,12 @@ const memoShards = 16
 const maxMemoBytes = 16 << 20
 
 type memoShard struct {
-	mu    sync.RWMutex // guards m, bytes, gen
-	m     map[string]*entry
+	mu sync.RWMutex // guards m, bytes, gen
+	// m is keyed by the memo key's hash: a map of integers keeps its keys
+	// in its own groups, where strings would send each lookup to the key's
+	// bytes first. The entry holds the key itself, and a lookup compares
+	// it; two keys of one hash take turns in the slot.
+	m     map[uint64]*entry
 	bytes int
 	gen   uint64
 	_     [64]byte // keeps the shards' locks off each other's cache lines
@@ -99,13 +103,18 @@ type memoShard struct {
 func newMemo(max int) *memo {
 	c := &memo{max: max, seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].m = map[string]*entry{}
+		c.shards[i].m = map[uint64]*entry{}
 	}
 	return c
 }
 
-// entry is the precomputed answer for one memo key.
+// entry is the precomputed answer for one memo key. What a query reads
+// comes first, and the key and the replies' bytes share one allocation
+// (pack): a lookup in a busy memo, past the CPU's caches, then waits for
+// two lines of memory, the entry's and its bytes', where pointers to
+// separate pieces cost a wait each.
 type entry struct {
+	key []byte
 	gen uint64
 	// expires is when (UnixNano) a measurement the route counted goes
 	// stale; 0 if none did.
@@ -116,48 +125,66 @@ type entry struct {
 	slow bool
 	// geo is set when the answer is one of route's options, picked per
 	// query; seed is rollSeed of the client.
-	geo   bool
-	route route
-	seed  uint64
-	// wires are the replies, one per option of route (or the only one).
-	wires   []wire
-	slip    wire // the reply that rate limiting slips
+	geo     bool
+	route   route
+	seed    uint64
 	nameLen int
+	// first is the reply for route's first option (or the only one);
+	// rest are the others' in turn.
+	first wire
+	slip  wire // the reply that rate limiting slips
+	rest  []wire
 	// queries and steered are the metrics' series the answer counts in.
 	queries prometheus.Counter
 	steered [][]prometheus.Counter // per option
 }
 
 // wire is a reply with ID 0 and the query's name in lowercase at each of
-// names (nameLen bytes).
+// names[:n] (nameLen bytes).
 type wire struct {
 	b     []byte
-	names []int
+	names [maxNameCopies]uint16
+	n     uint8
+}
+
+// maxNameCopies is how many copies of the query's name a memoised reply
+// may hold (the question's and one per record, as replies are not
+// compressed); one with more is left to the slow path.
+const maxNameCopies = 8
+
+// option returns the reply for route's option i.
+func (e *entry) option(i int) *wire {
+	if i == 0 {
+		return &e.first
+	}
+	return &e.rest[i-1]
 }
 
 // entryOverhead is about what an entry costs besides its bytes: the
 // struct, its slices' headers, map slot and counters.
 const entryOverhead = 512
 
-func (c *memo) shard(key []byte) *memoShard {
-	return &c.shards[maphash.Bytes(c.seed, key)%memoShards]
+// shard returns key's shard and hash.
+func (c *memo) shard(key []byte) (*memoShard, uint64) {
+	h := maphash.Bytes(c.seed, key)
+	return &c.shards[h%memoShards], h
 }
 
 // get returns key's entry if it is of generation gen and fresh at now.
 func (c *memo) get(key []byte, gen uint64, now time.Time) *entry {
-	sh := c.shard(key)
+	sh, h := c.shard(key)
 	sh.mu.RLock()
-	e := sh.m[string(key)]
+	e := sh.m[h]
 	sh.mu.RUnlock()
-	if e == nil || e.gen != gen || e.expires != 0 && now.UnixNano() >= e.expires {
+	if e == nil || e.gen != gen || e.expires != 0 && now.UnixNano() >= e.expires || !bytes.Equal(e.key, key) {
 		return nil
 	}
 	return e
 }
 
-// put stores e under key, unless a newer generation is stored already.
-func (c *memo) put(key []byte, e *entry) {
-	sh := c.shard(key)
+// put stores e under its key, unless a newer generation is stored already.
+func (c *memo) put(e *entry) {
+	sh, key := c.shard(e.key)
 	limit := c.max / memoShards
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -168,8 +195,8 @@ func (c *memo) put(key []byte, e *entry) {
 		clear(sh.m)
 		sh.bytes, sh.gen = 0, e.gen
 	}
-	if old := sh.m[string(key)]; old != nil {
-		delete(sh.m, string(key))
+	if old := sh.m[key]; old != nil {
+		delete(sh.m, key)
 		sh.bytes -= old.size
 	}
 	for k, old := range sh.m {
@@ -182,7 +209,7 @@ func (c *memo) put(key []byte, e *entry) {
 	if sh.bytes+e.size > limit {
 		return
 	}
-	sh.m[string(key)] = e
+	sh.m[key] = e
 	sh.bytes += e.size
 }
 
@@ -206,12 +233,13 @@ func (c *memo) bytes() int {
 // asked. A reply that cannot be patched so, or that the slow path should
 // answer each time, makes a slow entry.
 func (s *Server) buildEntry(st *state, gen uint64, pkt []byte, p plain, src netip.AddrPort, now time.Time) *entry {
-	e := &entry{gen: gen, nameLen: p.nameEnd - 12, size: entryOverhead + 2*len(p.key)}
+	e := &entry{gen: gen, nameLen: p.nameEnd - 12, size: entryOverhead + len(p.key)}
 	b := &entryBuilder{s: s, st: st, w: memoWriter{net.UDPAddrFromAddrPort(src)}}
 	lower, upper := spell(pkt, p.nameEnd, false), spell(pkt, p.nameEnd, true)
 	if err := b.fill(e, lower, upper); err != nil {
-		return &entry{gen: gen, slow: true, size: entryOverhead + 2*len(p.key)}
+		return &entry{key: slices.Clone(p.key), gen: gen, slow: true, size: entryOverhead + len(p.key)}
 	}
+	e.pack(p.key)
 	if b.saved != nil && !b.saved.until.IsZero() {
 		s.rtt.mu.Lock()
 		rttNow := s.rtt.now()
@@ -241,6 +269,7 @@ var (
 	errForwarded  = errors.New("forwarded")
 	errCompressed = errors.New("truncated (compressed)")
 	errSpelling   = errors.New("the name's spelling changes more than its copies")
+	errNameCopies = errors.New("more copies of the name than a memoised reply patches")
 )
 
 // entryBuilder runs the slow path for buildEntry.
@@ -260,7 +289,7 @@ func (b *entryBuilder) fill(e *entry, lower, upper []byte) error {
 		return err
 	}
 	e.queries = queries
-	e.wires = []wire{w}
+	e.first = w
 	if b.saved != nil {
 		e.geo, e.route, e.seed = true, *b.saved, rollSeed(b.client)
 		for i := range e.route.options {
@@ -268,7 +297,7 @@ func (b *entryBuilder) fill(e *entry, lower, upper []byte) error {
 				if w, _, err = b.spelt(e, lower, upper, i, send); err != nil {
 					return err
 				}
-				e.wires = append(e.wires, w)
+				e.rest = append(e.rest, w)
 			}
 		}
 		sr := b.s.memo.shared.route(e.gen, b.s.metrics, e.route)
@@ -277,10 +306,30 @@ func (b *entryBuilder) fill(e *entry, lower, upper []byte) error {
 	if e.slip, _, err = b.spelt(e, lower, upper, 0, slipTC); err != nil {
 		return err
 	}
-	for _, w := range append(e.wires, e.slip) {
-		e.size += len(w.b) + 8*len(w.names) + 128 // and its option, counters, slice headers
+	e.size += len(e.first.b) + len(e.slip.b) + 256 // and their options, counters, slice headers
+	for _, w := range e.rest {
+		e.size += len(w.b) + 128
 	}
 	return nil
+}
+
+// pack copies key and the replies' bytes into one allocation.
+func (e *entry) pack(key []byte) {
+	n := len(key) + len(e.first.b) + len(e.slip.b)
+	for _, w := range e.rest {
+		n += len(w.b)
+	}
+	buf := make([]byte, 0, n)
+	put := func(b []byte) []byte {
+		buf = append(buf, b...)
+		return buf[len(buf)-len(b) : len(buf) : len(buf)]
+	}
+	e.key = put(key)
+	e.first.b = put(e.first.b)
+	e.slip.b = put(e.slip.b)
+	for i := range e.rest {
+		e.rest[i].b = put(e.rest[i].b)
+	}
 }
 
 // spelt is the reply for option i and verdict v to both spellings, as one
@@ -294,8 +343,15 @@ func (b *entryBuilder) spelt(e *entry, lower, upper []byte, i int, v verdict) (w
 	if err != nil {
 		return wire{}, nil, err
 	}
-	names, err := namesAt(wireL, wireU, upper[12:12+e.nameLen])
-	return wire{wireL, names}, queries, err
+	at, err := namesAt(wireL, wireU, upper[12:12+e.nameLen])
+	if err != nil {
+		return wire{}, nil, err
+	}
+	w := wire{b: wireL, n: uint8(len(at))}
+	for i, a := range at {
+		w.names[i] = uint16(a)
+	}
+	return w, queries, nil
 }
 
 // reply is ServeDNS's UDP reply to q, with the geo route's option i and
@@ -343,6 +399,9 @@ func namesAt(wireL, wireU, nameU []byte) ([]int, error) {
 	}
 	if !patches(wireL, wireU, at, nameU) {
 		return nil, errSpelling
+	}
+	if len(at) > maxNameCopies {
+		return nil, errNameCopies
 	}
 	return at, nil
 }
