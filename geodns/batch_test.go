@@ -404,3 +404,23 @@ func TestShutdownStopsBatchLoops(t *testing.T) {
 	early.tcpLn.Close()
 	early.udpConn.Close()
 }
+
+// TestFastPathCountsBeforeReplying: a client holding its answers from the
+// batch loops finds every query counted, with no wait.
+func TestFastPathCountsBeforeReplying(t *testing.T) {
+	s := startServer(t, labConfig, nil)
+	if s.batch == nil {
+		t.Fatal("no batch reader on 127.0.0.1")
+	}
+	before := counter(t, s, "geodns_queries_total")
+	const n = 25
+	for i := range n {
+		ecs := fmt.Sprintf("10.77.%d.0/24", 1+i%3)
+		if got := answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, ecs)); len(got) != 1 {
+			t.Fatalf("www A from %s = %v, want one address", ecs, got)
+		}
+		if got := counter(t, s, "geodns_queries_total") - before; got != float64(i+1) {
+			t.Fatalf("after %d answers geodns_queries_total grew by %v, want %d", i+1, got, i+1)
+		}
+	}
+}
