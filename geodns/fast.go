@@ -48,11 +48,18 @@ func (s *Server) serveFast(pkt []byte, src netip.AddrPort, now time.Time, key, o
 	if !ok {
 		return 0, declined
 	}
-	gen := s.gen.Load()
+	return s.answerFast(pkt, src, now, p, s.memo.get(p.key, s.gen.Load(), now), out)
+}
+
+// answerFast answers the plain query pkt, read as p, with e, its memo
+// entry, or if e is nil with one it builds. serveFast looks e up first;
+// the Linux loop (rawudp_linux.go) looks up a whole batch's entries
+// before it answers any, so that the CPU waits for their memory at once
+// rather than once per query.
+func (s *Server) answerFast(pkt []byte, src netip.AddrPort, now time.Time, p plain, e *entry, out []byte) (int, action) {
 	st := s.state.Load()
-	e := s.memo.get(p.key, gen, now)
 	if e == nil {
-		e = s.buildEntry(st, gen, pkt, p, src, now)
+		e = s.buildEntry(st, s.gen.Load(), pkt, p, src, now)
 		s.memo.put(e)
 	}
 	if e.slow {

@@ -10,12 +10,34 @@ import (
 	"github.com/miekg/dns"
 )
 
-// BenchmarkFastPath is the work per query beside the system calls: the
-// fast path (parse, memo, rolls, copy and patch) against what the slow
-// path does for the same query (miekg/dns's Unpack, ServeDNS, Pack),
-// for the harness's kinds of queries (dns-bench.sh's qgen): a geo name
-// with ECS, without, and a name outside the zones.
-func BenchmarkFastPath(b *testing.B) {
+// manyClients is a server of the harness's configuration and the
+// harness's kinds of geo queries from 5,120 ECS prefixes, in a spread
+// order as its random one.
+func manyClients(b *testing.B) (*Server, [][]byte) {
+	b.Helper()
+	s := benchServer(b)
+	var pkts [][]byte
+	for region := 1; region <= 5; region++ {
+		for third := range 256 {
+			for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+				for _, ecs := range []string{fmt.Sprintf("10.%d.%d.0/24", region, third), fmt.Sprintf("2001:db8:%x:%x00::/56", 0x100+region, third)} {
+					q := plainQuery{name: "www.cdn.lab.", qtype: qtype, qclass: dns.ClassINET, id: 0x1234, rd: true, edns: 1232, ecs: ecs}
+					pkts = append(pkts, q.pack(b))
+				}
+			}
+		}
+	}
+	for i := range pkts {
+		j := int(uint32(i) * 2654435761 % uint32(len(pkts)))
+		pkts[i], pkts[j] = pkts[j], pkts[i]
+	}
+	return s, pkts
+}
+
+// benchServer is a server of the harness's configuration
+// (testdata/dnsbench.yaml) without health checks.
+func benchServer(b *testing.B) *Server {
+	b.Helper()
 	cfg, err := LoadConfig("testdata/dnsbench.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -27,6 +49,16 @@ func BenchmarkFastPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return s
+}
+
+// BenchmarkFastPath is the work per query beside the system calls: the
+// fast path (parse, memo, rolls, copy and patch) against what the slow
+// path does for the same query (miekg/dns's Unpack, ServeDNS, Pack),
+// for the harness's kinds of queries (dns-bench.sh's qgen): a geo name
+// with ECS, without, and a name outside the zones.
+func BenchmarkFastPath(b *testing.B) {
+	s := benchServer(b)
 	src := netip.MustParseAddrPort("127.0.0.1:40000")
 	for _, q := range []struct {
 		name string
@@ -69,34 +101,8 @@ func BenchmarkFastPath(b *testing.B) {
 // the harness's queries come from thousands of ECS prefixes, so the memo
 // holds thousands of entries and most lookups miss the CPU's caches.
 func BenchmarkFastPathManyClients(b *testing.B) {
-	cfg, err := LoadConfig("testdata/dnsbench.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := range cfg.PoPs {
-		cfg.PoPs[i].Check = Check{}
-	}
-	s, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, pkts := manyClients(b)
 	src := netip.MustParseAddrPort("127.0.0.1:40000")
-	var pkts [][]byte
-	for region := 1; region <= 5; region++ {
-		for third := range 256 {
-			for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-				for _, ecs := range []string{fmt.Sprintf("10.%d.%d.0/24", region, third), fmt.Sprintf("2001:db8:%x:%x00::/56", 0x100+region, third)} {
-					q := plainQuery{name: "www.cdn.lab.", qtype: qtype, qclass: dns.ClassINET, id: 0x1234, rd: true, edns: 1232, ecs: ecs}
-					pkts = append(pkts, q.pack(b))
-				}
-			}
-		}
-	}
-	// Spread the queries over the memo as the harness's random order does.
-	for i := range pkts {
-		j := int(uint32(i) * 2654435761 % uint32(len(pkts)))
-		pkts[i], pkts[j] = pkts[j], pkts[i]
-	}
 	key, out := make([]byte, maxKeyLen), make([]byte, maxUDPSize)
 	now := time.Now()
 	for _, pkt := range pkts {

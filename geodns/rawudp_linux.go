@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -86,9 +87,15 @@ type rawBatch struct {
 	names  [batchSize]unix.RawSockaddrInet6 // big enough for either family
 	out    [batchSize]unix.Mmsghdr
 	outIov [batchSize]unix.Iovec
-	key    [maxKeyLen]byte
-	inBuf  []byte // batchSize slots of rawSlot bytes
-	outBuf []byte // batchSize slots of maxUDPSize bytes
+	// What the first pass over a batch found: each datagram's source,
+	// whether it is a plain query, its memo key and entry.
+	srcs    [batchSize]netip.AddrPort
+	plains  [batchSize]plain
+	isPlain [batchSize]bool
+	entries [batchSize]*entry
+	keys    []byte // batchSize keys of maxKeyLen bytes
+	inBuf   []byte // batchSize slots of rawSlot bytes
+	outBuf  []byte // batchSize slots of maxUDPSize bytes
 }
 
 // rawSlot is the room of one datagram read: maxQuery, and a few cache
@@ -96,7 +103,7 @@ type rawBatch struct {
 const rawSlot = maxQuery + 193
 
 func newRawBatch() *rawBatch {
-	rb := &rawBatch{inBuf: make([]byte, batchSize*rawSlot), outBuf: make([]byte, batchSize*maxUDPSize)}
+	rb := &rawBatch{inBuf: make([]byte, batchSize*rawSlot), outBuf: make([]byte, batchSize*maxUDPSize), keys: make([]byte, batchSize*maxKeyLen)}
 	for i := range rb.in {
 		rb.inIov[i].Base = &rb.inBuf[i*rawSlot]
 		rb.inIov[i].SetLen(maxQuery)
@@ -115,6 +122,9 @@ func (r *rawSocket) loop(b *batchUDP) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	rb := newRawBatch()
+	decline := func(pkt []byte, i int, src netip.AddrPort) {
+		b.handoff.deliver(pkt, rawUDPAddr(&rb.names[i], src))
+	}
 	for !r.stopped.Load() {
 		for i := range rb.in {
 			rb.in[i].Hdr.Namelen = unix.SizeofSockaddrInet6
@@ -130,30 +140,59 @@ func (r *rawSocket) loop(b *batchUDP) error {
 			}
 			return fmt.Errorf("udp: recvmmsg: %w", errno)
 		}
-		now := b.s.now()
-		k := 0
-		for i := range n {
-			src, ok := r.source(&rb.names[i], rb.in[i].Hdr.Namelen)
-			if !ok {
-				continue
-			}
-			pkt := rb.inBuf[i*rawSlot : i*rawSlot+int(rb.in[i].Len)]
-			out := rb.outBuf[k*maxUDPSize : (k+1)*maxUDPSize]
-			size, act := b.s.serveFast(pkt, src, now, rb.key[:], out)
-			switch act {
-			case answered:
-				rb.outIov[k].Base = &out[0]
-				rb.outIov[k].SetLen(size)
-				rb.out[k].Hdr.Name = rb.in[i].Hdr.Name
-				rb.out[k].Hdr.Namelen = rb.in[i].Hdr.Namelen
-				k++
-			case declined:
-				b.handoff.deliver(pkt, r.udpAddr(&rb.names[i], src))
-			}
-		}
+		k := rb.serve(b.s, n, b.s.now(), decline)
 		r.write(rb.out[:k])
 	}
 	return nil
+}
+
+// serve answers the n datagrams read into rb at now, setting up rb.out
+// for the answers, and returns how many there are. Queries the fast path
+// declines go to decline, with their index and source.
+//
+// It makes two passes. The first parses, and looks up every plain query's
+// entry: the lookups do not depend on each other, so the CPU overlaps
+// their misses of its caches (a busy memo is larger than they are, and
+// the kernel's work between batches evicts it), where answering each in
+// turn would wait for each. The second answers.
+func (rb *rawBatch) serve(s *Server, n int, now time.Time, decline func(pkt []byte, i int, src netip.AddrPort)) int {
+	gen := s.gen.Load()
+	for i := range n {
+		src, ok := rawSource(&rb.names[i], rb.in[i].Hdr.Namelen)
+		rb.srcs[i], rb.isPlain[i], rb.entries[i] = src, false, nil
+		if !ok {
+			continue
+		}
+		pkt := rb.inBuf[i*rawSlot : i*rawSlot+int(rb.in[i].Len)]
+		p, ok := parsePlain(pkt, src.Addr(), rb.keys[i*maxKeyLen:(i+1)*maxKeyLen])
+		if ok {
+			rb.plains[i], rb.isPlain[i], rb.entries[i] = p, true, s.memo.get(p.key, gen, now)
+		}
+	}
+	k := 0
+	for i := range n {
+		src := rb.srcs[i]
+		if !src.IsValid() {
+			continue
+		}
+		pkt := rb.inBuf[i*rawSlot : i*rawSlot+int(rb.in[i].Len)]
+		size, act := 0, declined
+		out := rb.outBuf[k*maxUDPSize : (k+1)*maxUDPSize]
+		if rb.isPlain[i] {
+			size, act = s.answerFast(pkt, src, now, rb.plains[i], rb.entries[i], out)
+		}
+		switch act {
+		case answered:
+			rb.outIov[k].Base = &out[0]
+			rb.outIov[k].SetLen(size)
+			rb.out[k].Hdr.Name = rb.in[i].Hdr.Name
+			rb.out[k].Hdr.Namelen = rb.in[i].Hdr.Namelen
+			k++
+		case declined:
+			decline(pkt, i, src)
+		}
+	}
+	return k
 }
 
 // read reads a batch into rb. What is queued is read without telling
@@ -190,8 +229,8 @@ func (r *rawSocket) write(ms []unix.Mmsghdr) {
 	}
 }
 
-// source reads the address a datagram came from.
-func (r *rawSocket) source(sa *unix.RawSockaddrInet6, l uint32) (netip.AddrPort, bool) {
+// rawSource reads the address a datagram came from.
+func rawSource(sa *unix.RawSockaddrInet6, l uint32) (netip.AddrPort, bool) {
 	p := (*[2]byte)(unsafe.Pointer(&sa.Port)) // network order
 	port := uint16(p[0])<<8 | uint16(p[1])
 	switch {
@@ -204,8 +243,8 @@ func (r *rawSocket) source(sa *unix.RawSockaddrInet6, l uint32) (netip.AddrPort,
 	return netip.AddrPort{}, false
 }
 
-// udpAddr is src as miekg/dns is to see it, with its IPv6 zone.
-func (r *rawSocket) udpAddr(sa *unix.RawSockaddrInet6, src netip.AddrPort) *net.UDPAddr {
+// rawUDPAddr is src as miekg/dns is to see it, with its IPv6 zone.
+func rawUDPAddr(sa *unix.RawSockaddrInet6, src netip.AddrPort) *net.UDPAddr {
 	ua := net.UDPAddrFromAddrPort(src)
 	if sa.Family == unix.AF_INET6 && sa.Scope_id != 0 {
 		ua.Zone = strconv.Itoa(int(sa.Scope_id))
