@@ -5,12 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/edgecdn/cdn/compose"
@@ -175,54 +171,4 @@ func WriteLabTable(w io.Writer, rows []LabRow) {
 		}
 		fmt.Fprintf(w, "%-10s %-6s %-3s %-8s %8.1fms %8.1fms %7.2f  %s\n", r.Client, r.Target, r.Proto, r.Mode, r.TTFBms, r.Floorms, r.Ratio, r.PoP)
 	}
-}
-
-// WriteLabReport writes report.md and report.html (a self-contained page
-// with an SVG bar chart, the floor marked on every bar) into dir.
-func WriteLabReport(dir string, rows []LabRow) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	var md strings.Builder
-	md.WriteString("# edgecdn lab report\n\nTime to first byte (p50, DNS included) beside its floor from the lab's RTT matrix.\n\n")
-	md.WriteString("| client | target | proto | mode | ttfb p50 ms | floor ms | ratio | PoP |\n|---|---|---|---|---:|---:|---:|---|\n")
-	for _, r := range rows {
-		if r.Error != "" {
-			fmt.Fprintf(&md, "| %s | %s | %s | %s | error: %s | | | |\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
-			continue
-		}
-		fmt.Fprintf(&md, "| %s | %s | %s | %s | %.1f | %.1f | %.2f | %s |\n", r.Client, r.Target, r.Proto, r.Mode, r.TTFBms, r.Floorms, r.Ratio, r.PoP)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "report.html"), []byte(labHTML(rows)), 0o644)
-}
-
-func labHTML(rows []LabRow) string {
-	maxv := 1.0
-	for _, r := range rows {
-		maxv = max(maxv, r.TTFBms, r.Floorms)
-	}
-	const barH, gap, left, width = 18, 6, 260, 640
-	height := len(rows)*(barH+gap) + 40
-	var svg strings.Builder
-	fmt.Fprintf(&svg, `<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, left+width+80, height)
-	for i, r := range rows {
-		y := 20 + i*(barH+gap)
-		label := html.EscapeString(fmt.Sprintf("%s %s %s %s", r.Client, r.Target, r.Proto, r.Mode))
-		fmt.Fprintf(&svg, `<text x="%d" y="%d" text-anchor="end">%s</text>`, left-8, y+13, label)
-		w := int(r.TTFBms / maxv * width)
-		color := map[string]string{"hit": "#2a7", "miss": "#e92", "direct": "#c44"}[r.Target]
-		fmt.Fprintf(&svg, `<rect class="bar" x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%.1f ms</title></rect>`, left, y, w, barH, color, r.TTFBms)
-		fx := left + int(r.Floorms/maxv*width)
-		fmt.Fprintf(&svg, `<line class="floor" x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000" stroke-width="2"/>`, fx, y-2, fx, y+barH+2)
-		fmt.Fprintf(&svg, `<text x="%d" y="%d">%.1f ms (x%.2f)</text>`, left+w+6, y+13, r.TTFBms, r.Ratio)
-	}
-	svg.WriteString(`</svg>`)
-	return `<!doctype html><html><head><meta charset="utf-8"><title>edgecdn lab report</title></head><body>
-<h1>edgecdn lab report</h1><p>Time to first byte (p50, DNS included); the black mark is the floor from the RTT matrix.
-Green: hit through the PoP, orange: miss, red: direct to the origin.</p>
-` + svg.String() + `</body></html>
-`
 }

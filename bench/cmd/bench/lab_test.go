@@ -96,7 +96,7 @@ func TestLabEndToEnd(t *testing.T) {
 	shot := filepath.Join(out, "report.png")
 	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
-		"--window-size=1000,900", "--screenshot="+shot, "file://"+filepath.Join(out, "report.html"))
+		"--window-size=1300,900", "--screenshot="+shot, "file://"+filepath.Join(out, "report.html"))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("chromium: %v\n%s", err, b)
 	}
