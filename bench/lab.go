@@ -69,15 +69,43 @@ func LabConfigFrom(topo *compose.Topology, n *compose.Net, roots *x509.CertPool,
 
 // LabRow is one scenario from one client, set beside its floor.
 type LabRow struct {
-	Client  string  `json:"client"`
-	Target  string  `json:"target"` // hit, miss or direct
-	Proto   string  `json:"proto"`
-	Mode    string  `json:"mode"`
-	TTFBms  float64 `json:"ttfb_p50_ms"`
+	Client    string  `json:"client"`
+	Target    string  `json:"target"` // hit, miss or direct
+	Proto     string  `json:"proto"`
+	Mode      string  `json:"mode"`
+	TTFBms    float64 `json:"ttfb_p50_ms"`
+	TTFBP99ms float64 `json:"ttfb_p99_ms"`
+	Floorms   float64 `json:"floor_ms"` // the TTFB's floor
+	Ratio     float64 `json:"ratio"`    // TTFB p50 over its floor
+	// Phases are the TTFB's parts before the request: DNS, connect (TCP;
+	// 0 for QUIC) and TLS (or the QUIC handshake), each beside its floor.
+	Phases []LabPhase `json:"phases,omitempty"`
+	PoP    string     `json:"pop"`
+	Error  string     `json:"error,omitempty"`
+}
+
+// LabPhase is one phase of a scenario's requests: p50 and p99 beside the
+// floor the lab's RTT matrix sets.
+type LabPhase struct {
+	Name    string  `json:"name"` // dns, connect, tls
+	P50ms   float64 `json:"p50_ms"`
+	P99ms   float64 `json:"p99_ms"`
 	Floorms float64 `json:"floor_ms"`
-	Ratio   float64 `json:"ratio"`
-	PoP     string  `json:"pop"`
-	Error   string  `json:"error,omitempty"`
+}
+
+// phaseFloors are the floors of DNS, connect and TLS for a request of
+// proto and mode to a server rtt away, dns away from the resolver: one
+// round trip each, except that QUIC has no separate connect (its
+// handshake is the "tls" phase) and 0-RTT waits for no handshake.
+func phaseFloors(proto, mode string, dns, rtt time.Duration) []LabPhase {
+	connect, tls := rtt, rtt
+	switch {
+	case mode == ZeroRTT:
+		connect, tls = 0, 0
+	case proto == H3 || mode == FirstHTTPS:
+		connect = 0
+	}
+	return []LabPhase{{Name: "dns", Floorms: ms(dns)}, {Name: "connect", Floorms: ms(connect)}, {Name: "tls", Floorms: ms(tls)}}
 }
 
 // roundTrips is how many round trips a request needs before its first
@@ -111,23 +139,33 @@ func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
 		if _, err := probe(H2, Cold, hitURL, 1); err != nil { // fill this PoP's cache
 			return nil, fmt.Errorf("%s: fill: %w", c.Name, err)
 		}
-		add := func(target, proto, mode string, rs []Result, err error, floor time.Duration) {
-			row := LabRow{Client: c.Name, Target: target, Proto: proto, Mode: mode, Floorms: ms(floor)}
+		add := func(target, proto, mode string, rs []Result, err error, floor, serverRTT time.Duration) {
+			row := LabRow{Client: c.Name, Target: target, Proto: proto, Mode: mode, Floorms: ms(floor),
+				Phases: phaseFloors(proto, mode, c.DNSRTT, serverRTT)}
 			if err != nil {
 				row.Error = err.Error()
 				rows = append(rows, row)
 				return
 			}
-			var v []float64
+			var ttfb []float64
+			phases := make([][]float64, len(row.Phases))
 			for _, r := range rs {
 				if r.Error != "" {
 					row.Error = r.Error
 					continue
 				}
-				v = append(v, r.TTFBms)
+				ttfb = append(ttfb, r.TTFBms)
+				for i, v := range []float64{r.DNSms, r.Connectms, r.TLSms} {
+					phases[i] = append(phases[i], v)
+				}
 				row.PoP = r.PoP
 			}
-			row.TTFBms = percentiles(v).P50
+			p := percentiles(ttfb)
+			row.TTFBms, row.TTFBP99ms = p.P50, p.P99
+			for i := range row.Phases {
+				p := percentiles(phases[i])
+				row.Phases[i].P50ms, row.Phases[i].P99ms = p.P50, p.P99
+			}
 			if row.Floorms > 0 {
 				row.Ratio = row.TTFBms / row.Floorms
 			}
@@ -137,7 +175,7 @@ func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
 		// alone, h3 straight away when the HTTPS record offers it.
 		for _, s := range []struct{ proto, mode string }{{H1, Cold}, {H2, Cold}, {H3, Cold}, {H2, Resumed}, {H3, Resumed}, {H3, ZeroRTT}, {H2, First}, {H3, FirstHTTPS}} {
 			rs, err := probe(s.proto, s.mode, hitURL, cfg.N)
-			add("hit", s.proto, s.mode, rs, err, c.DNSRTT+time.Duration(roundTrips(s.proto, s.mode))*c.PoPRTT)
+			add("hit", s.proto, s.mode, rs, err, c.DNSRTT+time.Duration(roundTrips(s.proto, s.mode))*c.PoPRTT, c.PoPRTT)
 		}
 		for _, proto := range []string{H2, H3} {
 			var all []Result
@@ -151,24 +189,30 @@ func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
 				}
 				all = append(all, rs...)
 			}
-			add("miss", proto, Cold, all, ferr, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.PoPRTT+c.PoPOriginRTT)
+			add("miss", proto, Cold, all, ferr, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.PoPRTT+c.PoPOriginRTT, c.PoPRTT)
 		}
 		for _, proto := range []string{H1, H2} {
 			rs, err := probe(proto, Cold, cfg.OriginURL+"/gen/1k?cc=no-store", cfg.N)
-			add("direct", proto, Cold, rs, err, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.OriginRTT)
+			add("direct", proto, Cold, rs, err, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.OriginRTT, c.OriginRTT)
 		}
 	}
 	return rows, nil
 }
 
-// WriteLabTable prints the rows.
+// WriteLabTable prints the rows: per phase p50/p99 and its floor in
+// brackets, then the TTFB's p50, p99, floor and p50 over floor.
 func WriteLabTable(w io.Writer, rows []LabRow) {
-	fmt.Fprintf(w, "%-10s %-6s %-3s %-8s %10s %10s %7s  %s\n", "client", "target", "p", "mode", "ttfb p50", "floor", "ratio", "pop")
+	fmt.Fprintf(w, "%-10s %-6s %-3s %-11s %-19s %-19s %-19s %-19s %7s %6s  %s\n", "client", "target", "p", "mode",
+		"dns p50/p99 [floor]", "connect", "tls/quic", "ttfb p50/p99", "floor", "ratio", "pop")
 	for _, r := range rows {
 		if r.Error != "" {
-			fmt.Fprintf(w, "%-10s %-6s %-3s %-8s error: %s\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
+			fmt.Fprintf(w, "%-10s %-6s %-3s %-11s error: %s\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
 			continue
 		}
-		fmt.Fprintf(w, "%-10s %-6s %-3s %-8s %8.1fms %8.1fms %7.2f  %s\n", r.Client, r.Target, r.Proto, r.Mode, r.TTFBms, r.Floorms, r.Ratio, r.PoP)
+		fmt.Fprintf(w, "%-10s %-6s %-3s %-11s", r.Client, r.Target, r.Proto, r.Mode)
+		for _, ph := range r.Phases {
+			fmt.Fprintf(w, " %-19s", fmt.Sprintf("%.1f/%.1f [%.0f]", ph.P50ms, ph.P99ms, ph.Floorms))
+		}
+		fmt.Fprintf(w, " %-19s %7.1f %6.2f  %s\n", fmt.Sprintf("%.1f/%.1f", r.TTFBms, r.TTFBP99ms), r.Floorms, r.Ratio, r.PoP)
 	}
 }

@@ -15,14 +15,18 @@ func WriteLabReport(dir string, rows []LabRow) error {
 		return err
 	}
 	var md strings.Builder
-	md.WriteString("# edgecdn lab report\n\nTime to first byte (p50, DNS included) beside its floor from the lab's RTT matrix.\n\n")
-	md.WriteString("| client | target | proto | mode | ttfb p50 ms | floor ms | ratio | PoP |\n|---|---|---|---|---:|---:|---:|---|\n")
+	md.WriteString("# edgecdn lab report\n\nTime to first byte (DNS included) and its phases, p50 / p99 beside the floor from the lab's RTT matrix.\n\n")
+	md.WriteString("| client | target | proto | mode | dns ms | connect ms | tls/quic ms | ttfb p50 ms | ttfb p99 ms | floor ms | ratio | PoP |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range rows {
 		if r.Error != "" {
-			fmt.Fprintf(&md, "| %s | %s | %s | %s | error: %s | | | |\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
+			fmt.Fprintf(&md, "| %s | %s | %s | %s | error: %s | | | | | | | |\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
 			continue
 		}
-		fmt.Fprintf(&md, "| %s | %s | %s | %s | %.1f | %.1f | %.2f | %s |\n", r.Client, r.Target, r.Proto, r.Mode, r.TTFBms, r.Floorms, r.Ratio, r.PoP)
+		fmt.Fprintf(&md, "| %s | %s | %s | %s |", r.Client, r.Target, r.Proto, r.Mode)
+		for _, ph := range r.Phases {
+			fmt.Fprintf(&md, " %s |", phaseCell(ph))
+		}
+		fmt.Fprintf(&md, " %.1f | %.1f | %.1f | %.2f | %s |\n", r.TTFBms, r.TTFBP99ms, r.Floorms, r.Ratio, r.PoP)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
 		return err
@@ -71,13 +75,18 @@ func groupByClient(rows []LabRow) []labGroup {
 	return groups
 }
 
+// phaseCell is a phase's p50 / p99 and [floor], in ms.
+func phaseCell(ph LabPhase) string {
+	return fmt.Sprintf("%.1f / %.1f [%.0f]", ph.P50ms, ph.P99ms, ph.Floorms)
+}
+
 func rowLabel(r LabRow) string { return fmt.Sprintf("%s %s %s", r.Target, r.Proto, r.Mode) }
 
 func valueLabel(r LabRow) string {
 	if r.Error != "" {
 		return "error"
 	}
-	return fmt.Sprintf("%.1f ms (x%.2f)", r.TTFBms, r.Ratio)
+	return fmt.Sprintf("p50 %.1f / p99 %.1f ms (x%.2f)", r.TTFBms, r.TTFBP99ms, r.Ratio)
 }
 
 // labSVG draws one bar per row, grouped under a heading per client: the
@@ -90,7 +99,7 @@ func labSVG(rows []LabRow) string {
 	maxv := 1.0
 	var labelW, valueW float64
 	for _, r := range rows {
-		maxv = max(maxv, r.TTFBms, r.Floorms)
+		maxv = max(maxv, r.TTFBms, r.TTFBP99ms, r.Floorms)
 		labelW = max(labelW, textWidth(rowLabel(r)))
 		valueW = max(valueW, textWidth(valueLabel(r)))
 	}
@@ -109,6 +118,12 @@ func labSVG(rows []LabRow) string {
 			w := r.TTFBms / maxv * width
 			color := map[string]string{"hit": "#2a7", "miss": "#e92", "direct": "#c44"}[r.Target]
 			fmt.Fprintf(&svg, `<rect class="bar" x="%.0f" y="%d" width="%.0f" height="%d" fill="%s"><title>%.1f ms</title></rect>`, left, y, w, barHeight, color, r.TTFBms)
+			if r.TTFBP99ms > 0 {
+				px := left + r.TTFBP99ms/maxv*width
+				fmt.Fprintf(&svg, `<line class="p99" x1="%.0f" y1="%d" x2="%.0f" y2="%d" stroke="#555" stroke-width="1"/>`, left+w, y+barHeight/2, px, y+barHeight/2)
+				fmt.Fprintf(&svg, `<line class="p99" x1="%.0f" y1="%d" x2="%.0f" y2="%d" stroke="#555" stroke-width="1"/>`, px, y+3, px, y+barHeight-3)
+				w = max(w, px-left) // the value goes right of the p99 mark
+			}
 			fx := left + r.Floorms/maxv*width
 			fmt.Fprintf(&svg, `<line class="floor" x1="%.0f" y1="%d" x2="%.0f" y2="%d" stroke="#000" stroke-width="2"/>`, fx, y-2, fx, y+barHeight+2)
 			fmt.Fprintf(&svg, `<text class="value" x="%.0f" y="%d">%s</text>`, left+w+labelPad, y+13, html.EscapeString(valueLabel(r)))
@@ -120,9 +135,28 @@ func labSVG(rows []LabRow) string {
 }
 
 func labHTML(rows []LabRow) string {
-	return `<!doctype html><html><head><meta charset="utf-8"><title>edgecdn lab report</title></head><body>
-<h1>edgecdn lab report</h1><p>Time to first byte (p50, DNS included), grouped by client region; the black mark is the floor from the RTT matrix.
+	var table strings.Builder
+	table.WriteString(`<table id="phases"><thead><tr><th>client</th><th>target</th><th>proto</th><th>mode</th>` +
+		`<th>dns</th><th>connect</th><th>tls/quic</th><th>ttfb p50</th><th>ttfb p99</th><th>floor</th><th>ratio</th><th>PoP</th></tr></thead><tbody>`)
+	for _, r := range rows {
+		fmt.Fprintf(&table, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td>", html.EscapeString(r.Client), r.Target, r.Proto, r.Mode)
+		if r.Error != "" {
+			fmt.Fprintf(&table, `<td colspan="8">error: %s</td></tr>`, html.EscapeString(r.Error))
+			continue
+		}
+		for _, ph := range r.Phases {
+			fmt.Fprintf(&table, "<td>%s</td>", phaseCell(ph))
+		}
+		fmt.Fprintf(&table, "<td>%.1f</td><td>%.1f</td><td>%.1f</td><td>%.2f</td><td>%s</td></tr>\n", r.TTFBms, r.TTFBP99ms, r.Floorms, r.Ratio, html.EscapeString(r.PoP))
+	}
+	table.WriteString("</tbody></table>")
+	return `<!doctype html><html><head><meta charset="utf-8"><title>edgecdn lab report</title>
+<style>body{font-family:sans-serif} table{border-collapse:collapse;font-size:13px;margin-top:1em} td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} td:nth-child(-n+4),th{text-align:left}</style></head><body>
+<h1>edgecdn lab report</h1><p>Time to first byte (DNS included), grouped by client region: the bar is the p50, the thin line reaches the p99, the black mark is the floor from the RTT matrix.
 Green: hit through the PoP, orange: miss, red: direct to the origin.</p>
-` + labSVG(rows) + `</body></html>
+` + labSVG(rows) + `
+<h2>Phases</h2><p>Milliseconds, p50 / p99 [floor]: DNS (one round trip to GeoDNS), connect (TCP; none for QUIC), TLS or the QUIC handshake (none with 0-RTT); then the TTFB, which includes them.</p>
+` + table.String() + `
+</body></html>
 `
 }

@@ -27,7 +27,12 @@ func reportRows() []LabRow {
 			if s.target == "direct" && c == "client-ap" {
 				ttfb = 1234.5
 			}
-			rows = append(rows, LabRow{Client: c, Target: s.target, Proto: s.proto, Mode: s.mode, TTFBms: ttfb, Floorms: ttfb / 1.5, Ratio: 11.25, PoP: "pop-" + c[7:]})
+			phases := phaseFloors(s.proto, s.mode, 10*time.Millisecond, time.Duration(10+j*100)*time.Millisecond)
+			for k := range phases {
+				phases[k].P50ms, phases[k].P99ms = phases[k].Floorms+0.5, phases[k].Floorms+4.25
+			}
+			rows = append(rows, LabRow{Client: c, Target: s.target, Proto: s.proto, Mode: s.mode, TTFBms: ttfb, TTFBP99ms: ttfb * 1.75,
+				Floorms: ttfb / 1.5, Ratio: 11.25, Phases: phases, PoP: "pop-" + c[7:]})
 		}
 	}
 	return rows
@@ -161,4 +166,56 @@ document.body.appendChild(pre);
 		t.Fatalf("chromium --screenshot: %v\n%s", err, b)
 	}
 	labtest.KeepArtifact(t, shot, "lab-report.png")
+}
+
+func TestPhaseFloors(t *testing.T) {
+	const dns, rtt = 10 * time.Millisecond, 80 * time.Millisecond
+	for _, tt := range []struct {
+		proto, mode string
+		want        string // dns connect tls, ms
+	}{
+		{H1, Cold, "10 80 80"},
+		{H2, Resumed, "10 80 80"},
+		{H2, First, "10 80 80"},
+		{H3, Cold, "10 0 80"},
+		{H3, FirstHTTPS, "10 0 80"},
+		{H3, ZeroRTT, "10 0 0"},
+	} {
+		var got []string
+		for i, ph := range phaseFloors(tt.proto, tt.mode, dns, rtt) {
+			if ph.Name != []string{"dns", "connect", "tls"}[i] {
+				t.Errorf("phase %d is %q, want dns, connect, tls", i, ph.Name)
+			}
+			got = append(got, strconv.FormatFloat(ph.Floorms, 'f', -1, 64))
+		}
+		if strings.Join(got, " ") != tt.want {
+			t.Errorf("phaseFloors(%s, %s) = %v ms, want %s", tt.proto, tt.mode, got, tt.want)
+		}
+	}
+}
+
+// TestLabReportPhases: the table, report.md and report.html carry every
+// phase's p50 / p99 [floor] and the TTFB's p99 beside its p50.
+func TestLabReportPhases(t *testing.T) {
+	rows := reportRows()
+	var table strings.Builder
+	WriteLabTable(&table, rows)
+	dir := t.TempDir()
+	if err := WriteLabReport(dir, rows); err != nil {
+		t.Fatal(err)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
+	page, _ := os.ReadFile(filepath.Join(dir, "report.html"))
+	r := rows[len(rows)-1] // client-ap direct h1 cold: 210 ms to the origin
+	for name, out := range map[string]string{"table": table.String(), "report.md": string(md), "report.html": string(page)} {
+		for _, want := range []string{"dns", "connect", "tls/quic", "p99",
+			fmt.Sprintf("%.1f", r.TTFBP99ms), "210.5", "214.2", "[210]", "10.5"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s lacks %q:\n%s", name, want, out)
+			}
+		}
+	}
+	if n := strings.Count(string(page), `class="p99"`); n != 2*len(rows) {
+		t.Errorf("report.html has %d p99 marks for %d rows, want two lines a row", n, len(rows))
+	}
 }
