@@ -5,12 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/edgecdn/cdn/compose"
@@ -73,15 +69,43 @@ func LabConfigFrom(topo *compose.Topology, n *compose.Net, roots *x509.CertPool,
 
 // LabRow is one scenario from one client, set beside its floor.
 type LabRow struct {
-	Client  string  `json:"client"`
-	Target  string  `json:"target"` // hit, miss or direct
-	Proto   string  `json:"proto"`
-	Mode    string  `json:"mode"`
-	TTFBms  float64 `json:"ttfb_p50_ms"`
+	Client    string  `json:"client"`
+	Target    string  `json:"target"` // hit, miss or direct
+	Proto     string  `json:"proto"`
+	Mode      string  `json:"mode"`
+	TTFBms    float64 `json:"ttfb_p50_ms"`
+	TTFBP99ms float64 `json:"ttfb_p99_ms"`
+	Floorms   float64 `json:"floor_ms"` // the TTFB's floor
+	Ratio     float64 `json:"ratio"`    // TTFB p50 over its floor
+	// Phases are the TTFB's parts before the request: DNS, connect (TCP;
+	// 0 for QUIC) and TLS (or the QUIC handshake), each beside its floor.
+	Phases []LabPhase `json:"phases,omitempty"`
+	PoP    string     `json:"pop"`
+	Error  string     `json:"error,omitempty"`
+}
+
+// LabPhase is one phase of a scenario's requests: p50 and p99 beside the
+// floor the lab's RTT matrix sets.
+type LabPhase struct {
+	Name    string  `json:"name"` // dns, connect, tls
+	P50ms   float64 `json:"p50_ms"`
+	P99ms   float64 `json:"p99_ms"`
 	Floorms float64 `json:"floor_ms"`
-	Ratio   float64 `json:"ratio"`
-	PoP     string  `json:"pop"`
-	Error   string  `json:"error,omitempty"`
+}
+
+// phaseFloors are the floors of DNS, connect and TLS for a request of
+// proto and mode to a server rtt away, dns away from the resolver: one
+// round trip each, except that QUIC has no separate connect (its
+// handshake is the "tls" phase) and 0-RTT waits for no handshake.
+func phaseFloors(proto, mode string, dns, rtt time.Duration) []LabPhase {
+	connect, tls := rtt, rtt
+	switch {
+	case mode == ZeroRTT:
+		connect, tls = 0, 0
+	case proto == H3 || mode == FirstHTTPS:
+		connect = 0
+	}
+	return []LabPhase{{Name: "dns", Floorms: ms(dns)}, {Name: "connect", Floorms: ms(connect)}, {Name: "tls", Floorms: ms(tls)}}
 }
 
 // roundTrips is how many round trips a request needs before its first
@@ -115,23 +139,33 @@ func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
 		if _, err := probe(H2, Cold, hitURL, 1); err != nil { // fill this PoP's cache
 			return nil, fmt.Errorf("%s: fill: %w", c.Name, err)
 		}
-		add := func(target, proto, mode string, rs []Result, err error, floor time.Duration) {
-			row := LabRow{Client: c.Name, Target: target, Proto: proto, Mode: mode, Floorms: ms(floor)}
+		add := func(target, proto, mode string, rs []Result, err error, floor, serverRTT time.Duration) {
+			row := LabRow{Client: c.Name, Target: target, Proto: proto, Mode: mode, Floorms: ms(floor),
+				Phases: phaseFloors(proto, mode, c.DNSRTT, serverRTT)}
 			if err != nil {
 				row.Error = err.Error()
 				rows = append(rows, row)
 				return
 			}
-			var v []float64
+			var ttfb []float64
+			phases := make([][]float64, len(row.Phases))
 			for _, r := range rs {
 				if r.Error != "" {
 					row.Error = r.Error
 					continue
 				}
-				v = append(v, r.TTFBms)
+				ttfb = append(ttfb, r.TTFBms)
+				for i, v := range []float64{r.DNSms, r.Connectms, r.TLSms} {
+					phases[i] = append(phases[i], v)
+				}
 				row.PoP = r.PoP
 			}
-			row.TTFBms = percentiles(v).P50
+			p := percentiles(ttfb)
+			row.TTFBms, row.TTFBP99ms = p.P50, p.P99
+			for i := range row.Phases {
+				p := percentiles(phases[i])
+				row.Phases[i].P50ms, row.Phases[i].P99ms = p.P50, p.P99
+			}
 			if row.Floorms > 0 {
 				row.Ratio = row.TTFBms / row.Floorms
 			}
@@ -141,7 +175,7 @@ func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
 		// alone, h3 straight away when the HTTPS record offers it.
 		for _, s := range []struct{ proto, mode string }{{H1, Cold}, {H2, Cold}, {H3, Cold}, {H2, Resumed}, {H3, Resumed}, {H3, ZeroRTT}, {H2, First}, {H3, FirstHTTPS}} {
 			rs, err := probe(s.proto, s.mode, hitURL, cfg.N)
-			add("hit", s.proto, s.mode, rs, err, c.DNSRTT+time.Duration(roundTrips(s.proto, s.mode))*c.PoPRTT)
+			add("hit", s.proto, s.mode, rs, err, c.DNSRTT+time.Duration(roundTrips(s.proto, s.mode))*c.PoPRTT, c.PoPRTT)
 		}
 		for _, proto := range []string{H2, H3} {
 			var all []Result
@@ -155,74 +189,30 @@ func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
 				}
 				all = append(all, rs...)
 			}
-			add("miss", proto, Cold, all, ferr, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.PoPRTT+c.PoPOriginRTT)
+			add("miss", proto, Cold, all, ferr, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.PoPRTT+c.PoPOriginRTT, c.PoPRTT)
 		}
 		for _, proto := range []string{H1, H2} {
 			rs, err := probe(proto, Cold, cfg.OriginURL+"/gen/1k?cc=no-store", cfg.N)
-			add("direct", proto, Cold, rs, err, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.OriginRTT)
+			add("direct", proto, Cold, rs, err, c.DNSRTT+time.Duration(roundTrips(proto, Cold))*c.OriginRTT, c.OriginRTT)
 		}
 	}
 	return rows, nil
 }
 
-// WriteLabTable prints the rows.
+// WriteLabTable prints the rows: per phase p50/p99 and its floor in
+// brackets, then the TTFB's p50, p99, floor and p50 over floor.
 func WriteLabTable(w io.Writer, rows []LabRow) {
-	fmt.Fprintf(w, "%-10s %-6s %-3s %-8s %10s %10s %7s  %s\n", "client", "target", "p", "mode", "ttfb p50", "floor", "ratio", "pop")
+	fmt.Fprintf(w, "%-10s %-6s %-3s %-11s %-19s %-19s %-19s %-19s %7s %6s  %s\n", "client", "target", "p", "mode",
+		"dns p50/p99 [floor]", "connect", "tls/quic", "ttfb p50/p99", "floor", "ratio", "pop")
 	for _, r := range rows {
 		if r.Error != "" {
-			fmt.Fprintf(w, "%-10s %-6s %-3s %-8s error: %s\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
+			fmt.Fprintf(w, "%-10s %-6s %-3s %-11s error: %s\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
 			continue
 		}
-		fmt.Fprintf(w, "%-10s %-6s %-3s %-8s %8.1fms %8.1fms %7.2f  %s\n", r.Client, r.Target, r.Proto, r.Mode, r.TTFBms, r.Floorms, r.Ratio, r.PoP)
-	}
-}
-
-// WriteLabReport writes report.md and report.html (a self-contained page
-// with an SVG bar chart, the floor marked on every bar) into dir.
-func WriteLabReport(dir string, rows []LabRow) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	var md strings.Builder
-	md.WriteString("# edgecdn lab report\n\nTime to first byte (p50, DNS included) beside its floor from the lab's RTT matrix.\n\n")
-	md.WriteString("| client | target | proto | mode | ttfb p50 ms | floor ms | ratio | PoP |\n|---|---|---|---|---:|---:|---:|---|\n")
-	for _, r := range rows {
-		if r.Error != "" {
-			fmt.Fprintf(&md, "| %s | %s | %s | %s | error: %s | | | |\n", r.Client, r.Target, r.Proto, r.Mode, r.Error)
-			continue
+		fmt.Fprintf(w, "%-10s %-6s %-3s %-11s", r.Client, r.Target, r.Proto, r.Mode)
+		for _, ph := range r.Phases {
+			fmt.Fprintf(w, " %-19s", fmt.Sprintf("%.1f/%.1f [%.0f]", ph.P50ms, ph.P99ms, ph.Floorms))
 		}
-		fmt.Fprintf(&md, "| %s | %s | %s | %s | %.1f | %.1f | %.2f | %s |\n", r.Client, r.Target, r.Proto, r.Mode, r.TTFBms, r.Floorms, r.Ratio, r.PoP)
+		fmt.Fprintf(w, " %-19s %7.1f %6.2f  %s\n", fmt.Sprintf("%.1f/%.1f", r.TTFBms, r.TTFBP99ms), r.Floorms, r.Ratio, r.PoP)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "report.html"), []byte(labHTML(rows)), 0o644)
-}
-
-func labHTML(rows []LabRow) string {
-	maxv := 1.0
-	for _, r := range rows {
-		maxv = max(maxv, r.TTFBms, r.Floorms)
-	}
-	const barH, gap, left, width = 18, 6, 260, 640
-	height := len(rows)*(barH+gap) + 40
-	var svg strings.Builder
-	fmt.Fprintf(&svg, `<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, left+width+80, height)
-	for i, r := range rows {
-		y := 20 + i*(barH+gap)
-		label := html.EscapeString(fmt.Sprintf("%s %s %s %s", r.Client, r.Target, r.Proto, r.Mode))
-		fmt.Fprintf(&svg, `<text x="%d" y="%d" text-anchor="end">%s</text>`, left-8, y+13, label)
-		w := int(r.TTFBms / maxv * width)
-		color := map[string]string{"hit": "#2a7", "miss": "#e92", "direct": "#c44"}[r.Target]
-		fmt.Fprintf(&svg, `<rect class="bar" x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%.1f ms</title></rect>`, left, y, w, barH, color, r.TTFBms)
-		fx := left + int(r.Floorms/maxv*width)
-		fmt.Fprintf(&svg, `<line class="floor" x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000" stroke-width="2"/>`, fx, y-2, fx, y+barH+2)
-		fmt.Fprintf(&svg, `<text x="%d" y="%d">%.1f ms (x%.2f)</text>`, left+w+6, y+13, r.TTFBms, r.Ratio)
-	}
-	svg.WriteString(`</svg>`)
-	return `<!doctype html><html><head><meta charset="utf-8"><title>edgecdn lab report</title></head><body>
-<h1>edgecdn lab report</h1><p>Time to first byte (p50, DNS included); the black mark is the floor from the RTT matrix.
-Green: hit through the PoP, orange: miss, red: direct to the origin.</p>
-` + svg.String() + `</body></html>
-`
 }

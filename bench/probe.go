@@ -85,7 +85,14 @@ type Result struct {
 	Resumed     bool    `json:"resumed"`
 	EarlyData   bool    `json:"early_data"`
 	Negotiated  string  `json:"negotiated"` // the protocol actually used
-	Error       string  `json:"error,omitempty"`
+	// Timing is what the PoP's Server-Timing said (nil without one), and
+	// Split the TTFB divided with it: client<->PoP, PoP, PoP<->origin.
+	Timing *EdgeTiming `json:"server_timing,omitempty"`
+	Split  *TTFBSplit  `json:"split,omitempty"`
+	// ServerTimingError says why a Server-Timing field was not understood
+	// (the request itself succeeded).
+	ServerTimingError string `json:"server_timing_error,omitempty"`
+	Error             string `json:"error,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -145,6 +152,9 @@ func Probe(ctx context.Context, cfg ProbeConfig, rawURL string) ([]Result, error
 		r, err := p.one(ctx, false)
 		if err != nil {
 			r.Error = err.Error()
+		} else if r.Timing != nil {
+			split := r.Timing.Split(r.TTFBms)
+			r.Split = &split
 		}
 		out = append(out, r)
 	}
@@ -320,6 +330,14 @@ func fill(r *Result, resp *http.Response, n int64, popHeader string) {
 	r.CacheStatus = resp.Header.Get("Cache-Status")
 	r.PoP = resp.Header.Get(popHeader)
 	r.Negotiated = fmt.Sprintf("h%d", resp.ProtoMajor)
+	if v := resp.Header.Values("Server-Timing"); len(v) > 0 {
+		metrics, err := ParseServerTiming(v...)
+		if err != nil {
+			r.ServerTimingError = err.Error()
+		} else if t, ok := EdgeTimingFrom(metrics); ok {
+			r.Timing = &t
+		}
+	}
 	if resp.TLS != nil {
 		r.Resumed = resp.TLS.DidResume
 	}

@@ -59,12 +59,41 @@ func WriteTable(w io.Writer, rs []Result) error {
 		p := percentiles(v)
 		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", ph.name, p.P50, p.P90, p.P99, p.Max)
 	}
+	// The TTFB split by the PoP's Server-Timing, over the requests that
+	// carried one.
+	split := []struct {
+		name string
+		get  func(TTFBSplit) float64
+	}{
+		{"  client<->pop", func(s TTFBSplit) float64 { return s.ClientPoPms }},
+		{"  pop", func(s TTFBSplit) float64 { return s.PoPms }},
+		{"  pop<->origin", func(s TTFBSplit) float64 { return s.PoPOriginms }},
+	}
+	for _, ph := range split {
+		var v []float64
+		for _, r := range rs {
+			if r.Error == "" && r.Split != nil {
+				v = append(v, ph.get(*r.Split))
+			}
+		}
+		if len(v) == 0 {
+			break
+		}
+		p := percentiles(v)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", ph.name, p.P50, p.P90, p.P99, p.Max)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	counts := map[string]int{}
 	for _, r := range rs {
 		key := fmt.Sprintf("status=%d proto=%s resumed=%v early_data=%v pop=%q cache=%q", r.Status, r.Negotiated, r.Resumed, r.EarlyData, r.PoP, CacheVerdict(r.CacheStatus))
+		if r.Timing != nil {
+			key += fmt.Sprintf(" server-timing: pop=%q cache=%q", r.Timing.PoP, r.Timing.Cache)
+		}
+		if r.ServerTimingError != "" {
+			key += " " + r.ServerTimingError
+		}
 		if r.Error != "" {
 			key = "error: " + r.Error
 		}

@@ -98,6 +98,7 @@ func TestLabUp(t *testing.T) {
 	}
 
 	chromiumOverH3(ctx, t, r, pin)
+	prometheusTargetsServe(t, r, lab.Root)
 
 	if err := lab.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)
@@ -237,13 +238,14 @@ func chromiumOverH3(ctx context.Context, t *testing.T, r *compose.Runner, pin st
 	before := h3()
 	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	out, err := r.Net.Exec(cctx, "client-eu", chromium,
-		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+t.TempDir(),
 		"--enable-quic", "--origin-to-force-quic-on=www.cdn.lab:443",
-		"--ignore-certificate-errors-spki-list="+pin,
-		"--dump-dom", "https://www.cdn.lab/").CombinedOutput()
+		"--ignore-certificate-errors-spki-list=" + pin,
+		// The page's script fills its table once everything has loaded.
+		"--virtual-time-budget=5000", "--window-size=1300,1400"}
+	out, err := r.Net.Exec(cctx, "client-eu", chromium, append(args, "--user-data-dir="+t.TempDir(),
+		"--dump-dom", "https://www.cdn.lab/")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("chromium in client-eu: %v\n%s", err, out)
 	}
@@ -255,4 +257,87 @@ func chromiumOverH3(ctx context.Context, t *testing.T, r *compose.Runner, pin st
 	} else {
 		t.Logf("chromium in client-eu: pop-eu answered %d requests over HTTP/3", after-before)
 	}
+	demoPageRows(t, r, string(out))
+	shot := filepath.Join(t.TempDir(), "demo-page.png")
+	if b, err := r.Net.Exec(cctx, "client-eu", chromium, append(args, "--user-data-dir="+t.TempDir(),
+		"--screenshot="+shot, "https://www.cdn.lab/")...).CombinedOutput(); err != nil {
+		t.Errorf("chromium screenshot in client-eu: %v\n%s", err, b)
+	} else {
+		labtest.KeepArtifact(t, shot, "lab-demo-page.png")
+	}
+}
+
+var (
+	demoRow  = regexp.MustCompile(`(?s)<tr data-path="([^"]*)" data-proto="([^"]*)">(.*?)</tr>`)
+	demoCell = regexp.MustCompile(`<td[^>]*>([^<]*)</td>`)
+)
+
+// demoPageRows checks the demo page's table as Chromium rendered it in
+// client-eu: a row for the page, over HTTP/3, and one for each of its
+// resources, with a time to first byte. Where pop-eu sends Server-Timing,
+// the rows name it and its cache's verdict; where it does not yet, the
+// page says so.
+func demoPageRows(t *testing.T, r *compose.Runner, dom string) {
+	t.Helper()
+	rows := map[string][]string{}
+	for _, m := range demoRow.FindAllStringSubmatch(dom, -1) {
+		var cells []string
+		for _, c := range demoCell.FindAllStringSubmatch(m[3], -1) {
+			cells = append(cells, c[1])
+		}
+		rows[m[1]] = cells
+	}
+	for _, p := range []string{"/", "/static/app.css", "/static/app.js", "/static/img/hero-1600.jpg", "/static/img/tile-eu.png",
+		"/static/font/dejavu-sans-bold-latin.woff2", "/clock", "/account/me.json"} {
+		row := rows[p]
+		if len(row) != 9 || row[1] != "h3" || row[4] == "\u2013" {
+			t.Errorf("the demo page's row for %s = %q, want it loaded over h3 with a TTFB", p, row)
+		}
+	}
+	t.Logf("the demo page's row for itself: %q", rows["/"])
+	probe := labClient(t, r, "client-eu", mustHost(t, r.Topo, "pop-eu").Addr.String(), "h2", nil)
+	probe.Transport.(*http.Transport).TLSClientConfig.InsecureSkipVerify = true // only the header matters here
+	resp, err := probe.Get("https://www.cdn.lab/static/app.css")
+	if err != nil {
+		t.Fatalf("pop-eu: %v", err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Server-Timing") == "" {
+		if !strings.Contains(dom, "No response carried Server-Timing") {
+			t.Errorf("pop-eu sends no Server-Timing and the demo page does not say so")
+		}
+		t.Log("pop-eu sends no Server-Timing yet: the page's PoP and cache columns are dashes")
+		return
+	}
+	if row := rows["/static/app.css"]; len(row) != 9 || row[2] != "pop-eu" || row[3] == "\u2013" {
+		t.Errorf("pop-eu sends Server-Timing, but the demo page's row for /static/app.css = %q, want pop-eu and a cache verdict", row)
+	}
+}
+
+var promTarget = regexp.MustCompile(`"(\d+\.\d+\.\d+\.\d+:\d+)"`)
+
+// prometheusTargetsServe scrapes every target of compose/prometheus.yml
+// from client-na, as a Prometheus on the lab network would: each answers
+// /metrics in Prometheus's text format.
+func prometheusTargetsServe(t *testing.T, r *compose.Runner, root string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "compose", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: &http.Transport{DialContext: r.Net.Dialer("client-na")}, Timeout: 10 * time.Second}
+	targets := promTarget.FindAllStringSubmatch(string(b), -1)
+	for _, m := range targets {
+		resp, err := c.Get("http://" + m[1] + "/metrics")
+		if err != nil {
+			t.Errorf("scrape %s: %v", m[1], err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Contains(body, []byte("# TYPE ")) {
+			t.Errorf("scrape %s/metrics = %d, %d bytes, want Prometheus metrics", m[1], resp.StatusCode, len(body))
+		}
+	}
+	t.Logf("prometheus.yml: %d targets scraped from client-na", len(targets))
 }

@@ -79,6 +79,7 @@ func (r *Runner) containerPaths() map[string]string {
 		"/lab":                     filepath.Join(r.cfg.StateDir, caVolume),
 		"/srv/www":                 filepath.Join(r.cfg.Root, "origin", "testdata", "www"),
 		"/etc/edgecdn/geodns.yaml": filepath.Join(r.cfg.Root, "compose", "lab", "geodns.yaml"),
+		"/etc/edgecdn/origin.yaml": filepath.Join(r.cfg.Root, "compose", "lab", "origin.yaml"),
 	}
 }
 

@@ -262,3 +262,22 @@ func (t *Topology) HostNames() []string {
 	}
 	return names
 }
+
+// Flag returns the value of the flag -name (or --name) in the host's
+// command, written "-name value" or "-name=value", and whether it is
+// there: the PoPs' -admin is their metrics and health listener.
+func (h Host) Flag(name string) (string, bool) {
+	for i, a := range h.Command {
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if len(a) == len(h.Command[i]) {
+			continue // not a flag
+		}
+		if a == name && i+1 < len(h.Command) {
+			return h.Command[i+1], true
+		}
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}

@@ -174,3 +174,22 @@ func FuzzTopology(f *testing.F) {
 		}
 	})
 }
+
+func TestHostFlag(t *testing.T) {
+	h := Host{Command: []string{"pop", "-name", "pop-eu", "--admin", "10.77.2.20:9901", "-drain-delay=3s", "admin", "-last"}}
+	for _, tt := range []struct {
+		name, want string
+		ok         bool
+	}{
+		{"admin", "10.77.2.20:9901", true},
+		{"name", "pop-eu", true},
+		{"drain-delay", "3s", true},
+		{"last", "", false}, // no value after it
+		{"pop", "", false},  // the program, not a flag
+		{"missing", "", false},
+	} {
+		if got, ok := h.Flag(tt.name); got != tt.want || ok != tt.ok {
+			t.Errorf("Flag(%q) = %q, %v, want %q, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
+}

@@ -26,6 +26,12 @@
 // and derived from the size, and ranges and conditional requests work as for
 // files. Other query parameters are ignored, so cache-busting ones are fine.
 //
+// One object changes on its own, for the lab's demo page:
+//
+//	GET /clock           {"tick": N, "changed": "2026-...Z", "period_s": 5}: a new tick every
+//	                     ClockPeriod, with that period's ETag and Last-Modified and a max-age
+//	                     of the seconds left in it
+//
 // Two endpoints are for operators and tests:
 //
 //	GET /healthz         200 "ok", Cache-Control: no-store

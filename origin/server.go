@@ -42,6 +42,7 @@ type Server struct {
 	gen  []byte   // the generated objects' pattern, repeated; read only; see newGenBlock
 	mux  *http.ServeMux
 	hs   *http.Server
+	now  func() time.Time // the clock of /clock; time.Now but in tests
 
 	counters counters
 
@@ -57,7 +58,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("origin config: %w", err)
 	}
 	cfg.Rules = append([]Rule(nil), cfg.Rules...)
-	s := &Server{cfg: cfg, log: cfg.Logger, gen: newGenBlock(), closeRoot: func() error { return nil }}
+	s := &Server{cfg: cfg, log: cfg.Logger, gen: newGenBlock(), now: time.Now, closeRoot: func() error { return nil }}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -73,6 +74,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc(healthPath, s.serveHealth)
 	s.mux.HandleFunc(statsPath, s.serveStats)
 	s.mux.HandleFunc(genPrefix, s.serveGen)
+	s.mux.HandleFunc(clockPath, s.serveClock)
 	s.mux.HandleFunc("/", s.serveFile)
 	s.hs = &http.Server{
 		Handler:           s,

@@ -143,3 +143,29 @@ func (l *Lab) Stop() error {
 	l.stopOnce.Do(func() { l.stopErr = l.Runner.Stop() })
 	return l.stopErr
 }
+
+// KeepArtifact logs the path of a file a test made for people to look at
+// (a screenshot, a report) and, when EDGECDN_ARTIFACTS names a directory,
+// copies it there as name, so that it outlives the test's temporary
+// directory (CI keeps that directory). A failure to copy fails the test.
+func KeepArtifact(t testing.TB, path, name string) {
+	t.Helper()
+	dir := os.Getenv("EDGECDN_ARTIFACTS")
+	if dir == "" {
+		t.Logf("artifact: %s (set EDGECDN_ARTIFACTS=DIR to keep it)", path)
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	dst := filepath.Join(dir, name)
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o644)
+	}
+	if err != nil {
+		t.Errorf("keep artifact %s: %v", path, err)
+		return
+	}
+	t.Logf("artifact: %s (copied from %s)", dst, path)
+}

@@ -71,6 +71,21 @@ func TestLabEndToEnd(t *testing.T) {
 			t.Errorf("%s: hit %.1f, miss %.1f, direct %.1f ms; want hit < miss < direct", c, hit, miss, direct)
 		}
 	}
+	// Every phase that has a floor took time, and its p99 is no less
+	// than its p50 (bench lab's per-phase columns).
+	for _, row := range rows {
+		if row.Error != "" {
+			continue
+		}
+		if len(row.Phases) != 3 || row.TTFBP99ms < row.TTFBms {
+			t.Errorf("%s %s %s %s: phases %+v, ttfb p50 %.1f p99 %.1f; want dns, connect, tls and p99 >= p50", row.Client, row.Target, row.Proto, row.Mode, row.Phases, row.TTFBms, row.TTFBP99ms)
+		}
+		for _, ph := range row.Phases {
+			if ph.Floorms > 0 && (ph.P50ms <= 0 || ph.P99ms < ph.P50ms) {
+				t.Errorf("%s %s %s %s: phase %+v, want time spent where the floor is %.0f ms", row.Client, row.Target, row.Proto, row.Mode, ph, ph.Floorms)
+			}
+		}
+	}
 	chromiumFirstVisit(ctx, t, lab)
 	out := t.TempDir()
 	if err := bench.WriteLabReport(out, rows); err != nil {
@@ -96,7 +111,7 @@ func TestLabEndToEnd(t *testing.T) {
 	shot := filepath.Join(out, "report.png")
 	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
-		"--window-size=1000,900", "--screenshot="+shot, "file://"+filepath.Join(out, "report.html"))
+		"--window-size=1300,900", "--screenshot="+shot, "file://"+filepath.Join(out, "report.html"))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("chromium: %v\n%s", err, b)
 	}

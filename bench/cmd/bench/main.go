@@ -4,7 +4,8 @@
 //     QUIC handshake, first byte, total) over HTTP/1.1, HTTP/2 or HTTP/3,
 //     on cold, warm, resumed or 0-RTT connections, or as a browser's first
 //     visit (first, first-https: the protocol chosen from DNS, with or
-//     without the HTTPS record).
+//     without the HTTPS record); with the PoP's Server-Timing it splits
+//     each TTFB into client<->PoP, PoP and PoP<->origin.
 //   - load sends closed- or open-loop load and reports req/s, latency
 //     percentiles, statuses and the hit ratio.
 //   - replay sends a trace (generated, or read from CSV) to a cache and
@@ -13,8 +14,8 @@
 //     oracle at the same budget: the offload.
 //   - compare sets two runs of ttfb or load (their JSON) side by side.
 //   - lab measures, from every client of the running native lab, hits,
-//     misses and requests direct to the origin beside their floors, and
-//     writes a report.
+//     misses and requests direct to the origin, each phase's p50 and p99
+//     beside its floor, and writes a report.
 //   - drill brings up a private lab and breaks it on purpose (the origin
 //     down or slow, a PoP down, drained, restarted cold, flooded or
 //     attacked), printing each expectation, what was measured and PASS or
