@@ -184,30 +184,9 @@ func (a *admission) admit(key string, v any, cost int64) (victims []resident, ok
 		a.removeAt(int(i)) // an update: it competes like a new object
 		replaced = true
 	}
-	if cost > a.budget {
+	n, ok := a.choose(key, cost)
+	if !ok {
 		return nil, false, replaced
-	}
-	inc := a.freq.estimate(keyHash(key))
-	// Candidates taken so far are moved to the end of items, so that the
-	// next draws are among the rest.
-	n, free := len(a.items), a.budget-a.used
-	for free < cost {
-		if n == 0 {
-			return nil, false, replaced
-		}
-		best, bestF := -1, int64(0)
-		for range min(victimSample, n) {
-			i := int(a.next() % uint64(n))
-			if f := a.freq.estimate(keyHash(a.items[i].key)); best < 0 || f < bestF {
-				best, bestF = i, f
-			}
-		}
-		if bestF > inc {
-			return nil, false, replaced
-		}
-		n--
-		a.swap(best, n)
-		free += a.items[n].cost
 	}
 	victims = append(victims, a.items[n:]...)
 	for len(a.items) > n {
@@ -218,6 +197,51 @@ func (a *admission) admit(key string, v any, cost int64) (victims []resident, ok
 	a.items = append(a.items, resident{key: key, v: v, cost: cost})
 	a.used += cost
 	return victims, true, replaced
+}
+
+// wouldAdmit is admit's decision for a new object, without admitting it:
+// the cache asks before it buffers a response, so that one the store
+// would refuse streams through without a copy. (admit decides again when
+// it is stored, on a new draw of candidates.)
+func (a *admission) wouldAdmit(key string, cost int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.index[key]; ok {
+		return true // an update
+	}
+	_, ok := a.choose(key, cost)
+	return ok
+}
+
+// choose draws the victims for a newcomer of cost: it moves them to the
+// end of items, from n on, or reports false if the newcomer is refused.
+// Candidates taken so far are at the end, so that the next draws are
+// among the rest.
+func (a *admission) choose(key string, cost int64) (n int, ok bool) {
+	if cost > a.budget {
+		return 0, false
+	}
+	inc := a.freq.estimate(keyHash(key))
+	n, free := len(a.items), a.budget-a.used
+	for free < cost {
+		if n == 0 {
+			return 0, false
+		}
+		best, bestF := -1, int64(0)
+		for range min(victimSample, n) {
+			i := int(a.next() % uint64(n))
+			if f := a.freq.estimate(keyHash(a.items[i].key)); best < 0 || f < bestF {
+				best, bestF = i, f
+			}
+		}
+		if bestF > inc {
+			return 0, false
+		}
+		n--
+		a.swap(best, n)
+		free += a.items[n].cost
+	}
+	return n, true
 }
 
 // remove forgets key if v is its resident value (any value if v is nil).

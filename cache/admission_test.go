@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,7 +163,18 @@ func TestAdmission(t *testing.T) {
 // ristretto refuses nothing while its counts tie, and admits at once
 // whatever fits.)
 func TestOneHitWondersNeverEvictPopular(t *testing.T) {
-	const popular, rounds, wondersPerRound = 40, 20, 30 // 570 one-hit objects of 16 KiB through 1 MiB
+	// With a Content-Length, a response the store would refuse is sent on
+	// without a copy (detail=not-admitted); without one it is read whole
+	// and refused when stored.
+	for _, withLength := range []bool{true, false} {
+		t.Run(fmt.Sprintf("content-length %v", withLength), func(t *testing.T) {
+			oneHitWonders(t, withLength)
+		})
+	}
+}
+
+func oneHitWonders(t *testing.T, withLength bool) {
+	const popular, rounds, wondersPerRound = 40, 12, 30 // 330 one-hit objects of 16 KiB through 1 MiB
 	body := strings.Repeat("x", 16<<10)
 	var mu sync.Mutex
 	fetched := map[string]int{}
@@ -171,9 +183,12 @@ func TestOneHitWondersNeverEvictPopular(t *testing.T) {
 		fetched[r.URL.Path]++
 		mu.Unlock()
 		w.Header().Set("Cache-Control", "max-age=3600")
+		if withLength {
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		}
 		w.Write([]byte(body))
 	})
-	wonder := 0
+	wonder, notAdmitted := 0, 0
 	for round := range rounds {
 		for i := range popular {
 			rg.get(fmt.Sprintf("/popular/%d", i))
@@ -182,7 +197,13 @@ func TestOneHitWondersNeverEvictPopular(t *testing.T) {
 			continue // the popular ones' first requests filled the cache
 		}
 		for range wondersPerRound {
-			rg.get(fmt.Sprintf("/wonder/%d", wonder))
+			resp, got := rg.get(fmt.Sprintf("/wonder/%d", wonder))
+			if got != body {
+				t.Fatalf("/wonder/%d: %d bytes, want the origin's %d", wonder, len(got), len(body))
+			}
+			if strings.Contains(resp.Header.Get("Cache-Status"), "detail=not-admitted") {
+				notAdmitted++
+			}
 			wonder++
 		}
 	}
@@ -198,8 +219,26 @@ func TestOneHitWondersNeverEvictPopular(t *testing.T) {
 	if st.Rejected == 0 {
 		t.Errorf("no one-hit object refused (stats %+v): the cache never filled, so the test proves nothing", st)
 	}
+	if withLength && notAdmitted == 0 {
+		t.Error("no one-hit object was sent on as not admitted")
+	}
 	if st.Bytes > 1<<20 {
 		t.Errorf("the store holds %d bytes, more than its budget of %d", st.Bytes, 1<<20)
+	}
+}
+
+// TestAllocSize: allocSize is what Go allocates for a body, and fitBody
+// trims a grown buffer's spare room.
+func TestAllocSize(t *testing.T) {
+	for _, n := range []int{1, 7, 8, 9, 100, 1000, 4095, 4096, 4097, 16 << 10, 20000, 32 << 10, 32<<10 + 1, 100_000, 1 << 20} {
+		want := cap(slices.Grow([]byte(nil), n))
+		if got := allocSize(int64(n)); got != int64(want) {
+			t.Errorf("allocSize(%d) = %d, want %d (Go's allocation)", n, got, want)
+		}
+	}
+	grown := append(make([]byte, 0, 100_000), make([]byte, 20_000)...)
+	if got := fitBody(grown); len(got) != 20_000 || int64(cap(got)) != allocSize(20_000) {
+		t.Errorf("fitBody of 20000 bytes in 100000: len %d cap %d, want 20000, %d", len(got), cap(got), allocSize(20_000))
 	}
 }
 

@@ -76,10 +76,17 @@ func (s *StoreSim) Request(key string, size int64) (hit bool, err error) {
 	if size > s.maxObject {
 		return false, nil
 	}
-	if int64(len(s.zeros)) < size {
-		s.zeros = make([]byte, size)
+	// As the Cache's fill does: ask the store first, then allocate the
+	// body (rounded up to its size class) and store it.
+	e := &entry{key: key, status: http.StatusOK, header: s.header, encoded: true}
+	alloc := allocSize(size)
+	if !s.st.wouldAdmit(key, e.cost()+alloc) {
+		return false, nil
 	}
-	e := &entry{key: key, status: http.StatusOK, header: s.header, body: s.zeros[:size], encoded: true}
+	if int64(len(s.zeros)) < alloc {
+		s.zeros = make([]byte, alloc)
+	}
+	e.body = s.zeros[:size:alloc]
 	if s.st.put(e, time.Hour) {
 		s.st.rc.Wait() // as Cache.save does: the next request finds it
 	}

@@ -203,6 +203,53 @@ func (s *store) set(key string, v any, cost int64, ttl time.Duration) bool {
 	return true
 }
 
+// wouldAdmit reports whether set would store a new value of cost under
+// key now (see admission.wouldAdmit).
+func (s *store) wouldAdmit(key string, cost int64) bool {
+	return s.adm.wouldAdmit(key, cost+residentOverhead)
+}
+
+// allocSize is what Go allocates for a body of n bytes (make([]byte, n)
+// rounded up to its size class), which a stored body's cost counts:
+// small objects to one of Go's size classes, large ones to whole 8 KiB
+// pages.
+func allocSize(n int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	if n > maxSmallSize {
+		return (n + 8191) &^ 8191
+	}
+	classes := sizeClasses()
+	i, _ := slices.BinarySearch(classes, int32(n))
+	return int64(classes[i])
+}
+
+// fitBody is b in an allocation of its size class: a body read by
+// growing a buffer (io.ReadAll, appends) may hold up to twice its length,
+// all of it counted in its cost; this copy holds none of that spare room.
+func fitBody(b []byte) []byte {
+	if int64(cap(b)) <= allocSize(int64(len(b))) {
+		return b
+	}
+	return slices.Clone(b)
+}
+
+// maxSmallSize is the largest of Go's small-object size classes.
+const maxSmallSize = 32 << 10
+
+// sizeClasses are Go's small-object size classes, found once by growing
+// slices (append rounds a slice's capacity up to its class).
+var sizeClasses = sync.OnceValue(func() []int32 {
+	var classes []int32
+	for n := 1; n <= maxSmallSize; {
+		c := cap(slices.Grow([]byte(nil), n))
+		classes = append(classes, int32(c))
+		n = c + 1
+	}
+	return classes
+})
+
 // drop removes key from the store.
 func (s *store) drop(key string) {
 	s.adm.remove(key, nil)
@@ -312,9 +359,9 @@ func (s *store) getVary(key string) *varyIndex {
 // its listing in the Vary index (which keeps the key after the entry
 // goes, until the index unlists it).
 func (e *entry) cost() int64 {
-	n := int64(len(e.body) + len(e.key) + 64)
+	n := int64(cap(e.body) + len(e.key) + 64) // cap: the body's whole allocation
 	for _, r := range e.reps[min(1, len(e.reps)):] { // the identity body is e.body
-		n += int64(len(r.body)) + 128
+		n += int64(cap(r.body)) + 128
 	}
 	if e.vary != nil {
 		n += int64(len(e.key) + variantOverhead)
