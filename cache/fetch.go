@@ -1,12 +1,12 @@
 package cache
 
 import (
-	"slices"
 	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"

@@ -359,7 +359,7 @@ func (s *store) getVary(key string) *varyIndex {
 // its listing in the Vary index (which keeps the key after the entry
 // goes, until the index unlists it).
 func (e *entry) cost() int64 {
-	n := int64(cap(e.body) + len(e.key) + 64) // cap: the body's whole allocation
+	n := int64(cap(e.body) + len(e.key) + 64)        // cap: the body's whole allocation
 	for _, r := range e.reps[min(1, len(e.reps)):] { // the identity body is e.body
 		n += int64(cap(r.body)) + 128
 	}
