@@ -3,7 +3,11 @@ package bench
 import (
 	"cmp"
 	"container/list"
+	"fmt"
 	"slices"
+	"strconv"
+
+	"github.com/edgecdn/cdn/cache"
 )
 
 // The offline references say what a cache of the same budget could have
@@ -17,6 +21,7 @@ import (
 const (
 	PolicyLRU    = "lru"
 	PolicyOracle = "oracle"
+	PolicyStore  = "pop store" // the PoP's cache store, simulated (SimulateStore)
 )
 
 // OfflineResult is what a policy achieves on a trace's measured window.
@@ -117,4 +122,39 @@ func StaticOracle(reqs []TraceRequest, warmup int, budget int64) OfflineResult {
 	}
 	res.finish()
 	return res
+}
+
+// SimulateStore replays reqs through the PoP's cache store without HTTP
+// (cache.StoreSim): its admission, eviction and costs at budget bytes, so
+// that a change of policy can be judged in seconds before a replay. Keys
+// are those a replay's requests get (https://127.0.0.1/gen/<size>?o=<id>).
+// The result varies a little from run to run (see cache.StoreSim).
+func SimulateStore(reqs []TraceRequest, warmup int, budget int64) (OfflineResult, error) {
+	res := OfflineResult{Policy: PolicyStore, Budget: budget}
+	sim, err := cache.NewStoreSim(cache.SimConfig{MaxBytes: budget})
+	if err != nil {
+		return res, fmt.Errorf("-budget %d: %w", budget, err)
+	}
+	defer sim.Close()
+	var key []byte
+	for i, r := range reqs {
+		key = append(key[:0], "https://127.0.0.1/gen/"...)
+		key = strconv.AppendInt(key, r.Size, 10)
+		key = append(key, "?o="...)
+		key = strconv.AppendUint(key, r.ID, 10)
+		hit, err := sim.Request(string(key), r.Size)
+		if err != nil {
+			return res, fmt.Errorf("trace request %d: %w", i, err)
+		}
+		if i >= warmup {
+			res.Requests++
+			res.Bytes += r.Size
+			if hit {
+				res.Hits++
+				res.HitBytes += r.Size
+			}
+		}
+	}
+	res.finish()
+	return res, nil
 }

@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/edgecdn/cdn/bench"
@@ -89,5 +90,26 @@ func TestOracleBoundsLRU(t *testing.T) {
 		if lru.ByteHitRatio <= 0 || lru.ByteHitRatio >= oracle.ByteHitRatio || oracle.ByteHitRatio >= 1 {
 			t.Errorf("budget %d: LRU byte hit ratio %.3f, oracle %.3f; want 0 < LRU < oracle < 1", budget, lru.ByteHitRatio, oracle.ByteHitRatio)
 		}
+	}
+}
+
+// TestSimulateStore: the PoP's store, simulated, keeps an object requested
+// again and again among objects requested once, and counts only the
+// window.
+func TestSimulateStore(t *testing.T) {
+	var reqs []bench.TraceRequest
+	for i := range 100 {
+		reqs = append(reqs, bench.TraceRequest{ID: 0, Size: 1000}, bench.TraceRequest{ID: uint64(i + 1), Size: 1000})
+	}
+	got, err := bench.SimulateStore(reqs, 20, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// After the warm-up's 10 requests for object 0, its other 90 hit.
+	if got.Policy != bench.PolicyStore || got.Requests != 180 || got.Hits != 90 || got.HitBytes != 90_000 {
+		t.Errorf("SimulateStore = %+v, want policy %q, 180 requests, 90 hits of 1000 bytes", got, bench.PolicyStore)
+	}
+	if _, err := bench.SimulateStore(reqs, 0, 100); err == nil || !strings.Contains(err.Error(), "-budget 100") {
+		t.Errorf("SimulateStore at 100 bytes: error %v, want one naming the budget", err)
 	}
 }

@@ -164,6 +164,8 @@ type Cache struct {
 	idle    *sync.Cond   // signalled when saving drops to zero
 	filling atomic.Int64 // bytes reserved by responses being stored as they arrive
 
+	copyBufs sync.Pool // of *[]byte of 32 KiB, for relaying bodies (writeResponse)
+
 	ctx    context.Context // ends background revalidations
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // owns background revalidations
@@ -678,7 +680,13 @@ func (c *Cache) writeResponse(w http.ResponseWriter, resp *http.Response, status
 	w.WriteHeader(resp.StatusCode)
 	sw := c.stallWriter(w)
 	defer sw.done()
-	io.Copy(sw, resp.Body)
+	buf, _ := c.copyBufs.Get().(*[]byte)
+	if buf == nil {
+		b := make([]byte, 32<<10)
+		buf = &b
+	}
+	io.CopyBuffer(sw, resp.Body, *buf)
+	c.copyBufs.Put(buf)
 }
 
 // stallWriter flushes every write to w and gives it a deadline of

@@ -109,7 +109,7 @@ func (c *Cache) encode(e *entry, prev *entry) {
 				}
 			}
 		} else {
-			body = compress(coding, e.body)
+			body = fitBody(compress(coding, e.body))
 		}
 		if body == nil || len(body) > len(e.body)-len(e.body)/10 {
 			continue // not worth it

@@ -154,7 +154,7 @@ func (c *Cache) LookupFast(key []byte, acceptEncoding string) (FastHit, bool) {
 		return FastHit{}, false
 	}
 	k := unsafe.String(&key[0], len(key)) // the key is not retained
-	v, ok := c.st.rc.Get(k)
+	v, ok := c.st.look(k)
 	if !ok {
 		// Counted here: ServeHTTP, which answers the miss, must not count
 		// it again (store.counted).

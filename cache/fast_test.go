@@ -114,8 +114,8 @@ func TestLookupFast(t *testing.T) {
 	}
 }
 
-// TestEveryRequestCountsOnce: ristretto's admission and eviction compare
-// per-key access counts, so each request must count exactly one access
+// TestEveryRequestCountsOnce: the store's admission and eviction compare
+// per-key access counts (admission.go), so each request must count exactly one access
 // whatever path it takes: a miss that the fast path looked up first and
 // ServeHTTP then fetched (leader and store included) counts one, as does
 // a hit served by LookupFast and one served by ServeHTTP. Misses counted
@@ -129,10 +129,7 @@ func TestEveryRequestCountsOnce(t *testing.T) {
 	})
 	host := strings.TrimPrefix(rg.front.URL, "http://")
 	key := AppendKey(nil, false, host, "/once", QueryKeep)
-	accesses := func() uint64 {
-		m := rg.cache.st.rc.Metrics
-		return m.Hits() + m.Misses()
-	}
+	accesses := func() int64 { return rg.cache.st.adm.freq.total.Load() }
 	before := accesses()
 	if _, ok := rg.cache.LookupFast(key, ""); ok {
 		t.Fatal("LookupFast found /once before it was fetched")

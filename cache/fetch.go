@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +87,50 @@ func (b *sharedBody) append(p []byte) {
 	b.mu.Unlock()
 	b.cond.Broadcast()
 }
+
+// fill reads r, which sends size bytes, into the body's spare capacity
+// (at least size), publishing each read. Only the filler changes buf, so
+// it reads its own buf without the lock; readers see only what it
+// published.
+func (b *sharedBody) fill(r io.Reader, size int64) error {
+	b.mu.Lock()
+	buf := b.buf
+	b.mu.Unlock()
+	for {
+		if int64(len(buf)) >= size {
+			var one [1]byte
+			n, err := r.Read(one[:])
+			switch {
+			case n > 0:
+				return errLongerThanLength
+			case err == io.EOF:
+				return nil
+			case err != nil:
+				return err
+			}
+			continue
+		}
+		n, err := r.Read(buf[len(buf):size])
+		if n > 0 {
+			buf = buf[:len(buf)+n]
+			b.mu.Lock()
+			b.buf = buf
+			b.mu.Unlock()
+			b.cond.Broadcast()
+		}
+		if err == io.EOF {
+			if int64(len(buf)) < size {
+				return io.ErrUnexpectedEOF
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+var errLongerThanLength = errors.New("the origin sent more than its Content-Length")
 
 func (b *sharedBody) finish(err error) {
 	b.mu.Lock()
@@ -223,6 +268,14 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 		return nil
 	}
 	if e.status == http.StatusOK && plainGET(r) && resp.ContentLength >= 0 {
+		if (f == nil || f.waiters.Load() == 0) && !c.st.wouldAdmit(e.key, e.cost()+allocSize(resp.ContentLength)) {
+			// The store would refuse it (admission.go): send it on as it
+			// comes, without a copy. A response others wait for is
+			// stored, or tried: it is in demand.
+			c.stats.rejected.Add(1)
+			c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=not-admitted")
+			return nil
+		}
 		if !c.reserveFill(resp.ContentLength) {
 			// Fills in flight hold their budget: pass this one through,
 			// paced by its client (the origin is held back, not buffered).
@@ -408,6 +461,7 @@ func surrogateKeys(h http.Header) []string {
 // save stores e (and its Vary index) for its freshness plus the longest
 // window in which it may still be served or revalidated.
 func (c *Cache) save(e *entry, r *http.Request) {
+	e.body = fitBody(e.body)
 	if !e.encoded {
 		c.encode(e, nil)
 	}
@@ -676,7 +730,9 @@ func entryKey(pkey string, h http.Header, r *http.Request) string {
 func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, f *flight, cancel context.CancelFunc, endSave func()) *entry {
 	st := &stream{e: e, body: newSharedBody()}
 	e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
-	st.body.buf = make([]byte, 0, resp.ContentLength) // no garbage from growing
+	// The body's whole allocation (Go rounds it up to a size class),
+	// which its cost counts; read into directly, with no buffer between.
+	st.body.buf = slices.Grow([]byte(nil), int(resp.ContentLength))
 	stored := make(chan *entry, 1)
 	c.beginSave()
 	go func() {
@@ -684,20 +740,10 @@ func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.
 		defer c.releaseFill(resp.ContentLength)
 		defer cancel()
 		defer resp.Body.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := resp.Body.Read(buf)
-			if n > 0 {
-				st.body.append(buf[:n])
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				st.body.finish(err)
-				stored <- nil
-				return
-			}
+		if err := st.body.fill(resp.Body, resp.ContentLength); err != nil {
+			st.body.finish(err)
+			stored <- nil
+			return
 		}
 		st.body.finish(nil)
 		e.body = st.body.buf

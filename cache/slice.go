@@ -88,7 +88,7 @@ func (c *Cache) slicedTTL(o *sliced) time.Duration { return o.e.lifetime + c.kee
 
 // getSliced returns the object kept in slices under key, if any.
 func (s *store) getSliced(key string) *sliced {
-	v, ok := s.rc.Get(key)
+	v, ok := s.look(key)
 	if !ok {
 		return nil
 	}
@@ -104,7 +104,7 @@ func (s *store) putSliced(o *sliced, ttl time.Duration) bool {
 	if ttl <= 0 {
 		ttl = time.Second
 	}
-	ok := s.rc.SetWithTTL(o.e.key, o, o.cost(), ttl)
+	ok := s.set(o.e.key, o, o.cost(), ttl)
 	if ok && len(o.e.tags) > 0 {
 		s.mu.Lock()
 		for _, t := range o.e.tags {
@@ -139,10 +139,10 @@ func (s *store) delSliced(key string, soft bool) int {
 func (s *store) dropSliced(o *sliced) {
 	if cur := s.getSliced(o.e.key); o.same(cur) {
 		s.forgetTags(cur.e)
-		s.rc.Del(o.e.key)
+		s.drop(o.e.key)
 	}
 	for k := range o.count() {
-		s.rc.Del(o.sliceKey(k))
+		s.drop(o.sliceKey(k))
 	}
 }
 
@@ -160,12 +160,12 @@ func unsliceableKey(pkey string) string { return pkey + "\x00unsliceable" }
 
 func (s *store) markUnsliceable(pkey string) {
 	k := unsliceableKey(pkey)
-	s.rc.SetWithTTL(k, &unsliceable{key: k}, int64(len(k)+64), unsliceableFor)
+	s.set(k, &unsliceable{key: k}, int64(len(k)+64), unsliceableFor)
 }
 
 func (s *store) isUnsliceable(pkey string) bool {
 	k := unsliceableKey(pkey)
-	v, ok := s.rc.Get(k)
+	v, ok := s.look(k)
 	if !ok {
 		return false
 	}
@@ -188,13 +188,13 @@ func (c *Cache) saveSliced(o *sliced) {
 // outlives the drop.
 func (c *Cache) putSlice(o *sliced, k int64, body []byte) {
 	e := &entry{key: o.sliceKey(k), status: http.StatusPartialContent, body: body}
-	if !c.st.rc.SetWithTTL(e.key, e, e.cost(), c.slicedTTL(o)) {
+	if !c.st.set(e.key, e, e.cost(), c.slicedTTL(o)) {
 		c.stats.rejected.Add(1)
 		return
 	}
 	c.st.rc.Wait()
 	if !o.same(c.st.getSliced(o.e.key)) {
-		c.st.rc.Del(e.key)
+		c.st.drop(e.key)
 		return
 	}
 	c.stats.storedBytes.Add(e.cost())

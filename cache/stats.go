@@ -30,14 +30,14 @@ type Snapshot struct {
 // Stats returns the counters so far.
 func (c *Cache) Stats() Snapshot {
 	s := &c.stats
-	m := c.st.rc.Metrics
+	used, evictions := c.st.adm.usage()
 	return Snapshot{
 		Hits: s.hits.Load(), Misses: s.misses.Load(), Stale: s.stale.Load(),
 		Revalidated304: s.revalidated304.Load(), Revalidated200: s.revalidated200.Load(),
 		Coalesced: s.coalesced.Load(), Stored: s.stored.Load(), Rejected: s.rejected.Load(),
 		StoredBytes: s.storedBytes.Load(),
-		Evictions:   int64(m.KeysEvicted()),
-		Bytes:       int64(m.CostAdded()) - int64(m.CostEvicted()),
+		Evictions:   evictions,
+		Bytes:       used,
 		Passed:      s.passed.Load(),
 		Cancelled:   s.cancelled.Load(),
 		FillBudget:  s.fillBudget.Load(),

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"hash/maphash"
 	"net/http"
 	"slices"
@@ -119,33 +120,50 @@ func (vi *varyIndex) remove(key string, seq uint64) {
 	vi.mu.Unlock()
 }
 
-// store wraps ristretto: values are *entry or *varyIndex under string keys;
-// ristretto keeps only hashes, so every Get compares the full key.
+// store wraps ristretto: values are *entry or *varyIndex (or, for
+// slices, *sliced and *unsliceable) under string keys; ristretto keeps
+// only hashes, so every Get compares the full key. Which values stay is
+// adm's decision (admission.go): every get and set goes through look and
+// set here, never to rc directly.
 type store struct {
-	rc *ristretto.Cache[string, any]
+	rc  *ristretto.Cache[string, any]
+	adm *admission
 
 	mu   sync.Mutex                     // guards tags
 	tags map[string]map[string]struct{} // surrogate key -> entry keys
 
 	varyMu sync.Mutex // guards creating and replacing Vary indexes (serialises addVariant)
 
+	setMu sync.Mutex // serialises set, so ristretto applies evictions and sets in the order adm decided them
+
 	counted [countedSlots]atomic.Uint64 // key hashes the fast path counted and missed
 }
 
+// storeSlack is ristretto's MaxCost beyond adm's budget: room for sets
+// that race, so that ristretto itself evicts nothing.
+func storeSlack(budget int64) int64 { return budget/8 + 1<<20 }
+
+// newStore makes a store whose contents, the frequency sketch and every
+// resident key's bookkeeping included, stay within maxBytes.
 func newStore(maxBytes int64) (*store, error) {
 	s := &store{tags: map[string]map[string]struct{}{}}
+	kib := max(maxBytes>>10, 1)
+	freq := newFreqSketch(kib*sketchCountersPerKiB, int64(float64(kib)*sketchWindowPerKiB))
+	budget := maxBytes - freq.bytes()
+	if budget <= 0 {
+		return nil, fmt.Errorf("max bytes %d: want more than the %d bytes the store's frequency sketch takes", maxBytes, freq.bytes())
+	}
+	s.adm = newAdmission(budget, freq)
 	rc, err := ristretto.NewCache(&ristretto.Config[string, any]{
-		// Five counters per KiB of budget: the sketch halves its counts
-		// every NumCounters accesses, so this is also how fast it forgets.
-		// In bench replay's simulation (Zipf 0.8 and 1.0, 64 and 256 MiB,
-		// lognormal 16 KiB objects) 3 to 5 per KiB came within 1 point of
-		// the best, 10 lost up to 1.2 points, 1 lost 3.
-		NumCounters: max(maxBytes/1024*5, 10_000),
-		MaxCost:     maxBytes,
-		BufferItems: 64,
-		Metrics:     true,
-		OnEvict:     func(it *ristretto.Item[any]) { s.forget(it.Value) },
-		OnReject:    func(it *ristretto.Item[any]) { s.forget(it.Value) },
+		// ristretto's own admission and eviction see only what adm
+		// admitted, within a MaxCost it never reaches: its sketch may be
+		// small.
+		NumCounters:        1 << 12,
+		MaxCost:            budget + storeSlack(budget),
+		IgnoreInternalCost: true, // in residentOverhead
+		BufferItems:        64,
+		OnEvict:            func(it *ristretto.Item[any]) { s.forget(it.Value) },
+		OnReject:           func(it *ristretto.Item[any]) { s.forget(it.Value) },
 	})
 	if err != nil {
 		return nil, err
@@ -154,10 +172,110 @@ func newStore(maxBytes int64) (*store, error) {
 	return s, nil
 }
 
+// look is rc.Get, counting one request for key in adm's sketch as
+// ristretto counts it in its own.
+func (s *store) look(key string) (any, bool) {
+	s.adm.count(key)
+	return s.rc.Get(key)
+}
+
+// set stores v under key at cost (plus residentOverhead) for ttl if adm
+// admits it, evicting what adm says; it reports whether v is stored (or
+// will be: ristretto applies sets asynchronously, Wait for it).
+func (s *store) set(key string, v any, cost int64, ttl time.Duration) bool {
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
+	victims, ok, replaced := s.adm.admit(key, v, cost+residentOverhead)
+	for _, r := range victims {
+		s.rc.Del(r.key)
+		s.forget(r.v)
+	}
+	if !ok {
+		if replaced {
+			s.drop(key)
+		}
+		return false
+	}
+	if !s.rc.SetWithTTL(key, v, cost+residentOverhead, ttl) {
+		s.adm.remove(key, v) // dropped: ristretto's buffer was full
+		return false
+	}
+	return true
+}
+
+// wouldAdmit reports whether set would store a new value of cost under
+// key now (see admission.wouldAdmit).
+func (s *store) wouldAdmit(key string, cost int64) bool {
+	return s.adm.wouldAdmit(key, cost+residentOverhead)
+}
+
+// allocSize is what Go allocates for a body of n bytes (make([]byte, n)
+// rounded up to its size class), which a stored body's cost counts:
+// small objects to one of Go's size classes, large ones to whole 8 KiB
+// pages.
+func allocSize(n int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	if n > maxSmallSize {
+		return (n + 8191) &^ 8191
+	}
+	classes := sizeClasses()
+	i, _ := slices.BinarySearch(classes, int32(n))
+	return int64(classes[i])
+}
+
+// fitBody is b in an allocation of its size class: a body read by
+// growing a buffer (io.ReadAll, appends) may hold up to twice its length,
+// all of it counted in its cost; this copy holds none of that spare room.
+func fitBody(b []byte) []byte {
+	if int64(cap(b)) <= allocSize(int64(len(b))) {
+		return b
+	}
+	return slices.Clone(b)
+}
+
+// maxSmallSize is the largest of Go's small-object size classes.
+const maxSmallSize = 32 << 10
+
+// sizeClasses are Go's small-object size classes, found once by growing
+// slices (append rounds a slice's capacity up to its class).
+var sizeClasses = sync.OnceValue(func() []int32 {
+	var classes []int32
+	for n := 1; n <= maxSmallSize; {
+		c := cap(slices.Grow([]byte(nil), n))
+		classes = append(classes, int32(c))
+		n = c + 1
+	}
+	return classes
+})
+
+// drop removes key from the store.
+func (s *store) drop(key string) {
+	s.adm.remove(key, nil)
+	s.rc.Del(key)
+}
+
+// valueKey is the key a stored value is stored under.
+func valueKey(v any) string {
+	switch v := v.(type) {
+	case *entry:
+		return v.key
+	case *varyIndex:
+		return v.key
+	case *sliced:
+		return v.e.key
+	case *unsliceable:
+		return v.key
+	}
+	return ""
+}
+
 func (s *store) close() { s.rc.Close() }
 
-// Every rc.Get counts an access in ristretto's admission sketch, hit or
-// miss, and admission and eviction compare those counts: a request must
+// Every look counts an access in adm's frequency sketch (and ristretto's
+// Get in its own), hit or miss, and admission and eviction compare those
+// counts: a request must
 // count once, whatever path it takes, or objects that miss (and take more
 // paths) look more popular than objects that hit. present and peek look
 // without counting an absent key; markCounted and lookFirst keep the fast
@@ -173,7 +291,7 @@ func (s *store) present(key string) bool {
 // get is the value under key, an *entry or a *varyIndex, counting one
 // access.
 func (s *store) get(key string) any {
-	v, _ := s.rc.Get(key)
+	v, _ := s.look(key)
 	return v
 }
 
@@ -214,7 +332,7 @@ func (s *store) lookFirst(key string) any {
 }
 
 func (s *store) getEntry(key string) *entry {
-	v, ok := s.rc.Get(key)
+	v, ok := s.look(key)
 	if !ok {
 		return nil
 	}
@@ -226,7 +344,7 @@ func (s *store) getEntry(key string) *entry {
 }
 
 func (s *store) getVary(key string) *varyIndex {
-	v, ok := s.rc.Get(key)
+	v, ok := s.look(key)
 	if !ok {
 		return nil
 	}
@@ -241,9 +359,9 @@ func (s *store) getVary(key string) *varyIndex {
 // its listing in the Vary index (which keeps the key after the entry
 // goes, until the index unlists it).
 func (e *entry) cost() int64 {
-	n := int64(len(e.body) + len(e.key) + 64)
+	n := int64(cap(e.body) + len(e.key) + 64)        // cap: the body's whole allocation
 	for _, r := range e.reps[min(1, len(e.reps)):] { // the identity body is e.body
-		n += int64(len(r.body)) + 128
+		n += int64(cap(r.body)) + 128
 	}
 	if e.vary != nil {
 		n += int64(len(e.key) + variantOverhead)
@@ -262,7 +380,7 @@ func (s *store) put(e *entry, ttl time.Duration) bool {
 	if ttl <= 0 {
 		ttl = time.Second
 	}
-	ok := s.rc.SetWithTTL(e.key, e, e.cost(), ttl)
+	ok := s.set(e.key, e, e.cost(), ttl)
 	if ok && len(e.tags) > 0 {
 		s.mu.Lock()
 		for _, t := range e.tags {
@@ -303,7 +421,7 @@ func (s *store) addVariant(pkey string, names []string, e *entry, limit int, ttl
 		s.delEntry(k)
 	}
 	// Set again when stored, for the TTL; the cost does not change.
-	s.rc.SetWithTTL(pkey, vi, vi.cost(), ttl)
+	s.set(pkey, vi, vi.cost(), ttl)
 	if created {
 		// ristretto applies sets asynchronously: wait, so that a
 		// concurrent save of another variant adds to this index instead
@@ -316,13 +434,15 @@ func (s *store) addVariant(pkey string, names []string, e *entry, limit int, ttl
 func (s *store) delEntry(key string) {
 	if e := s.getEntry(key); e != nil {
 		s.forgetTags(e)
-		s.rc.Del(key)
+		s.drop(key)
 	}
 }
 
-// forget is called when ristretto evicts or rejects v: its surrogate keys
-// and its listing in a Vary index go.
+// forget is called when v leaves the store (ristretto evicts, expires or
+// rejects it, or adm evicts it): its surrogate keys, its listing in a
+// Vary index and its record in adm go.
 func (s *store) forget(v any) {
+	s.adm.remove(valueKey(v), v)
 	if o, ok := v.(*sliced); ok {
 		v = o.e // its surrogate keys are its entry's
 	}
@@ -364,7 +484,7 @@ func (s *store) del(primary string, soft bool) int {
 			return
 		}
 		s.forgetTags(e)
-		s.rc.Del(key)
+		s.drop(key)
 	}
 	remove(primary)
 	if vi := s.getVary(primary); vi != nil {
@@ -372,7 +492,7 @@ func (s *store) del(primary string, soft bool) int {
 			remove(k)
 		}
 		if !soft {
-			s.rc.Del(primary)
+			s.drop(primary)
 		}
 	}
 	return n
@@ -398,7 +518,7 @@ func (s *store) delTag(tag string, soft bool) int {
 			e.purged.Store(true)
 		} else {
 			s.forgetTags(e)
-			s.rc.Del(k)
+			s.drop(k)
 		}
 	}
 	return n

@@ -25,6 +25,7 @@ type replayArgs struct {
 	traceFile, writeTrace string
 	budget                int64
 	offline               bool
+	simStore              bool
 	replay                bench.ReplayConfig
 	cacert                string
 	originListen, origin  string
@@ -51,6 +52,14 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	offline := []bench.OfflineResult{bench.SimulateLRU(reqs, warmup, a.budget), bench.StaticOracle(reqs, warmup, a.budget)}
+	if a.simStore {
+		fmt.Fprintf(stderr, "replay: simulating the PoP's store at %d bytes\n", a.budget)
+		st, err := bench.SimulateStore(reqs, warmup, a.budget)
+		if err != nil {
+			return err
+		}
+		offline = append(offline, st)
+	}
 	var res *bench.ReplayResult
 	var anchors []bench.AnchorResult
 	if !a.offline {
@@ -92,6 +101,7 @@ func parseReplayArgs(args []string, stderr io.Writer) (replayArgs, error) {
 	fs.Float64Var(&tc.ChurnShare, "churn-share", 0.01, "`share` of the catalogue each churn replaces")
 	budget := fs.String("budget", "64m", "cache `size` for the offline references (LRU, oracle), such as 64m or 1g; give the cache the same")
 	fs.BoolVar(&a.offline, "offline", false, "print the trace and the offline references only; no replay")
+	fs.BoolVar(&a.simStore, "sim-store", true, "also simulate the PoP's cache store (its admission and eviction, no HTTP) at -budget, a few seconds per million requests")
 	rc := &a.replay
 	fs.StringVar(&rc.Target, "target", "", "the cache's base `URL`, such as https://127.0.0.1:8443")
 	fs.StringVar(&a.originListen, "origin-listen", "", "run the origin here (`host:port`) and count what it serves; point the cache at http://host:port")
