@@ -1,7 +1,9 @@
 package geodns
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 
 	"github.com/oschwald/maxminddb-golang/v2"
 )
@@ -13,10 +15,19 @@ type cityDB struct {
 	r *maxminddb.Reader
 }
 
+// openCityDB reads the database at path into memory. It is read rather
+// than mapped so that the garbage collector frees it once no state refers
+// to it: a reload replaces the state while queries may still be using the
+// old one, so a mapping could be unmapped only when the last of them is
+// done, which nothing tracks.
 func openCityDB(path string) (*cityDB, error) {
-	r, err := maxminddb.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
+	}
+	r, err := maxminddb.OpenBytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &cityDB{r: r}, nil
 }
@@ -50,5 +61,3 @@ func (db *cityDB) lookup(ip netip.Addr) (location, bool) {
 	}
 	return loc, true
 }
-
-func (db *cityDB) close() error { return db.r.Close() }

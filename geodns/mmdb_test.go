@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/maxmind/mmdbwriter"
@@ -69,5 +70,29 @@ func TestCityDatabaseLocator(t *testing.T) {
 	}
 	if _, err := New(Config{Listen: "127.0.0.1:0", Zones: []Zone{{Origin: "a.", NS: []string{"b."}}}, Locator: Locator{MMDB: "/nonexistent.mmdb"}}); err == nil {
 		t.Errorf("a missing database: no error")
+	}
+}
+
+// TestReloadLeavesNoCityDBMapped: the city database is read, not mapped,
+// so the old one goes with the old state when a reload replaces it (a
+// mapping could never be unmapped: queries may still be using it).
+func TestReloadLeavesNoCityDBMapped(t *testing.T) {
+	db := writeCityDB(t, map[string][3]any{"198.51.100.0/24": {35.7, 139.7, "AS"}})
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), func(c *Config) { c.Locator.MMDB = db })
+	for range 3 {
+		cfg := s.state.Load().cfg
+		if err := s.Reload(cfg); err != nil {
+			t.Fatalf("Reload: %v", err)
+		}
+	}
+	if got := answerIPs(query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "198.51.100.0/24")); len(got) != 1 || got[0] != "10.77.3.20" {
+		t.Errorf("after reloads, ECS 198.51.100.0/24 = %v, want 10.77.3.20 (located by the database)", got)
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Skipf("no /proc/self/maps: %v", err)
+	}
+	if n := strings.Count(string(maps), db); n > 0 {
+		t.Errorf("%s is mapped %d times after 4 loads, want 0", db, n)
 	}
 }
