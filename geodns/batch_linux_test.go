@@ -39,7 +39,7 @@ func TestRawSocketBothFamilies(t *testing.T) {
 			if raw == nil {
 				t.Errorf("batch loops on %s do not use the raw socket", listen)
 			}
-			if s.memo.bytes() == 0 {
+			if s.memo.held() == 0 {
 				t.Errorf("memo empty after plain queries: the fast path did not answer them")
 			}
 			m := new(dns.Msg)

@@ -18,15 +18,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// memo holds the fast path's precomputed answers (see fast.go), by memo
-// key, in shards. It holds at most max bytes of them: a client can send
-// ECS for millions of prefixes, so a full shard forgets entries at random
-// to take a new one. Entries of an older generation are never returned,
-// and the first entry of a new generation stored in a shard clears it.
+// memo holds the fast path's precomputed answers (see fast.go), by the
+// hash of their memo key. It holds at most max bytes of them: a client
+// can send ECS for millions of prefixes, so a full memo forgets entries at
+// random to take a new one. Entries of an older generation are never
+// returned, and the first entry of a new generation stored clears it.
+//
+// One lock guards it, and the Linux loop holds it for reading while it
+// looks up a whole batch (rawBatch.serve): a lock's atomic instruction
+// is a barrier the CPU cannot move loads across, so a lock taken per
+// lookup would make each lookup's cache misses wait for the last one's.
 type memo struct {
-	max    int // bytes, over all shards
-	seed   maphash.Seed
-	shards [memoShards]memoShard
+	max  int // bytes
+	seed maphash.Seed
+	mu   sync.RWMutex // guards m, bytes, gen
+	// m is keyed by the memo key's hash: a map of integers keeps its keys
+	// in its own groups, where strings would send each lookup to the key's
+	// bytes first. The entry holds the key itself, and a lookup compares
+	// it; two keys of one hash take turns in the slot.
+	m      map[uint64]*entry
+	bytes  int
+	gen    uint64
 	shared shared
 }
 
@@ -81,31 +93,13 @@ func (sh *shared) route(gen uint64, m *metrics, r route) sharedRoute {
 	return sr
 }
 
-const memoShards = 16
-
 // maxMemoBytes bounds the memo: some 20,000 keys of a geo name with three
 // PoPs, more than a server's resolvers and their ECS prefixes that are
 // busy at one time.
 const maxMemoBytes = 16 << 20
 
-type memoShard struct {
-	mu sync.RWMutex // guards m, bytes, gen
-	// m is keyed by the memo key's hash: a map of integers keeps its keys
-	// in its own groups, where strings would send each lookup to the key's
-	// bytes first. The entry holds the key itself, and a lookup compares
-	// it; two keys of one hash take turns in the slot.
-	m     map[uint64]*entry
-	bytes int
-	gen   uint64
-	_     [64]byte // keeps the shards' locks off each other's cache lines
-}
-
 func newMemo(max int) *memo {
-	c := &memo{max: max, seed: maphash.MakeSeed()}
-	for i := range c.shards {
-		c.shards[i].m = map[uint64]*entry{}
-	}
-	return c
+	return &memo{max: max, seed: maphash.MakeSeed(), m: map[uint64]*entry{}}
 }
 
 // entry is the precomputed answer for one memo key. What a query reads
@@ -164,18 +158,19 @@ func (e *entry) option(i int) *wire {
 // struct, its slices' headers, map slot and counters.
 const entryOverhead = 512
 
-// shard returns key's shard and hash.
-func (c *memo) shard(key []byte) (*memoShard, uint64) {
-	h := maphash.Bytes(c.seed, key)
-	return &c.shards[h%memoShards], h
-}
+func (c *memo) hash(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
 
 // get returns key's entry if it is of generation gen and fresh at now.
 func (c *memo) get(key []byte, gen uint64, now time.Time) *entry {
-	sh, h := c.shard(key)
-	sh.mu.RLock()
-	e := sh.m[h]
-	sh.mu.RUnlock()
+	c.mu.RLock()
+	e := c.lookup(key, gen, now)
+	c.mu.RUnlock()
+	return e
+}
+
+// lookup is get for a caller that holds c.mu for reading.
+func (c *memo) lookup(key []byte, gen uint64, now time.Time) *entry {
+	e := c.m[c.hash(key)]
 	if e == nil || e.gen != gen || e.expires != 0 && now.UnixNano() >= e.expires || !bytes.Equal(e.key, key) {
 		return nil
 	}
@@ -184,45 +179,39 @@ func (c *memo) get(key []byte, gen uint64, now time.Time) *entry {
 
 // put stores e under its key, unless a newer generation is stored already.
 func (c *memo) put(e *entry) {
-	sh, key := c.shard(e.key)
-	limit := c.max / memoShards
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
+	key := c.hash(e.key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch {
-	case e.gen < sh.gen:
+	case e.gen < c.gen:
 		return
-	case e.gen > sh.gen:
-		clear(sh.m)
-		sh.bytes, sh.gen = 0, e.gen
+	case e.gen > c.gen:
+		clear(c.m)
+		c.bytes, c.gen = 0, e.gen
 	}
-	if old := sh.m[key]; old != nil {
-		delete(sh.m, key)
-		sh.bytes -= old.size
+	if old := c.m[key]; old != nil {
+		delete(c.m, key)
+		c.bytes -= old.size
 	}
-	for k, old := range sh.m {
-		if sh.bytes+e.size <= limit {
+	for k, old := range c.m {
+		if c.bytes+e.size <= c.max {
 			break
 		}
-		delete(sh.m, k) // map order: at random
-		sh.bytes -= old.size
+		delete(c.m, k) // map order: at random
+		c.bytes -= old.size
 	}
-	if sh.bytes+e.size > limit {
+	if c.bytes+e.size > c.max {
 		return
 	}
-	sh.m[key] = e
-	sh.bytes += e.size
+	c.m[key] = e
+	c.bytes += e.size
 }
 
-// bytes is what the memo holds, about.
-func (c *memo) bytes() int {
-	n := 0
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.RLock()
-		n += sh.bytes
-		sh.mu.RUnlock()
-	}
-	return n
+// held is what the memo holds, in bytes, about.
+func (c *memo) held() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes
 }
 
 // buildEntry answers the plain query pkt from src by running the slow

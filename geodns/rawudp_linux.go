@@ -151,12 +151,14 @@ func (r *rawSocket) loop(b *batchUDP) error {
 // declines go to decline, with their index and source.
 //
 // It makes two passes. The first parses, and looks up every plain query's
-// entry: the lookups do not depend on each other, so the CPU overlaps
-// their misses of its caches (a busy memo is larger than they are, and
-// the kernel's work between batches evicts it), where answering each in
-// turn would wait for each. The second answers.
+// entry under one hold of the memo's lock: the lookups do not depend on
+// each other, so the CPU overlaps their misses of its caches (a busy memo
+// is larger than they are, and the kernel's work between batches evicts
+// it), where answering each in turn, or locking for each, would wait for
+// each. The second answers (and builds and stores what was missing).
 func (rb *rawBatch) serve(s *Server, n int, now time.Time, decline func(pkt []byte, i int, src netip.AddrPort)) int {
 	gen := s.gen.Load()
+	s.memo.mu.RLock()
 	for i := range n {
 		src, ok := rawSource(&rb.names[i], rb.in[i].Hdr.Namelen)
 		rb.srcs[i], rb.isPlain[i], rb.entries[i] = src, false, nil
@@ -166,9 +168,10 @@ func (rb *rawBatch) serve(s *Server, n int, now time.Time, decline func(pkt []by
 		pkt := rb.inBuf[i*rawSlot : i*rawSlot+int(rb.in[i].Len)]
 		p, ok := parsePlain(pkt, src.Addr(), rb.keys[i*maxKeyLen:(i+1)*maxKeyLen])
 		if ok {
-			rb.plains[i], rb.isPlain[i], rb.entries[i] = p, true, s.memo.get(p.key, gen, now)
+			rb.plains[i], rb.isPlain[i], rb.entries[i] = p, true, s.memo.lookup(p.key, gen, now)
 		}
 	}
+	s.memo.mu.RUnlock()
 	k := 0
 	for i := range n {
 		src := rb.srcs[i]
