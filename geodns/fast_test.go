@@ -518,3 +518,36 @@ func TestMemoComparesKeys(t *testing.T) {
 		t.Errorf("get(%q) = the entry of %q (same hash), want nil", b, e.key)
 	}
 }
+
+// TestMemoGetAll: the batch lookup finds what get finds, key by key: an
+// entry of the generation asked, none of another, none for a key stored
+// under another's hash, none for a nil key.
+func TestMemoGetAll(t *testing.T) {
+	c := newMemo(1 << 20)
+	now := time.Now()
+	keys := [][]byte{[]byte("a"), nil, []byte("b"), []byte("c"), []byte("d"), []byte("gone")}
+	c.put(&entry{key: keys[0], gen: 2, size: entryOverhead})
+	c.put(&entry{key: keys[2], gen: 2, size: entryOverhead})
+	c.put(&entry{key: keys[3], gen: 2, expires: now.Add(-time.Second).UnixNano(), size: entryOverhead})
+	c.m[c.hash(keys[4])] = c.m[c.hash(keys[0])] // d collides with a
+	found := make([]*entry, len(keys))
+	c.getAll(keys, make([]uint64, len(keys)), found, 2, now)
+	for i, k := range keys {
+		var want *entry
+		if k != nil {
+			want = c.get(k, 2, now)
+		}
+		if found[i] != want {
+			t.Errorf("getAll: key %q found %p, get finds %p", k, found[i], want)
+		}
+	}
+	if found[0] == nil || found[2] == nil || found[3] != nil || found[4] != nil {
+		t.Errorf("getAll found %v, want entries for a and b only", found)
+	}
+	c.getAll(keys, make([]uint64, len(keys)), found, 3, now)
+	for i := range found {
+		if found[i] != nil {
+			t.Errorf("generation 3: key %q found an entry of generation 2", keys[i])
+		}
+	}
+}

@@ -24,10 +24,8 @@ import (
 // random to take a new one. Entries of an older generation are never
 // returned, and the first entry of a new generation stored clears it.
 //
-// One lock guards it, and the Linux loop holds it for reading while it
-// looks up a whole batch (rawBatch.serve): a lock's atomic instruction
-// is a barrier the CPU cannot move loads across, so a lock taken per
-// lookup would make each lookup's cache misses wait for the last one's.
+// One lock guards it; the Linux loop looks up a whole batch under one
+// hold of it (getAll).
 type memo struct {
 	max  int // bytes
 	seed maphash.Seed
@@ -170,11 +168,57 @@ func (c *memo) get(key []byte, gen uint64, now time.Time) *entry {
 
 // lookup is get for a caller that holds c.mu for reading.
 func (c *memo) lookup(key []byte, gen uint64, now time.Time) *entry {
-	e := c.m[c.hash(key)]
-	if e == nil || e.gen != gen || e.expires != 0 && now.UnixNano() >= e.expires || !bytes.Equal(e.key, key) {
-		return nil
+	if e := c.m[c.hash(key)]; e.answers(key, gen, now) {
+		return e
 	}
-	return e
+	return nil
+}
+
+// answers reports whether e is key's entry of generation gen, fresh at now.
+func (e *entry) answers(key []byte, gen uint64, now time.Time) bool {
+	return e != nil && e.gen == gen && (e.expires == 0 || now.UnixNano() < e.expires) && bytes.Equal(e.key, key)
+}
+
+// getAll sets found[i] to keys[i]'s entry, as get does, for a batch of
+// keys (nil ones are skipped), using hashes (as long as keys) as scratch.
+// It goes in stages, each over the whole batch: hashes; map slots, under
+// one hold of the lock; the entries' first lines; their bytes' first
+// lines; the checks. In a busy memo, past the CPU's caches, each stage's
+// loads miss independently of each other, so the CPU has them in flight at
+// once; a lookup after another would wait for each of its misses in turn,
+// and a lock per lookup, an atomic instruction no load may cross, would
+// too. It returns a sum of what it read, which the caller keeps so that
+// the compiler keeps the loads.
+func (c *memo) getAll(keys [][]byte, hashes []uint64, found []*entry, gen uint64, now time.Time) (touched uint64) {
+	for i, k := range keys {
+		if k != nil {
+			hashes[i] = c.hash(k)
+		}
+	}
+	c.mu.RLock()
+	for i, k := range keys {
+		found[i] = nil
+		if k != nil {
+			found[i] = c.m[hashes[i]]
+		}
+	}
+	c.mu.RUnlock()
+	for _, e := range found {
+		if e != nil {
+			touched += e.gen
+		}
+	}
+	for _, e := range found {
+		if e != nil && len(e.key) > 0 {
+			touched += uint64(e.key[0])
+		}
+	}
+	for i, e := range found {
+		if !e.answers(keys[i], gen, now) {
+			found[i] = nil
+		}
+	}
+	return touched
 }
 
 // put stores e under its key, unless a newer generation is stored already.

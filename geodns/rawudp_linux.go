@@ -88,12 +88,15 @@ type rawBatch struct {
 	out    [batchSize]unix.Mmsghdr
 	outIov [batchSize]unix.Iovec
 	// What the first pass over a batch found: each datagram's source,
-	// whether it is a plain query, its memo key and entry.
+	// whether it is a plain query, its memo key, hash and entry.
 	srcs    [batchSize]netip.AddrPort
 	plains  [batchSize]plain
 	isPlain [batchSize]bool
+	keys    [batchSize][]byte
+	hashes  [batchSize]uint64
 	entries [batchSize]*entry
-	keys    []byte // batchSize keys of maxKeyLen bytes
+	touched uint64 // keeps getAll's loads (see there)
+	keyBuf  []byte // batchSize keys of maxKeyLen bytes
 	inBuf   []byte // batchSize slots of rawSlot bytes
 	outBuf  []byte // batchSize slots of maxUDPSize bytes
 }
@@ -103,7 +106,7 @@ type rawBatch struct {
 const rawSlot = maxQuery + 193
 
 func newRawBatch() *rawBatch {
-	rb := &rawBatch{inBuf: make([]byte, batchSize*rawSlot), outBuf: make([]byte, batchSize*maxUDPSize), keys: make([]byte, batchSize*maxKeyLen)}
+	rb := &rawBatch{inBuf: make([]byte, batchSize*rawSlot), outBuf: make([]byte, batchSize*maxUDPSize), keyBuf: make([]byte, batchSize*maxKeyLen)}
 	for i := range rb.in {
 		rb.inIov[i].Base = &rb.inBuf[i*rawSlot]
 		rb.inIov[i].SetLen(maxQuery)
@@ -150,28 +153,25 @@ func (r *rawSocket) loop(b *batchUDP) error {
 // for the answers, and returns how many there are. Queries the fast path
 // declines go to decline, with their index and source.
 //
-// It makes two passes. The first parses, and looks up every plain query's
-// entry under one hold of the memo's lock: the lookups do not depend on
-// each other, so the CPU overlaps their misses of its caches (a busy memo
-// is larger than they are, and the kernel's work between batches evicts
-// it), where answering each in turn, or locking for each, would wait for
-// each. The second answers (and builds and stores what was missing).
+// It makes two passes. The first parses, and looks up every plain
+// query's entry at once (memo.getAll: a busy memo is larger than the
+// CPU's caches, and the kernel's work between batches evicts it, so its
+// lookups miss them). The second answers (and builds and stores what was
+// missing).
 func (rb *rawBatch) serve(s *Server, n int, now time.Time, decline func(pkt []byte, i int, src netip.AddrPort)) int {
-	gen := s.gen.Load()
-	s.memo.mu.RLock()
 	for i := range n {
 		src, ok := rawSource(&rb.names[i], rb.in[i].Hdr.Namelen)
-		rb.srcs[i], rb.isPlain[i], rb.entries[i] = src, false, nil
+		rb.srcs[i], rb.isPlain[i], rb.keys[i] = src, false, nil
 		if !ok {
 			continue
 		}
 		pkt := rb.inBuf[i*rawSlot : i*rawSlot+int(rb.in[i].Len)]
-		p, ok := parsePlain(pkt, src.Addr(), rb.keys[i*maxKeyLen:(i+1)*maxKeyLen])
+		p, ok := parsePlain(pkt, src.Addr(), rb.keyBuf[i*maxKeyLen:(i+1)*maxKeyLen])
 		if ok {
-			rb.plains[i], rb.isPlain[i], rb.entries[i] = p, true, s.memo.lookup(p.key, gen, now)
+			rb.plains[i], rb.isPlain[i], rb.keys[i] = p, true, p.key
 		}
 	}
-	s.memo.mu.RUnlock()
+	rb.touched += s.memo.getAll(rb.keys[:n], rb.hashes[:n], rb.entries[:n], s.gen.Load(), now)
 	k := 0
 	for i := range n {
 		src := rb.srcs[i]
