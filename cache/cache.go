@@ -83,6 +83,14 @@ type Config struct {
 	// SetCookie says what happens to storable responses that carry
 	// Set-Cookie, for ServeHTTP. If zero, CookieStrip.
 	SetCookie CookiePolicy
+	// Vouch, if set, says which stored responses may still be served
+	// without asking the origin. With a control plane that purges across
+	// a fleet (pop/fleet), ok is false while this cache catches up with
+	// purges it missed, and responses stored before since may have been
+	// purged unseen. A response it does not vouch for is revalidated,
+	// never served as a hit or stale. Called on every lookup, so it must
+	// be cheap. If nil, every stored response is vouched for.
+	Vouch func(now time.Time) (ok bool, since time.Time)
 	// Logger receives background errors. If nil, slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. If nil, time.Now.
@@ -415,6 +423,16 @@ func (c *Cache) fresh(e *entry, age time.Duration) bool {
 	return age < e.lifetime && !e.purged.Load() && !(e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil)
 }
 
+// vouched reports whether Config.Vouch lets e be served at now without
+// asking the origin.
+func (c *Cache) vouched(e *entry, now time.Time) bool {
+	if c.cfg.Vouch == nil {
+		return true
+	}
+	ok, since := c.cfg.Vouch(now)
+	return ok && !e.pol.responseTime.Before(since)
+}
+
 // acceptable reports whether e answers a request with directives reqCC
 // now as a fresh hit (fresh, and within the request's no-cache, max-age
 // and min-fresh), and e's age.
@@ -449,6 +467,14 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	now := c.cfg.Now()
+	if e != nil && !c.vouched(e, now) {
+		if reqCC.OnlyIfCached {
+			c.gatewayTimeout(w, "only-if-cached and the stored response must be revalidated (the fleet's purges are not in)")
+			return
+		}
+		c.revalidate(w, r, e, reqCC)
+		return
+	}
 	if e != nil {
 		age, acceptable := c.acceptable(e, reqCC, now)
 		if acceptable {

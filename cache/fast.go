@@ -165,8 +165,9 @@ func (c *Cache) LookupFast(key []byte, acceptEncoding string) (FastHit, bool) {
 	if !ok || e.key != k || e.status != http.StatusOK {
 		return FastHit{}, false // a vary index, a collision or another status
 	}
-	age := e.ageAt(c.cfg.Now())
-	if age >= e.lifetime || e.purged.Load() || (e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil) {
+	now := c.cfg.Now()
+	age := e.ageAt(now)
+	if age >= e.lifetime || e.purged.Load() || (e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil) || !c.vouched(e, now) {
 		return FastHit{}, false
 	}
 	c.stats.hits.Add(1)

@@ -111,14 +111,12 @@ type Fleet struct {
 	kv   jetstream.KeyValue
 	cons jetstream.ConsumeContext
 
-	mu sync.Mutex // guards target, staleBefore, offlineAt
 	// target is the stream's last sequence when the PoP last (re)joined:
-	// it is synced once it has applied that far.
-	target uint64
-	// offlineAt is when the connection was lost (zero while connected);
-	// staleBefore is the latest cutoff StaleBefore reports.
-	offlineAt, staleBefore time.Time
-	applied                atomic.Uint64 // the stream sequence applied last
+	// it has caught up once it has applied that far (applied).
+	target, applied atomic.Uint64
+	// offlineAt is when the connection was lost (UnixNano; 0 while
+	// connected); staleBefore the cutoff of the last long absence.
+	offlineAt, staleBefore atomic.Int64
 	connected              atomic.Bool
 
 	stop      chan struct{}
@@ -237,32 +235,26 @@ func (f *Fleet) setup(ctx context.Context) error {
 	return nil
 }
 
-// setTarget notes the stream's last sequence: the PoP is synced when it
-// has applied that far.
+// setTarget notes the stream's last sequence: the PoP has caught up when
+// it has applied that far.
 func (f *Fleet) setTarget(ctx context.Context, stream jetstream.Stream) error {
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("fleet: purge stream info: %w", err)
 	}
-	f.mu.Lock()
-	f.target = info.State.LastSeq
-	f.mu.Unlock()
+	f.target.Store(info.State.LastSeq)
 	return nil
 }
 
 // lost notes that the connection went down at t.
 func (f *Fleet) lost(t time.Time) {
 	f.connected.Store(false)
-	f.mu.Lock()
-	if f.offlineAt.IsZero() {
-		f.offlineAt = t
-	}
-	f.mu.Unlock()
+	f.offlineAt.CompareAndSwap(0, t.UnixNano())
 	f.log.Warn("fleet: lost the control plane", "pop", f.cfg.PoP)
 }
 
 // rejoin runs when the connection is back: it notes how far the stream
-// has gone, which the PoP must apply before it is synced again.
+// has gone, which the PoP must apply before it has caught up.
 func (f *Fleet) rejoin() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -271,16 +263,14 @@ func (f *Fleet) rejoin() {
 		err = f.setTarget(ctx, stream)
 	}
 	if err != nil {
-		// Stay unsynced; the heartbeat tries again.
+		// Not connected as far as Synced goes; the next reconnect tries
+		// again.
 		f.log.Warn("fleet: back, but cannot read the purge stream", "pop", f.cfg.PoP, "error", err)
 		return
 	}
-	f.mu.Lock()
-	if off := f.offlineAt; !off.IsZero() && time.Since(off) > f.cfg.MaxOffline {
-		f.staleBefore = off
+	if off := f.offlineAt.Swap(0); off != 0 && time.Since(time.Unix(0, off)) > f.cfg.MaxOffline {
+		f.staleBefore.Store(off)
 	}
-	f.offlineAt = time.Time{}
-	f.mu.Unlock()
 	f.connected.Store(true)
 	f.log.Info("fleet: back in touch with the control plane", "pop", f.cfg.PoP)
 }
@@ -338,29 +328,32 @@ func (f *Fleet) heartbeat() {
 }
 
 // Synced reports whether the PoP is in touch with the control plane and
-// has applied every purge that was published before it last (re)joined:
-// whether it may serve from its cache.
+// has applied every purge that was published before it last (re)joined.
 func (f *Fleet) Synced() bool {
-	if !f.connected.Load() {
-		return false
-	}
-	f.mu.Lock()
-	target := f.target
-	f.mu.Unlock()
-	return f.applied.Load() >= target
+	return f.connected.Load() && f.applied.Load() >= f.target.Load()
 }
 
-// StaleBefore is the time before which what the PoP stored may have been
-// purged without its knowing: when it was out of touch for longer than
-// MaxOffline, the moment it lost touch (or now, while it still is). Zero
-// if it never was.
-func (f *Fleet) StaleBefore() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if off := f.offlineAt; !off.IsZero() && time.Since(off) > f.cfg.MaxOffline {
-		return off
+// Vouch says what of the PoP's cache may be served at now without asking
+// the origin (cache.Config.Vouch): nothing (ok false) while it catches up
+// with purges it missed after coming back; and when it is, or was, out of
+// touch for longer than MaxOffline, nothing it stored before it lost touch
+// (since). Within MaxOffline of losing touch it goes on serving what it
+// holds: a purge published meanwhile reaches it when it is back.
+func (f *Fleet) Vouch(now time.Time) (ok bool, since time.Time) {
+	ok = f.applied.Load() >= f.target.Load()
+	if off := f.offlineAt.Load(); off != 0 && now.Sub(time.Unix(0, off)) > f.cfg.MaxOffline {
+		return ok, time.Unix(0, off)
 	}
-	return f.staleBefore
+	if sb := f.staleBefore.Load(); sb != 0 {
+		return ok, time.Unix(0, sb)
+	}
+	return ok, time.Time{}
+}
+
+// StaleBefore is Vouch's since at now.
+func (f *Fleet) StaleBefore() time.Time {
+	_, since := f.Vouch(time.Now())
+	return since
 }
 
 // Result is what a published purge came to.

@@ -169,8 +169,14 @@ func TestCatchUpAfterAbsence(t *testing.T) {
 	if back.Synced() {
 		t.Fatal("pop-ap synced before applying the 3 purges it missed")
 	}
+	if ok, _ := back.Vouch(time.Now()); ok {
+		t.Fatal("pop-ap's cache vouched for before it applied the 3 purges it missed")
+	}
 	close(release)
 	poll.Within(t, 10*time.Second, "pop-ap synced", back.Synced)
+	if ok, since := back.Vouch(time.Now()); !ok || !since.IsZero() {
+		t.Errorf("pop-ap caught up: Vouch = %v, %v; want true, zero", ok, since)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if strings.Join(got, " ") != strings.Join(urls, " ") {
@@ -193,6 +199,9 @@ func TestControlPlaneDown(t *testing.T) {
 	defer cancel()
 	if _, err := eu.Purge(ctx, Purge{URL: "https://www.cdn.lab/x"}, time.Second); err == nil {
 		t.Fatal("purge with the control plane down: no error")
+	}
+	if ok, since := eu.Vouch(time.Now()); !ok || !since.IsZero() {
+		t.Errorf("pop-eu within MaxOffline of losing touch: Vouch = %v, %v; want it to go on serving its cache", ok, since)
 	}
 	poll.Within(t, 10*time.Second, "pop-na past MaxOffline", func() bool { return !na.StaleBefore().IsZero() })
 	lostAt := na.StaleBefore()
