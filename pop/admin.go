@@ -13,6 +13,53 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// purgeEverywhere is POST /purge in a fleet: the purges go to every PoP
+// through the control plane, and the answer says, per purge, which PoPs
+// acknowledged it, how long each took and which did not answer in
+// fleet.ack_wait. A purge the control plane does not take is a 503 that
+// says so (and what was published before it).
+func (s *Server) purgeEverywhere(w http.ResponseWriter, r *http.Request, urls, tags []string, soft bool) {
+	type ack struct {
+		PoP       string  `json:"pop"`
+		Purged    int     `json:"purged"`
+		LatencyMs float64 `json:"latency_ms"`
+		Error     string  `json:"error,omitempty"`
+	}
+	type result struct {
+		URL     string   `json:"url,omitempty"`
+		Tag     string   `json:"tag,omitempty"`
+		Acks    []ack    `json:"acks"`
+		Missing []string `json:"missing,omitempty"`
+	}
+	out := struct {
+		Soft    bool     `json:"soft"`
+		Fleet   bool     `json:"fleet"`
+		Results []result `json:"results"`
+		Error   string   `json:"error,omitempty"`
+	}{Soft: soft, Fleet: true}
+	res, err := s.purgeFleet(r.Context(), urls, tags, soft)
+	for i, fr := range res {
+		rr := result{Missing: fr.Missing()}
+		if i < len(urls) {
+			rr.URL = urls[i]
+		} else {
+			rr.Tag = tags[i-len(urls)]
+		}
+		for _, p := range fr.Expected {
+			if a, ok := fr.Acks[p]; ok {
+				rr.Acks = append(rr.Acks, ack{PoP: p, Purged: a.Removed, LatencyMs: float64(a.Latency.Microseconds()) / 1000, Error: a.Error})
+			}
+		}
+		out.Results = append(out.Results, rr)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		out.Error = "purge: " + err.Error() + "; not purged from there on"
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(out)
+}
+
 // adminHandler serves the admin listener:
 //
 //	/livez    200 while the process serves at all
@@ -30,6 +77,9 @@ import (
 //	          (clientrtt.Report), for geodns's latency steering:
 //	          {"pop":"NAME","prefixes":[{"prefix":"10.77.4.0/24",
 //	          "rtt_ms":10.25,"min_ms":9.8,"samples":12,"age_ms":1500}]}
+//	/purge    POST ?url=URL or ?tag=KEY (&soft=1), with Authorization:
+//	          Bearer cache.purge_token: purges this PoP's cache or, with
+//	          fleet.url, every PoP's through the control plane (JSON)
 //	/ca.pem   the lab CA's root certificate, when the PoP uses a lab CA (404
 //	          otherwise): what clients trust (curl --cacert)
 //	/spki     the served certificate's SPKI pin, when it is known up front:
@@ -142,6 +192,10 @@ func (s *Server) purge(w http.ResponseWriter, r *http.Request) {
 	out.Soft = soft
 	if len(q["url"]) == 0 && len(q["tag"]) == 0 {
 		http.Error(w, "purge: want ?url=https://host/path or ?tag=KEY", http.StatusBadRequest)
+		return
+	}
+	if s.cfg.Fleet.URL != "" {
+		s.purgeEverywhere(w, r, q["url"], q["tag"], soft)
 		return
 	}
 	for _, u := range q["url"] {

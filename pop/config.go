@@ -55,6 +55,9 @@ type Config struct {
 	// that the admin listener serves on /rtt (client_rtt.max_prefixes;
 	// package clientrtt documents its fields and defaults).
 	ClientRTT clientrtt.Config `yaml:"client_rtt"`
+	// Fleet joins the PoP to the fleet's control plane (global purge).
+	// If fleet.url is empty, the PoP is alone.
+	Fleet FleetConfig `yaml:"fleet"`
 
 	// DrainDelay is how long the PoP reports not ready before it stops
 	// accepting, so that GeoDNS and load balancers move traffic away first.
@@ -316,6 +319,7 @@ func (c *Config) Validate() error {
 			add("%s: %q, want host:port such as 127.0.0.1:8443", field, addr)
 		}
 	}
+	c.Fleet.validate(add)
 	checkAddr("listen", c.Listen, true)
 	checkAddr("http", c.HTTP, false)
 	checkAddr("admin", c.Admin, false)

@@ -1,6 +1,7 @@
 package pop
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -88,6 +89,35 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to contain %q", err, want)
 		}
+	}
+}
+
+// TestFleetConfig: the control plane's address and credentials are
+// checked up front, the credentials taken from fleet.user/password or
+// from the URL.
+func TestFleetConfig(t *testing.T) {
+	for _, tt := range []struct {
+		fc   FleetConfig
+		want string // in the error; empty: valid
+	}{
+		{FleetConfig{}, ""},
+		{FleetConfig{URL: "nats://10.77.0.5:4222", User: "pop", Password: "pw"}, ""},
+		{FleetConfig{URL: "nats://pop:pw@10.77.0.5:4222"}, ""},
+		{FleetConfig{URL: "nats://10.77.0.5:4222"}, "fleet.user, fleet.password: required"},
+		{FleetConfig{URL: "http://10.77.0.5:4222", User: "u", Password: "p"}, `fleet.url: "http://10.77.0.5:4222", want nats://host:port`},
+		{FleetConfig{URL: "nats://a:1,nats://:2", User: "u", Password: "p"}, `fleet.url: "nats://:2"`},
+		{FleetConfig{URL: "nats://u:p@a:1", AckWait: -1}, "fleet.max_offline, fleet.ack_wait"},
+	} {
+		var errs []string
+		tt.fc.validate(func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) })
+		got := strings.Join(errs, "; ")
+		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+			t.Errorf("%+v: %q, want %q", tt.fc, got, tt.want)
+		}
+	}
+	urls, user, pw, err := FleetConfig{URL: "nats://pop:s3@10.77.0.5:4222, nats://10.77.0.6:4222"}.split()
+	if err != nil || strings.Join(urls, ",") != "nats://10.77.0.5:4222,nats://10.77.0.6:4222" || user != "pop" || pw != "s3" {
+		t.Errorf("split = %v %q %q %v, want the URLs without credentials and pop/s3", urls, user, pw, err)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgecdn/cdn/cache"
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/pop/fleet"
 	"github.com/edgecdn/cdn/pop/upstream"
 )
 
@@ -58,7 +59,8 @@ type Server struct {
 	front    *front  // the TLS TCP listener: handshakes, HTTP/1.1 hits
 	hits3    *h3Hits // plain HTTP/3 hits without the http3 response writer; nil when off
 	fastHits *fastHitCounters
-	rtt      *rttSampler // round trips to client prefixes, for /rtt
+	rtt      *rttSampler                 // round trips to client prefixes, for /rtt
+	fleet    atomic.Pointer[fleet.Fleet] // nil until joined (fleet.url)
 	h12      *http.Server
 	h3       *http3.Server
 	quic     *quic.Transport
@@ -153,7 +155,13 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if !cfg.Cache.Disabled {
+		var vouch func(time.Time) (bool, time.Time)
+		if cfg.Fleet.URL != "" {
+			vouch = s.vouch
+			s.metrics.reg.MustRegister(s.fleetGauge())
+		}
 		c, err := cache.New(cache.Config{
+			Vouch: vouch,
 			// No Transport: every request comes with its site's Route
 			// (ServeRoute), resolved once in serve.
 			MaxBytes: cfg.Cache.MaxBytes, MaxObjectBytes: cfg.Cache.MaxObjectBytes,
@@ -330,6 +338,9 @@ func (s *Server) Degraded() bool { return len(s.degradedGroups()) > 0 }
 func (s *Server) Serve() error {
 	if s.tcpLn == nil {
 		return errors.New("serve: Listen was not called")
+	}
+	if s.cfg.Fleet.URL != "" {
+		s.wg.Go(s.joinFleet)
 	}
 	errc := make(chan error, 4)
 	serve := func(name string, f func() error) {
@@ -558,7 +569,8 @@ func (s *Server) close() {
 	}
 	s.closeListeners()
 	s.wg.Wait()
-	s.rtt.close() // after s.quic.Close, which ends the watched connections
+	s.leaveFleet() // after the join loop (in s.wg) has ended
+	s.rtt.close()  // after s.quic.Close, which ends the watched connections
 	s.closeGroups()
 	if s.cache != nil {
 		s.cache.Close()

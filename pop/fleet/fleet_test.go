@@ -11,59 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
+	"github.com/edgecdn/cdn/pop/fleet/fleettest"
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
-
-const (
-	testUser = "pop"
-	testPass = "lab-secret"
-)
-
-// natsServer is a real NATS server with JetStream on loopback, which a
-// test can stop and start again on the same port and store.
-type natsServer struct {
-	t    *testing.T
-	opts *server.Options
-	srv  *server.Server
-}
-
-func startNATS(t *testing.T) *natsServer {
-	t.Helper()
-	n := &natsServer{t: t, opts: &server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		Users: []*server.User{{Username: testUser, Password: testPass}},
-		NoLog: true, NoSigs: true,
-	}}
-	n.start()
-	n.opts.Port = n.srv.Addr().(*net.TCPAddr).Port
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *natsServer) start() {
-	n.t.Helper()
-	srv, err := server.NewServer(n.opts)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		n.t.Fatal("nats server not ready in 10s")
-	}
-	n.srv = srv
-}
-
-func (n *natsServer) stop() {
-	if n.srv != nil {
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
-		n.srv = nil
-	}
-}
-
-func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port) }
 
 // pop is a fleet member whose cache is a record of the purges applied.
 type pop struct {
@@ -78,10 +28,10 @@ func (p *pop) purges() []Purge {
 	return append([]Purge(nil), p.applied...)
 }
 
-func join(t *testing.T, n *natsServer, name string, edit func(*Config)) *pop {
+func join(t *testing.T, n *fleettest.Server, name string, edit func(*Config)) *pop {
 	t.Helper()
 	p := &pop{}
-	cfg := Config{URL: n.url(), PoP: name, User: testUser, Password: testPass, Alive: 3 * time.Second,
+	cfg := Config{URL: n.URL(), PoP: name, User: fleettest.User, Password: fleettest.Password, Alive: 3 * time.Second,
 		Apply: func(pu Purge) (int, error) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
@@ -105,7 +55,7 @@ func join(t *testing.T, n *natsServer, name string, edit func(*Config)) *pop {
 // TestPurgeReachesEveryPoP: a purge published at one PoP is applied by
 // every PoP of the fleet, each acknowledging it with its latency.
 func TestPurgeReachesEveryPoP(t *testing.T) {
-	n := startNATS(t)
+	n := fleettest.Start(t)
 	pops := map[string]*pop{}
 	for _, name := range []string{"pop-na", "pop-eu", "pop-ap"} {
 		pops[name] = join(t, n, name, nil)
@@ -139,7 +89,7 @@ func TestPurgeReachesEveryPoP(t *testing.T) {
 // published applies every one of them, in order, when it comes back, and
 // is not synced (may not serve from its cache) until it has.
 func TestCatchUpAfterAbsence(t *testing.T) {
-	n := startNATS(t)
+	n := fleettest.Start(t)
 	eu := join(t, n, "pop-eu", nil)
 	ap := join(t, n, "pop-ap", nil)
 	ap.Close()
@@ -189,11 +139,11 @@ func TestCatchUpAfterAbsence(t *testing.T) {
 // touch longer than MaxOffline must revalidate what it stored before;
 // when the server is back everything works again.
 func TestControlPlaneDown(t *testing.T) {
-	n := startNATS(t)
+	n := fleettest.Start(t)
 	na := join(t, n, "pop-na", func(c *Config) { c.MaxOffline = 200 * time.Millisecond })
 	eu := join(t, n, "pop-eu", nil)
 	poll.Within(t, 10*time.Second, "both synced", func() bool { return na.Synced() && eu.Synced() })
-	n.stop()
+	n.Stop()
 	poll.Within(t, 10*time.Second, "pop-na sees the control plane gone", func() bool { return !na.Synced() })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -205,7 +155,7 @@ func TestControlPlaneDown(t *testing.T) {
 	}
 	poll.Within(t, 10*time.Second, "pop-na past MaxOffline", func() bool { return !na.StaleBefore().IsZero() })
 	lostAt := na.StaleBefore()
-	n.start()
+	n.Restart()
 	poll.Within(t, 20*time.Second, "both synced again", func() bool { return na.Synced() && eu.Synced() })
 	if got := na.StaleBefore(); !got.Equal(lostAt) {
 		t.Errorf("pop-na StaleBefore after coming back = %v, want %v (when it lost touch)", got, lostAt)
@@ -222,10 +172,10 @@ func TestControlPlaneDown(t *testing.T) {
 // TestCredentialsRequired: the control plane takes no anonymous or wrong
 // credentials, and a bad configuration names what is wrong.
 func TestCredentialsRequired(t *testing.T) {
-	n := startNATS(t)
+	n := fleettest.Start(t)
 	apply := func(Purge) (int, error) { return 0, nil }
 	ctx := context.Background()
-	if _, err := Join(ctx, Config{URL: n.url(), PoP: "pop-x", User: testUser, Password: "wrong", Apply: apply}); err == nil {
+	if _, err := Join(ctx, Config{URL: n.URL(), PoP: "pop-x", User: fleettest.User, Password: "wrong", Apply: apply}); err == nil {
 		t.Error("Join with a wrong password: no error")
 	}
 	_, err := Join(ctx, Config{URL: "", PoP: "bad name", Apply: nil})
@@ -301,9 +251,9 @@ func (c *cutter) cut() {
 // purges are published is not synced once it is back until it has applied
 // all of them; it never reports synced with one missing.
 func TestPartitionedPoPCatchesUp(t *testing.T) {
-	n := startNATS(t)
+	n := fleettest.Start(t)
 	eu := join(t, n, "pop-eu", nil)
-	proxy := newCutter(t, strings.TrimPrefix(n.url(), "nats://"))
+	proxy := newCutter(t, n.Addr())
 	gate := make(chan struct{}, 100)
 	var mu sync.Mutex
 	var got []string

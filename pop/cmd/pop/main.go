@@ -72,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		maxObject  = fs.Int64("cache-max-object", 0, "largest body the cache stores whole, in `bytes` (0: 8 MiB or a sixteenth of -cache-bytes, whichever is less)")
 		noCache    = fs.Bool("no-cache", false, "disable the cache: every request goes to the origin")
 		purgeToken = fs.String("purge-token", "", "bearer `token` for POST /purge on the admin listener; empty: purge off")
+		fleetURL   = fs.String("fleet", "", "join the fleet's control plane (global purge) at this NATS `URL` with its credentials, nats://user:password@host:4222; empty: the PoP is alone")
+		fleetCA    = fs.String("fleet-ca", "", "connect to the control plane over TLS, trusting this root `file` (the lab CA's root.pem)")
 		drainDelay = fs.Duration("drain-delay", 0, "on SIGTERM, report not ready for this `long` before draining")
 		drainTime  = fs.Duration("drain-timeout", 25*time.Second, "on SIGTERM, let in-flight requests finish for at most this `long`")
 		verbose    = fs.Bool("v", false, "log debug events")
@@ -119,6 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	override("cache-max-object", func() { cfg.Cache.MaxObjectBytes = *maxObject })
 	override("no-cache", func() { cfg.Cache.Disabled = *noCache })
 	override("purge-token", func() { cfg.Cache.PurgeToken = *purgeToken })
+	override("fleet", func() { cfg.Fleet.URL = *fleetURL })
+	override("fleet-ca", func() { cfg.Fleet.CAFile = *fleetCA })
 	override("drain-timeout", func() { cfg.DrainTimeout = *drainTime })
 	if set["ticket-key"] {
 		cfg.TLS.TicketKeyFile = *ticketKey
