@@ -50,7 +50,7 @@ func main() {
 	}
 }
 
-const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt [-docker] | link [-docker] HOST DELAY | images | preflight | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
+const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt [-docker] | link [-docker] HOST DELAY | images | preflight | nats -store DIR -password-file FILE [-listen ADDR] | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -84,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return containerDelay(ctx, args[1:], stderr)
 	case "images":
 		return images(ctx, root, args[1:], stdout, stderr)
+	case "nats":
+		return natsServe(ctx, args[1:], stdout)
 	case "link":
 		return link(ctx, root, args[1:], stdout)
 	case "preflight":

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgecdn/cdn/pop/fleet"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
+)
+
+// TestNATS: lab nats serves the fleet's control plane, which PoPs join
+// with the password from the file and no other; bad arguments are named.
+func TestNATS(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "fleet.password")
+	os.WriteFile(pwFile, []byte("s3cret\n"), 0o600)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var out bytes.Buffer
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-listen", "nohost", "-store", dir, "-password-file", pwFile}, `-listen "nohost"`},
+		{[]string{"-listen", addr, "-password-file", pwFile}, "-store: empty"},
+		{[]string{"-listen", addr, "-store", dir, "-password-file", filepath.Join(dir, "nosuch")}, "nosuch"},
+	} {
+		if err := run(context.Background(), append([]string{"nats"}, tt.args...), &out, &out); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("lab nats %q = %v, want an error containing %q", tt.args, err, tt.want)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var serveErr error
+	wg.Go(func() {
+		serveErr = run(ctx, []string{"nats", "-listen", addr, "-store", filepath.Join(dir, "js"), "-password-file", pwFile}, &out, &out)
+	})
+	defer func() {
+		cancel()
+		wg.Wait()
+		if serveErr != nil {
+			t.Errorf("lab nats = %v", serveErr)
+		}
+	}()
+	cfg := fleet.Config{URL: "nats://" + addr, PoP: "pop-x", User: "pop", Password: "s3cret", Apply: func(fleet.Purge) (int, error) { return 1, nil }}
+	var f *fleet.Fleet
+	poll.Within(t, 10*time.Second, "a PoP joins lab nats", func() bool {
+		jctx, jcancel := context.WithTimeout(context.Background(), time.Second)
+		defer jcancel()
+		f, err = fleet.Join(jctx, cfg)
+		return err == nil
+	})
+	defer f.Close()
+	res, err := f.Purge(context.Background(), fleet.Purge{URL: "https://www.cdn.lab/"}, 5*time.Second)
+	if err != nil || len(res.Missing()) != 0 || len(res.Acks) != 1 {
+		t.Errorf("purge through lab nats: %+v, %v; want pop-x's acknowledgement", res, err)
+	}
+	cfg.Password = "wrong"
+	if g, err := fleet.Join(context.Background(), cfg); err == nil {
+		g.Close()
+		t.Error("joined lab nats with a wrong password")
+	}
+}
