@@ -30,6 +30,16 @@ import (
 //	          (clientrtt.Report), for geodns's latency steering:
 //	          {"pop":"NAME","prefixes":[{"prefix":"10.77.4.0/24",
 //	          "rtt_ms":10.25,"min_ms":9.8,"samples":12,"age_ms":1500}]}
+//	/logs     the access log's lines as they happen, newline-delimited
+//	          JSON (package accesslog documents the fields), whether or
+//	          not access_log writes a file; filtered by query parameters
+//	          status=404 or 5xx, cache=hit|stale|revalidated|miss|pass,
+//	          path=/prefix, client=CIDR and sample=0.1 (comma lists and
+//	          repeats are ors, different parameters ands; a bad one is
+//	          400 naming it). Followers are many at once; one that reads
+//	          too slowly is dropped (its stream ends,
+//	          pop_logs_followers_dropped_total) and never slows serving
+//	          or the others
 //	/ca.pem   the lab CA's root certificate, when the PoP uses a lab CA (404
 //	          otherwise): what clients trust (curl --cacert)
 //	/spki     the served certificate's SPKI pin, when it is known up front:
@@ -71,6 +81,7 @@ func (s *Server) adminHandler() http.Handler {
 		json.NewEncoder(w).Encode(s.rtt.table.Report(s.cfg.Name))
 	})
 	mux.HandleFunc("POST /purge", s.purge)
+	mux.HandleFunc("GET /logs", s.followLogs)
 	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
 		ca := s.LabCA()
 		if ca == nil {

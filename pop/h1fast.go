@@ -3,6 +3,7 @@ package pop
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -21,8 +22,10 @@ import (
 // moves the connection, with the bytes already read, to net/http for good:
 // the strict parser and every feature stay net/http's. serveFast returns
 // that connection, or nil when the connection is done.
-func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
+func (f *front) serveFast(fc *fastConn, cc *corkConn, st *tls.ConnectionState) net.Conn {
 	tc, s := fc.tc, f.s
+	sni := st.ServerName
+	client := newHitClient("", st, &cc.rtt) // remote filled in when first logged
 	var sniSite *site
 	if sni != "" {
 		sniSite = s.router.lookup(sni)
@@ -64,10 +67,13 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 			b, _ := br.Peek(br.Buffered())
 			return &replayConn{Conn: tc, pending: bytes.Clone(b)}
 		}
-		br.Discard(len(head))
+		br.Discard(len(head)) // head stays readable until the next read
 		closeAfter := req.close || f.draining.Load()
 		s.fastHits.count(1) // before the write: a client may look as soon as it has the answer
-		err = s.writeHit(tc, cc, &hit, req.head, closeAfter)
+		if client.remote == "" && s.alog.Wanted() {
+			client.remote = tc.RemoteAddr().String()
+		}
+		err = s.answerHit(tc, cc, &hit, &req, closeAfter, &client, now)
 		s.release()
 		if err != nil || closeAfter {
 			return nil
@@ -95,22 +101,38 @@ func (f *front) lookup(head []byte, req *fastRequest, sniSite *site, key []byte)
 // writeBuffers holds response buffers between requests.
 var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
+// answerHit writes a hit (writeHit) and logs it when the access log is
+// wanted. start is when the request was read.
+func (s *Server) answerHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, req *fastRequest, closeAfter bool, c *hitClient, start time.Time) error {
+	edge := time.Since(start)
+	var scratch [320]byte
+	_, v := s.appendHitValues(scratch[:0], hit, start, edge, c.rtt.current(start, edge))
+	err := s.writeHit(tc, cc, hit, req.head, closeAfter, v)
+	if s.alog.Wanted() {
+		method, bytes := "GET", int64(len(hit.Body))
+		if req.head {
+			method, bytes = "HEAD", 0
+		}
+		s.logHit(c, 1, false, method, view(req.host), view(req.target), bytes, v.status, start, edge)
+	}
+	return err
+}
+
 // writeHit writes a hit in HTTP/1.1: the stored response's header block
-// (encoded once, see h1Header), the per-request fields, Connection: close
-// when closing, and the body; small responses in one TLS record, larger
-// ones corked into one write.
-func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool) error {
+// (encoded once, see h1Header), the per-request fields v, Connection:
+// close when closing, and the body; small responses in one TLS record,
+// larger ones corked into one write.
+func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool, v hitValues) error {
 	block := encoding(&hit.Encoded.HTTP1, func() []byte { return s.h1Header(hit) })
 	bp := writeBuffers.Get().(*[]byte)
 	defer writeBuffers.Put(bp)
-	var scratch [128]byte
-	_, v := s.appendHitValues(scratch[:0], hit)
 	b := append((*bp)[:0], block...)
 	b = append(append(append(b, "Age: "...), v.age...), "\r\n"...)
 	b = append(append(append(b, "Cache-Status: "...), v.status...), "\r\n"...)
 	if len(v.date) > 0 {
 		b = append(append(append(b, "Date: "...), v.date...), "\r\n"...)
 	}
+	b = append(append(append(b, "Server-Timing: "...), v.timing...), "\r\n"...)
 	if closeAfter {
 		b = append(b, "Connection: close\r\n"...)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgecdn/cdn/cache"
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/pop/accesslog"
 	"github.com/edgecdn/cdn/pop/upstream"
 )
 
@@ -49,6 +50,10 @@ type Server struct {
 
 	servedBy []string // X-Served-By value
 	altSvc   []string // Alt-Svc value, nil until the QUIC port is known
+	stPrefix []byte   // the start of every Server-Timing value (timing.go)
+
+	alog       *accesslog.Logger // the access log and /logs (logs.go)
+	alogCloser io.Closer         // the access_log file, or nil
 
 	tcpLn   net.Listener
 	udpConn *net.UDPConn
@@ -83,12 +88,26 @@ func New(cfg Config) (*Server, error) {
 	}
 	fillDefaults(&cfg)
 	s := &Server{cfg: cfg, log: cfg.Logger, router: newRouter(), groups: map[string]*upstream.Group{},
-		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, maxInflight: int64(cfg.Limits.MaxInflight), servedBy: []string{cfg.Name}}
+		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, maxInflight: int64(cfg.Limits.MaxInflight), servedBy: []string{cfg.Name},
+		stPrefix: stPrefix(cfg.Name)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	w, closer, err := openAccessLog(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if s.alog, err = accesslog.New(accesslog.Config{Name: cfg.Name, Writer: w, Logger: s.log,
+		BufferBytes: cfg.AccessLogBufferBytes, FollowerBufferBytes: cfg.AccessLogBufferBytes}); err != nil {
+		if closer != nil {
+			closer.Close()
+		}
+		return nil, err
+	}
+	s.alogCloser = closer
 	t, err := buildTLS(&cfg)
 	if err != nil {
+		s.closeAccessLog()
 		return nil, err
 	}
 	s.tls = t
@@ -96,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		g, err := newGroup(name, uc, t, s.log)
 		if err != nil {
 			s.closeGroups()
+			s.closeAccessLog()
 			return nil, err
 		}
 		s.groups[name] = g
@@ -104,9 +124,11 @@ func New(cfg Config) (*Server, error) {
 	s.fastHits = newFastHitCounters(s.metrics)
 	if s.rtt, err = newRTTSampler(cfg.ClientRTT, s.metrics.reg); err != nil {
 		s.closeGroups()
+		s.closeAccessLog()
 		return nil, fmt.Errorf("client_rtt.%w", err)
 	}
 	s.upShare = newConnLimiter(0, cfg.Limits.MaxUpstreamPerAddr)
+	s.metrics.reg.MustRegister(accessLogCollector{s.alog})
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pop_degraded",
 		Help: "1 if some upstream group has no healthy server: the PoP is ready but serves only what it has cached.",
@@ -164,6 +186,7 @@ func New(cfg Config) (*Server, error) {
 		})
 		if err != nil {
 			s.closeGroups()
+			s.closeAccessLog()
 			return nil, fmt.Errorf("cache: %w", err)
 		}
 		s.cache = c
@@ -429,7 +452,7 @@ func (s *Server) listenQUIC() (*quic.EarlyListener, error) {
 				s.metrics.quicConns0RTT.Inc()
 			}
 			s.rtt.watchQUIC(c)
-			return ctx
+			return context.WithValue(ctx, connKey{}, c) // for connRTT
 		},
 	}
 	tc := s.tls.config.Clone()
@@ -562,6 +585,14 @@ func (s *Server) close() {
 	s.closeGroups()
 	if s.cache != nil {
 		s.cache.Close()
+	}
+	s.closeAccessLog() // after every server: the lines of the last responses are written
+}
+
+func (s *Server) closeAccessLog() {
+	s.alog.Close()
+	if s.alogCloser != nil {
+		s.alogCloser.Close()
 	}
 }
 
