@@ -104,10 +104,12 @@ var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); ret
 // answerHit writes a hit (writeHit) and logs it when the access log is
 // wanted. start is when the request was read.
 func (s *Server) answerHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, req *fastRequest, closeAfter bool, c *hitClient, start time.Time) error {
-	edge := time.Since(start)
-	var scratch [320]byte
-	_, v := s.appendHitValues(scratch[:0], hit, start, edge, c.rtt.current(start, edge))
-	err := s.writeHit(tc, cc, hit, req.head, closeAfter, v)
+	edge := time.Since(start) // the monotonic clock alone
+	bp := writeBuffers.Get().(*[]byte)
+	// The per-request values go first in the buffer, the response after
+	// them: no scratch array to clear.
+	vals, v := s.appendHitValues((*bp)[:0], hit, start.Add(edge), edge, c.rtt.current(start, edge))
+	b, err := s.writeHit(tc, cc, hit, req.head, closeAfter, v, vals)
 	if s.alog.Wanted() {
 		method, bytes := "GET", int64(len(hit.Body))
 		if req.head {
@@ -115,18 +117,20 @@ func (s *Server) answerHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, req *
 		}
 		s.logHit(c, 1, false, method, view(req.host), view(req.target), bytes, v.status, start, edge)
 	}
+	*bp = b[:0]
+	writeBuffers.Put(bp)
 	return err
 }
 
-// writeHit writes a hit in HTTP/1.1: the stored response's header block
-// (encoded once, see h1Header), the per-request fields v, Connection:
-// close when closing, and the body; small responses in one TLS record,
-// larger ones corked into one write.
-func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool, v hitValues) error {
+// writeHit writes a hit in HTTP/1.1 after the bytes of buf (which it
+// does not send): the stored response's header block (encoded once, see
+// h1Header), the per-request fields v, Connection: close when closing,
+// and the body; small responses in one TLS record, larger ones corked
+// into one write. It returns buf grown.
+func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool, v hitValues, buf []byte) ([]byte, error) {
 	block := encoding(&hit.Encoded.HTTP1, func() []byte { return s.h1Header(hit) })
-	bp := writeBuffers.Get().(*[]byte)
-	defer writeBuffers.Put(bp)
-	b := append((*bp)[:0], block...)
+	start := len(buf)
+	b := append(buf, block...)
 	b = append(append(append(b, "Age: "...), v.age...), "\r\n"...)
 	b = append(append(append(b, "Cache-Status: "...), v.status...), "\r\n"...)
 	if len(v.date) > 0 {
@@ -140,25 +144,24 @@ func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, 
 	var err error
 	switch {
 	case head:
-		_, err = tc.Write(b)
+		_, err = tc.Write(b[start:])
 	case len(b)+len(hit.Body) <= cap(b):
 		b = append(b, hit.Body...)
-		_, err = tc.Write(b)
+		_, err = tc.Write(b[start:])
 	case cc == nil:
-		if _, err = tc.Write(b); err == nil {
+		if _, err = tc.Write(b[start:]); err == nil {
 			_, err = tc.Write(hit.Body)
 		}
 	default:
 		cc.cork()
-		if _, err = tc.Write(b); err == nil {
+		if _, err = tc.Write(b[start:]); err == nil {
 			_, err = tc.Write(hit.Body)
 		}
 		if ferr := cc.uncork(); err == nil {
 			err = ferr
 		}
 	}
-	*bp = b[:0]
-	return err
+	return b, err
 }
 
 // h1Header encodes hitFields as an HTTP/1.1 status line and fields, sorted

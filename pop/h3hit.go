@@ -30,9 +30,10 @@ func newH3Hits(s *Server) *h3Hits {
 	return &h3Hits{s: s, early: s.metrics.earlyData.WithLabelValues("accepted")}
 }
 
-// serve answers r if it is a plain hit and reports whether it did. start
-// is when the request was read.
-func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request, start time.Time) bool {
+// serve answers r if it is a plain hit and reports whether it did. t0
+// is when the request was read, as time.Since(s.epoch) (the monotonic
+// clock alone).
+func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request, t0 time.Duration) bool {
 	s := h.s
 	head := r.Method == http.MethodHead
 	ae := r.Header["Accept-Encoding"] // two lines: the ordinary path joins them
@@ -65,9 +66,9 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request, start time.Time) 
 	}
 	defer s.release()   // write aborts the handler by panicking if it cannot take the stream over
 	s.fastHits.count(3) // before the write: a client may look as soon as it has the answer
-	edge := time.Since(start)
-	var scratch [320]byte
-	_, v := s.appendHitValues(scratch[:0], &hit, start, edge, connRTT(r.Context(), start.Add(edge)))
+	edge := time.Since(s.epoch) - t0
+	var scratch [256]byte
+	_, v := s.appendHitValues(scratch[:0], &hit, time.Time{}, edge, connRTT(r.Context(), s.epoch.Add(t0+edge)))
 	h.write(hs, &hit, head, v)
 	if s.alog.Wanted() {
 		c := hitClient{remote: r.RemoteAddr}
@@ -78,7 +79,7 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request, start time.Time) 
 		if head {
 			bytes = 0
 		}
-		s.logHit(&c, 3, early, r.Method, r.Host, r.RequestURI, bytes, v.status, start, edge)
+		s.logHit(&c, 3, early, r.Method, r.Host, r.RequestURI, bytes, v.status, time.Now().Add(-edge), edge)
 	}
 	return true
 }

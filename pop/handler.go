@@ -23,10 +23,10 @@ import (
 // Every response gets Server-Timing (timing.go) as its header is written,
 // and, when the access log is wanted, a line once it is sent (logs.go).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	if r.ProtoMajor == 3 && s.hits3 != nil && s.hits3.serve(w, r, start) {
+	if r.ProtoMajor == 3 && s.hits3 != nil && s.hits3.serve(w, r, time.Since(s.epoch)) {
 		return
 	}
+	start := time.Now()
 	withTLS(r)
 	x := &exchange{start: start}
 	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))

@@ -48,9 +48,10 @@ type Server struct {
 	quicConns   *connLimiter // nil: no limit
 	upShare     *connLimiter // origin requests in flight per client address; nil: no limit
 
-	servedBy []string // X-Served-By value
-	altSvc   []string // Alt-Svc value, nil until the QUIC port is known
-	stPrefix []byte   // the start of every Server-Timing value (timing.go)
+	servedBy []string  // X-Served-By value
+	altSvc   []string  // Alt-Svc value, nil until the QUIC port is known
+	stPrefix []byte    // the start of every Server-Timing value (timing.go)
+	epoch    time.Time // for monotonic clock readings (time.Since(epoch)) on fast paths
 
 	alog       *accesslog.Logger // the access log and /logs (logs.go)
 	alogCloser io.Closer         // the access_log file, or nil
@@ -89,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	fillDefaults(&cfg)
 	s := &Server{cfg: cfg, log: cfg.Logger, router: newRouter(), groups: map[string]*upstream.Group{},
 		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, maxInflight: int64(cfg.Limits.MaxInflight), servedBy: []string{cfg.Name},
-		stPrefix: stPrefix(cfg.Name)}
+		stPrefix: stPrefix(cfg.Name), epoch: time.Now()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -145,6 +145,9 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 func TestStuckWriterDropsNotBlocks(t *testing.T) {
 	w := &blockingWriter{release: make(chan struct{}), entered: make(chan struct{})}
 	l := newLogger(t, Config{Writer: w, BufferBytes: 16 << 10, QueueRecords: 64})
+	var release sync.Once
+	unblock := func() { release.Do(func() { close(w.release) }) }
+	t.Cleanup(unblock) // before Close, which waits for the writer
 	r := sample()
 	l.Log(&r)
 	select {
@@ -166,7 +169,7 @@ func TestStuckWriterDropsNotBlocks(t *testing.T) {
 		t.Fatalf("Log blocked behind a stuck writer")
 	}
 	poll.Until(t, "lines dropped", func() bool { return l.Stats().Dropped > 0 })
-	close(w.release)
+	unblock()
 	l.Close()
 	st := l.Stats()
 	w.mu.Lock()

@@ -111,7 +111,11 @@ func AppendMillis(b []byte, d time.Duration) []byte {
 		d = 0
 	}
 	us := (int64(d) + 500) / 1000
-	b = strconv.AppendInt(b, us/1000, 10)
+	if ms := us / 1000; ms < 10 {
+		b = append(b, byte('0'+ms)) // most: no strconv
+	} else {
+		b = strconv.AppendInt(b, ms, 10)
+	}
 	f := us % 1000
 	return append(b, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
 }
