@@ -13,7 +13,7 @@ import (
 // encoding/json reads back as the string with each invalid UTF-8 byte
 // replaced by U+FFFD, as json.Marshal would send it.
 func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "/gen/1k?x=1", `a"b\c`, "\x00\x1f\x7f\b\f", "é€😀", "\xff\xfe", "\u2028\u2029", "0123456789abcdef\"", strings.Repeat("x", 17) + "\n"} {
+	for _, s := range []string{"", "/gen/1k?x=1", `a"b\c`, "\x00\x1f\x7f\b\f", "é€😀", "\xff\xfe", "\u2028\u2029", "0123456789abcdef\"", "0123\\56789abcdef", "abcdefgh\"ijklmnop", strings.Repeat("x", 17) + "\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, s []byte) {
@@ -59,6 +59,9 @@ func FuzzPlain8(f *testing.F) {
 	f.Add(uint64(0x6f6c6c6568202020))
 	f.Add(uint64(0x22))
 	f.Add(uint64(0x5c) << 56)
+	f.Add(uint64(0x5c41414141414141)) // a backslash among plain bytes
+	f.Add(uint64(0x4141414122414141)) // a quote
+	f.Add(uint64(0x41414141414141c3)) // a byte above 0x7f
 	f.Add(uint64(0x1f20202020202020))
 	f.Fuzz(func(t *testing.T, x uint64) {
 		var b [8]byte
