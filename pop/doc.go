@@ -91,8 +91,13 @@
 //     Alt-Svc; Accept-Ranges and Content-Length; Last-Modified in the
 //     cache's canonical form), encoded once per stored response and
 //     protocol and kept with the stored entry (cache.Encodings); only Age,
-//     Cache-Status and, when the origin sent none, Date are added per
-//     request. The protocol paths only encode.
+//     Cache-Status, Server-Timing and, when the origin sent none, Date are
+//     added per request. The protocol paths only encode.
+//   - Timing and the log (timing.go, logs.go): edge in Server-Timing is
+//     measured with the monotonic clock alone (time.Since), the wall clock
+//     is read only for a Date or an access log line, and the line is a
+//     Record copied into the log's queue (package accesslog), built only
+//     when a file or a GET /logs follower wants it.
 //   - Admission: the same admit as the ordinary path (the per-IP bucket,
 //     then the in-flight cap), through admitHit, which passes a request
 //     the cap would refuse before it takes a token; a refused request is
@@ -142,7 +147,7 @@
 // quic-go's response writer and sends, in one stream write, a HEADERS frame
 // made of the stored response's QPACK field section (static table only,
 // plain strings rather than Huffman codes, encoded once per stored
-// response) plus age, cache-status and, when needed, date, then the DATA
+// response) plus age, cache-status, server-timing and, when needed, date, then the DATA
 // frame. Everything else, a miss included, goes through quic-go's writer.
 //
 // [Config] DisableFastPath (pop -no-fast-path) turns all three off: net/http
