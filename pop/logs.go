@@ -46,7 +46,7 @@ func (s *Server) logExchange(r *http.Request, sw *statusWriter) {
 	x := sw.x
 	if !sw.stamped {
 		x.ttfb = time.Since(x.start)
-		x.result = cache.ResultOf(x.cacheStatus)
+		x.result = cache.ResultPass // nothing was sent
 	}
 	origin, server, _ := x.upstreamTimes()
 	rec := accesslog.Record{

@@ -162,10 +162,22 @@ func (w *statusWriter) stamp() {
 	if len(cs) > 0 {
 		x.cacheStatus = cs[len(cs)-1]
 	}
-	x.result = cache.ResultOf(x.cacheStatus)
+	x.result = cache.ResultPass
+	if w.s.ownCacheStatus(x.cacheStatus) {
+		x.result = cache.ResultOf(x.cacheStatus)
+	}
 	origin, _, timing := x.upstreamTimes()
 	var buf [256]byte
 	b := w.s.appendServerTiming(buf[:0], x.result, x.ttfb-origin, origin, connRTT(w.ctx, now), timing)
 	h["Server-Timing"] = []string{string(b)}
 	h["Timing-Allow-Origin"] = timingAllowAll
+}
+
+// ownCacheStatus reports whether the last entry of a Cache-Status value
+// is this PoP's: without a cache, a proxied response carries only its
+// upstream's, which says nothing of what this PoP did.
+func (s *Server) ownCacheStatus(v string) bool {
+	entry := strings.TrimSpace(v[strings.LastIndexByte(v, ',')+1:])
+	name, _, _ := strings.Cut(entry, ";")
+	return name == s.cfg.Name
 }

@@ -182,4 +182,14 @@ func TestServerTimingKeepsParents(t *testing.T) {
 			t.Errorf("%s request %d: parent entries %q, want the shield's miss with its origin time", st.proto, i, got.upstream)
 		}
 	}
+	// A PoP without a cache passes everything, whatever its parent's
+	// Cache-Status says.
+	ncfg := poptest.Config(ca, "https://127.0.0.1:"+port(parent.Addr()))
+	ncfg.Cache.Disabled = true
+	nocache := poptest.StartPoP(t, ncfg)
+	resp, _ := get(t, clients(t, ca)["h2"], "https://localhost:"+port(nocache.Addr())+"/gen/1k")
+	v := resp.Header.Get("Server-Timing")
+	if got := parseServerTiming(t, v); got.cache != "pass" || got.origin < 0 || !strings.HasPrefix(got.upstream, `cdn-pop;desc="shield", cdn-cache;desc="hit"`) {
+		t.Errorf("uncached PoP: %q (Cache-Status %q), want pass with its origin time, then the shield's hit", v, resp.Header.Get("Cache-Status"))
+	}
 }
