@@ -93,11 +93,12 @@
 //     protocol and kept with the stored entry (cache.Encodings); only Age,
 //     Cache-Status, Server-Timing and, when the origin sent none, Date are
 //     added per request. The protocol paths only encode.
-//   - Timing and the log (timing.go, logs.go): edge in Server-Timing is
-//     measured with the monotonic clock alone (time.Since), the wall clock
-//     is read only for a Date or an access log line, and the line is a
-//     Record copied into the log's queue (package accesslog), built only
-//     when a file or a GET /logs follower wants it.
+//   - Timing and the log (timing.go, logs.go): edge in Server-Timing runs
+//     from reading the request (HTTP/1.1: the loop's clock reading; HTTP/2
+//     and HTTP/3: a monotonic one) to the lookup's own clock reading
+//     (cache.FastHit.Now), so a hit reads the clock no more than before;
+//     an access log line is a Record copied into the log's queue (package
+//     accesslog), built only when a file or a GET /logs follower wants it.
 //   - Admission: the same admit as the ordinary path (the per-IP bucket,
 //     then the in-flight cap), through admitHit, which passes a request
 //     the cap would refuse before it takes a token; a refused request is

@@ -104,11 +104,11 @@ var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); ret
 // answerHit writes a hit (writeHit) and logs it when the access log is
 // wanted. start is when the request was read.
 func (s *Server) answerHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, req *fastRequest, closeAfter bool, c *hitClient, start time.Time) error {
-	edge := time.Since(start) // the monotonic clock alone
+	edge := max(hit.Now.Sub(start), 0) // no clock read of its own: see appendHitValues
 	bp := writeBuffers.Get().(*[]byte)
 	// The per-request values go first in the buffer, the response after
 	// them: no scratch array to clear.
-	vals, v := s.appendHitValues((*bp)[:0], hit, start.Add(edge), edge, c.rtt.current(start, edge))
+	vals, v := s.appendHitValues((*bp)[:0], hit, edge, c.rtt.current(start, edge))
 	b, err := s.writeHit(tc, cc, hit, req.head, closeAfter, v, vals)
 	if s.alog.Wanted() {
 		method, bytes := "GET", int64(len(hit.Body))

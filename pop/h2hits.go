@@ -46,10 +46,10 @@ func (h *h2Hits) Hit(block []byte, head bool, authority, path, acceptEncoding st
 	}
 	enc := encoding(&hit.Encoded.HTTP2, func() []byte { return fieldenc.AppendHPACKFields(nil, s.hitFields(&hit, true)) })
 	b := append(append(block, 0x88), enc...) // :status 200, indexed
-	now := time.Since(s.epoch)
-	edge := now - t0
+	now := hit.Now.Sub(s.epoch)              // no clock read of its own: see appendHitValues
+	edge := max(now-t0, 0)
 	var scratch [256]byte
-	_, v := s.appendHitValues(scratch[:0], &hit, time.Time{}, edge, h.client.rtt.current(s.epoch, now))
+	_, v := s.appendHitValues(scratch[:0], &hit, edge, h.client.rtt.current(s.epoch, now))
 	b = fieldenc.AppendHPACKField(b, "age", v.age)
 	b = fieldenc.AppendHPACKField(b, "cache-status", v.status)
 	if len(v.date) > 0 {
@@ -67,7 +67,7 @@ func (h *h2Hits) Hit(block []byte, head bool, authority, path, acceptEncoding st
 		}
 		h.host, h.path, h.bytes = authority, path, int64(len(body))
 		h.nstatus = copy(h.status[:], v.status)
-		h.start, h.ttfb = time.Now().Add(-edge), edge // the wall clock only for the log
+		h.start, h.ttfb = hit.Now.Add(-edge), edge
 	}
 	return b, body, true
 }

@@ -64,11 +64,11 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request, t0 time.Duration)
 	if early {
 		h.early.Inc() // GET and HEAD are safe in 0-RTT
 	}
-	defer s.release()   // write aborts the handler by panicking if it cannot take the stream over
-	s.fastHits.count(3) // before the write: a client may look as soon as it has the answer
-	edge := time.Since(s.epoch) - t0
+	defer s.release()                       // write aborts the handler by panicking if it cannot take the stream over
+	s.fastHits.count(3)                     // before the write: a client may look as soon as it has the answer
+	edge := max(hit.Now.Sub(s.epoch)-t0, 0) // no clock read of its own: see appendHitValues
 	var scratch [256]byte
-	_, v := s.appendHitValues(scratch[:0], &hit, time.Time{}, edge, connRTT(r.Context(), s.epoch.Add(t0+edge)))
+	_, v := s.appendHitValues(scratch[:0], &hit, edge, connRTT(r.Context(), hit.Now))
 	h.write(hs, &hit, head, v)
 	if s.alog.Wanted() {
 		c := hitClient{remote: r.RemoteAddr}
@@ -79,7 +79,7 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request, t0 time.Duration)
 		if head {
 			bytes = 0
 		}
-		s.logHit(&c, 3, early, r.Method, r.Host, r.RequestURI, bytes, v.status, time.Now().Add(-edge), edge)
+		s.logHit(&c, 3, early, r.Method, r.Host, r.RequestURI, bytes, v.status, hit.Now.Add(-edge), edge)
 	}
 	return true
 }

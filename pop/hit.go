@@ -109,21 +109,18 @@ func (s *Server) hitFields(hit *cache.FastHit, altSvc bool) http.Header {
 type hitValues struct{ age, status, date, timing []byte }
 
 // appendHitValues appends a hit's Age, Cache-Status, Date and
-// Server-Timing values to b. now is the time, for the Date, or zero to
-// read the clock if a Date is needed (a fast path measures edge, the time
-// spent on the request, with the monotonic clock alone, which is cheaper
-// than the wall clock); rtt is the connection's, or 0.
-func (s *Server) appendHitValues(b []byte, hit *cache.FastHit, now time.Time, edge, rtt time.Duration) ([]byte, hitValues) {
+// Server-Timing values to b: the Date is the hit's (FastHit.Now), edge
+// the time from reading the request to the lookup's clock reading (the
+// fast paths read no clock of their own to end it: encoding the answer
+// takes microseconds), rtt the connection's, or 0.
+func (s *Server) appendHitValues(b []byte, hit *cache.FastHit, edge, rtt time.Duration) ([]byte, hitValues) {
 	i := len(b)
 	b = cache.AppendAge(b, hit.Age)
 	j := len(b)
 	b = cache.AppendHitStatus(b, s.cfg.Name, hit.TTL)
 	k := len(b)
 	if _, ok := hit.Header["Date"]; !ok {
-		if now.IsZero() {
-			now = time.Now()
-		}
-		b = now.UTC().AppendFormat(b, http.TimeFormat)
+		b = hit.Now.UTC().AppendFormat(b, http.TimeFormat)
 	}
 	l := len(b)
 	b = s.appendServerTiming(b, cache.ResultHit, edge, 0, rtt, nil)
