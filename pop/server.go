@@ -51,6 +51,7 @@ type Server struct {
 	servedBy []string  // X-Served-By value
 	altSvc   []string  // Alt-Svc value, nil until the QUIC port is known
 	stPrefix []byte    // the start of every Server-Timing value (timing.go)
+	stHit    []byte    // stPrefix, "hit" and the edge entry's start
 	epoch    time.Time // for monotonic clock readings (time.Since(epoch)) on fast paths
 
 	alog       *accesslog.Logger // the access log and /logs (logs.go)
@@ -94,6 +95,7 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.stHit = append(append(append([]byte(nil), s.stPrefix...), cache.ResultHit...), `", edge;dur=`...)
 	w, closer, err := openAccessLog(&cfg)
 	if err != nil {
 		return nil, err

@@ -51,9 +51,13 @@ func stPrefix(name string) []byte {
 // appendServerTiming appends the PoP's Server-Timing value. origin and
 // rtt are left out when zero; upstream's entries follow ours.
 func (s *Server) appendServerTiming(b []byte, result cache.Result, edge, origin, rtt time.Duration, upstream []string) []byte {
-	b = append(b, s.stPrefix...)
-	b = append(b, result...)
-	b = append(b, `", edge;dur=`...)
+	if result == cache.ResultHit {
+		b = append(b, s.stHit...) // one copy on the fast paths
+	} else {
+		b = append(b, s.stPrefix...)
+		b = append(b, result...)
+		b = append(b, `", edge;dur=`...)
+	}
 	b = accesslog.AppendMillis(b, edge)
 	if origin > 0 {
 		b = append(b, ", origin;dur="...)
