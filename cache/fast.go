@@ -25,6 +25,10 @@ type FastHit struct {
 	// Encoded holds the caller's encodings of the response, filled once
 	// per stored response and valid as long as it is stored.
 	Encoded *Encodings
+	// Now is the clock reading (Config.Now) Age was computed at, for a
+	// caller that needs the time of the hit without reading the clock
+	// again.
+	Now time.Time
 }
 
 // Encodings are slots for a stored response's header block as each
@@ -172,9 +176,9 @@ func (c *Cache) LookupFast(key []byte, acceptEncoding string) (FastHit, bool) {
 	}
 	c.stats.hits.Add(1)
 	if rp := e.pick(acceptEncoding); rp != nil {
-		return FastHit{Header: rp.header, Body: rp.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &rp.encoded}, true
+		return FastHit{Header: rp.header, Body: rp.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &rp.encoded, Now: now}, true
 	}
-	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &e.fast.encoded}, true
+	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &e.fast.encoded, Now: now}, true
 }
 
 // fastState is what an entry computes once for the requests it answers:

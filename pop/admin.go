@@ -80,6 +80,16 @@ func (s *Server) purgeEverywhere(w http.ResponseWriter, r *http.Request, urls, t
 //	/purge    POST ?url=URL or ?tag=KEY (&soft=1), with Authorization:
 //	          Bearer cache.purge_token: purges this PoP's cache or, with
 //	          fleet.url, every PoP's through the control plane (JSON)
+//	/logs     the access log's lines as they happen, newline-delimited
+//	          JSON (package accesslog documents the fields), whether or
+//	          not access_log writes a file; filtered by query parameters
+//	          status=404 or 5xx, cache=hit|stale|revalidated|miss|pass,
+//	          path=/prefix, client=CIDR and sample=0.1 (comma lists and
+//	          repeats are ors, different parameters ands; a bad one is
+//	          400 naming it). Followers are many at once; one that reads
+//	          too slowly is dropped (its stream ends,
+//	          pop_logs_followers_dropped_total) and never slows serving
+//	          or the others
 //	/ca.pem   the lab CA's root certificate, when the PoP uses a lab CA (404
 //	          otherwise): what clients trust (curl --cacert)
 //	/spki     the served certificate's SPKI pin, when it is known up front:
@@ -121,6 +131,7 @@ func (s *Server) adminHandler() http.Handler {
 		json.NewEncoder(w).Encode(s.rtt.table.Report(s.cfg.Name))
 	})
 	mux.HandleFunc("POST /purge", s.purge)
+	mux.HandleFunc("GET /logs", s.followLogs)
 	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
 		ca := s.LabCA()
 		if ca == nil {

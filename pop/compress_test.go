@@ -62,6 +62,7 @@ func TestCompressedHitsOnFastPaths(t *testing.T) {
 				h.Del(k)
 			}
 			h.Set("Cache-Status", strings.Split(h.Get("Cache-Status"), "; ttl=")[0])
+			h.Set("Server-Timing", timingShape(t, h.Get("Server-Timing"))) // durations differ per request
 			fields[i] = h
 		}
 		if fmt.Sprint(fields[0]) != fmt.Sprint(fields[1]) {

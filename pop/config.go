@@ -59,6 +59,22 @@ type Config struct {
 	// If fleet.url is empty, the PoP is alone.
 	Fleet FleetConfig `yaml:"fleet"`
 
+	// AccessLog is where the access log goes, one line of JSON per
+	// request (package accesslog documents the fields): a file, created
+	// if missing and appended to, or "-" for standard output. If empty,
+	// no file; the admin listener's GET /logs streams the lines anyway.
+	AccessLog string `yaml:"access_log"`
+	// AccessLogBufferBytes bounds the lines waiting for the access_log
+	// file, and those waiting for each GET /logs follower: beyond it,
+	// lines for the file are dropped (pop_access_log_dropped_total: the
+	// disk is too slow) and a follower is dropped (its stream ends). If
+	// zero, 4 MiB.
+	AccessLogBufferBytes int `yaml:"access_log_buffer_bytes"`
+	// AccessLogWriter, if not nil, receives the access log instead of
+	// standard output when AccessLog is "-" or empty (for programs that
+	// embed a PoP, and tests).
+	AccessLogWriter io.Writer `yaml:"-"`
+
 	// DrainDelay is how long the PoP reports not ready before it stops
 	// accepting, so that GeoDNS and load balancers move traffic away first.
 	// If zero, no delay.
@@ -413,6 +429,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.ClientRTT.Validate(); err != nil {
 		add("client_rtt.%v", err)
+	}
+	if c.AccessLogBufferBytes < 0 {
+		add("access_log_buffer_bytes: %d, want 0 (default: 4 MiB) or more", c.AccessLogBufferBytes)
 	}
 	if c.DrainDelay < 0 || c.DrainTimeout < 0 {
 		add("drain_delay, drain_timeout: want durations of 0 or more")

@@ -91,8 +91,14 @@
 //     Alt-Svc; Accept-Ranges and Content-Length; Last-Modified in the
 //     cache's canonical form), encoded once per stored response and
 //     protocol and kept with the stored entry (cache.Encodings); only Age,
-//     Cache-Status and, when the origin sent none, Date are added per
-//     request. The protocol paths only encode.
+//     Cache-Status, Server-Timing and, when the origin sent none, Date are
+//     added per request. The protocol paths only encode.
+//   - Timing and the log (timing.go, logs.go): edge in Server-Timing runs
+//     from reading the request (HTTP/1.1: the loop's clock reading; HTTP/2
+//     and HTTP/3: a monotonic one) to the lookup's own clock reading
+//     (cache.FastHit.Now), so a hit reads the clock no more than before;
+//     an access log line is a Record copied into the log's queue (package
+//     accesslog), built only when a file or a GET /logs follower wants it.
 //   - Admission: the same admit as the ordinary path (the per-IP bucket,
 //     then the in-flight cap), through admitHit, which passes a request
 //     the cap would refuse before it takes a token; a refused request is
@@ -142,7 +148,7 @@
 // quic-go's response writer and sends, in one stream write, a HEADERS frame
 // made of the stored response's QPACK field section (static table only,
 // plain strings rather than Huffman codes, encoded once per stored
-// response) plus age, cache-status and, when needed, date, then the DATA
+// response) plus age, cache-status, server-timing and, when needed, date, then the DATA
 // frame. Everything else, a miss included, goes through quic-go's writer.
 //
 // [Config] DisableFastPath (pop -no-fast-path) turns all three off: net/http

@@ -43,7 +43,8 @@ func newFront(s *Server, ln net.Listener, cfg *tls.Config) *front {
 		conns: make(chan net.Conn), done: make(chan struct{}), loops: map[*fastConn]struct{}{}}
 	lim := s.cfg.Limits
 	f.h2 = &h2.Server{Handler: s, MaxConcurrentStreams: lim.MaxConcurrentStreams, MaxHeaderBytes: lim.MaxHeaderBytes,
-		ReadHeaderTimeout: lim.ReadHeaderTimeout, IdleTimeout: lim.IdleTimeout, Draining: f.draining.Load, Logger: s.log}
+		ReadHeaderTimeout: lim.ReadHeaderTimeout, IdleTimeout: lim.IdleTimeout, Draining: f.draining.Load, Logger: s.log,
+		ConnContext: func(ctx context.Context, tc *tls.Conn) context.Context { return withConn(ctx, tc) }}
 	return f
 }
 
@@ -144,7 +145,9 @@ func (f *front) handle(raw net.Conn, sc syscall.Conn) {
 			pass = tc
 			return
 		}
-		c := f.h2.NewConn(tc, &h2Hits{s: f.s, sni: f.s.router.lookup(st.ServerName), ip: f.s.limitKey(tc.RemoteAddr().String())})
+		remote := tc.RemoteAddr().String()
+		c := f.h2.NewConn(tc, &h2Hits{s: f.s, sni: f.s.router.lookup(st.ServerName), ip: f.s.limitKey(remote),
+			client: newHitClient(remote, &st, &cc.rtt)})
 		fc.h2.Store(c)
 		c.Serve()
 		fc.h2.Store(nil)
@@ -154,7 +157,7 @@ func (f *front) handle(raw net.Conn, sc syscall.Conn) {
 			pass = tc
 			return
 		}
-		pass = f.serveFast(fc, cc, st.ServerName)
+		pass = f.serveFast(fc, cc, &st)
 	default: // acme-tls/1: the handshake was the whole exchange, and a CA's validator is no client to sample
 	}
 }
@@ -186,12 +189,24 @@ func (c *replayConn) Read(p []byte) (int, error) {
 
 type tlsStateKey struct{}
 
-// connContext gives requests on a passed-on connection their TLS state:
-// net/http only knows it for a *tls.Conn (see withTLS).
+// connContext gives requests on a passed-on connection their TLS state
+// (net/http only knows it for a *tls.Conn, see withTLS), and every
+// request its connection's round-trip time (connRTT).
 func (f *front) connContext(ctx context.Context, c net.Conn) context.Context {
-	if rc, ok := c.(*replayConn); ok {
-		st := rc.ConnectionState()
-		return context.WithValue(ctx, tlsStateKey{}, &st)
+	switch c := c.(type) {
+	case *replayConn:
+		st := c.ConnectionState()
+		return withConn(context.WithValue(ctx, tlsStateKey{}, &st), c.Conn)
+	case *tls.Conn:
+		return withConn(ctx, c)
+	}
+	return ctx
+}
+
+// withConn notes under connKey the corkConn under a TLS connection.
+func withConn(ctx context.Context, tc *tls.Conn) context.Context {
+	if cc, ok := tc.NetConn().(*corkConn); ok {
+		return context.WithValue(ctx, connKey{}, cc)
 	}
 	return ctx
 }

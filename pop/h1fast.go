@@ -3,6 +3,7 @@ package pop
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -21,8 +22,10 @@ import (
 // moves the connection, with the bytes already read, to net/http for good:
 // the strict parser and every feature stay net/http's. serveFast returns
 // that connection, or nil when the connection is done.
-func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
+func (f *front) serveFast(fc *fastConn, cc *corkConn, st *tls.ConnectionState) net.Conn {
 	tc, s := fc.tc, f.s
+	sni := st.ServerName
+	client := newHitClient("", st, &cc.rtt) // remote filled in when first logged
 	var sniSite *site
 	if sni != "" {
 		sniSite = s.router.lookup(sni)
@@ -64,10 +67,13 @@ func (f *front) serveFast(fc *fastConn, cc *corkConn, sni string) net.Conn {
 			b, _ := br.Peek(br.Buffered())
 			return &replayConn{Conn: tc, pending: bytes.Clone(b)}
 		}
-		br.Discard(len(head))
+		br.Discard(len(head)) // head stays readable until the next read
 		closeAfter := req.close || f.draining.Load()
 		s.fastHits.count(1) // before the write: a client may look as soon as it has the answer
-		err = s.writeHit(tc, cc, &hit, req.head, closeAfter)
+		if client.remote == "" && s.alog.Wanted() {
+			client.remote = tc.RemoteAddr().String()
+		}
+		err = s.answerHit(tc, cc, &hit, &req, closeAfter, &client, now)
 		s.release()
 		if err != nil || closeAfter {
 			return nil
@@ -95,22 +101,42 @@ func (f *front) lookup(head []byte, req *fastRequest, sniSite *site, key []byte)
 // writeBuffers holds response buffers between requests.
 var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// writeHit writes a hit in HTTP/1.1: the stored response's header block
-// (encoded once, see h1Header), the per-request fields, Connection: close
-// when closing, and the body; small responses in one TLS record, larger
-// ones corked into one write.
-func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool) error {
-	block := encoding(&hit.Encoded.HTTP1, func() []byte { return s.h1Header(hit) })
+// answerHit writes a hit (writeHit) and logs it when the access log is
+// wanted. start is when the request was read.
+func (s *Server) answerHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, req *fastRequest, closeAfter bool, c *hitClient, start time.Time) error {
+	edge := max(hit.Now.Sub(start), 0) // no clock read of its own: see appendHitValues
 	bp := writeBuffers.Get().(*[]byte)
-	defer writeBuffers.Put(bp)
-	var scratch [128]byte
-	_, v := s.appendHitValues(scratch[:0], hit)
-	b := append((*bp)[:0], block...)
+	// The per-request values go first in the buffer, the response after
+	// them: no scratch array to clear.
+	vals, v := s.appendHitValues((*bp)[:0], hit, edge, c.rtt.current(start, edge))
+	b, err := s.writeHit(tc, cc, hit, req.head, closeAfter, v, vals)
+	if s.alog.Wanted() {
+		method, bytes := "GET", int64(len(hit.Body))
+		if req.head {
+			method, bytes = "HEAD", 0
+		}
+		s.logHit(c, 1, false, method, view(req.host), view(req.target), bytes, v.status, start, edge)
+	}
+	*bp = b[:0]
+	writeBuffers.Put(bp)
+	return err
+}
+
+// writeHit writes a hit in HTTP/1.1 after the bytes of buf (which it
+// does not send): the stored response's header block (encoded once, see
+// h1Header), the per-request fields v, Connection: close when closing,
+// and the body; small responses in one TLS record, larger ones corked
+// into one write. It returns buf grown.
+func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool, v hitValues, buf []byte) ([]byte, error) {
+	block := encoding(&hit.Encoded.HTTP1, func() []byte { return s.h1Header(hit) })
+	start := len(buf)
+	b := append(buf, block...)
 	b = append(append(append(b, "Age: "...), v.age...), "\r\n"...)
 	b = append(append(append(b, "Cache-Status: "...), v.status...), "\r\n"...)
 	if len(v.date) > 0 {
 		b = append(append(append(b, "Date: "...), v.date...), "\r\n"...)
 	}
+	b = append(append(append(b, "Server-Timing: "...), v.timing...), "\r\n"...)
 	if closeAfter {
 		b = append(b, "Connection: close\r\n"...)
 	}
@@ -118,25 +144,24 @@ func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, 
 	var err error
 	switch {
 	case head:
-		_, err = tc.Write(b)
+		_, err = tc.Write(b[start:])
 	case len(b)+len(hit.Body) <= cap(b):
 		b = append(b, hit.Body...)
-		_, err = tc.Write(b)
+		_, err = tc.Write(b[start:])
 	case cc == nil:
-		if _, err = tc.Write(b); err == nil {
+		if _, err = tc.Write(b[start:]); err == nil {
 			_, err = tc.Write(hit.Body)
 		}
 	default:
 		cc.cork()
-		if _, err = tc.Write(b); err == nil {
+		if _, err = tc.Write(b[start:]); err == nil {
 			_, err = tc.Write(hit.Body)
 		}
 		if ferr := cc.uncork(); err == nil {
 			err = ferr
 		}
 	}
-	*bp = b[:0]
-	return err
+	return b, err
 }
 
 // h1Header encodes hitFields as an HTTP/1.1 status line and fields, sorted

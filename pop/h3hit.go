@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
@@ -29,8 +30,10 @@ func newH3Hits(s *Server) *h3Hits {
 	return &h3Hits{s: s, early: s.metrics.earlyData.WithLabelValues("accepted")}
 }
 
-// serve answers r if it is a plain hit and reports whether it did.
-func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
+// serve answers r if it is a plain hit and reports whether it did. t0
+// is when the request was read, as time.Since(s.epoch) (the monotonic
+// clock alone).
+func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request, t0 time.Duration) bool {
 	s := h.s
 	head := r.Method == http.MethodHead
 	ae := r.Header["Accept-Encoding"] // two lines: the ordinary path joins them
@@ -57,12 +60,27 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request) bool {
 	if !ok || !s.admitHit(s.limitKey(r.RemoteAddr)) {
 		return false // a miss, 503 or 429 from the ordinary path
 	}
-	if r.TLS != nil && !r.TLS.HandshakeComplete {
+	early := r.TLS != nil && !r.TLS.HandshakeComplete
+	if early {
 		h.early.Inc() // GET and HEAD are safe in 0-RTT
 	}
-	defer s.release()   // write aborts the handler by panicking if it cannot take the stream over
-	s.fastHits.count(3) // before the write: a client may look as soon as it has the answer
-	h.write(hs, &hit, head)
+	defer s.release()                       // write aborts the handler by panicking if it cannot take the stream over
+	s.fastHits.count(3)                     // before the write: a client may look as soon as it has the answer
+	edge := max(hit.Now.Sub(s.epoch)-t0, 0) // no clock read of its own: see appendHitValues
+	var scratch [256]byte
+	_, v := s.appendHitValues(scratch[:0], &hit, edge, connRTT(r.Context(), hit.Now))
+	h.write(hs, &hit, head, v)
+	if s.alog.Wanted() {
+		c := hitClient{remote: r.RemoteAddr}
+		if r.TLS != nil {
+			c.tls, c.resumed = r.TLS.Version, r.TLS.DidResume
+		}
+		bytes := int64(len(hit.Body))
+		if head {
+			bytes = 0
+		}
+		s.logHit(&c, 3, early, r.Method, r.Host, r.RequestURI, bytes, v.status, hit.Now.Add(-edge), edge)
+	}
 	return true
 }
 
@@ -93,7 +111,7 @@ const h3FrameRoom = 1 + 8
 // date), then for GET the body in one DATA frame; small responses in one
 // stream write. It ends the stream as quic-go's server does after a
 // handler.
-func (h *h3Hits) write(hs http3.HTTPStreamer, hit *cache.FastHit, head bool) {
+func (h *h3Hits) write(hs http3.HTTPStreamer, hit *cache.FastHit, head bool, v hitValues) {
 	str, err := hs.HTTPStream()
 	if err != nil {
 		// Nothing was written yet, so this does not happen; abort the
@@ -104,13 +122,12 @@ func (h *h3Hits) write(hs http3.HTTPStreamer, hit *cache.FastHit, head bool) {
 	bp := h3Buffers.Get().(*[]byte)
 	defer h3Buffers.Put(bp)
 	b := append((*bp)[:h3FrameRoom], block...)
-	var scratch [128]byte
-	_, v := h.s.appendHitValues(scratch[:0], hit)
 	b = fieldenc.AppendQPACKStatic(b, fieldenc.QPACKAge, v.age)
 	b = fieldenc.AppendQPACKLiteral(b, "cache-status", v.status)
 	if len(v.date) > 0 { // quic-go's writer adds one
 		b = fieldenc.AppendQPACKStatic(b, fieldenc.QPACKDate, v.date)
 	}
+	b = fieldenc.AppendQPACKLiteral(b, "server-timing", v.timing)
 	n := uint64(len(b) - h3FrameRoom)
 	start := h3FrameRoom - 1 - quicvarint.Len(n)
 	quicvarint.Append(append(b[start:start], 0x01), n) // HEADERS

@@ -2,12 +2,14 @@ package pop
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"path"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ServeHTTP is the PoP's ordinary request path, for every listener and
@@ -17,14 +19,32 @@ import (
 // limits, the site's request rules, the early-data policy, then the cache
 // or, uncached, the site's proxy. Plain HTTP/3 hits are offered to h3Hits
 // first.
+//
+// Every response gets Server-Timing (timing.go) as its header is written,
+// and, when the access log is wanted, a line once it is sent (logs.go).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 3 && s.hits3 != nil && s.hits3.serve(w, r) {
+	if r.ProtoMajor == 3 && s.hits3 != nil && s.hits3.serve(w, r, time.Since(s.epoch)) {
 		return
 	}
+	start := time.Now()
 	withTLS(r)
-	sw := &statusWriter{ResponseWriter: w}
+	x := &exchange{start: start}
+	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+	sw := &statusWriter{ResponseWriter: w, s: s, x: x, ctx: r.Context()}
 	s.serve(sw, r)
+	if sw.status == 0 && !sw.hijacked {
+		if r.Context().Err() != nil {
+			sw.status = 499 // the client left before an answer: nothing is sent (nginx's code)
+		} else {
+			// Nothing written: the server sends a 200 with no body,
+			// which gets its Server-Timing too.
+			sw.WriteHeader(http.StatusOK)
+		}
+	}
 	s.metrics.request(r.ProtoMajor, sw.code())
+	if s.alog.Wanted() {
+		s.logExchange(r, sw)
+	}
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
@@ -137,16 +157,25 @@ func clientIP(remoteAddr string) string {
 	return host
 }
 
-// statusWriter remembers the status code for metrics. It keeps the
-// optional interfaces reachable through Unwrap (http.ResponseController).
+// statusWriter remembers the status code for metrics and the body bytes
+// for the access log, and stamps the final header with Server-Timing
+// (timing.go) as it is written. It keeps the optional interfaces
+// reachable through Unwrap (http.ResponseController).
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	s        *Server
+	x        *exchange
+	ctx      context.Context // the request's, for its connection
+	status   int
+	bytes    int64
+	stamped  bool
+	hijacked bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
+		w.stamp()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -154,19 +183,27 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.stamp()
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
 }
 
 func (w *statusWriter) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.stamp()
 	}
 	http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return c, rw, err
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -96,6 +96,7 @@ func (s *Server) hitFields(hit *cache.FastHit, altSvc bool) http.Header {
 	delete(h, "Connection")
 	h["Accept-Ranges"] = acceptRangesBytes
 	h["Content-Length"] = []string{strconv.Itoa(len(hit.Body))}
+	h["Timing-Allow-Origin"] = timingAllowAll // Server-Timing is per request: see appendHitValues
 	if hit.LastModified != nil {
 		h["Last-Modified"] = hit.LastModified
 	}
@@ -105,19 +106,25 @@ func (s *Server) hitFields(hit *cache.FastHit, altSvc bool) http.Header {
 // hitValues are the values of a hit's per-request fields, views of the
 // buffer appendHitValues filled. date is empty when the stored response
 // has a Date of its own (which hitFields carries).
-type hitValues struct{ age, status, date []byte }
+type hitValues struct{ age, status, date, timing []byte }
 
-// appendHitValues appends a hit's Age, Cache-Status and Date values to b.
-func (s *Server) appendHitValues(b []byte, hit *cache.FastHit) ([]byte, hitValues) {
+// appendHitValues appends a hit's Age, Cache-Status, Date and
+// Server-Timing values to b: the Date is the hit's (FastHit.Now), edge
+// the time from reading the request to the lookup's clock reading (the
+// fast paths read no clock of their own to end it: encoding the answer
+// takes microseconds), rtt the connection's, or 0.
+func (s *Server) appendHitValues(b []byte, hit *cache.FastHit, edge, rtt time.Duration) ([]byte, hitValues) {
 	i := len(b)
 	b = cache.AppendAge(b, hit.Age)
 	j := len(b)
 	b = cache.AppendHitStatus(b, s.cfg.Name, hit.TTL)
 	k := len(b)
 	if _, ok := hit.Header["Date"]; !ok {
-		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+		b = hit.Now.UTC().AppendFormat(b, http.TimeFormat)
 	}
-	return b, hitValues{age: b[i:j], status: b[j:k], date: b[k:]}
+	l := len(b)
+	b = s.appendServerTiming(b, cache.ResultHit, edge, 0, rtt, nil)
+	return b, hitValues{age: b[i:j], status: b[j:k], date: b[k:l], timing: b[l:]}
 }
 
 // encoding returns a stored response's encoding in slot, making it with

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/edgecdn/cdn/pop/upstream"
 )
@@ -81,7 +82,17 @@ func (t *originTransport) roundTrip(r *http.Request) (*http.Response, error) {
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		h["Early-Data"] = []string{"1"}
 	}
+	start := time.Now()
 	resp, err := t.group.RoundTrip(r)
+	if x := exchangeOf(r.Context()); x != nil {
+		x.upstreamDone(time.Since(start), resp, err)
+	}
+	if resp != nil {
+		// An upstream's Server-Timing (a parent PoP's) follows this
+		// PoP's on the response that fetched it (exchange), and is never
+		// stored: a hit's timings are its own.
+		delete(resp.Header, "Server-Timing")
+	}
 	if err != nil {
 		if cb, ok := r.Body.(*clientBody); ok && cb.err != nil {
 			if isBodyTooLarge(cb.err) {

@@ -71,6 +71,10 @@ type tcpRTT struct {
 	// since is when the handshake completed, in nanoseconds after r.epoch
 	// plus one; 0 before, and once closing has taken it.
 	since atomic.Int64
+	// last is the latest smoothed RTT read from the socket, for the
+	// Server-Timing of each response (current), and lastAt when it was
+	// read, in nanoseconds after r.epoch.
+	last, lastAt atomic.Int64
 }
 
 // newTCPRTT returns the sampling state of a TCP connection, sampled
@@ -87,8 +91,35 @@ func (t *tcpRTT) handshakeDone() {
 	if t.r == nil {
 		return
 	}
-	t.r.add(t.r.tcp, t.addr, socketRTT(t.sc))
-	t.since.Store(int64(time.Since(t.r.epoch)) + 1)
+	rtt := socketRTT(t.sc)
+	t.r.add(t.r.tcp, t.addr, rtt)
+	now := int64(time.Since(t.r.epoch))
+	t.last.Store(int64(rtt))
+	t.lastAt.Store(now)
+	t.since.Store(now + 1)
+}
+
+// rttRefresh is how old the RTT a response reports may be before the
+// socket is asked again: once a second at most per connection, never per
+// request.
+const rttRefresh = time.Second
+
+// current is the connection's smoothed RTT as of at most rttRefresh
+// before start+since (a clock read a request made, and the time since),
+// for a response's Server-Timing (not a sample for the table); 0 when
+// unknown.
+func (t *tcpRTT) current(start time.Time, since time.Duration) time.Duration {
+	if t == nil || t.r == nil {
+		return 0
+	}
+	at := int64(start.Sub(t.r.epoch) + since)
+	if at-t.lastAt.Load() > int64(rttRefresh) {
+		t.lastAt.Store(at)
+		if rtt := socketRTT(t.sc); rtt > 0 {
+			t.last.Store(int64(rtt))
+		}
+	}
+	return time.Duration(t.last.Load())
 }
 
 // closing takes the last sample, before the socket closes, once.

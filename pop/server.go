@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgecdn/cdn/cache"
 	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/pop/accesslog"
 	"github.com/edgecdn/cdn/pop/fleet"
 	"github.com/edgecdn/cdn/pop/upstream"
 )
@@ -48,8 +49,14 @@ type Server struct {
 	quicConns   *connLimiter // nil: no limit
 	upShare     *connLimiter // origin requests in flight per client address; nil: no limit
 
-	servedBy []string // X-Served-By value
-	altSvc   []string // Alt-Svc value, nil until the QUIC port is known
+	servedBy []string  // X-Served-By value
+	altSvc   []string  // Alt-Svc value, nil until the QUIC port is known
+	stPrefix []byte    // the start of every Server-Timing value (timing.go)
+	stHit    []byte    // stPrefix, "hit" and the edge entry's start
+	epoch    time.Time // for monotonic clock readings (time.Since(epoch)) on fast paths
+
+	alog       *accesslog.Logger // the access log and /logs (logs.go)
+	alogCloser io.Closer         // the access_log file, or nil
 
 	tcpLn   net.Listener
 	udpConn *net.UDPConn
@@ -85,12 +92,27 @@ func New(cfg Config) (*Server, error) {
 	}
 	fillDefaults(&cfg)
 	s := &Server{cfg: cfg, log: cfg.Logger, router: newRouter(), groups: map[string]*upstream.Group{},
-		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, maxInflight: int64(cfg.Limits.MaxInflight), servedBy: []string{cfg.Name}}
+		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, maxInflight: int64(cfg.Limits.MaxInflight), servedBy: []string{cfg.Name},
+		stPrefix: stPrefix(cfg.Name), epoch: time.Now()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.stHit = append(append(append([]byte(nil), s.stPrefix...), cache.ResultHit...), `", edge;dur=`...)
+	w, closer, err := openAccessLog(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if s.alog, err = accesslog.New(accesslog.Config{Name: cfg.Name, Writer: w, Logger: s.log,
+		BufferBytes: cfg.AccessLogBufferBytes, FollowerBufferBytes: cfg.AccessLogBufferBytes}); err != nil {
+		if closer != nil {
+			closer.Close()
+		}
+		return nil, err
+	}
+	s.alogCloser = closer
 	t, err := buildTLS(&cfg)
 	if err != nil {
+		s.closeAccessLog()
 		return nil, err
 	}
 	s.tls = t
@@ -98,6 +120,7 @@ func New(cfg Config) (*Server, error) {
 		g, err := newGroup(name, uc, t, s.log)
 		if err != nil {
 			s.closeGroups()
+			s.closeAccessLog()
 			return nil, err
 		}
 		s.groups[name] = g
@@ -106,9 +129,11 @@ func New(cfg Config) (*Server, error) {
 	s.fastHits = newFastHitCounters(s.metrics)
 	if s.rtt, err = newRTTSampler(cfg.ClientRTT, s.metrics.reg); err != nil {
 		s.closeGroups()
+		s.closeAccessLog()
 		return nil, fmt.Errorf("client_rtt.%w", err)
 	}
 	s.upShare = newConnLimiter(0, cfg.Limits.MaxUpstreamPerAddr)
+	s.metrics.reg.MustRegister(accessLogCollector{s.alog})
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pop_degraded",
 		Help: "1 if some upstream group has no healthy server: the PoP is ready but serves only what it has cached.",
@@ -172,6 +197,7 @@ func New(cfg Config) (*Server, error) {
 		})
 		if err != nil {
 			s.closeGroups()
+			s.closeAccessLog()
 			return nil, fmt.Errorf("cache: %w", err)
 		}
 		s.cache = c
@@ -440,7 +466,7 @@ func (s *Server) listenQUIC() (*quic.EarlyListener, error) {
 				s.metrics.quicConns0RTT.Inc()
 			}
 			s.rtt.watchQUIC(c)
-			return ctx
+			return context.WithValue(ctx, connKey{}, c) // for connRTT
 		},
 	}
 	tc := s.tls.config.Clone()
@@ -574,6 +600,14 @@ func (s *Server) close() {
 	s.closeGroups()
 	if s.cache != nil {
 		s.cache.Close()
+	}
+	s.closeAccessLog() // after every server: the lines of the last responses are written
+}
+
+func (s *Server) closeAccessLog() {
+	s.alog.Close()
+	if s.alogCloser != nil {
+		s.alogCloser.Close()
 	}
 }
 

@@ -79,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		verbose    = fs.Bool("v", false, "log debug events")
 		noFast     = fs.Bool("no-fast-path", false, "serve HTTP/1.1 and HTTP/2 through net/http and HTTP/3 hits through quic-go's response writer (for comparison)")
 		pprofOn    = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
+		accessLog  = fs.String("access-log", "", "write one JSON line per request to this `file` (appended to; - for standard output); empty: none (GET /logs on the admin listener streams the lines anyway)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pop -listen ADDR -origin URL [flags]\n       pop -config FILE [flags]\n\nFlags:\n")
@@ -124,6 +125,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	override("fleet", func() { cfg.Fleet.URL = *fleetURL })
 	override("fleet-ca", func() { cfg.Fleet.CAFile = *fleetCA })
 	override("drain-timeout", func() { cfg.DrainTimeout = *drainTime })
+	override("access-log", func() { cfg.AccessLog = *accessLog })
+	if cfg.AccessLog == "-" {
+		cfg.AccessLogWriter = stdout
+	}
 	if set["ticket-key"] {
 		cfg.TLS.TicketKeyFile = *ticketKey
 	}

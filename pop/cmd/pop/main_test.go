@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
@@ -27,6 +31,8 @@ func TestRunRejectsBadInput(t *testing.T) {
 		{"missing config", []string{"-config", dir + "/nope.yaml"}, "nope.yaml"},
 		{"negative max object", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-cache-max-object", "-5"}, "cache.max_object_bytes"},
 		{"half key pair", []string{"-origin", "http://127.0.0.1:1", "-cert", "c.pem"}, "tls.cert_file, tls.key_file"},
+		{"unwritable access log", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-access-log", dir + "/no/such/dir/access.log"}, "access_log: open " + dir + "/no/such/dir/access.log"},
+		{"access log is a directory", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-access-log", dir}, "access_log: open " + dir},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,5 +100,46 @@ func TestRunServesAndStopsOnSignal(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("run did not return after cancel")
+	}
+}
+
+// TestRunAccessLogToStdout: -access-log - writes one JSON line per
+// request to standard output, after the ready line.
+func TestRunAccessLogToStdout(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-admin", "", "-ca-dir", dir, "-no-h3",
+			"-origin", "http://127.0.0.1:1", "-access-log", "-"}, &out, &errb)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("run did not return after cancel")
+		}
+	})
+	poll.Within(t, 15*time.Second, "the ready line", func() bool { return strings.Contains(out.String(), "pop ready") })
+	listen := strings.Fields(strings.SplitN(out.String(), "listen=", 2)[1])[0]
+	pool, err := certs.LoadPool(dir + "/root.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+	resp, err := client.Get("https://" + listen + "/nothing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var line map[string]any
+	poll.Until(t, "an access log line on stdout", func() bool {
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		return len(lines) == 2 && json.Unmarshal([]byte(lines[1]), &line) == nil
+	})
+	if line["path"] != "/nothing" || line["status"] != float64(resp.StatusCode) || line["proto"] != "h1" {
+		t.Errorf("access log line %v, want GET /nothing answered %d over h1", line, resp.StatusCode)
 	}
 }

@@ -92,7 +92,11 @@ var (
 // protocol is h2; Serve serves it. hits may be nil.
 func (s *Server) NewConn(tc *tls.Conn, hits Hits) *Conn {
 	st := tc.ConnectionState()
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, tc.LocalAddr()))
+	base := context.WithValue(context.Background(), http.LocalAddrContextKey, tc.LocalAddr())
+	if s.ConnContext != nil {
+		base = s.ConnContext(base, tc)
+	}
+	ctx, cancel := context.WithCancel(base)
 	c := &Conn{srv: s, hits: hits, tc: tc, br: bufio.NewReaderSize(tc, 16<<10), state: &st,
 		remote: tc.RemoteAddr().String(), ctx: ctx, cancel: cancel,
 		sendConn: 65535, peerInit: 65535, peerMaxFrame: maxFrame, recvConn: inflow{avail: recvConnWindow},

@@ -27,6 +27,8 @@
 package h2
 
 import (
+	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,6 +57,9 @@ type Server struct {
 	// Logger receives malformed requests (debug) and handler panics. If
 	// nil, slog.Default().
 	Logger *slog.Logger
+	// ConnContext, if not nil, derives the context of a connection's
+	// requests from ctx, as net/http's Server.ConnContext does.
+	ConnContext func(ctx context.Context, tc *tls.Conn) context.Context
 }
 
 // Hits answers plain requests from a connection's reader goroutine: a GET
