@@ -48,6 +48,9 @@ func (fc FleetConfig) split() (urls []string, user, password string, err error) 
 	for _, raw := range strings.Split(fc.URL, ",") {
 		u, perr := url.Parse(strings.TrimSpace(raw))
 		if perr != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Hostname() == "" || u.Port() == "" {
+			if perr == nil {
+				raw = u.Redacted() // the password stays out of logs
+			}
 			return nil, "", "", fmt.Errorf("fleet.url: %q, want nats://host:port or tls://host:port", raw)
 		}
 		if u.User != nil {

@@ -74,6 +74,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		purgeToken = fs.String("purge-token", "", "bearer `token` for POST /purge on the admin listener; empty: purge off")
 		fleetURL   = fs.String("fleet", "", "join the fleet's control plane (global purge) at this NATS `URL` with its credentials, nats://user:password@host:4222; empty: the PoP is alone")
 		fleetCA    = fs.String("fleet-ca", "", "connect to the control plane over TLS, trusting this root `file` (the lab CA's root.pem)")
+		fleetUser  = fs.String("fleet-user", "", "the control plane's `user` (instead of in the -fleet URL)")
+		fleetPWF   = fs.String("fleet-password-file", "", "`file` holding the control plane's password (instead of in the -fleet URL)")
+		purgeTF    = fs.String("purge-token-file", "", "`file` holding the bearer token for POST /purge (instead of -purge-token)")
 		drainDelay = fs.Duration("drain-delay", 0, "on SIGTERM, report not ready for this `long` before draining")
 		drainTime  = fs.Duration("drain-timeout", 25*time.Second, "on SIGTERM, let in-flight requests finish for at most this `long`")
 		verbose    = fs.Bool("v", false, "log debug events")
@@ -124,6 +127,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	override("purge-token", func() { cfg.Cache.PurgeToken = *purgeToken })
 	override("fleet", func() { cfg.Fleet.URL = *fleetURL })
 	override("fleet-ca", func() { cfg.Fleet.CAFile = *fleetCA })
+	override("fleet-user", func() { cfg.Fleet.User = *fleetUser })
+	for _, sf := range []struct {
+		flag, file string
+		dst        *string
+	}{{"fleet-password-file", *fleetPWF, &cfg.Fleet.Password}, {"purge-token-file", *purgeTF, &cfg.Cache.PurgeToken}} {
+		if !set[sf.flag] {
+			continue
+		}
+		b, err := os.ReadFile(sf.file)
+		if err != nil {
+			return fmt.Errorf("-%s: %w", sf.flag, err)
+		}
+		if *sf.dst = strings.TrimSpace(string(b)); *sf.dst == "" {
+			return fmt.Errorf("-%s %s: empty, want the secret", sf.flag, sf.file)
+		}
+	}
 	override("drain-timeout", func() { cfg.DrainTimeout = *drainTime })
 	override("access-log", func() { cfg.AccessLog = *accessLog })
 	if cfg.AccessLog == "-" {

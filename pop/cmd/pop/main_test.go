@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,8 @@ import (
 
 func TestRunRejectsBadInput(t *testing.T) {
 	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
 	tests := []struct {
 		name string
 		args []string
@@ -33,6 +37,10 @@ func TestRunRejectsBadInput(t *testing.T) {
 		{"half key pair", []string{"-origin", "http://127.0.0.1:1", "-cert", "c.pem"}, "tls.cert_file, tls.key_file"},
 		{"unwritable access log", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-access-log", dir + "/no/such/dir/access.log"}, "access_log: open " + dir + "/no/such/dir/access.log"},
 		{"access log is a directory", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-access-log", dir}, "access_log: open " + dir},
+		{"missing purge token file", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-purge-token-file", dir + "/nope"}, "-purge-token-file: open " + dir + "/nope"},
+		{"empty fleet password file", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-fleet", "nats://127.0.0.1:1", "-fleet-password-file", empty}, "-fleet-password-file " + empty + ": empty"},
+		{"fleet without credentials", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-fleet", "nats://127.0.0.1:1"}, "fleet.user, fleet.password: required"},
+		{"bad fleet url", []string{"-ca-dir", dir, "-origin", "http://127.0.0.1:1", "-fleet", "http://u:secret@127.0.0.1:1"}, `fleet.url: "http://u:xxxxx@127.0.0.1:1"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
