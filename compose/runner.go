@@ -37,6 +37,13 @@ func CARoot(stateDir string) string {
 	return filepath.Join(stateDir, caVolume, "ca", certs.RootCertFile)
 }
 
+// LabSecret returns the path of one of the secrets lab-init writes into
+// the lab-ca volume (ticket.key, purge.token, fleet.password) in the state
+// directory of a native lab; the services read it at /lab/NAME.
+func LabSecret(stateDir, name string) string {
+	return filepath.Join(stateDir, caVolume, name)
+}
+
 // RunnerConfig configures the native runner.
 type RunnerConfig struct {
 	// Root is the repository root: docker-compose.yml, the programs'

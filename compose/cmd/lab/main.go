@@ -330,6 +330,7 @@ func status(ctx context.Context, root string, stdout io.Writer) error {
 		delay = strings.TrimSpace(string(b))
 	}
 	fmt.Fprintln(stdout, "delay backend:", delay)
+	fmt.Fprintf(stdout, "secrets: purge token %s, control plane password %s\n", compose.LabSecret(stateDir, "purge.token"), compose.LabSecret(stateDir, "fleet.password"))
 	for _, h := range topo.Hosts {
 		state := "down"
 		if n.Exists(h.Name) {

@@ -27,6 +27,7 @@ func natsServe(ctx context.Context, args []string, stdout io.Writer) error {
 	store := fs.String("store", "", "JetStream store `directory` (required)")
 	user := fs.String("user", "pop", "the one `user` the server takes")
 	passwordFile := fs.String("password-file", "", "`file` holding that user's password (required)")
+	monitor := fs.String("monitor", "", "monitoring `address` (host:port) for /healthz and /varz; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,11 +47,19 @@ func natsServe(ctx context.Context, args []string, stdout io.Writer) error {
 	if password == "" {
 		return fmt.Errorf("-password-file %s: empty, want the password", *passwordFile)
 	}
-	srv, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "lab-nats", Host: host, Port: port, JetStream: true, StoreDir: *store,
 		Users: []*server.User{{Username: *user, Password: password}},
 		NoSigs: true, NoLog: true,
-	})
+	}
+	if *monitor != "" {
+		mhost, mport, err := net.SplitHostPort(*monitor)
+		if opts.HTTPPort, perr = strconv.Atoi(mport); err != nil || perr != nil {
+			return fmt.Errorf("-monitor %q: want host:port", *monitor)
+		}
+		opts.HTTPHost = mhost
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}

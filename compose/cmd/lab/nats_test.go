@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,12 @@ func TestNATS(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	monitor := ln.Addr().String()
+	ln.Close()
 	var out bytes.Buffer
 	for _, tt := range []struct {
 		args []string
@@ -34,6 +41,7 @@ func TestNATS(t *testing.T) {
 	}{
 		{[]string{"-listen", "nohost", "-store", dir, "-password-file", pwFile}, `-listen "nohost"`},
 		{[]string{"-listen", addr, "-password-file", pwFile}, "-store: empty"},
+		{[]string{"-listen", addr, "-store", dir, "-password-file", pwFile, "-monitor", "x"}, `-monitor "x"`},
 		{[]string{"-listen", addr, "-store", dir, "-password-file", filepath.Join(dir, "nosuch")}, "nosuch"},
 	} {
 		if err := run(context.Background(), append([]string{"nats"}, tt.args...), &out, &out); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -44,7 +52,7 @@ func TestNATS(t *testing.T) {
 	var wg sync.WaitGroup
 	var serveErr error
 	wg.Go(func() {
-		serveErr = run(ctx, []string{"nats", "-listen", addr, "-store", filepath.Join(dir, "js"), "-password-file", pwFile}, &out, &out)
+		serveErr = run(ctx, []string{"nats", "-listen", addr, "-monitor", monitor, "-store", filepath.Join(dir, "js"), "-password-file", pwFile}, &out, &out)
 	})
 	defer func() {
 		cancel()
@@ -62,6 +70,11 @@ func TestNATS(t *testing.T) {
 		return err == nil
 	})
 	defer f.Close()
+	if resp, err := http.Get("http://" + monitor + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("GET /healthz on -monitor %s: %v, want 200 (the lab's health check)", monitor, err)
+	} else {
+		resp.Body.Close()
+	}
 	res, err := f.Purge(context.Background(), fleet.Purge{URL: "https://www.cdn.lab/"}, 5*time.Second)
 	if err != nil || len(res.Missing()) != 0 || len(res.Acks) != 1 {
 		t.Errorf("purge through lab nats: %+v, %v; want pop-x's acknowledgement", res, err)
