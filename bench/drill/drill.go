@@ -19,6 +19,10 @@
 //   - hostile: one client attacks a PoP and GeoDNS (the HostileHTTP1 and
 //     MalformedDNSQueries corpora, HTTP/2 floods, slowloris, cache
 //     poisoning, resource exhaustion) while another must not notice.
+//   - purge: a purge posted to pop-eu reaches every PoP through the
+//     fleet's control plane (NATS); per PoP, the p50 and p99 over 50
+//     purges of the time until it stops serving the purged copy, beside
+//     the one-way floor.
 //   - latency-steer: GeoDNS moves a misplaced client (client-moved: eu by
 //     its address, 10 ms from na by the network) to the PoP of lowest
 //     measured RTT, unaided, and eu's clients away from pop-eu while its
@@ -90,6 +94,9 @@ type Lab struct {
 	// Others are the lab's clients that bench lab does not measure (they
 	// have no PoP of their own region): client-moved.
 	Others []bench.LabClient
+	// PurgeToken is the PoPs' token for POST /purge (lab-init's
+	// purge.token).
+	PurgeToken string
 }
 
 // client finds a lab client, measured by bench lab or not.
@@ -164,6 +171,7 @@ func All(load time.Duration) []Drill {
 		{"latency-steer", Target{PoP: "pop-eu", Client: "client-moved", Bystander: "client-eu"}, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {
 			return latencySteer(ctx, lab, t, 60*time.Second)
 		}},
+		{"purge", eu, func(ctx context.Context, lab Lab, t Target) ([]Check, error) { return purgeLatency(ctx, lab, t, 50) }},
 	}
 }
 

@@ -81,6 +81,9 @@ func Run(ctx context.Context, cfg Config) ([]Check, error) {
 		lab.Origin = h.Addr.String()
 	}
 	lab.SetLink, lab.Topo = r.SetLinkDelay, r.Topo
+	if lab.PurgeToken, err = readPurgeToken(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("the lab's purge token: %w", err)
+	}
 	for _, h := range r.Topo.Hosts {
 		if _, err := lab.client(h.Name); err != nil && strings.HasPrefix(h.Name, "client-") {
 			lab.Others = append(lab.Others, bench.LabClient{Name: h.Name, Dial: r.Net.Dialer(h.Name),
