@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -166,4 +167,57 @@ func TestPageInChromium(t *testing.T) {
 		t.Fatalf("chromium --screenshot: %v\n%s", err, b)
 	}
 	labtest.KeepArtifact(t, shot, "live-view-unit.png")
+}
+
+// TestPoPState reads a real admin listener: health from /readyz (and
+// X-PoP-Degraded), rates between two snapshots from /metrics, measured
+// RTTs from /rtt.
+func TestPoPState(t *testing.T) {
+	var ready, degraded bool
+	requests, hits := 100, 40
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/readyz":
+			if degraded {
+				w.Header().Set("X-PoP-Degraded", "1")
+			}
+			if !ready {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+		case "/metrics":
+			fmt.Fprintf(w, "pop_requests_total{code=\"200\",proto=\"h2\"} %d\npop_cache_events_total{event=\"hit\"} %d\npop_cache_events_total{event=\"miss\"} 10\npop_cache_bytes 4096\npop_cache_hit_ratio 0.8\n", requests, hits)
+		case "/rtt":
+			w.Write([]byte(`{"pop":"pop-x","prefixes":[{"prefix":"10.77.2.0/24","rtt_ms":10.5,"min_ms":10,"samples":3,"age_ms":1}]}`))
+		}
+	}))
+	defer admin.Close()
+	s, err := New(Config{Topo: labTopo(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.regions[1]
+	r.admin = strings.TrimPrefix(admin.URL, "http://")
+	for _, tt := range []struct {
+		ready, degraded bool
+		want            string
+	}{{false, false, "down"}, {true, true, "degraded"}, {true, false, "up"}} {
+		ready, degraded = tt.ready, tt.degraded
+		st, _ := s.popState(t.Context(), r)
+		if st.Health != tt.want || st.Ready != tt.ready || st.Degraded != tt.degraded {
+			t.Errorf("ready %v degraded %v: %+v, want health %s", tt.ready, tt.degraded, st, tt.want)
+		}
+	}
+	requests, hits = 160, 70 // 30 hits and no miss since the last look
+	st, rtt := s.popState(t.Context(), r)
+	if st.RPS <= 0 || st.HitRatio != 1 || st.CacheBytes != 4096 || st.RequestsTotal != 160 {
+		t.Errorf("second look: %+v, want a positive rate, hit ratio 1 (30 hits, 0 misses since), 4096 bytes", st)
+	}
+	if got := rtt[netip.MustParsePrefix("10.77.2.0/24")]; got != 10.5 {
+		t.Errorf("measured RTT to 10.77.2.0/24 = %v, want 10.5", got)
+	}
+	// A PoP that does not answer at all is down, with the error.
+	admin.Close()
+	if st, _ := s.popState(t.Context(), r); st.Health != "down" || st.Error == "" {
+		t.Errorf("closed admin: %+v, want down with an error", st)
+	}
 }
