@@ -119,4 +119,12 @@
 // lab), in Docker with ping inside the containers ([Docker.Calibrate], lab
 // rtt -docker). A pair below the matrix, or more than 2 ms + 5% above it, is
 // an error that carries the whole table.
+//
+// # Watching it
+//
+// Package compose/view is the lab's live view (health, load, hit ratio,
+// TTFB and GeoDNS's answer per region, the RTT matrix), served by lab up on
+// the host and by the view service (lab view) in Docker; the native runner
+// starts no process for that service. prometheus.yml beside this file is a
+// scrape configuration for every service's /metrics.
 package compose

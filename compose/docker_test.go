@@ -3,7 +3,10 @@ package compose_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/edgecdn/cdn/compose"
 	"github.com/edgecdn/cdn/compose/labtest"
+	"github.com/edgecdn/cdn/compose/view"
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
@@ -27,7 +31,8 @@ import (
 // and h3 (gtlsclient), a cold direct request from client-ap far slower
 // than a hit at pop-ap, Chromium loading the page over HTTP/3, the
 // published ports answering an HTTP/3 request and a DNS query from the
-// host, two drills (a PoP stopped and started, the origin cut off), and
+// host, two drills (a PoP stopped and started, which the live view
+// service sees too; the origin cut off), and
 // down -v leaving nothing of the project.
 //
 // It runs where a Docker engine answers; EDGECDN_REQUIRE_DOCKER=1 (set by
@@ -184,6 +189,15 @@ func TestDockerLab(t *testing.T) {
 
 	t.Run("drill: pop-eu stopped and started", func(t *testing.T) {
 		eu := mustHost(t, d.Topo, "pop-eu").Addr.String()
+		// The view service, published on the host, sees it too.
+		viewWait(t, "every region up and sent to its own PoP", func(s view.Snapshot) bool {
+			for _, r := range s.Regions {
+				if r.PoP.Health != "up" || r.AnswerPoP != r.PoP.Name || r.Probes <= r.ProbeErrors {
+					return false
+				}
+			}
+			return len(s.Regions) == 3
+		})
 		start := time.Now()
 		if out, err := d.Run(ctx, "stop", "-t", "5", "pop-eu"); err != nil {
 			t.Fatalf("stop pop-eu: %v\n%s", err, out)
@@ -195,6 +209,14 @@ func TestDockerLab(t *testing.T) {
 		if !bytes.Equal(body, page) || servedBy == "pop-eu" || servedBy == "" {
 			t.Errorf("client-eu with pop-eu down: %d bytes from %q", len(body), servedBy)
 		}
+		viewWait(t, "pop-eu down and eu sent elsewhere", func(s view.Snapshot) bool {
+			for _, r := range s.Regions {
+				if r.Name == "eu" {
+					return r.PoP.Health == "down" && r.AnswerPoP != "" && r.AnswerPoP != "pop-eu"
+				}
+			}
+			return false
+		})
 		start = time.Now()
 		if out, err := d.Run(ctx, "start", "pop-eu"); err != nil {
 			t.Fatalf("start pop-eu: %v\n%s", err, out)
@@ -273,6 +295,24 @@ func dockerResolve(ctx context.Context, t *testing.T, d *compose.Docker, service
 
 // waitResolve polls www.cdn.lab in service until ok, for at most max,
 // logging each answer it sees, and returns the last.
+// viewWait polls the Docker lab's live view (the view service, published
+// on 127.0.0.1:8099) until its snapshot satisfies ok.
+func viewWait(t *testing.T, what string, ok func(view.Snapshot) bool) {
+	t.Helper()
+	var last []byte
+	poll.Within(t, 60*time.Second, "the live view: "+what, func() bool {
+		resp, err := http.Get("http://127.0.0.1:8099/state")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		last, _ = io.ReadAll(resp.Body)
+		var s view.Snapshot
+		return json.Unmarshal(last, &s) == nil && ok(s)
+	})
+	t.Logf("live view (Docker): %s: %s", what, last)
+}
+
 func waitResolve(ctx context.Context, t *testing.T, d *compose.Docker, service string, ok func(string) bool, max time.Duration) string {
 	t.Helper()
 	ip, seen := "", "(none yet)"

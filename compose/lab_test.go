@@ -34,8 +34,10 @@ import (
 // h2 and h3; a cold request from client-ap straight to origin.lab costs
 // its three 200 ms round trips to the first byte, a hit at pop-ap three
 // 10 ms ones; headless Chromium in client-eu loads the page over HTTP/3,
-// as pop-eu's own counters show; and after Stop nothing is left: no
-// namespace, process, interface or resolv.conf.
+// as pop-eu's own counters show, and renders the demo page's table; every
+// target of compose/prometheus.yml serves metrics; the live view sees
+// pop-eu stopped and client-eu sent elsewhere; and after Stop nothing is
+// left: no namespace, process, interface or resolv.conf.
 func TestLabUp(t *testing.T) {
 	ctx := labtest.Context(t)
 	lab := labtest.Start(ctx, t, "ecu")
@@ -99,6 +101,7 @@ func TestLabUp(t *testing.T) {
 
 	chromiumOverH3(ctx, t, r, pin)
 	prometheusTargetsServe(t, r, lab.Root)
+	liveViewSeesPoPDown(ctx, t, lab) // stops pop-eu
 
 	if err := lab.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)

@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/x509"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -168,4 +169,38 @@ func KeepArtifact(t testing.TB, path, name string) {
 		return
 	}
 	t.Logf("artifact: %s (copied from %s)", dst, path)
+}
+
+// Chromium returns the path of the chromium program, or skips the test
+// when it is not installed (fails it with EDGECDN_REQUIRE_CLIENTS set,
+// as .ci/run sets it).
+func Chromium(t testing.TB) string {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("EDGECDN_REQUIRE_CLIENTS") != "" {
+			t.Fatalf("chromium is required (EDGECDN_REQUIRE_CLIENTS): %v", err)
+		}
+		t.Skip("chromium not installed (apt-get install chromium)")
+	}
+	return path
+}
+
+// ChromiumArgs are the flags of a headless Chromium run in a test: no
+// sandbox, GPU, first-run or background traffic, a fresh profile in a
+// directory of the test's, a 1300x1000 window, and a budget of virtual
+// time for the page's scripts before --dump-dom or --screenshot (0: none).
+// A page that keeps a request open (an event stream) never spends virtual
+// time: give it wait instead, real time after which Chromium stops loading
+// and dumps or shoots what it has.
+func ChromiumArgs(t testing.TB, budget, wait time.Duration) []string {
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--user-data-dir=" + t.TempDir(), "--window-size=1300,1000"}
+	if budget > 0 {
+		args = append(args, "--virtual-time-budget="+strconv.Itoa(int(budget/time.Millisecond)))
+	}
+	if wait > 0 {
+		args = append(args, "--timeout="+strconv.Itoa(int(wait/time.Millisecond)))
+	}
+	return args
 }

@@ -130,6 +130,9 @@ var requestsByProto = regexp.MustCompile(`pop_requests_total\{code="200",proto="
 // h3, must come over HTTP/3 from its first request (pop-eu's counters: h3
 // requests, no h2 or h1); pop-eu.cdn.lab, which has an A record only, over
 // HTTP/2 (Chromium learns Alt-Svc there only from that first response).
+// The second loads one object without subresources: the demo page's
+// later requests (images, its script's fetches) would rightly follow the
+// Alt-Svc of the first response to HTTP/3.
 // Chromium speaks QUIC only to certificates of publicly known roots, or to
 // hosts named by --origin-to-force-quic-on: naming each host with port 1,
 // where nothing listens, lets it accept the lab's root over QUIC without
@@ -162,7 +165,7 @@ func chromiumFirstVisit(ctx context.Context, t *testing.T, lab *labtest.Lab) {
 		return out
 	}
 	pin := strings.TrimSpace(get("/spki"))
-	for _, tc := range []struct{ host, want string }{{"www.cdn.lab", "h3"}, {"pop-eu.cdn.lab", "h2"}} {
+	for _, tc := range []struct{ host, path, want string }{{"www.cdn.lab", "/", "h3"}, {"pop-eu.cdn.lab", "/static/app.css", "h2"}} {
 		before := counts()
 		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		out, err := lab.Net.Exec(cctx, "client-eu", chromium,
@@ -170,7 +173,7 @@ func chromiumFirstVisit(ctx context.Context, t *testing.T, lab *labtest.Lab) {
 			"--disable-background-networking", "--disable-component-update", "--disable-sync",
 			"--user-data-dir="+t.TempDir(), "--ignore-certificate-errors-spki-list="+pin,
 			"--origin-to-force-quic-on="+tc.host+":1",
-			"--dump-dom", "https://"+tc.host+"/").CombinedOutput()
+			"--dump-dom", "https://"+tc.host+tc.path).CombinedOutput()
 		cancel()
 		if err != nil || !strings.Contains(string(out), "</html>") {
 			t.Fatalf("chromium %s: %v\n%s", tc.host, err, out)

@@ -4,7 +4,9 @@
 // from the repository root. In Docker, every container runs lab delay
 // first to install its own delays (netem, or an NFQUEUE delay line).
 //
-//	lab up [-d] [-delay auto|netem|userspace]  build, start, wait for health, calibrate, print a summary
+//	lab up [-d] [-delay auto|netem|userspace] [-view ADDR]
+//	                      build, start, wait for health, calibrate, print a summary; serve the
+//	                      live view on ADDR (default 127.0.0.1:8099)
 //	lab down              stop a lab started with -d and remove its namespaces
 //	lab status            which hosts are up and what delays them
 //	lab exec HOST -- CMD  run CMD inside HOST's namespace, with the lab resolver
@@ -12,6 +14,9 @@
 //	lab link [-docker] HOST DELAY
 //	                      while the lab runs, add DELAY (150ms) one way to everything HOST sends;
 //	                      0 restores the matrix (-docker: in the Docker lab's container of HOST)
+//	lab view [-listen ADDR] [-native] [-topology FILE] [-cacert FILE]
+//	                      serve the live view of a running lab (the Docker lab's view service;
+//	                      -native: a native lab's, through its namespaces)
 //	lab images            make the Docker base images locally (no registry needed)
 //	lab preflight         check Docker, Compose and the lab subnet before docker compose up
 //	lab delay -self SVC [-delay auto|netem|userspace] [-- CMD ARGS]
@@ -25,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/compose"
 )
 
@@ -50,7 +57,7 @@ func main() {
 	}
 }
 
-const usage = "usage: lab up [-d] [-delay auto|netem|userspace] | down | status | exec HOST -- CMD [ARGS] | rtt [-docker] | link [-docker] HOST DELAY | images | preflight | nats -store DIR -password-file FILE [-listen ADDR] | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
+const usage = "usage: lab up [-d] [-delay auto|netem|userspace] [-view ADDR] | down | view [-listen ADDR] [-native] | status | exec HOST -- CMD [ARGS] | rtt [-docker] | link [-docker] HOST DELAY | images | preflight | nats -store DIR -password-file FILE [-listen ADDR] [-monitor ADDR] | delay -self SERVICE [-delay auto|netem|userspace] [-- CMD [ARGS]]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -65,8 +72,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs := flag.NewFlagSet("lab up", flag.ContinueOnError)
 		detach := fs.Bool("d", false, "detach: run in the background (stop with lab down)")
 		delay := fs.String("delay", "auto", "delay `backend`: netem (veths on a bridge, netem qdiscs per destination), userspace (TUN devices and a delay line in this process), or auto (netem when the kernel has sch_netem)")
+		viewAddr := fs.String("view", defaultViewAddr, "serve the live view on this host `address` (empty: no view)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if *viewAddr != "" {
+			if _, _, err := net.SplitHostPort(*viewAddr); err != nil {
+				return fmt.Errorf("-view %q: want host:port, such as %s, or empty for no view", *viewAddr, defaultViewAddr)
+			}
 		}
 		backend, err := compose.ParseBackend(*delay)
 		if err != nil {
@@ -77,9 +90,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *detach {
-			return detachUp(root, backend, stdout)
+			return detachUp(root, backend, *viewAddr, stdout)
 		}
-		return up(ctx, root, backend, stdout, stderr)
+		return up(ctx, root, backend, *viewAddr, stdout, stderr)
+	case "view":
+		return serveView(ctx, root, args[1:], stdout, stderr)
 	case "delay", "netem-apply": // netem-apply: the entrypoint's name before round 2
 		return containerDelay(ctx, args[1:], stderr)
 	case "images":
@@ -142,7 +157,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func hostNames(t *compose.Topology) string { return strings.Join(t.HostNames(), ", ") }
 
-func up(ctx context.Context, root string, backend compose.Backend, stdout, stderr io.Writer) error {
+func up(ctx context.Context, root string, backend compose.Backend, viewAddr string, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	r, err := compose.StartLab(ctx, compose.RunnerConfig{Root: root, StateDir: stateDir, Logger: logger, Delay: backend})
 	if err != nil {
@@ -158,6 +173,18 @@ func up(ctx context.Context, root string, backend compose.Backend, stdout, stder
 	if err != nil {
 		fmt.Fprint(stdout, table)
 		return err
+	}
+	if viewAddr != "" {
+		roots, err := certs.LoadPool(compose.CARoot(stateDir))
+		if err != nil {
+			return fmt.Errorf("live view: %w", err)
+		}
+		stopView, err := startView(ctx, r.Topo, r.Net.Dialer, roots, viewAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stopView()
+		fmt.Fprintf(stdout, "live view: http://%s/\n", viewAddr)
 	}
 	os.WriteFile(filepath.Join(stateDir, "delay"), []byte(r.Delay.String()+"\n"), 0o644)
 	defer os.Remove(filepath.Join(stateDir, "delay"))
@@ -261,7 +288,7 @@ func link(ctx context.Context, root string, args []string, stdout io.Writer) err
 	return nil
 }
 
-func detachUp(root string, backend compose.Backend, stdout io.Writer) error {
+func detachUp(root string, backend compose.Backend, viewAddr string, stdout io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -272,7 +299,7 @@ func detachUp(root string, backend compose.Backend, stdout io.Writer) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, "up", "-delay", string(backend))
+	cmd := exec.Command(self, "up", "-delay", string(backend), "-view", viewAddr)
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -84,3 +84,23 @@ func TestLinkArguments(t *testing.T) {
 		t.Errorf("lab link without a lab = %v, want an error saying so and pointing at lab up and -docker", err)
 	}
 }
+
+func TestViewArguments(t *testing.T) {
+	var out, errb bytes.Buffer
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"up", "-view", "8099"}, []string{"-view", `"8099"`, "host:port"}},
+		{[]string{"view", "extra"}, []string{`"extra"`, "flag"}},
+		{[]string{"view", "-topology", "../../../docker-compose.yml", "-cacert", "/nonexistent/root.pem"}, []string{"-cacert", "/nonexistent/root.pem"}},
+		{[]string{"view", "-topology", "nosuch.yml"}, []string{"nosuch.yml"}},
+	} {
+		err := run(context.Background(), tt.args, &out, &errb)
+		for _, w := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("lab %v = %v, want an error with %q", tt.args, err, w)
+			}
+		}
+	}
+}
