@@ -117,7 +117,7 @@ func StartLab(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 		return nil, err
 	}
 	r.log.Info("building the lab's programs", "into", bin)
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./pop/cmd/pop", "./origin/cmd/origin", "./geodns/cmd/geodns", "./bench/cmd/bench")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./pop/cmd/pop", "./origin/cmd/origin", "./geodns/cmd/geodns", "./bench/cmd/bench", "./compose/cmd/lab")
 	build.Dir = cfg.Root
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("go build: %v\n%s", err, out)
@@ -155,7 +155,7 @@ func startOrder(topo *Topology) []Host {
 			return 0
 		case h.Name == "geodns":
 			return 1
-		case h.Name == "origin":
+		case h.Name == "origin", h.Name == "nats":
 			return 2
 		case strings.HasPrefix(h.Name, "pop-"):
 			return 3
@@ -238,7 +238,9 @@ func (r *Runner) start(ctx context.Context, h Host, bin string) error {
 	case "sleep":
 		return nil // clients: the namespace is the host
 	case "lab":
-		return nil // the view service (lab view): lab up serves the view on the host itself
+		if len(args) > 1 && args[1] == "view" {
+			return nil // the view service (lab view): lab up serves the view on the host itself
+		}
 	case "sh":
 		cmd := r.Net.Exec(ctx, h.Name, args[0], args[1:]...)
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -301,6 +303,8 @@ func healthURL(name, addr string) string {
 		return "http://" + addr + ":9953/healthz"
 	case name == "origin":
 		return "http://" + addr + "/healthz"
+	case name == "nats":
+		return "http://" + addr + ":8222/healthz"
 	case strings.HasPrefix(name, "pop-"):
 		return "http://" + addr + ":9901/readyz"
 	}

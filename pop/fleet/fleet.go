@@ -387,23 +387,26 @@ func (f *Fleet) Purge(ctx context.Context, p Purge, wait time.Duration) (Result,
 	if !f.connected.Load() {
 		return Result{}, errNotConnected
 	}
-	p.ID, p.From, p.At = nats.NewInbox()[len(nats.InboxPrefix):], f.cfg.PoP, time.Now()
+	p.ID, p.From = nats.NewInbox()[len(nats.InboxPrefix):], f.cfg.PoP
 	res := Result{ID: p.ID, Acks: map[string]Ack{}}
-	members, err := f.kv.Keys(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
-		return res, fmt.Errorf("fleet: who is alive: %w", err)
-	}
-	res.Expected = members
-	acks := make(chan *nats.Msg, 64)
+	acks := make(chan *nats.Msg, 1024)
 	sub, err := f.nc.ChanSubscribe(ackSubject+p.ID, acks)
 	if err != nil {
 		return res, fmt.Errorf("fleet: subscribe to acknowledgements: %w", err)
 	}
 	defer sub.Unsubscribe()
+	p.At = time.Now()
 	b, _ := json.Marshal(p)
 	if _, err := f.js.Publish(ctx, purgeSubject, b); err != nil {
 		return res, fmt.Errorf("fleet: publish purge: %w", err)
 	}
+	// Who to wait for is asked after publishing, not before: the purge
+	// is on its way meanwhile.
+	members, err := f.kv.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return res, fmt.Errorf("fleet: published, but cannot tell who is alive: %w", err)
+	}
+	res.Expected = members
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for len(res.Missing()) > 0 {
