@@ -155,7 +155,7 @@ func All(load time.Duration) []Drill {
 	na := Target{PoP: "pop-na", Client: "client-na"}
 	return []Drill{
 		{"origin-down", Target{}, func(ctx context.Context, lab Lab, _ Target) ([]Check, error) { return originDown(ctx, lab, load) }},
-		{"origin-slow", Target{Client: "client-na"}, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {
+		{"origin-slow", Target{PoP: "pop-na", Client: "client-na"}, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {
 			return originSlow(ctx, lab, t, 300)
 		}},
 		{"origin-partition", Target{PoP: "pop-eu", Client: "client-eu", Bystander: "client-na"}, func(ctx context.Context, lab Lab, t Target) ([]Check, error) {

@@ -2,6 +2,7 @@ package drill
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -125,7 +126,11 @@ func originSlow(ctx context.Context, lab Lab, t Target, clients int) ([]Check, e
 	slowPath := fmt.Sprintf("/gen/%d", size)
 	slowURL := lab.CDNURL + slowPath + "?delay=5s"
 	hitURL := fmt.Sprintf("%s/gen/%d", lab.CDNURL, size+1)
-	hc := labClient(client, lab.Resolver, lab.LabConfig, 30*time.Second)
+	// Pinned to the region's PoP: coalescing is one PoP's doing, and
+	// GeoDNS may send a share of answers to other PoPs to measure them
+	// (latency steering's exploration), whose own fetches would count.
+	hc := popClient(client, t.PoPAddr, &tls.Config{RootCAs: lab.RootCAs, ServerName: hostOf(lab.CDNURL)}, true)
+	hc.Timeout = 30 * time.Second
 	if o := fetch(ctx, hc, hitURL); o.err != nil || o.status != 200 {
 		return nil, fmt.Errorf("prefetch: %v %d", o.err, o.status)
 	}
