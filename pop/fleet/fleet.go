@@ -223,6 +223,13 @@ func (f *Fleet) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fleet: consumer pop-%s: %w", f.cfg.PoP, err)
 	}
+	// What this PoP applied in an earlier life is acknowledged and will
+	// not come again: it counts as applied.
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("fleet: consumer pop-%s: %w", f.cfg.PoP, err)
+	}
+	f.applied.Store(info.AckFloor.Stream)
 	if err := f.setTarget(ctx, stream); err != nil {
 		return err
 	}

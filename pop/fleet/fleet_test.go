@@ -293,3 +293,23 @@ func TestPartitionedPoPCatchesUp(t *testing.T) {
 		t.Errorf("pop-ap applied %v, want the 3 purges it missed", got)
 	}
 }
+
+// TestRestartAfterApplying: a PoP that applied every purge, stopped and
+// came back (a restart) is synced at once: what it acknowledged before
+// does not come again, and it must not wait for it.
+func TestRestartAfterApplying(t *testing.T) {
+	n := fleettest.Start(t)
+	eu := join(t, n, "pop-eu", nil)
+	na := join(t, n, "pop-na", nil)
+	for i := range 3 {
+		if res, err := eu.Purge(context.Background(), Purge{URL: fmt.Sprintf("https://www.cdn.lab/%d", i)}, 5*time.Second); err != nil || len(res.Missing()) > 0 {
+			t.Fatalf("purge %d: %v, missing %v", i, err, res.Missing())
+		}
+	}
+	na.Close()
+	again := join(t, n, "pop-na", nil)
+	poll.Within(t, 10*time.Second, "pop-na synced after its restart", again.Synced)
+	if got := again.purges(); len(got) != 0 {
+		t.Errorf("pop-na applied %d purges again after its restart, want none (it had acknowledged them)", len(got))
+	}
+}
