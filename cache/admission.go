@@ -49,7 +49,7 @@ const (
 	sketchWindowPerKiB = 2.5
 	// victimSample is how many resident objects each eviction draws: 5
 	// and 16 were within 0.3 points of each other.
-	victimSample = 8
+	victimSample = 16
 	// residentOverhead is what one resident key costs beside its entry:
 	// its record here and in ristretto (its item, its cost, its expiry
 	// bucket: three map slots), as measured by TestResidentOverhead.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -297,5 +298,52 @@ func TestStoreSim(t *testing.T) {
 	}
 	if _, err := NewStoreSim(SimConfig{MaxBytes: 100}); err == nil || !strings.Contains(err.Error(), "max bytes 100") {
 		t.Errorf("a 100-byte store: error %v, want one naming the budget", err)
+	}
+}
+
+// TestResidentOverhead: what a stored response holds on the heap, beyond
+// the bytes of its body, is no more than its cost counts: the budget
+// bounds the memory. Small bodies, so that the entries' own structures
+// dominate; a text body is also kept compressed at the edge, each
+// representation with its own fields.
+func TestResidentOverhead(t *testing.T) {
+	for _, tc := range []struct {
+		name, ctype string
+		size, n     int
+	}{{"octets", "application/octet-stream", 100, 2000}, {"text", "text/html", 3000, 400}} {
+		t.Run(tc.name, func(t *testing.T) { heapPerEntry(t, tc.ctype, tc.size, tc.n) })
+	}
+}
+
+func heapPerEntry(t *testing.T, ctype string, size, n int) {
+	body := strings.Repeat("<p>some text</p>", size/16+1)[:size]
+	rg := newRigWith(t, Config{MaxBytes: 64 << 20}, func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "max-age=3600")
+		h.Set("Content-Type", ctype)
+		h.Set("ETag", `"gen-100"`)
+		h.Set("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write([]byte(body))
+	})
+	rg.get("/warm")
+	rg.cache.Wait()
+	heap := func() int64 {
+		runtime.GC()
+		runtime.GC() // and sync.Pool's victims (the compressors') go
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	before, held := heap(), rg.cache.Stats().Bytes
+	for i := range n {
+		rg.get("/gen/" + strconv.Itoa(size) + "?o=" + strconv.Itoa(i))
+	}
+	rg.cache.Wait()
+	grew, counted := heap()-before, rg.cache.Stats().Bytes-held
+	t.Logf("%d entries of %d bytes: the heap grew %d bytes (%d each), their costs count %d (%d each)", n, size, grew, grew/int64(n), counted, counted/int64(n))
+	if grew > counted {
+		t.Errorf("%d entries of %d bytes: the heap grew %d bytes (%d each), more than their costs count, %d (%d each)", n, size, grew, grew/int64(n), counted, counted/int64(n))
 	}
 }
