@@ -363,11 +363,14 @@ func (s *store) getVary(key string) *varyIndex {
 // grows by.
 func (e *entry) cost() int64 {
 	n := int64(cap(e.body)+len(e.key)) + entryOverhead + headerCost(e.header) // cap: the body's whole allocation
+	if len(e.reps) == 0 {
+		n += encodingCost(e.header)
+	}
 	for i, r := range e.reps {
 		if i > 0 { // the identity body is e.body
 			n += int64(cap(r.body))
 		}
-		n += repOverhead + headerCost(r.header)
+		n += repOverhead + headerCost(r.header) + encodingCost(r.header)
 	}
 	if e.vary != nil {
 		n += int64(len(e.key) + variantOverhead)
@@ -386,6 +389,23 @@ const (
 	fieldOverhead  = 48
 	valueOverhead  = 24
 )
+
+// encodingCost is the heap of the header block a fast path encodes for a
+// stored response's hits (Encodings, filled on its first hit): about its
+// fields as text, plus what a hit adds (status line, Age, Content-Length,
+// Cache-Status, the PoP's own fields). One protocol's, the usual case.
+func encodingCost(h http.Header) int64 {
+	n := int64(encodingOverhead)
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
+}
+
+// encodingOverhead is what a hit's header block adds to the stored fields.
+const encodingOverhead = 256
 
 // headerCost is the heap a header map holds.
 func headerCost(h http.Header) int64 {
