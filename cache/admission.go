@@ -2,6 +2,7 @@ package cache
 
 import (
 	"math/bits"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 )
@@ -65,16 +66,21 @@ type freqSketch struct {
 	shift  uint            // 64 - log2(width): a row index is a hash's top bits
 	window int64           // increments between halvings
 
+	// Increments are counted approximately, one in windowSample at
+	// random, as windowSample each, in stripes, so that a hit does not
+	// pay for one more atomic add on a line every hit shares.
 	stripes [sketchStripes]struct {
 		n atomic.Int64
-		_ [56]byte // a cache line each: hits on distinct keys do not share one
+		_ [56]byte // a cache line each
 	}
 	ticks  atomic.Int64 // stripes that completed their share of a window
 	halved atomic.Int64 // halvings so far, for tests
-	total  atomic.Int64 // increments so far, for tests
 }
 
-const sketchStripes = 8
+const (
+	sketchStripes = 8
+	windowSample  = 64
+)
 
 // Multipliers that make four row indexes out of one hash (odd, from
 // splitmix64 and the golden ratio).
@@ -85,7 +91,7 @@ func newFreqSketch(width, window int64) *freqSketch {
 	return &freqSketch{
 		words:  make([]atomic.Uint32, 4*w/2),
 		shift:  uint(64 - bits.TrailingZeros64(w)),
-		window: max(window, sketchStripes),
+		window: max(window, sketchStripes*windowSample),
 	}
 }
 
@@ -110,9 +116,12 @@ func (s *freqSketch) increment(h uint64) {
 			}
 		}
 	}
-	s.total.Add(1)
+	if rand.Uint32()%windowSample != 0 {
+		return
+	}
 	per := s.window / sketchStripes
-	if s.stripes[h>>61].n.Add(1)%per == 0 && s.ticks.Add(1)%sketchStripes == 0 {
+	st := &s.stripes[h>>61]
+	if n := st.n.Add(windowSample); n >= per && st.n.CompareAndSwap(n, n-per) && s.ticks.Add(1)%sketchStripes == 0 {
 		s.halve()
 	}
 }

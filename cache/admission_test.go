@@ -51,19 +51,27 @@ func TestFreqSketchSaturates(t *testing.T) {
 	}
 }
 
-// TestFreqSketchHalves: every window increments, every count halves.
+// TestFreqSketchHalves: about every window increments (counted one in
+// windowSample at random), every count halves.
 func TestFreqSketchHalves(t *testing.T) {
-	s := newFreqSketch(1<<10, 64)
-	h := keyHash("a")
-	for range 63 {
-		s.increment(h)
+	const window = 1 << 12
+	s := newFreqSketch(1<<10, window)
+	a, b := keyHash("a"), keyHash("b")
+	for range 100 {
+		s.increment(b)
 	}
-	if got := s.estimate(h); got != 63 {
-		t.Fatalf("estimate = %d after 63 increments, want 63", got)
+	for range 4 * window {
+		s.increment(a)
 	}
-	s.increment(h) // the window's 64th: all of one key, one stripe
-	if got, halvings := s.estimate(h), s.halved.Load(); got != 32 || halvings != 1 {
-		t.Errorf("after 64 increments in a window of 64: estimate %d, halvings %d; want 32, 1", got, halvings)
+	halvings := s.halved.Load()
+	if halvings < 2 || halvings > 6 {
+		t.Errorf("%d increments in windows of %d: %d halvings, want about 4", 4*window, window, halvings)
+	}
+	if got := s.estimate(b); got > 100>>halvings+1 {
+		t.Errorf("b, counted 100 times before %d halvings: estimate %d, want at most %d", halvings, got, 100>>halvings+1)
+	}
+	if got := s.estimate(a); got >= 2*window {
+		t.Errorf("a, counted %d times in windows of %d: estimate %d, want less than %d", 4*window, window, got, 2*window)
 	}
 }
 
