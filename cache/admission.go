@@ -2,6 +2,7 @@ package cache
 
 import (
 	"math/bits"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 )
@@ -29,8 +30,10 @@ import (
 // 64 MiB) every resident object's counter had reached the cap of 15, so
 // it could not tell the 1,000th most requested object from the 5,000th
 // and evicted among them nearly at random. In bench replay's simulation
-// (1M Zipf requests over 100k lognormal objects) that policy reached 0.93
-// to 0.97 of the oracle's byte hit ratio, this one 0.96 to 0.99. ristretto
+// (1M Zipf requests over 100k lognormal objects, 64 and 256 MiB, Zipf
+// 0.8 and 1.0) that policy reached 0.93 to 0.97 of the oracle's byte hit
+// ratio, this one 0.96 to 0.99 at the same costs; with the costs counted
+// now (every byte an entry holds), 0.94 to 0.98 (bench/RESULTS.md). ristretto
 // is given a MaxCost above this budget (storeSlack) so that it evicts
 // nothing itself unless something slips past this accounting; what it
 // evicts or expires is removed here too (store.forget).
@@ -49,7 +52,7 @@ const (
 	sketchWindowPerKiB = 2.5
 	// victimSample is how many resident objects each eviction draws: 5
 	// and 16 were within 0.3 points of each other.
-	victimSample = 8
+	victimSample = 16
 	// residentOverhead is what one resident key costs beside its entry:
 	// its record here and in ristretto (its item, its cost, its expiry
 	// bucket: three map slots), as measured by TestResidentOverhead.
@@ -65,16 +68,22 @@ type freqSketch struct {
 	shift  uint            // 64 - log2(width): a row index is a hash's top bits
 	window int64           // increments between halvings
 
+	// Increments are counted approximately, one in windowSample at
+	// random, as windowSample each, in stripes, so that a hit does not
+	// pay for one more atomic add on a line every hit shares.
 	stripes [sketchStripes]struct {
 		n atomic.Int64
-		_ [56]byte // a cache line each: hits on distinct keys do not share one
+		_ [56]byte // a cache line each
 	}
 	ticks  atomic.Int64 // stripes that completed their share of a window
 	halved atomic.Int64 // halvings so far, for tests
-	total  atomic.Int64 // increments so far, for tests
 }
 
-const sketchStripes = 8
+const (
+	sketchRows    = 4
+	sketchStripes = 8
+	windowSample  = 64
+)
 
 // Multipliers that make four row indexes out of one hash (odd, from
 // splitmix64 and the golden ratio).
@@ -83,9 +92,9 @@ var sketchMul = [4]uint64{0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9, 0x94d049bb1331
 func newFreqSketch(width, window int64) *freqSketch {
 	w := uint64(1) << bits.Len64(uint64(max(width, 64)-1)) // a power of two
 	return &freqSketch{
-		words:  make([]atomic.Uint32, 4*w/2),
+		words:  make([]atomic.Uint32, sketchRows*w/2),
 		shift:  uint(64 - bits.TrailingZeros64(w)),
-		window: max(window, sketchStripes),
+		window: max(window, sketchStripes*windowSample),
 	}
 }
 
@@ -94,14 +103,14 @@ func (s *freqSketch) bytes() int64 { return int64(len(s.words)) * 4 }
 
 // slot is the word and bit shift of row r's counter for hash h.
 func (s *freqSketch) slot(h uint64, r int) (*atomic.Uint32, uint32) {
-	width := uint64(len(s.words) / 2) // counters per row
+	width := uint64(len(s.words) * 2 / sketchRows) // counters per row
 	i := uint64(r)*width + (h*sketchMul[r])>>s.shift
 	return &s.words[i/2], uint32(i&1) * 16
 }
 
 // increment counts one request for the key of hash h.
 func (s *freqSketch) increment(h uint64) {
-	for r := range 4 {
+	for r := range sketchRows {
 		w, sh := s.slot(h, r)
 		for {
 			old := w.Load()
@@ -110,9 +119,12 @@ func (s *freqSketch) increment(h uint64) {
 			}
 		}
 	}
-	s.total.Add(1)
+	if rand.Uint32()%windowSample != 0 {
+		return
+	}
 	per := s.window / sketchStripes
-	if s.stripes[h>>61].n.Add(1)%per == 0 && s.ticks.Add(1)%sketchStripes == 0 {
+	st := &s.stripes[h>>61]
+	if n := st.n.Add(windowSample); n >= per && st.n.CompareAndSwap(n, n-per) && s.ticks.Add(1)%sketchStripes == 0 {
 		s.halve()
 	}
 }
@@ -121,7 +133,7 @@ func (s *freqSketch) increment(h uint64) {
 // since the last halving, and their halves before that.
 func (s *freqSketch) estimate(h uint64) int64 {
 	m := uint32(0xffff)
-	for r := range 4 {
+	for r := range sketchRows {
 		w, sh := s.slot(h, r)
 		m = min(m, (w.Load()>>sh)&0xffff)
 	}

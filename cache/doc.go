@@ -17,7 +17,14 @@
 // CDN-Cache-Control (RFC 9213, parsed as a Structured Field) and
 // Surrogate-Control take precedence for this cache. Unsafe methods
 // invalidate (4.4). The store is ristretto, with the full key kept in each
-// entry and costs in bytes.
+// entry and costs in bytes: everything an entry holds on the heap (its
+// body's allocation, fields, the fast paths' header block, the store's own
+// records), within Config.MaxBytes with the frequency sketch. Which
+// objects stay is the store's admission (admission.go): the most
+// requested, by a sketch that every request counts once; a newcomer that
+// does not fit evicts only objects requested no more than it, so a
+// one-hit wonder never evicts a popular object, and a response the store
+// would refuse is sent on without being buffered.
 //
 // Large objects and ranges are kept in slices (slice.go) when
 // Config.SliceBytes is set (it is off by default: see its doc). A GET whose

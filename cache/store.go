@@ -355,21 +355,65 @@ func (s *store) getVary(key string) *varyIndex {
 	return vi
 }
 
-// cost is the bytes an entry holds: body plus headers, and for a variant
-// its listing in the Vary index (which keeps the key after the entry
-// goes, until the index unlists it).
+// cost is the bytes an entry holds on the heap: its body's allocation,
+// its key, its own structure, its fields, its representations compressed
+// at the edge (each a body and fields), and for a variant its listing in
+// the Vary index (which keeps the key after the entry goes, until the
+// index unlists it). TestResidentOverhead holds it to what the heap
+// grows by.
 func (e *entry) cost() int64 {
-	n := int64(cap(e.body) + len(e.key) + 64)        // cap: the body's whole allocation
-	for _, r := range e.reps[min(1, len(e.reps)):] { // the identity body is e.body
-		n += int64(cap(r.body)) + 128
+	n := int64(cap(e.body)+len(e.key)) + entryOverhead + headerCost(e.header) // cap: the body's whole allocation
+	if len(e.reps) == 0 {
+		n += encodingCost(e.header)
+	}
+	for i, r := range e.reps {
+		if i > 0 { // the identity body is e.body
+			n += int64(cap(r.body))
+		}
+		n += repOverhead + headerCost(r.header) + encodingCost(r.header)
 	}
 	if e.vary != nil {
 		n += int64(len(e.key) + variantOverhead)
 	}
-	for k, vs := range e.header {
-		n += int64(len(k))
+	return n
+}
+
+// Heap sizes for the costs: an entry with what prepare adds (its struct
+// is 432 bytes, allocated as 448); a representation; a header map, each
+// field in it (a map slot and its value slice) and each value (a string
+// header in the slice, and the string's allocation rounding).
+const (
+	entryOverhead  = 480
+	repOverhead    = 224
+	headerOverhead = 48
+	fieldOverhead  = 48
+	valueOverhead  = 24
+)
+
+// encodingCost is the heap of the header block a fast path encodes for a
+// stored response's hits (Encodings, filled on its first hit): about its
+// fields as text, plus what a hit adds (status line, Age, Content-Length,
+// Cache-Status, the PoP's own fields). One protocol's, the usual case.
+func encodingCost(h http.Header) int64 {
+	n := int64(encodingOverhead)
+	for k, vs := range h {
 		for _, v := range vs {
-			n += int64(len(v) + 16)
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
+}
+
+// encodingOverhead is what a hit's header block adds to the stored fields.
+const encodingOverhead = 256
+
+// headerCost is the heap a header map holds.
+func headerCost(h http.Header) int64 {
+	n := int64(headerOverhead)
+	for k, vs := range h {
+		n += int64(len(k)) + fieldOverhead
+		for _, v := range vs {
+			n += int64(len(v)) + valueOverhead
 		}
 	}
 	return n
