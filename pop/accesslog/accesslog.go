@@ -272,15 +272,22 @@ func (l *Logger) Log(r *Record) {
 	q.path = b.add(r.Path)
 	q.cacheStatus = b.add(r.CacheStatus)
 	q.upstream = b.add(r.Upstream)
-	first := len(b.recs) == 1
+	// The encoder runs every flushEvery; it is woken early only for a
+	// batch half full, so that a busy PoP does not wake it (and the file
+	// writer after it) for every request.
+	half := len(b.recs) == cap(b.recs)/2 || len(b.data) >= cap(b.data)/2 && len(b.data)-need < cap(b.data)/2
 	l.mu.Unlock()
-	if first {
+	if half {
 		select {
 		case l.wake <- struct{}{}:
 		default:
 		}
 	}
 }
+
+// flushEvery is how often the encoder takes what Log queued: the delay of
+// a line to the file and to /logs followers, at most.
+const flushEvery = 20 * time.Millisecond
 
 func clip(s string) int { return min(len(s), MaxFieldBytes) }
 
@@ -307,9 +314,12 @@ func resultIndex(r cache.Result) uint8 {
 // hands each wanted line to the file and the followers that want it.
 func (l *Logger) encode() {
 	defer close(l.ended)
+	tick := time.NewTicker(flushEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-l.wake:
+		case <-tick.C:
 		case <-l.quit:
 			l.mu.Lock()
 			l.in, l.spare = l.spare, l.in
@@ -318,6 +328,10 @@ func (l *Logger) encode() {
 			return
 		}
 		l.mu.Lock()
+		if len(l.in.recs) == 0 {
+			l.mu.Unlock()
+			continue
+		}
 		l.in, l.spare = l.spare, l.in
 		l.mu.Unlock()
 		l.emit(l.spare)
