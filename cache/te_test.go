@@ -2,7 +2,6 @@ package cache
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
 // rawOrigin answers every request with the same bytes, written by hand,
@@ -79,24 +80,6 @@ func (c codingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestUnsupportedTransferCoding: an origin response framed with a transfer
 // coding the proxy cannot decode (anything but chunked) is answered 502,
 // with a body and a Cache-Status detail that say so and name no address,
@@ -122,7 +105,7 @@ func TestUnsupportedTransferCoding(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			origin := newRawOrigin(t, tt.resp)
-			logs := &syncBuffer{}
+			logs := &poll.Buffer{}
 			rg := newRigWith(t, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))}, func(w http.ResponseWriter, r *http.Request) {
 				t.Error("the rig's own origin was asked")
 			})

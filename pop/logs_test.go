@@ -2,7 +2,6 @@ package pop_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,25 +27,14 @@ import (
 )
 
 // logBuffer collects a PoP's access log.
-type logBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuffer struct{ poll.Buffer }
 
 // lines waits for at least n lines and returns them all, decoded.
 func (l *logBuffer) lines(t *testing.T, n int) []map[string]any {
 	t.Helper()
 	var text string
 	poll.Until(t, fmt.Sprintf("%d access log lines", n), func() bool {
-		l.mu.Lock()
-		text = l.b.String()
-		l.mu.Unlock()
+		text = l.String()
 		return strings.Count(text, "\n") >= n
 	})
 	return decodeLines(t, text)

@@ -15,24 +15,6 @@ import (
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
-// syncBuffer is a bytes.Buffer safe for the log's writer and the test.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newLogger(t testing.TB, cfg Config) *Logger {
 	t.Helper()
 	if cfg.Logger == nil {
@@ -81,7 +63,7 @@ func lines(t *testing.T, out string) []map[string]any {
 // in order, with the values given; origin_ms and upstream only when the
 // PoP went upstream.
 func TestLineFields(t *testing.T) {
-	var out syncBuffer
+	var out poll.Buffer
 	l := newLogger(t, Config{Name: "pop-eu", Writer: &out})
 	r := sample()
 	l.Log(&r)
@@ -234,7 +216,7 @@ func TestLogAllocatesNothing(t *testing.T) {
 
 // TestLongFieldsCut: a string longer than MaxFieldBytes is cut there.
 func TestLongFieldsCut(t *testing.T) {
-	var out syncBuffer
+	var out poll.Buffer
 	l := newLogger(t, Config{Writer: &out})
 	r := sample()
 	r.Path = "/" + strings.Repeat("a", 10000)

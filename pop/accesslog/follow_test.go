@@ -99,12 +99,12 @@ func TestFollowFilters(t *testing.T) {
 		{"status=5xx&cache=miss&path=/b&client=2001:db8::/32", []string{"/b/1"}},
 		{"sample=1", []string{"/a/1", "/a/2", "/b/1", "/b/2", "/a", "/c"}},
 	}
-	var file syncBuffer
+	var file poll.Buffer
 	l := newLogger(t, Config{Writer: &file})
-	outs := make([]*syncBuffer, len(tests))
+	outs := make([]*poll.Buffer, len(tests))
 	runs := make([]*followRun, len(tests))
 	for i, tt := range tests {
-		outs[i] = &syncBuffer{}
+		outs[i] = &poll.Buffer{}
 		runs[i], _ = follow(t, l, tt.query, outs[i])
 	}
 	for _, r := range records {
@@ -136,7 +136,7 @@ func TestFollowFilters(t *testing.T) {
 // alone, and Wanted follows the followers.
 func TestFollowWithoutFile(t *testing.T) {
 	l := newLogger(t, Config{})
-	var out syncBuffer
+	var out poll.Buffer
 	_, cancel := follow(t, l, "", &out)
 	if !l.Wanted() {
 		t.Fatal("Wanted() = false with a follower")
@@ -155,7 +155,7 @@ func TestFollowWithoutFile(t *testing.T) {
 // bounds are over 10 standard deviations wide), sample=0.5 about half.
 func TestFollowSample(t *testing.T) {
 	l := newLogger(t, Config{QueueRecords: 1 << 15})
-	var tenth, half syncBuffer
+	var tenth, half poll.Buffer
 	r1, _ := follow(t, l, "sample=0.1", &tenth)
 	r2, _ := follow(t, l, "sample=0.5&status=200", &half)
 	const n = 20000
@@ -172,7 +172,7 @@ func TestFollowSample(t *testing.T) {
 	// n*p ± 10 sqrt(n p (1-p)): 2000 ± 424, 10000 ± 707.
 	for _, c := range []struct {
 		name   string
-		out    *syncBuffer
+		out    *poll.Buffer
 		lo, hi int
 	}{{"sample=0.1", &tenth, 1576, 2424}, {"sample=0.5", &half, 9293, 10707}} {
 		if got := strings.Count(c.out.String(), "\n"); got < c.lo || got > c.hi {
@@ -212,7 +212,7 @@ func (w *stalledWriter) SetWriteDeadline(time.Time) error {
 // write), while Log never waits and the other follower and the file get
 // every line.
 func TestSlowFollowerDropped(t *testing.T) {
-	var file, fast syncBuffer
+	var file, fast poll.Buffer
 	l := newLogger(t, Config{Writer: &file, FollowerBufferBytes: 8 << 10})
 	slow := &stalledWriter{deadline: make(chan struct{}), entered: make(chan struct{})}
 	slowRun, _ := follow(t, l, "", slow)

@@ -7,25 +7,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/miekg/dns"
 
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // cfgTmpl turns rate limiting off: the reload loop below asks as fast as
 // it can from 127.0.0.1.
@@ -47,7 +34,7 @@ func TestRunServesAndReloads(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	hup := make(chan os.Signal, 1)
-	var out, errb syncBuffer
+	var out, errb poll.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"-config", file, "-admin", "127.0.0.1:0"}, &out, &errb, hup) }()
 	t.Cleanup(func() {

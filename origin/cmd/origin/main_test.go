@@ -10,31 +10,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestRunServesBothAndStops(t *testing.T) {
 	root, caDir := t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello"), 0o644)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb poll.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-http", "127.0.0.1:0", "-root", root, "-ca-dir", caDir}, &out, &errb)
