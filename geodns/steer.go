@@ -435,6 +435,11 @@ func (st *state) route(rtt *rttTable, cands []*popState, addr netip.Addr, loc lo
 	}
 	var explore []option
 	for _, p := range ranked {
+		// A degraded PoP (its origin is down) is not explored: the
+		// client would find there only what happens to be cached.
+		if p.degraded.Load() {
+			continue
+		}
 		if !slices.ContainsFunc(r.options, func(o option) bool { return o.pops[0] == p }) {
 			explore = append(explore, option{pops: firstThen(p, ranked, n), explore: true})
 		}

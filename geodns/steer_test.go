@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -297,5 +298,50 @@ func TestLatencyConfigErrors(t *testing.T) {
 	_, err := ParseConfig([]byte(bad))
 	if err == nil || !strings.Contains(err.Error(), "pops[0].rtt_url") || !strings.Contains(err.Error(), "pops[0].weight") {
 		t.Errorf("error %v, want pops[0].rtt_url and pops[0].weight named", err)
+	}
+}
+
+// TestExploreSkipsDegraded: exploration never sends a client to a
+// degraded PoP (its origin is down: the client would get only what is
+// cached there), only to the healthy, non-degraded others.
+func TestExploreSkipsDegraded(t *testing.T) {
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(labConfig, bigTXT())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range cfg.PoPs {
+		cfg.PoPs[i].RTTURL = "http://127.0.0.1:1/rtt" // never pulled: route is called directly
+	}
+	cfg.Locator.Networks = append(cfg.Locator.Networks, Network{Prefix: "10.77.4.0/24", Region: "eu"})
+	st, err := compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	explored := func() []string {
+		tbl := newRTTTable()
+		decide(t, st, tbl, map[string]float64{"pop-eu": 90}) // far: explores
+		addr := netip.MustParseAddr("10.77.4.1")
+		var out []string
+		for _, o := range st.route(tbl, st.pops, addr, st.locate(addr), 1).options {
+			if o.explore {
+				out = append(out, o.pops[0].cfg.Name)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, p := range st.pops {
+		p.healthy.Store(true)
+	}
+	if got := explored(); strings.Join(got, " ") != "pop-ap pop-na" {
+		t.Fatalf("explored %v, want pop-ap and pop-na", got)
+	}
+	for _, p := range st.pops {
+		if p.cfg.Name == "pop-ap" {
+			p.degraded.Store(true)
+		}
+	}
+	if got := explored(); strings.Join(got, " ") != "pop-na" {
+		t.Errorf("pop-ap degraded: explored %v, want pop-na only", got)
 	}
 }
