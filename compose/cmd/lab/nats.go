@@ -49,7 +49,7 @@ func natsServe(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	opts := &server.Options{
 		ServerName: "lab-nats", Host: host, Port: port, JetStream: true, StoreDir: *store,
-		Users: []*server.User{{Username: *user, Password: password}},
+		Users:  []*server.User{{Username: *user, Password: password}},
 		NoSigs: true, NoLog: true,
 	}
 	if *monitor != "" {
