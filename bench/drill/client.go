@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/edgecdn/cdn/bench"
@@ -87,8 +88,9 @@ type outcome struct {
 	status int
 	err    error
 	took   time.Duration
-	pop    string // X-Served-By
-	cache  string // Cache-Status
+	pop    string        // X-Served-By
+	cache  string        // Cache-Status
+	age    time.Duration // Age
 }
 
 // fetch GETs url and reads the body to the end.
@@ -104,7 +106,9 @@ func fetch(ctx context.Context, c *http.Client, url string) outcome {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return outcome{status: resp.StatusCode, took: time.Since(start), pop: resp.Header.Get("X-Served-By"), cache: resp.Header.Get("Cache-Status")}
+	age, _ := strconv.Atoi(resp.Header.Get("Age"))
+	return outcome{status: resp.StatusCode, took: time.Since(start), pop: resp.Header.Get("X-Served-By"), cache: resp.Header.Get("Cache-Status"),
+		age: time.Duration(age) * time.Second}
 }
 
 func isTimeout(err error) bool {

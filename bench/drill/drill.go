@@ -23,6 +23,10 @@
 //     fleet's control plane (NATS); per PoP, the p50 and p99 over 50
 //     purges of the time until it stops serving the purged copy, beside
 //     the one-way floor.
+//   - control-plane: pop-ap is cut off the control plane while objects it
+//     holds are purged, then restored: it catches up and never serves a
+//     purged copy once synced; the NATS server stops: caches keep
+//     serving, purges are refused with a 503, and all rejoin after.
 //   - latency-steer: GeoDNS moves a misplaced client (client-moved: eu by
 //     its address, 10 ms from na by the network) to the PoP of lowest
 //     measured RTT, unaided, and eu's clients away from pop-eu while its
@@ -172,6 +176,7 @@ func All(load time.Duration) []Drill {
 			return latencySteer(ctx, lab, t, 60*time.Second)
 		}},
 		{"purge", eu, func(ctx context.Context, lab Lab, t Target) ([]Check, error) { return purgeLatency(ctx, lab, t, 50) }},
+		{"control-plane", Target{PoP: "pop-ap", Client: "client-ap", Bystander: "client-eu"}, controlPlane},
 	}
 }
 

@@ -173,6 +173,14 @@ func Join(ctx context.Context, cfg Config) (*Fleet, error) {
 		nats.UserInfo(cfg.User, cfg.Password),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// A partition shows as missed pings within about 3 s (the default
+		// is minutes), so the PoP knows it is out of touch.
+		nats.PingInterval(time.Second),
+		nats.MaxPingsOutstanding(2),
+		// A reconnect attempt that started during a partition gives up
+		// within a second, so the PoP is back soon after the network.
+		nats.Timeout(time.Second),
+		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { f.lost(time.Now()) }),
 		nats.ReconnectHandler(func(*nats.Conn) { f.rejoin() }),
 	}
@@ -277,6 +285,10 @@ func (f *Fleet) rejoin() {
 	}
 	if off := f.offlineAt.Swap(0); off != 0 && time.Since(time.Unix(0, off)) > f.cfg.MaxOffline {
 		f.staleBefore.Store(off)
+	}
+	// Alive again at once: a purge published now waits for this PoP.
+	if _, err := f.kv.Put(ctx, f.cfg.PoP, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		f.log.Warn("fleet: back, but cannot record this PoP as alive", "pop", f.cfg.PoP, "error", err)
 	}
 	f.connected.Store(true)
 	f.log.Info("fleet: back in touch with the control plane", "pop", f.cfg.PoP)
