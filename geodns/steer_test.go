@@ -213,7 +213,10 @@ func decide(t *testing.T, st *state, tbl *rttTable, rtts map[string]float64) []s
 	return out
 }
 
-func TestLatencyHysteresis(t *testing.T) {
+// routeState is the lab configuration's state with 10.77.4.0/24 located
+// in eu, for tests that call route directly (its PoPs are never pulled).
+func routeState(t *testing.T) *state {
+	t.Helper()
 	cfg, err := ParseConfig([]byte(fmt.Sprintf(labConfig, bigTXT())))
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +229,11 @@ func TestLatencyHysteresis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+func TestLatencyHysteresis(t *testing.T) {
+	st := routeState(t)
 	tbl := newRTTTable()
 	// Tolerance: the larger of 5 ms and 10% of the best.
 	steps := []struct {
@@ -305,18 +313,7 @@ func TestLatencyConfigErrors(t *testing.T) {
 // degraded PoP (its origin is down: the client would get only what is
 // cached there), only to the healthy, non-degraded others.
 func TestExploreSkipsDegraded(t *testing.T) {
-	cfg, err := ParseConfig([]byte(fmt.Sprintf(labConfig, bigTXT())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range cfg.PoPs {
-		cfg.PoPs[i].RTTURL = "http://127.0.0.1:1/rtt" // never pulled: route is called directly
-	}
-	cfg.Locator.Networks = append(cfg.Locator.Networks, Network{Prefix: "10.77.4.0/24", Region: "eu"})
-	st, err := compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := routeState(t)
 	explored := func() []string {
 		tbl := newRTTTable()
 		decide(t, st, tbl, map[string]float64{"pop-eu": 90}) // far: explores
