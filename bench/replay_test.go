@@ -76,7 +76,10 @@ func TestReplayAgainstPoP(t *testing.T) {
 			if og == nil || og.Difference != 0 || og.ByteDifference != 0 || !og.BytesExact {
 				t.Fatalf("origin %+v; want exact counts that agree with the headers (%d misses, %d coalesced)", og, h.Misses, h.Coalesced)
 			}
-			if og.ObjectHitRatio < h.ObjectHitRatio || og.ByteHitRatio < h.ByteHitRatio {
+			// Computed differently (1 - origin's share, hits' share): equal
+			// counts may differ in the last bits.
+			const eps = 1e-9
+			if og.ObjectHitRatio < h.ObjectHitRatio-eps || og.ByteHitRatio < h.ByteHitRatio-eps {
 				t.Errorf("origin's hit ratios %.3f, %.3f below the headers' %.3f, %.3f", og.ObjectHitRatio, og.ByteHitRatio, h.ObjectHitRatio, h.ByteHitRatio)
 			}
 			if res.PeakRSSMiB <= 0 || res.RPS <= 0 {
