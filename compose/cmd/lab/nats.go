@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,13 +14,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/edgecdn/cdn/certs"
 )
 
 // natsServe is `lab nats`: the fleet's control plane in the lab, a NATS
 // server with JetStream (the nats-server module, nothing downloaded),
 // serving until ctx ends. Its one user's password is read from a file
 // (lab-init writes it into the lab volume), so that only the lab's PoPs
-// can publish purges. With several machines, run a real NATS cluster
+// can publish purges; with -ca-dir it speaks TLS only, with a certificate
+// of the lab CA that the PoPs trust. With several machines, run a real NATS cluster
 // instead (see the README).
 func natsServe(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("lab nats", flag.ContinueOnError)
@@ -28,6 +32,7 @@ func natsServe(ctx context.Context, args []string, stdout io.Writer) error {
 	user := fs.String("user", "pop", "the one `user` the server takes")
 	passwordFile := fs.String("password-file", "", "`file` holding that user's password (required)")
 	monitor := fs.String("monitor", "", "monitoring `address` (host:port) for /healthz and /varz; empty: none")
+	caDir := fs.String("ca-dir", "", "lab CA `directory`: serve TLS only, with a certificate for the -listen host from it (created if missing); empty: plain TCP")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,6 +63,17 @@ func natsServe(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("-monitor %q: want host:port", *monitor)
 		}
 		opts.HTTPHost = mhost
+	}
+	if *caDir != "" {
+		ca, err := certs.OpenLabCA(*caDir)
+		if err != nil {
+			return fmt.Errorf("-ca-dir: %w", err)
+		}
+		cert, err := ca.Issue(host)
+		if err != nil {
+			return fmt.Errorf("-ca-dir: %w", err)
+		}
+		opts.TLS, opts.TLSConfig = true, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

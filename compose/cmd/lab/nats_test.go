@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/pop/fleet"
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
@@ -83,5 +84,54 @@ func TestNATS(t *testing.T) {
 	if g, err := fleet.Join(context.Background(), cfg); err == nil {
 		g.Close()
 		t.Error("joined lab nats with a wrong password")
+	}
+}
+
+// TestNATSOverTLS: with -ca-dir, lab nats speaks TLS only, with a lab CA
+// certificate for its address: a PoP trusting the lab root joins, one that
+// does not use TLS is refused.
+func TestNATSOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "fleet.password")
+	os.WriteFile(pwFile, []byte("s3cret\n"), 0o600)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var out bytes.Buffer
+	var serveErr error
+	caDir := filepath.Join(dir, "ca")
+	wg.Go(func() {
+		serveErr = run(ctx, []string{"nats", "-listen", addr, "-store", filepath.Join(dir, "js"), "-password-file", pwFile, "-ca-dir", caDir}, &out, &out)
+	})
+	defer func() {
+		cancel()
+		wg.Wait()
+		if serveErr != nil {
+			t.Errorf("lab nats = %v", serveErr)
+		}
+	}()
+	apply := func(fleet.Purge) (int, error) { return 1, nil }
+	var f *fleet.Fleet
+	poll.Within(t, 10*time.Second, "a PoP joins lab nats over TLS", func() bool {
+		ca, err := certs.OpenLabCA(caDir)
+		if err != nil {
+			return false
+		}
+		jctx, jcancel := context.WithTimeout(context.Background(), time.Second)
+		defer jcancel()
+		f, err = fleet.Join(jctx, fleet.Config{URL: "tls://" + addr, PoP: "pop-x", User: "pop", Password: "s3cret", RootCAs: ca.RootPool(), Apply: apply})
+		return err == nil
+	})
+	f.Close()
+	jctx, jcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer jcancel()
+	if g, err := fleet.Join(jctx, fleet.Config{URL: "nats://" + addr, PoP: "pop-y", User: "pop", Password: "s3cret", Apply: apply}); err == nil {
+		g.Close()
+		t.Error("joined lab nats -ca-dir without TLS")
 	}
 }
