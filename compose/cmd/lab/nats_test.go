@@ -20,21 +20,8 @@ import (
 // TestNATS: lab nats serves the fleet's control plane, which PoPs join
 // with the password from the file and no other; bad arguments are named.
 func TestNATS(t *testing.T) {
-	dir := t.TempDir()
-	pwFile := filepath.Join(dir, "fleet.password")
-	os.WriteFile(pwFile, []byte("s3cret\n"), 0o600)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	monitor := ln.Addr().String()
-	ln.Close()
+	dir, pwFile := natsFiles(t)
+	addr, monitor := freeAddr(t), freeAddr(t)
 	var out bytes.Buffer
 	for _, tt := range []struct {
 		args []string
@@ -49,24 +36,13 @@ func TestNATS(t *testing.T) {
 			t.Errorf("lab nats %q = %v, want an error containing %q", tt.args, err, tt.want)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var serveErr error
-	wg.Go(func() {
-		serveErr = run(ctx, []string{"nats", "-listen", addr, "-monitor", monitor, "-store", filepath.Join(dir, "js"), "-password-file", pwFile}, &out, &out)
-	})
-	defer func() {
-		cancel()
-		wg.Wait()
-		if serveErr != nil {
-			t.Errorf("lab nats = %v", serveErr)
-		}
-	}()
+	serveNATS(t, "-listen", addr, "-monitor", monitor, "-store", filepath.Join(dir, "js"), "-password-file", pwFile)
 	cfg := fleet.Config{URL: "nats://" + addr, PoP: "pop-x", User: "pop", Password: "s3cret", Apply: func(fleet.Purge) (int, error) { return 1, nil }}
 	var f *fleet.Fleet
 	poll.Within(t, 10*time.Second, "a PoP joins lab nats", func() bool {
 		jctx, jcancel := context.WithTimeout(context.Background(), time.Second)
 		defer jcancel()
+		var err error
 		f, err = fleet.Join(jctx, cfg)
 		return err == nil
 	})
@@ -91,30 +67,9 @@ func TestNATS(t *testing.T) {
 // certificate for its address: a PoP trusting the lab root joins, one that
 // does not use TLS is refused.
 func TestNATSOverTLS(t *testing.T) {
-	dir := t.TempDir()
-	pwFile := filepath.Join(dir, "fleet.password")
-	os.WriteFile(pwFile, []byte("s3cret\n"), 0o600)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var out bytes.Buffer
-	var serveErr error
-	caDir := filepath.Join(dir, "ca")
-	wg.Go(func() {
-		serveErr = run(ctx, []string{"nats", "-listen", addr, "-store", filepath.Join(dir, "js"), "-password-file", pwFile, "-ca-dir", caDir}, &out, &out)
-	})
-	defer func() {
-		cancel()
-		wg.Wait()
-		if serveErr != nil {
-			t.Errorf("lab nats = %v", serveErr)
-		}
-	}()
+	dir, pwFile := natsFiles(t)
+	addr, caDir := freeAddr(t), filepath.Join(dir, "ca")
+	serveNATS(t, "-listen", addr, "-store", filepath.Join(dir, "js"), "-password-file", pwFile, "-ca-dir", caDir)
 	apply := func(fleet.Purge) (int, error) { return 1, nil }
 	var f *fleet.Fleet
 	poll.Within(t, 10*time.Second, "a PoP joins lab nats over TLS", func() bool {
@@ -134,4 +89,41 @@ func TestNATSOverTLS(t *testing.T) {
 		g.Close()
 		t.Error("joined lab nats -ca-dir without TLS")
 	}
+}
+
+// natsFiles is a directory for lab nats with its password file (s3cret).
+func natsFiles(t *testing.T) (dir, pwFile string) {
+	dir = t.TempDir()
+	pwFile = filepath.Join(dir, "fleet.password")
+	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, pwFile
+}
+
+// freeAddr is a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// serveNATS runs lab nats with args until the test ends, and fails the
+// test if it returns an error.
+func serveNATS(t *testing.T, args ...string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out poll.Buffer
+	var wg sync.WaitGroup
+	var err error
+	wg.Go(func() { err = run(ctx, append([]string{"nats"}, args...), &out, &out) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		if err != nil {
+			t.Errorf("lab nats = %v (output %q)", err, out.String())
+		}
+	})
 }
