@@ -308,10 +308,14 @@ func TestConnectionLimitsAndFirstRequestDeadline(t *testing.T) {
 	t.Run("tcp per address", func(t *testing.T) {
 		var held []*tls.Conn
 		for i := range 5 {
-			c, err := dial("h2")
-			if err != nil {
-				t.Fatalf("connection %d of 5: %v", i+1, err)
-			}
+			// The earlier subtests' connections count against the limit
+			// until the server has seen them close.
+			var c *tls.Conn
+			poll.Within(t, 5*time.Second, fmt.Sprintf("connection %d of 5 accepted", i+1), func() bool {
+				var err error
+				c, err = dial("h2")
+				return err == nil
+			})
 			held = append(held, c)
 			io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") // keep it from the first-request deadline
 		}
