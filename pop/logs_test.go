@@ -310,14 +310,16 @@ func TestLogsFollowers(t *testing.T) {
 		{"h2", "/gen/2k", 200},    // miss
 		{"h3", "/_origin/x", 404}, // denied at the edge
 	}
-	for _, r := range requests {
+	// A request's line is logged after its response has been written,
+	// so the next request could overtake it: each request waits for its
+	// own line at the unfiltered follower, which fixes the order every
+	// follower sees.
+	for i, r := range requests {
 		resp, _ := get(t, clients(t, ca)[r.proto], base+r.path)
 		p.WaitCache()
 		if resp.StatusCode != r.status {
 			t.Fatalf("%s GET %s = %d, want %d", r.proto, r.path, resp.StatusCode, r.status)
 		}
-	}
-	for i, r := range requests {
 		m := all.next(t, "unfiltered follower")
 		if m["proto"] != r.proto || m["path"] != r.path || m["status"] != float64(r.status) {
 			t.Errorf("unfiltered follower line %d: %s %v %v, want %s %s %d", i, m["proto"], m["path"], m["status"], r.proto, r.path, r.status)
