@@ -25,7 +25,7 @@ func newBalancer(name string, servers []*server) balancer {
 	case Hash:
 		return newHashRing(servers)
 	}
-	return &roundRobin{servers: servers}
+	return newRoundRobin(servers)
 }
 
 // available reports whether s may take a request: not tried yet by this
@@ -42,17 +42,25 @@ func admit(s *server, now time.Time, panicking bool) (ok, trial bool) {
 	return s.breaker.acquire(now)
 }
 
-// roundRobin takes servers in turn, skipping unavailable ones.
+// roundRobin takes servers in turn, skipping unavailable ones: each as
+// often as its weight says, interleaved (order), and a backup (weight 0)
+// only when no weighted server is available.
 type roundRobin struct {
-	servers []*server
+	order   []*server // the weighted servers, each weight times, spread out
+	backups []*server
 	next    atomic.Uint64
 }
 
+func newRoundRobin(servers []*server) *roundRobin {
+	weighted, backups := splitBackups(servers)
+	return &roundRobin{order: smoothOrder(weighted), backups: backups}
+}
+
 func (b *roundRobin) pick(_ *http.Request, tried []*server, now time.Time, panicking bool) (*server, bool) {
-	n := uint64(len(b.servers))
+	n := uint64(len(b.order))
 	start := b.next.Add(1) - 1
 	for i := range n {
-		s := b.servers[(start+i)%n]
+		s := b.order[(start+i)%n]
 		if !available(s, tried, now, panicking) {
 			continue
 		}
@@ -61,12 +69,73 @@ func (b *roundRobin) pick(_ *http.Request, tried []*server, now time.Time, panic
 		}
 	}
 	b.next.Add(^uint64(0)) // no server took the turn: the next pick (in panic, say) has it
+	return pickBackup(b.backups, tried, now, panicking)
+}
+
+// splitBackups separates the servers of weight 0 (backups) from the rest.
+func splitBackups(servers []*server) (weighted, backups []*server) {
+	for _, s := range servers {
+		if s.weight == 0 {
+			backups = append(backups, s)
+		} else {
+			weighted = append(weighted, s)
+		}
+	}
+	return weighted, backups
+}
+
+// pickBackup takes the first available backup, in configuration order.
+func pickBackup(backups []*server, tried []*server, now time.Time, panicking bool) (*server, bool) {
+	for _, s := range backups {
+		if available(s, tried, now, panicking) {
+			if ok, trial := admit(s, now, panicking); ok {
+				return s, trial
+			}
+		}
+	}
 	return nil, false
 }
 
-// p2c samples two available servers and takes the one with fewer requests
-// in flight (power of two choices): nearly as good as least-loaded, without
-// a global scan or herding onto one server.
+// smoothOrder lists each server weight/g times (g the weights' greatest
+// common divisor) in nginx's smooth weighted round-robin order: weights
+// 5, 1, 1 give a a b a c a a, not a a a a a b c.
+func smoothOrder(servers []*server) []*server {
+	g := 0
+	for _, s := range servers {
+		g = gcd(g, s.weight)
+	}
+	total := 0
+	for _, s := range servers {
+		total += s.weight / g
+	}
+	current := make([]int, len(servers))
+	order := make([]*server, 0, total)
+	for range total {
+		best := 0
+		for i, s := range servers {
+			current[i] += s.weight / g
+			if current[i] > current[best] {
+				best = i
+			}
+		}
+		current[best] -= total
+		order = append(order, servers[best])
+	}
+	return order
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// p2c samples two available servers, each with a probability in
+// proportion to its weight, and takes the one with fewer requests in
+// flight for its weight (power of two choices): nearly as good as
+// least-loaded, without a global scan or herding onto one server. Backups
+// (weight 0) are sampled only when no weighted server is available.
 type p2c struct {
 	servers []*server
 }
@@ -74,36 +143,73 @@ type p2c struct {
 func (b *p2c) pick(_ *http.Request, tried []*server, now time.Time, panicking bool) (*server, bool) {
 	var buf [16]*server
 	cand := buf[:0]
+	total := 0
 	for _, s := range b.servers {
-		if available(s, tried, now, panicking) {
+		if s.weight > 0 && available(s, tried, now, panicking) {
 			cand = append(cand, s)
+			total += s.weight
+		}
+	}
+	if len(cand) == 0 {
+		for _, s := range b.servers {
+			if available(s, tried, now, panicking) {
+				cand = append(cand, s) // backups, all weight 0: sampled evenly
+			}
 		}
 	}
 	for len(cand) > 0 {
-		best := rand.IntN(len(cand))
+		best := sample(cand, total)
 		if len(cand) > 1 {
-			j := rand.IntN(len(cand) - 1)
-			if j >= best {
-				j++
+			j := sample(cand, total)
+			for j == best {
+				j = sample(cand, total)
 			}
-			if cand[j].outstanding.Load() < cand[best].outstanding.Load() {
+			// Fewer in flight per unit of weight: a server of weight 2
+			// is as loaded with 4 as one of weight 1 with 2.
+			if lighter(cand[j], cand[best]) {
 				best = j
 			}
 		}
 		if ok, trial := admit(cand[best], now, panicking); ok {
 			return cand[best], trial
 		}
+		total -= cand[best].weight
 		cand = slices.Delete(cand, best, best+1) // lost a race for its trial
 	}
 	return nil, false
 }
 
+// sample returns an index into cand with a probability in proportion to
+// its weight (total is their sum), or evenly when every weight is 0.
+func sample(cand []*server, total int) int {
+	if total <= 0 {
+		return rand.IntN(len(cand))
+	}
+	x := rand.IntN(total)
+	for i, s := range cand {
+		if x -= s.weight; x < 0 {
+			return i
+		}
+	}
+	return len(cand) - 1
+}
+
+// lighter reports whether a has fewer requests in flight than b for its weight.
+func lighter(a, b *server) bool {
+	wa, wb := int64(max(a.weight, 1)), int64(max(b.weight, 1))
+	return a.outstanding.Load()*wb < b.outstanding.Load()*wa
+}
+
 // hashRing is a consistent-hash ring with virtual nodes: a URL goes to the
 // first available server clockwise from the URL's hash, so a URL sticks to
-// one server, and taking a server out moves only that server's URLs.
+// one server, and taking a server out moves only that server's URLs. A
+// server has virtual nodes in proportion to its weight, so its share of
+// URLs too; backups (weight 0) have none and take URLs only when no
+// weighted server is available.
 type hashRing struct {
 	points  []ringPoint // sorted by hash
-	servers int
+	servers int         // weighted servers on the ring
+	backups []*server
 }
 
 type ringPoint struct {
@@ -115,9 +221,10 @@ type ringPoint struct {
 const virtualNodes = 160
 
 func newHashRing(servers []*server) *hashRing {
-	r := &hashRing{servers: len(servers)}
-	for _, s := range servers {
-		for v := range virtualNodes {
+	weighted, backups := splitBackups(servers)
+	r := &hashRing{servers: len(weighted), backups: backups}
+	for _, s := range weighted {
+		for v := range virtualNodes * s.weight {
 			r.points = append(r.points, ringPoint{mix(fnvString(fnvOffset, s.url.String()+"#"+strconv.Itoa(v))), s})
 		}
 	}
@@ -159,7 +266,7 @@ func (r *hashRing) pick(req *http.Request, tried []*server, now time.Time, panic
 			break
 		}
 	}
-	return nil, false
+	return pickBackup(r.backups, tried, now, panicking)
 }
 
 // requestHash hashes the URL's path and query (FNV-1a, then a splitmix64

@@ -220,7 +220,7 @@ func TestHashMovesOnlyAStoppedServersURLs(t *testing.T) {
 			var rest []*server
 			for _, raw := range []string{urls[0], urls[2]} {
 				u, _ := url.Parse(raw)
-				s := &server{url: u}
+				s := &server{url: u, weight: 1}
 				s.healthy.Store(true)
 				rest = append(rest, s)
 			}
@@ -259,7 +259,7 @@ func TestBalancersSkipUnavailable(t *testing.T) {
 	mk := func() []*server {
 		var ss []*server
 		for i := range 3 {
-			s := &server{url: &url.URL{Scheme: "http", Host: fmt.Sprintf("10.0.0.%d:80", i)}, breaker: breaker{threshold: 1, openFor: time.Second}}
+			s := &server{url: &url.URL{Scheme: "http", Host: fmt.Sprintf("10.0.0.%d:80", i)}, weight: 1, breaker: breaker{threshold: 1, openFor: time.Second}}
 			s.healthy.Store(true)
 			ss = append(ss, s)
 		}

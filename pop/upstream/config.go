@@ -19,6 +19,17 @@ type Config struct {
 	// Servers are the origin base URLs, "https://host:port" or
 	// "http://host:port", without path, query or user. At least one.
 	Servers []string `yaml:"servers"`
+	// Weights gives servers a share of requests other than 1, by their
+	// URL as in Servers: with {"https://a:443": 3}, a takes three
+	// requests for every one of each other server, under every balancer
+	// (round robin interleaves them; least_outstanding samples in
+	// proportion to weight and compares requests in flight per unit of
+	// weight; hash gives a server virtual nodes in proportion). Weight 0
+	// makes a server a backup, sent requests only when no server of
+	// positive weight is available; moving traffic gradually from one
+	// server to another is a sequence of weights (9:1, 1:1, 1:9, 0:1).
+	// From 0 to 100; at least one server above 0.
+	Weights map[string]int `yaml:"weights"`
 	// Balancer picks a server per request: "round_robin" (if empty),
 	// "least_outstanding" (power of two choices on requests in flight) or
 	// "hash" (consistent hash ring on the URL path and query, so a URL sticks
@@ -207,6 +218,24 @@ func (c *Config) fill() {
 	}
 }
 
+// serverKey is a server URL's identity: scheme and host.
+func serverKey(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// weight is u's share (Weights), 1 when not given.
+func (c Config) weight(u *url.URL) int {
+	for raw, w := range c.Weights {
+		if v, err := url.Parse(raw); err == nil && serverKey(v) == serverKey(u) {
+			return w
+		}
+	}
+	return 1
+}
+
 // Validate reports every problem at once, each naming its field as the PoP's
 // YAML spells it.
 func (c Config) Validate() error {
@@ -225,12 +254,28 @@ func (c Config) Validate() error {
 		case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
 			add("servers[%d]: %q has a path, query or user, want scheme://host[:port] only", i, s)
 		default:
-			key := u.Scheme + "://" + u.Host
+			key := serverKey(u)
 			if j, dup := seen[key]; dup {
 				add("servers[%d]: %q repeats servers[%d]", i, s, j)
 			}
 			seen[key] = i
 		}
+	}
+	positive := len(c.Servers) - len(c.Weights)
+	for raw, w := range c.Weights {
+		u, err := url.Parse(raw)
+		if _, listed := seen[serverKey(u)]; err != nil || !listed {
+			add("weights: %q is not one of servers, want a server's URL as listed there", raw)
+		}
+		if w < 0 || w > 100 {
+			add("weights[%q]: %d, want 0 (a backup) to 100", raw, w)
+		}
+		if w > 0 {
+			positive++
+		}
+	}
+	if len(c.Servers) > 0 && positive <= 0 {
+		add("weights: every server has weight 0, want at least one above 0 (0 is a backup)")
 	}
 	switch c.Balancer {
 	case "", RoundRobin, LeastOutstanding, Hash:

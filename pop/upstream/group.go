@@ -93,6 +93,7 @@ type Group struct {
 // server is one origin server with its own transport and breaker.
 type server struct {
 	url     *url.URL
+	weight  int // its share of requests (Config.Weights); 0: a backup
 	tr      *http.Transport
 	fresh   *http.Transport // no keep-alives: for retryFresh
 	breaker breaker
@@ -128,6 +129,7 @@ func New(cfg Config) (*Group, error) {
 		u, _ := url.Parse(raw) // validated
 		s := &server{
 			url:     &url.URL{Scheme: u.Scheme, Host: u.Host},
+			weight:  cfg.weight(u),
 			breaker: newBreaker(cfg, g.ejected),
 		}
 		s.tr = g.newTransport(s)
