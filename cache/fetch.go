@@ -267,6 +267,12 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 		c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
 		return nil
 	}
+	if cs := resp.Header["Cache-Status"]; cs != nil {
+		// An upstream cache's verdict (a parent tier's) precedes this
+		// cache's on the response that fetched it (RFC 9211 lists
+		// caches from the origin's side); the stored copy has none.
+		w.Header()["Cache-Status"] = cs
+	}
 	if e.status == http.StatusOK && plainGET(r) && resp.ContentLength >= 0 {
 		if (f == nil || f.waiters.Load() == 0) && !c.st.wouldAdmit(e.key, e.cost()+allocSize(resp.ContentLength)) {
 			// The store would refuse it (admission.go): send it on as it

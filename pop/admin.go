@@ -3,6 +3,7 @@ package pop
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"github.com/edgecdn/cdn/pop/fleet"
 	"net/http"
 	"net/http/pprof"
 	"strings"
@@ -210,7 +211,7 @@ func (s *Server) purge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, u := range q["url"] {
-		n, err := s.cache.PurgeURL(u, soft)
+		n, err := s.applyPurge(fleet.Purge{URL: u, Soft: soft})
 		if err != nil {
 			http.Error(w, "purge: "+err.Error(), http.StatusBadRequest)
 			return
@@ -218,7 +219,8 @@ func (s *Server) purge(w http.ResponseWriter, r *http.Request) {
 		out.Results = append(out.Results, result{URL: u, Purged: n})
 	}
 	for _, t := range q["tag"] {
-		out.Results = append(out.Results, result{Tag: t, Purged: s.cache.PurgeTag(t, soft)})
+		n, _ := s.applyPurge(fleet.Purge{Tag: t, Soft: soft})
+		out.Results = append(out.Results, result{Tag: t, Purged: n})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)

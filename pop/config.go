@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
-	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -23,8 +24,16 @@ import (
 // Config is the whole configuration of a PoP. The YAML form uses the yaml
 // tags; ParseConfig decodes it strictly (unknown fields are errors).
 type Config struct {
-	// Name identifies this PoP in Via and X-Served-By. If empty, "pop".
+	// Name identifies this PoP in Via, X-Served-By, Cache-Status and
+	// CDN-Loop. If empty, "pop".
 	Name string `yaml:"name"`
+	// CDN identifies the CDN this PoP belongs to in CDN-Loop (RFC 8586):
+	// every request the PoP sends upstream carries "CDN; pop=NAME". A
+	// request that already carries this CDN's id came from another PoP
+	// of it (a child of a parent tier) and is never sent to a parent;
+	// one that already passed this PoP, or this CDN twice, is a loop and
+	// gets 508. If empty, "edgecdn".
+	CDN string `yaml:"cdn"`
 	// Listen is the TCP address for TLS (h1, h2) and the UDP address for
 	// QUIC (h3). Required.
 	Listen string `yaml:"listen"`
@@ -135,6 +144,16 @@ type Site struct {
 	Hosts []string `yaml:"hosts"`
 	// Upstream names an entry of Config.Upstreams. Required.
 	Upstream string `yaml:"upstream"`
+	// Parent names an entry of Config.Upstreams whose servers are PoPs of
+	// this CDN (a parent tier, the origin shield): a miss goes there
+	// first, over its warm pool, and the parent answers from its cache
+	// or fetches from the origin, coalescing its children's misses. A
+	// request that came from another PoP (CDN-Loop) goes to Upstream
+	// directly, so tiers never loop. When the parent group has no server
+	// in rotation (its health checks, on PoPs' ReadyPath, failing), or
+	// cannot be reached, the request goes to Upstream directly too, until
+	// the parent is back. If empty, no parent.
+	Parent string `yaml:"parent"`
 	// CacheQuery is how the query string enters this site's cache key:
 	// keep (if empty), sort (parameter order does not matter) or ignore.
 	CacheQuery string `yaml:"cache_query"`
@@ -271,6 +290,7 @@ type Limits struct {
 func DefaultConfig() Config {
 	return Config{
 		Name:         "pop",
+		CDN:          "edgecdn",
 		AltSvcMaxAge: 24 * time.Hour,
 		DrainTimeout: 25 * time.Second,
 		TLS:          TLSConfig{TicketRotation: 6 * time.Hour},
@@ -389,7 +409,7 @@ func (c *Config) Validate() error {
 			}
 		}
 		for j, h := range s.StripRequestHeaders {
-			if !validHeaderName(h) {
+			if !validToken([]byte(h)) {
 				add("sites[%d].strip_request_headers[%d]: %q, want a header field name", i, j, h)
 			}
 		}
@@ -398,20 +418,24 @@ func (c *Config) Validate() error {
 		} else if _, ok := c.Upstreams[s.Upstream]; !ok {
 			add("sites[%d].upstream: %q is not defined, want one of %s", i, s.Upstream, upstreamNames(c.Upstreams))
 		}
+		if _, ok := c.Upstreams[s.Parent]; s.Parent != "" && !ok {
+			add("sites[%d].parent: %q is not defined, want one of %s", i, s.Parent, upstreamNames(c.Upstreams))
+		} else if s.Parent != "" && s.Parent == s.Upstream {
+			add("sites[%d].parent: %q is also the site's upstream, want a group of parent PoPs", i, s.Parent)
+		}
 	}
-	for name, u := range c.Upstreams {
-		if len(u.Servers) == 0 {
-			add("upstreams.%s.servers: empty, want at least one origin URL", name)
-		}
-		for j, s := range u.Servers {
-			if err := checkOriginURL(s); err != nil {
-				add("upstreams.%s.servers[%d]: %v", name, j, err)
+	if c.Name != "" && !validToken([]byte(c.Name)) {
+		add("name: %q, want a token (letters, digits, -, _ and the like; it goes into Via, Cache-Status and CDN-Loop)", c.Name)
+	}
+	if c.CDN != "" && !validToken([]byte(c.CDN)) {
+		add("cdn: %q, want a token (letters, digits and -._~ and the like, no spaces, commas or semicolons)", c.CDN)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
+		// The group's own checks, each named as upstreams.NAME.field.
+		if err := c.Upstreams[name].Config.Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				add("upstreams.%s.%v", name, e)
 			}
-		}
-		switch u.Balancer {
-		case "", upstream.RoundRobin, upstream.LeastOutstanding, upstream.Hash:
-		default:
-			add("upstreams.%s.balancer: %q, want %s, %s or %s", name, u.Balancer, upstream.RoundRobin, upstream.LeastOutstanding, upstream.Hash)
 		}
 	}
 	l := c.Limits
@@ -451,15 +475,12 @@ func upstreamNames(m map[string]UpstreamConfig) string {
 	return strings.Join(names, ", ")
 }
 
-func checkOriginURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q, want an http:// or https:// URL with a host", s)
+// unjoin returns the errors errors.Join joined, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("%q, want scheme://host[:port] without path, query or user", s)
-	}
-	return nil
+	return []error{err}
 }
 
 // normalizeHostPattern lowercases a site host and checks its form: a DNS
@@ -487,18 +508,4 @@ func normalizeHostPattern(h string) (string, error) {
 		}
 	}
 	return n, nil
-}
-
-// validHeaderName reports whether s is an HTTP field name (a token).
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -69,6 +69,11 @@ func TestParseConfigErrorsNameTheField(t *testing.T) {
 		{"no sites", "listen: 127.0.0.1:1\ntls: {ca_dir: /x}\n", "sites: empty"},
 		{"no cert source", strings.Replace(goodConfig, "ca_dir: /tmp/ca", "allow_tls12: false", 1), "tls: no certificate source"},
 		{"half a key pair", strings.Replace(goodConfig, "ca_dir: /tmp/ca", "cert_file: c.pem", 1), "tls.cert_file, tls.key_file"},
+		{"missing parent", strings.Replace(goodConfig, "upstream: origin", "upstream: origin\n    parent: shield", 1), "sites[0].parent: \"shield\" is not defined"},
+		{"parent is the upstream", strings.Replace(goodConfig, "upstream: origin", "upstream: origin\n    parent: origin", 1), "sites[0].parent: \"origin\" is also the site's upstream"},
+		{"bad cdn", "cdn: \"edge cdn\"\n" + goodConfig, "cdn: \"edge cdn\", want a token"},
+		{"bad name", strings.Replace(goodConfig, "name: pop-eu", "name: \"pop;eu\"", 1), "name: \"pop;eu\", want a token"},
+		{"bad weight", strings.Replace(goodConfig, "balancer: hash", "balancer: hash\n    weights: {\"https://10.77.1.11:9443\": 500}", 1), "weights[\"https://10.77.1.11:9443\"]: 500"},
 		{"negative client_rtt.max_prefixes", strings.Replace(goodConfig, "max_prefixes: 100", "max_prefixes: -1", 1), "client_rtt.max_prefixes: -1, want 0 (default, 4096) or more"},
 	}
 	for _, tt := range tests {

@@ -127,14 +127,22 @@ func (s *Server) joinFleet() {
 	}
 }
 
-// applyPurge is a purge from the fleet applied to this PoP's cache.
+// applyPurge applies a purge, from the fleet or from this PoP's own
+// POST /purge, to this PoP's cache, and remembers it for a while (see
+// recentPurges).
 func (s *Server) applyPurge(p fleet.Purge) (int, error) {
 	if s.cache == nil {
 		return 0, nil
 	}
+	now := time.Now()
 	if p.URL != "" {
-		return s.cache.PurgeURL(p.URL, p.Soft)
+		n, err := s.cache.PurgeURL(p.URL, p.Soft)
+		if u, perr := url.Parse(p.URL); err == nil && perr == nil {
+			s.purges.url(canonicalHost(u.Host), u.EscapedPath(), now)
+		}
+		return n, err
 	}
+	s.purges.tag(now)
 	return s.cache.PurgeTag(p.Tag, p.Soft), nil
 }
 

@@ -126,6 +126,8 @@ func asciiEqualFold(b []byte, lower string) bool {
 	return true
 }
 
+// validToken reports whether b is an HTTP token (RFC 9110 5.6.2): a
+// field name, a method, a CDN-Loop cdn-id.
 func validToken(b []byte) bool {
 	if len(b) == 0 {
 		return false

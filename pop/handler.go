@@ -66,6 +66,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.release()
+	if r.URL.Path == ReadyPath {
+		s.serveReadyPath(w)
+		return
+	}
+	if lc := checkLoop(r.Header, s.cfg.CDN, s.cfg.Name); lc.loop() {
+		s.metrics.rejected.WithLabelValues("loop").Inc()
+		http.Error(w, "508 loop detected: by its CDN-Loop field, this request already passed through "+s.cfg.Name+" or twice through this CDN", http.StatusLoopDetected)
+		return
+	}
 	if r.Method == http.MethodConnect {
 		// A CDN edge tunnels nothing: CONNECT would make it an open proxy.
 		s.metrics.rejected.WithLabelValues("connect").Inc()

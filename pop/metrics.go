@@ -21,6 +21,7 @@ type metrics struct {
 	handshakes    *prometheus.CounterVec // transport, resumed
 	earlyData     *prometheus.CounterVec // result
 	rejected      *prometheus.CounterVec // reason
+	tier          *prometheus.CounterVec // route
 	quicConns0RTT prometheus.Counter
 
 	mu       sync.Mutex // guards reqCache
@@ -52,12 +53,16 @@ func newMetrics(groups map[string]*upstream.Group) *metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pop_rejected_requests_total", Help: "Requests refused before reaching an upstream, by reason.",
 		}, []string{"reason"}),
+		tier: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pop_upstream_tier_total",
+			Help: "Requests sent upstream by a site with a parent tier, by route: parent (to the parent PoP), origin_parent_down (directly to the origin: no parent server in rotation), origin_fallback (directly to the origin after the parent could not be reached), origin_from_child (a request from another PoP of this CDN, never sent to a parent).",
+		}, []string{"route"}),
 		quicConns0RTT: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pop_quic_0rtt_connections_total", Help: "QUIC connections whose client used 0-RTT.",
 		}),
 		reqCache: map[reqKey]prometheus.Counter{},
 	}
-	m.reg.MustRegister(m.requests, m.upstreamTime, m.handshakes, m.earlyData, m.rejected, m.quicConns0RTT,
+	m.reg.MustRegister(m.requests, m.upstreamTime, m.handshakes, m.earlyData, m.rejected, m.tier, m.quicConns0RTT,
 		&poolCollector{groups: groups},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -14,11 +14,21 @@ import (
 
 // originTransport is how a site reaches its upstream group, for the cache
 // (as its cache.Route's Transport) and for the uncached proxy alike: it adds the proxy
-// headers (Via, X-Forwarded-*, Early-Data) and sends the request over the
-// site's upstream group, turning pool errors into statuses.
+// headers (Via, CDN-Loop, X-Forwarded-*, Early-Data) and sends the request over the
+// site's upstream group, or first its parent tier, turning pool errors into statuses.
 type originTransport struct {
-	name  string
+	name  string // this PoP's
+	cdn   string // this CDN's id in CDN-Loop
+	loop  string // the CDN-Loop member this PoP adds
 	group http.RoundTripper
+	// parent is the site's parent tier (nil: none). A request goes there
+	// unless it came from another PoP of this CDN or parentUp says no
+	// server of the parent group is in rotation, and goes on to group
+	// when the parent cannot be reached.
+	parent   http.RoundTripper
+	parentUp func() bool
+	purges   *recentPurges
+	tier     func(route string)
 	// share caps the requests in flight per client address (nil: none);
 	// refused counts one refused by it.
 	share   *connLimiter
@@ -82,8 +92,35 @@ func (t *originTransport) roundTrip(r *http.Request) (*http.Response, error) {
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		h["Early-Data"] = []string{"1"}
 	}
+	fromChild := t.parent != nil && checkLoop(h, t.cdn, t.name).ours > 0
+	h["Cdn-Loop"] = append(h["Cdn-Loop"], t.loop)
 	start := time.Now()
-	resp, err := t.group.RoundTrip(r)
+	var resp *http.Response
+	var err error
+	switch {
+	case t.parent == nil:
+		resp, err = t.group.RoundTrip(r)
+	case fromChild:
+		t.tier("origin_from_child")
+		resp, err = t.group.RoundTrip(r)
+	case !t.parentUp():
+		t.tier("origin_parent_down")
+		resp, err = t.group.RoundTrip(r)
+	default:
+		t.tier("parent")
+		if t.purges.covers(canonicalHost(r.Host), r.URL.EscapedPath(), start) {
+			// Purged here a moment ago: the parent may not have applied
+			// the purge yet, so it must not answer from its copy.
+			h["Cache-Control"] = append(h["Cache-Control"], "no-cache")
+		}
+		resp, err = t.parent.RoundTrip(r)
+		if err != nil && r.Context().Err() == nil && (r.Body == nil || r.Body == http.NoBody) {
+			// The parent could not be reached or answer: a request
+			// without a body goes to the origin itself.
+			t.tier("origin_fallback")
+			resp, err = t.group.RoundTrip(r)
+		}
+	}
 	if x := exchangeOf(r.Context()); x != nil {
 		x.upstreamDone(time.Since(start), resp, err)
 	}

@@ -21,21 +21,41 @@ import (
 // name, the proxy to its upstream group for the uncached path, and the
 // cache.Route the cache gets with each of its requests.
 type site struct {
-	name  string                 // for logs
-	proxy *httputil.ReverseProxy // uncached path: upgrades, or no cache
-	route cache.Route            // the cached path: originTransport, query mode, Set-Cookie policy
-	strip []string               // canonical request fields removed before anything else
-	deny  []string               // path prefixes answered 404, never forwarded
+	name   string                 // for logs
+	groups []*upstream.Group      // its upstream group, then its parent tier if any
+	proxy  *httputil.ReverseProxy // uncached path: upgrades, or no cache
+	route  cache.Route            // the cached path: originTransport, query mode, Set-Cookie policy
+	strip  []string               // canonical request fields removed before anything else
+	deny   []string               // path prefixes answered 404, never forwarded
+}
+
+// down reports whether none of the site's groups has a server in
+// rotation: neither the origin nor a parent tier can be reached.
+func (st *site) down() bool {
+	for _, g := range st.groups {
+		if g.Ready() {
+			return false
+		}
+	}
+	return true
 }
 
 // newSite builds the reverse proxy of a site. httputil.ReverseProxy strips
 // hop-by-hop headers and those named in Connection, in both directions; the
 // rewrite adds Via, X-Forwarded-For/-Host/-Proto and Early-Data.
-func (s *Server) newSite(name string, groupName string, g *upstream.Group) *site {
-	timed := newTimedTransport(g, s.metrics.upstreamTime, groupName)
-	transport := &originTransport{name: s.cfg.Name, group: timed, share: s.upShare,
+func (s *Server) newSite(name string, groupName string, g *upstream.Group, parentName string, pg *upstream.Group) *site {
+	transport := &originTransport{name: s.cfg.Name, cdn: s.cfg.CDN, loop: s.cfg.CDN + "; pop=" + s.cfg.Name,
+		group: newTimedTransport(g, s.metrics.upstreamTime, groupName), share: s.upShare,
 		refused: func() { s.metrics.rejected.WithLabelValues("upstream_share").Inc() }}
-	st := &site{name: name, route: cache.Route{Transport: transport, OriginDown: func() bool { return !g.Ready() }}}
+	st := &site{name: name, groups: []*upstream.Group{g}}
+	if pg != nil {
+		transport.parent = newTimedTransport(pg, s.metrics.upstreamTime, parentName)
+		transport.parentUp = pg.Ready
+		transport.purges = s.purges
+		transport.tier = func(route string) { s.metrics.tier.WithLabelValues(route).Inc() }
+		st.groups = append(st.groups, pg)
+	}
+	st.route = cache.Route{Transport: transport, OriginDown: st.down}
 	// The proxy strips hop-by-hop fields (and those named in Connection)
 	// both ways; originTransport adds Via, X-Forwarded-* and Early-Data,
 	// as it does for the cache.

@@ -36,6 +36,8 @@ type Server struct {
 	tls     *tlsSetup
 	router  *router
 	groups  map[string]*upstream.Group
+	sites   []*site
+	purges  *recentPurges // what was purged a moment ago, for sites with a parent tier
 	metrics *metrics
 	cache   *cache.Cache // nil when caching is disabled
 	limiter *ipLimiter
@@ -93,7 +95,7 @@ func New(cfg Config) (*Server, error) {
 	fillDefaults(&cfg)
 	s := &Server{cfg: cfg, log: cfg.Logger, router: newRouter(), groups: map[string]*upstream.Group{},
 		buffers: &bufferPool{}, warmed: make(chan struct{}), maxBody: cfg.Limits.MaxBodyBytes, maxInflight: int64(cfg.Limits.MaxInflight), servedBy: []string{cfg.Name},
-		stPrefix: stPrefix(cfg.Name), epoch: time.Now()}
+		stPrefix: stPrefix(cfg.Name), epoch: time.Now(), purges: newRecentPurges(recentPurgeWindow)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -157,7 +159,12 @@ func New(cfg Config) (*Server, error) {
 		if name == "" {
 			name = sc.Hosts[0]
 		}
-		st := s.newSite(name, sc.Upstream, s.groups[sc.Upstream])
+		var parent *upstream.Group
+		if sc.Parent != "" {
+			parent = s.groups[sc.Parent]
+		}
+		st := s.newSite(name, sc.Upstream, s.groups[sc.Upstream], sc.Parent, parent)
+		s.sites = append(s.sites, st)
 		st.route.Query, _ = cache.ParseQuery(sc.CacheQuery) // validated above
 		strip := sc.StripRequestHeaders
 		if strip == nil {
@@ -219,6 +226,7 @@ func New(cfg Config) (*Server, error) {
 func fillDefaults(c *Config) {
 	d := DefaultConfig()
 	orDefault(&c.Name, d.Name)
+	orDefault(&c.CDN, d.CDN)
 	orDefault(&c.AltSvcMaxAge, d.AltSvcMaxAge)
 	orDefault(&c.DrainTimeout, d.DrainTimeout)
 	l, dl := &c.Limits, d.Limits
@@ -510,13 +518,19 @@ func (s *Server) warm() {
 // warm-up (or given up on a down origin, which they keep retrying).
 func (s *Server) Warmed() <-chan struct{} { return s.warmed }
 
-// degradedGroups returns the names of the upstream groups without a
-// healthy warm server, sorted.
+// degradedGroups returns the names of the upstream groups of the sites
+// that can reach no upstream: neither their origin group nor their parent
+// tier has a healthy warm server. Sorted.
 func (s *Server) degradedGroups() []string {
 	var names []string
-	for name, g := range s.groups {
-		if !g.Ready() {
-			names = append(names, name)
+	for _, st := range s.sites {
+		if !st.down() {
+			continue
+		}
+		for _, g := range st.groups {
+			if name := g.Name(); !slices.Contains(names, name) {
+				names = append(names, name)
+			}
 		}
 	}
 	slices.Sort(names)

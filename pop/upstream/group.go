@@ -228,6 +228,9 @@ func (g *Group) Start(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Name is the group's name (Config.Name).
+func (g *Group) Name() string { return g.cfg.Name }
+
 // Ready reports whether at least one server is warm, healthy and not
 // ejected by its breaker.
 func (g *Group) Ready() bool {

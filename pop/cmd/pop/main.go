@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		httpAddr   = fs.String("http", "", "plain-HTTP listener `address` (also ACME HTTP-01); empty: none")
 		admin      = fs.String("admin", "127.0.0.1:9901", "admin `address` for /livez, /readyz, /metrics; empty: none")
 		origin     = fs.String("origin", "", "origin `URLs`, comma-separated, http:// or https:// (quick start: one site)")
+		parent     = fs.String("parent", "", "parent tier `URLs`, comma-separated: PoPs of this CDN that misses go to before the origin (origin shield); their certificates are checked against the lab CA or the system roots")
 		hosts      = fs.String("hosts", defaultHosts, "host `names` the quick-start site answers, comma-separated; the listen host is added")
 		balancer   = fs.String("balancer", upstream.RoundRobin, "origin `balancer`: "+upstream.RoundRobin+", "+upstream.LeastOutstanding+" or "+upstream.Hash)
 		caDir      = fs.String("ca-dir", "", "lab CA `directory` (created if missing); the PoP issues itself a certificate and trusts lab-CA origins")
@@ -177,6 +178,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.Sites = []pop.Site{{Name: "default", Hosts: dedupe(names), Upstream: "origin"}}
 		cfg.Upstreams = map[string]pop.UpstreamConfig{"origin": {Config: upstream.Config{Servers: splitList(*origin), Balancer: *balancer}}}
+		if *parent != "" {
+			cfg.Sites[0].Parent = "parent"
+			cfg.Upstreams["parent"] = pop.UpstreamConfig{Config: parentGroup(splitList(*parent))}
+		}
+	} else if *parent != "" {
+		return errors.New("-parent: goes with -origin (the quick-start site); with -config, name the parent group in sites[].parent")
 	} else if len(cfg.Sites) == 0 {
 		return errors.New("-origin: missing; want the origin URL, e.g. -origin https://127.0.0.1:9443 (or -config FILE with sites)")
 	}
@@ -231,6 +238,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return <-errc
+}
+
+// parentGroup is the upstream group of -parent: parent PoPs, checked on
+// their ReadyPath every second (a parent whose origin is down still
+// serves its cache, so its readiness is the PoP's own), and given up on
+// after a second's connect attempt, so that children go to the origin
+// themselves soon after a parent stops.
+func parentGroup(servers []string) upstream.Config {
+	return upstream.Config{Servers: servers, HealthPath: pop.ReadyPath, HealthInterval: time.Second,
+		ConnectTimeout: time.Second, TLSTimeout: time.Second}
 }
 
 func readyLine(srv *pop.Server, cfg pop.Config) string {

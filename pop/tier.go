@@ -1,0 +1,135 @@
+package pop
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ReadyPath is answered by the PoP itself on its TLS and plain-HTTP
+// listeners, for any host and before any routing: 200 "ready" while the
+// PoP can serve (Server.Ready), 503 otherwise, never cached. It is the
+// health_path of a parent group (Site.Parent): a child checks that its
+// parent PoP is up, not that the parent's origin is, since a parent with
+// a dead origin still serves what it has cached.
+const ReadyPath = "/.well-known/edgecdn/ready"
+
+// serveReadyPath answers ReadyPath.
+func (s *Server) serveReadyPath(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !s.Ready() {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ready\n"))
+}
+
+// loopCheck is what a request's CDN-Loop (RFC 8586) says about this CDN:
+// how many times it passed through it (ours) and whether through this
+// PoP (self).
+type loopCheck struct {
+	ours int
+	self bool
+}
+
+// checkLoop reads the request's CDN-Loop members ("cdn-id; params", comma
+// separated, over any number of fields) for this CDN's id and this PoP's
+// pop= parameter.
+func checkLoop(h http.Header, cdn, pop string) loopCheck {
+	var lc loopCheck
+	for _, field := range h["Cdn-Loop"] {
+		for member := range strings.SplitSeq(field, ",") {
+			id, params, _ := strings.Cut(member, ";")
+			if !strings.EqualFold(strings.TrimSpace(id), cdn) {
+				continue
+			}
+			lc.ours++
+			for p := range strings.SplitSeq(params, ";") {
+				k, v, _ := strings.Cut(p, "=")
+				if strings.EqualFold(strings.TrimSpace(k), "pop") && strings.Trim(strings.TrimSpace(v), `"`) == pop {
+					lc.self = true
+				}
+			}
+		}
+	}
+	return lc
+}
+
+// loop reports a request that must not be forwarded again: one that
+// already passed through this PoP, or through this CDN twice (a child
+// and its parent: no legitimate path passes a third time).
+func (lc loopCheck) loop() bool { return lc.self || lc.ours >= 2 }
+
+// recentPurges remembers, for a while, what was purged, so that a child
+// PoP's first fetches after a purge do not store its parent's copy again
+// when the parent has not applied the same purge yet (the fleet delivers
+// it to every PoP, but not at the same instant): such fetches ask the
+// parent to revalidate (Cache-Control: no-cache).
+type recentPurges struct {
+	mu     sync.Mutex
+	paths  map[string]time.Time // canonical host and escaped path (the query left out: over-inclusive) → purged at
+	anyTag time.Time            // the last purge by tag, which may cover any URL
+	window time.Duration
+}
+
+func newRecentPurges(window time.Duration) *recentPurges {
+	return &recentPurges{paths: map[string]time.Time{}, window: window}
+}
+
+// recentPurgeWindow is how long a purge makes a child ask its parent to
+// revalidate: a purge reaches every live PoP within a few hundred
+// milliseconds (a PoP that lost the control plane does not serve from its
+// cache until it has caught up: package fleet), so this is ample.
+const recentPurgeWindow = 10 * time.Second
+
+// maxRecentPurges bounds the remembered URLs; past it, the oldest are
+// dropped and the next purge counts as one by tag (every URL revalidates
+// for a window), so that a flood of purges cannot grow memory.
+const maxRecentPurges = 65536
+
+// url records a purge of host and path.
+func (rp *recentPurges) url(host, path string, now time.Time) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if len(rp.paths) >= maxRecentPurges {
+		rp.expire(now)
+	}
+	if len(rp.paths) >= maxRecentPurges {
+		rp.anyTag = now
+		return
+	}
+	rp.paths[host+path] = now
+}
+
+// tag records a purge by tag.
+func (rp *recentPurges) tag(now time.Time) {
+	rp.mu.Lock()
+	rp.anyTag = now
+	rp.mu.Unlock()
+}
+
+// expire drops what is older than the window. Caller holds mu.
+func (rp *recentPurges) expire(now time.Time) {
+	for k, t := range rp.paths {
+		if now.Sub(t) > rp.window {
+			delete(rp.paths, k)
+		}
+	}
+}
+
+// covers reports whether a purge within the window may have covered
+// host and path.
+func (rp *recentPurges) covers(host, path string, now time.Time) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if !rp.anyTag.IsZero() && now.Sub(rp.anyTag) <= rp.window {
+		return true
+	}
+	if len(rp.paths) == 0 {
+		return false
+	}
+	t, ok := rp.paths[host+path]
+	return ok && now.Sub(t) <= rp.window
+}

@@ -1,0 +1,237 @@
+package pop_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgecdn/cdn/certs"
+	"github.com/edgecdn/cdn/certs/certstest"
+	"github.com/edgecdn/cdn/pop"
+	"github.com/edgecdn/cdn/pop/poptest"
+	"github.com/edgecdn/cdn/pop/poptest/poll"
+	"github.com/edgecdn/cdn/pop/upstream"
+)
+
+// tierLab is a parent PoP in front of a recording origin and two child
+// PoPs whose site names it as parent, all on loopback with real TLS.
+type tierLab struct {
+	ca             *certs.LabCA
+	origin         *recordingOrigin
+	parent         *pop.Server
+	parentCfg      pop.Config
+	childA, childB *pop.Server
+}
+
+// startTierLab starts the origin (answering "object PATH", cacheable for
+// a minute, after 200ms on paths under /slow/), the parent and the
+// children.
+func startTierLab(t *testing.T) *tierLab {
+	t.Helper()
+	l := &tierLab{ca: certstest.LabCA(t)}
+	l.origin = startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/slow/") {
+			time.Sleep(200 * time.Millisecond)
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("ETag", `"v1"`)
+		io.WriteString(w, "object "+r.URL.Path)
+	})
+	l.parentCfg = poptest.Config(l.ca, l.origin.url)
+	l.parentCfg.Name = "pop-parent"
+	l.parent = poptest.StartPoP(t, l.parentCfg)
+	l.parentCfg.Listen = l.parent.Addr().String() // to start it again on the same address
+	child := func(name string) *pop.Server {
+		cfg := poptest.Config(l.ca, l.origin.url)
+		cfg.Name = name
+		cfg.Cache.PurgeToken = "s3cret"
+		cfg.Sites[0].Parent = "parent"
+		cfg.Upstreams["parent"] = pop.UpstreamConfig{Config: upstream.Config{Servers: []string{"https://" + l.parent.Addr().String()},
+			HealthPath: pop.ReadyPath, HealthInterval: 50 * time.Millisecond, ConnectTimeout: time.Second}}
+		return poptest.StartPoP(t, cfg)
+	}
+	l.childA, l.childB = child("pop-child-a"), child("pop-child-b")
+	return l
+}
+
+// get fetches path from p as host www.cdn.lab (the same cache key at the
+// parent whichever child asks), with extra header pairs.
+func (l *tierLab) get(t *testing.T, p *pop.Server, path string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	resp, body := get(t, clients(t, l.ca)["h2"], "https://127.0.0.1:"+port(p.Addr())+path, append([]string{"Host", "www.cdn.lab"}, hdr...)...)
+	return resp, string(body)
+}
+
+// originRequests returns the origin's requests for path.
+func (l *tierLab) originRequests(path string) []*http.Request {
+	var out []*http.Request
+	for _, r := range l.origin.requests() {
+		if r.URL.Path == path {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestTieredCache: children's misses go through the parent, which
+// fetches once for all (Cache-Status lists both layers, CDN-Loop both
+// PoPs); a request that already passed this CDN goes straight to the
+// origin, and one that passed this PoP or the CDN twice is refused (508).
+func TestTieredCache(t *testing.T) {
+	l := startTierLab(t)
+
+	// One cold object asked at once at both children and at the parent:
+	// one origin request.
+	var wg sync.WaitGroup
+	for _, p := range []*pop.Server{l.childA, l.childB, l.parent} {
+		wg.Go(func() {
+			if resp, body := l.get(t, p, "/slow/cold"); resp.StatusCode != 200 || body != "object /slow/cold" {
+				t.Errorf("GET /slow/cold = %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(l.originRequests("/slow/cold")); n != 1 {
+		t.Errorf("origin requests for a cold object asked at once at three PoPs = %d, want 1", n)
+	}
+
+	// A child's miss: the parent's Cache-Status first (nearer the
+	// origin, RFC 9211), then the child's; the origin sees both PoPs in
+	// CDN-Loop.
+	resp, _ := l.get(t, l.childA, "/a")
+	cs := resp.Header.Get("Cache-Status")
+	if !strings.HasPrefix(cs, "pop-parent; fwd=uri-miss") || !strings.Contains(cs, ", pop-child-a; fwd=uri-miss") {
+		t.Errorf("Cache-Status of a child's miss = %q, want the parent's miss, then the child's", cs)
+	}
+	reqs := l.originRequests("/a")
+	if len(reqs) != 1 {
+		t.Fatalf("origin requests for /a = %d, want 1", len(reqs))
+	}
+	if loop := strings.Join(reqs[0].Header.Values("Cdn-Loop"), ", "); loop != "edgecdn; pop=pop-child-a, edgecdn; pop=pop-parent" {
+		t.Errorf("CDN-Loop at the origin = %q, want the child's member, then the parent's", loop)
+	}
+	// The other child: a hit at the parent.
+	l.parent.WaitCache()
+	resp, _ = l.get(t, l.childB, "/a")
+	if cs := resp.Header.Get("Cache-Status"); !strings.HasPrefix(cs, "pop-parent; hit") || !strings.Contains(cs, ", pop-child-b; fwd=uri-miss") {
+		t.Errorf("Cache-Status of the other child's miss = %q, want the parent's hit, then the child's miss", cs)
+	}
+	if n := len(l.originRequests("/a")); n != 1 {
+		t.Errorf("origin requests for /a after the second child = %d, want 1", n)
+	}
+
+	// A request that already passed another PoP of this CDN is never
+	// sent to a parent again.
+	l.get(t, l.childA, "/from-peer", "CDN-Loop", "edgecdn; pop=pop-elsewhere")
+	reqs = l.originRequests("/from-peer")
+	if len(reqs) != 1 || strings.Join(reqs[0].Header.Values("Cdn-Loop"), ", ") != "edgecdn; pop=pop-elsewhere, edgecdn; pop=pop-child-a" {
+		t.Errorf("a request from another PoP: origin requests %v, want one, straight from the child", cdnLoops(reqs))
+	}
+	// Another CDN's member counts for nothing.
+	l.get(t, l.childA, "/other-cdn", "CDN-Loop", "othercdn")
+	if reqs := l.originRequests("/other-cdn"); len(reqs) != 1 || !strings.Contains(strings.Join(reqs[0].Header.Values("Cdn-Loop"), ", "), "pop=pop-parent") {
+		t.Errorf("a request from another CDN: origin requests %v, want one, through the parent", cdnLoops(reqs))
+	}
+	for _, loop := range []string{"edgecdn; pop=pop-child-a", "edgecdn; pop=x, EdgeCDN; pop=y", `edgecdn;pop="pop-child-a"`} {
+		if resp, body := l.get(t, l.childA, "/loop", "CDN-Loop", loop); resp.StatusCode != http.StatusLoopDetected {
+			t.Errorf("CDN-Loop %q = %d %q, want 508", loop, resp.StatusCode, body)
+		}
+	}
+	if n := len(l.originRequests("/loop")); n != 0 {
+		t.Errorf("origin requests for looping requests = %d, want 0", n)
+	}
+}
+
+func cdnLoops(reqs []*http.Request) []string {
+	var out []string
+	for _, r := range reqs {
+		out = append(out, strings.Join(r.Header.Values("Cdn-Loop"), ", "))
+	}
+	return out
+}
+
+// TestTieredCacheParentDown: with the parent stopped, children fetch from
+// the origin themselves, every request succeeding, at once (a refused
+// connection) and once health checks take the parent out; when it comes
+// back they use it again.
+func TestTieredCacheParentDown(t *testing.T) {
+	l := startTierLab(t)
+	l.parent.Close()
+	viaParent := func(path string) bool {
+		reqs := l.originRequests(path)
+		if len(reqs) != 1 {
+			t.Fatalf("origin requests for %s = %d, want 1", path, len(reqs))
+		}
+		return strings.Contains(strings.Join(reqs[0].Header.Values("Cdn-Loop"), ", "), "pop-parent")
+	}
+	for i, p := range []*pop.Server{l.childA, l.childB} {
+		path := "/down/" + string(rune('a'+i))
+		if resp, body := l.get(t, p, path); resp.StatusCode != 200 || body != "object "+path {
+			t.Fatalf("GET %s with the parent stopped = %d %q, want the object", path, resp.StatusCode, body)
+		}
+		if viaParent(path) {
+			t.Errorf("%s reached the origin through the stopped parent", path)
+		}
+	}
+	admin := l.childA.AdminAddr().String()
+	poll.Until(t, "the parent to leave rotation", func() bool {
+		resp, _ := l.get(t, l.childA, "/down/probe"+time.Now().Format("150405.000000"))
+		return resp.StatusCode == 200 && metricValue(t, admin, `pop_upstream_tier_total{route="origin_parent_down"}`) != "missing"
+	})
+	if v := metricValue(t, admin, `pop_upstream_tier_total{route="origin_fallback"}`); v == "missing" {
+		t.Errorf("pop_upstream_tier_total{route=\"origin_fallback\"} missing: the first request after the stop should have fallen back")
+	}
+	// The child is not degraded: its origin is up.
+	if code, deg, _ := adminGet(t, admin, "/readyz"); code != 200 || deg != "" {
+		t.Errorf("/readyz with the parent down, the origin up = %d degraded %q, want 200, not degraded", code, deg)
+	}
+
+	// The parent is back, on the same address.
+	poptest.StartPoP(t, l.parentCfg)
+	n := 0
+	poll.Until(t, "children to use the parent again", func() bool {
+		n++
+		path := "/back/" + time.Now().Format("150405.000000")
+		if resp, _ := l.get(t, l.childB, path); resp.StatusCode != 200 {
+			t.Fatalf("GET %s = %d", path, resp.StatusCode)
+		}
+		return viaParent(path)
+	})
+}
+
+// TestTieredCachePurgeRevalidatesAtParent: a child's fetch right after a
+// purge asks the parent to revalidate (the parent may not have applied
+// the same purge yet), so the child never stores the parent's copy of
+// what it just purged.
+func TestTieredCachePurgeRevalidatesAtParent(t *testing.T) {
+	l := startTierLab(t)
+	l.get(t, l.childA, "/p")
+	l.parent.WaitCache()
+	l.childA.WaitCache()
+	req, _ := http.NewRequestWithContext(context.Background(), "POST", "http://"+l.childA.AdminAddr().String()+"/purge?url=https://www.cdn.lab/p", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("purge at the child: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// Only the child purged: without the revalidation the parent would
+	// answer from its copy and the origin would not be asked.
+	l.get(t, l.childA, "/p")
+	reqs := l.originRequests("/p")
+	if len(reqs) != 2 {
+		t.Fatalf("origin requests for /p after a purge at the child = %d, want 2 (the fill and the parent's revalidation)", len(reqs))
+	}
+	if inm := reqs[1].Header.Get("If-None-Match"); inm != `"v1"` {
+		t.Errorf("the parent's second request If-None-Match = %q, want a revalidation of \"v1\"", inm)
+	}
+	// Another child, which purged nothing, still gets the parent's copy.
+	l.get(t, l.childB, "/p")
+	if n := len(l.originRequests("/p")); n != 2 {
+		t.Errorf("origin requests for /p after the other child's fetch = %d, want still 2", n)
+	}
+}
