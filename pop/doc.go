@@ -53,14 +53,19 @@
 //     body larger than MaxBodyBytes gets 413; a request with
 //     Transfer-Encoding, or any HTTP/1.0 request, closes its connection
 //     after the response (RFC 9112 6.1).
+//     ReadyPath is answered here, before routing, and a request whose
+//     CDN-Loop shows it passed this PoP, or this CDN twice, gets 508.
 //  3. The site's override fields are removed ([Site] StripRequestHeaders)
 //     and its denied paths answered 404 at the edge (DenyPaths).
 //  4. In early data, unsafe methods get 425.
 //  5. The cache answers (package cache: freshness, validation, Vary,
 //     stale-*, coalescing, Cache-Status); what it fetches goes to the
-//     site's upstream group with Via, X-Forwarded-* and Early-Data added,
-//     at most MaxUpstreamPerAddr origin requests in flight per client
-//     address. Without a cache, or for an upgrade, the site's
+//     site's parent tier if it has one (Site.Parent, tier.go: not for a
+//     request that already passed this CDN by its CDN-Loop, nor while no
+//     parent server is in rotation; on to the origin when the parent
+//     cannot be reached), else to its upstream group, with Via, CDN-Loop,
+//     X-Forwarded-* and Early-Data added, at most MaxUpstreamPerAddr
+//     origin requests in flight per client address. Without a cache, or for an upgrade, the site's
 //     httputil.ReverseProxy sends the request over the same transport. An
 //     upstream failure becomes 502, 503 (with Retry-After) or 504 through
 //     one mapping whose text names no server.

@@ -129,6 +129,9 @@ func (t *originTransport) roundTrip(r *http.Request) (*http.Response, error) {
 		// PoP's on the response that fetched it (exchange), and is never
 		// stored: a hit's timings are its own.
 		delete(resp.Header, "Server-Timing")
+		// X-Served-By names the PoP the client reached; a parent's name
+		// is in Cache-Status and Server-Timing.
+		delete(resp.Header, "X-Served-By")
 	}
 	if err != nil {
 		if cb, ok := r.Body.(*clientBody); ok && cb.err != nil {

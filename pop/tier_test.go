@@ -107,6 +107,9 @@ func TestTieredCache(t *testing.T) {
 	if !strings.HasPrefix(cs, "pop-parent; fwd=uri-miss") || !strings.Contains(cs, ", pop-child-a; fwd=uri-miss") {
 		t.Errorf("Cache-Status of a child's miss = %q, want the parent's miss, then the child's", cs)
 	}
+	if by := resp.Header.Values("X-Served-By"); len(by) != 1 || by[0] != "pop-child-a" {
+		t.Errorf("X-Served-By of a child's miss = %q, want the child alone", by)
+	}
 	reqs := l.originRequests("/a")
 	if len(reqs) != 1 {
 		t.Fatalf("origin requests for /a = %d, want 1", len(reqs))

@@ -95,10 +95,18 @@ type outcome struct {
 
 // fetch GETs url and reads the body to the end.
 func fetch(ctx context.Context, c *http.Client, url string) outcome {
+	return fetchWith(ctx, c, url, nil)
+}
+
+// fetchWith is fetch with extra request header fields.
+func fetchWith(ctx context.Context, c *http.Client, url string, h http.Header) outcome {
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return outcome{err: err}
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -5,9 +5,10 @@
 //
 //   - origin-down: the origin stops; cached objects keep coming
 //     (stale-if-error), uncached ones fail fast, fresh ones flow again after.
-//   - origin-partition: only pop-eu loses the origin; it stays ready but
-//     degraded, GeoDNS keeps eu on it, cached objects keep coming, the
-//     other regions fetch from the origin as usual.
+//   - origin-partition: only pop-eu loses its upstreams (the origin and
+//     its parent tier, pop-na); it stays ready but degraded, GeoDNS keeps
+//     eu on it, cached objects keep coming, the other regions fetch from
+//     the origin as usual.
 //   - origin-slow: the origin takes 5 s over one cold object that hundreds
 //     of clients want; it sees one request, and hits do not wait.
 //   - pop-down, pop-drain: a PoP stops; GeoDNS sends its clients elsewhere
@@ -27,6 +28,12 @@
 //     holds are purged, then restored: it catches up and never serves a
 //     purged copy once synced; the NATS server stops: caches keep
 //     serving, purges are refused with a 503, and all rejoin after.
+//   - shield: the tiered cache. One cold object asked at once in every
+//     region makes one origin request, through pop-na (the parent of
+//     pop-eu and pop-ap); a miss at pop-ap through it costs about one
+//     same-region round trip more than straight to the origin; with
+//     pop-na stopped the children fetch from the origin, and use it again
+//     once it is back.
 //   - latency-steer: GeoDNS moves a misplaced client (client-moved: eu by
 //     its address, 10 ms from na by the network) to the PoP of lowest
 //     measured RTT, unaided, and eu's clients away from pop-eu while its
@@ -177,6 +184,7 @@ func All(load time.Duration) []Drill {
 		}},
 		{"purge", eu, func(ctx context.Context, lab Lab, t Target) ([]Check, error) { return purgeLatency(ctx, lab, t, 50) }},
 		{"control-plane", Target{PoP: "pop-ap", Client: "client-ap", Bystander: "client-eu"}, controlPlane},
+		{"shield", Target{}, shield},
 	}
 }
 

@@ -2,6 +2,7 @@ package drill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,8 +10,9 @@ import (
 	"time"
 )
 
-// originPartition cuts one PoP off from the origin, and only that PoP:
-// the origin keeps serving the other regions. The PoP must stay ready and
+// originPartition cuts one PoP off from its upstreams (the origin and
+// its parent tier), and only that PoP: the origin keeps serving the other
+// regions. The PoP must stay ready and
 // say it is degraded; GeoDNS must keep the region's clients on it (the
 // next PoP is an ocean away, and this PoP still has the content); cached
 // objects must keep coming from it with zero 5xx; and when the partition
@@ -41,22 +43,32 @@ func originPartition(ctx context.Context, lab Lab, t Target, load time.Duration)
 			return nil, fmt.Errorf("%s: prefetch from %s: %v %d via %q, want 200 via %s", name, t.Client, o.err, o.status, o.pop, t.PoP)
 		}
 	}
-	rule := []string{"OUTPUT", "-d", lab.Origin, "-j", "DROP"}
-	if out, err := lab.Exec(ctx, t.PoP, append([]string{"iptables", "-I"}, rule...)...); err != nil {
-		return nil, fmt.Errorf("%s: cut %s from the origin: %v: %s", name, t.PoP, err, out)
+	// Its upstreams: the origin, and the other PoPs' HTTPS (its parent
+	// tier is one of them).
+	rules := [][]string{{"OUTPUT", "-d", lab.Origin, "-j", "DROP"}}
+	for pop, addr := range lab.PoPs {
+		if pop != t.PoP {
+			rules = append(rules, []string{"OUTPUT", "-d", addr, "-p", "tcp", "--dport", "443", "-j", "DROP"})
+		}
 	}
-	healed := false
+	var cut [][]string
 	heal := func() error {
-		if healed {
-			return nil
+		var errs []error
+		for _, rule := range cut {
+			if out, err := lab.Exec(context.Background(), t.PoP, append([]string{"iptables", "-D"}, rule...)...); err != nil {
+				errs = append(errs, fmt.Errorf("%v: %s", err, out))
+			}
 		}
-		healed = true
-		if out, err := lab.Exec(context.Background(), t.PoP, append([]string{"iptables", "-D"}, rule...)...); err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		return nil
+		cut = nil
+		return errors.Join(errs...)
 	}
 	defer heal()
+	for _, rule := range rules {
+		if out, err := lab.Exec(ctx, t.PoP, append([]string{"iptables", "-I"}, rule...)...); err != nil {
+			return nil, fmt.Errorf("%s: cut %s from its upstreams: %v: %s", name, t.PoP, err, out)
+		}
+		cut = append(cut, rule)
+	}
 
 	admin := adminClient(client)
 	readyz := "http://" + net.JoinHostPort(t.PoPAddr, "9901") + "/readyz"

@@ -23,7 +23,7 @@ func TestSelect(t *testing.T) {
 		t.Errorf("hostile's target %+v: want a PoP and a bystander", got[0].Target)
 	}
 	_, err = Select([]string{"nope"}, time.Second)
-	if want := `drill "nope": want one of origin-down, origin-slow, origin-partition, pop-down, pop-drain, cold-restart, flood, hostile, latency-steer, purge, control-plane`; err == nil || err.Error() != want {
+	if want := `drill "nope": want one of origin-down, origin-slow, origin-partition, pop-down, pop-drain, cold-restart, flood, hostile, latency-steer, purge, control-plane, shield`; err == nil || err.Error() != want {
 		t.Errorf("Select(nope) = %v, want %q", err, want)
 	}
 }

@@ -27,9 +27,10 @@ func TestDrills(t *testing.T) {
 	}
 	// origin-down 4, origin-slow 2, origin-partition 6, pop-down 4,
 	// pop-drain 3, cold-restart 1, flood 5, hostile 15 (11 and the four
-	// resource attacks), latency-steer 4; and one informational row per drill.
-	if expected != 52 || info != len(drill.Names()) {
-		t.Errorf("%d checks and %d informational rows, want 52 and %d", expected, info, len(drill.Names()))
+	// resource attacks), latency-steer 4, purge 3, control-plane 5,
+	// shield 4; and one informational row per drill.
+	if expected != 56 || info != len(drill.Names()) {
+		t.Errorf("%d checks and %d informational rows, want 56 and %d", expected, info, len(drill.Names()))
 	}
 	for _, c := range checks {
 		t.Logf("%s: %s: %s (pass %v)", c.Drill, c.Expectation, c.Measured, c.Pass)
