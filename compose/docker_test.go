@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -185,6 +186,57 @@ func TestDockerLab(t *testing.T) {
 			}
 		}
 		runReadmeLines(ctx, t, root, readmeBlock(t, root, "docker-host"), browserOverH3("http://127.77.2.20:9901/metrics"))
+	})
+
+	t.Run("fleet: shield and global purge", func(t *testing.T) {
+		// One cold object asked at once in every region: pop-na (the
+		// parent tier) fetches it once for all.
+		url := fmt.Sprintf("https://www.cdn.lab/gen/1k?cc=public,max-age%%3D600&o=shield-%d", time.Now().UnixNano())
+		var wg sync.WaitGroup
+		for _, region := range []string{"na", "eu", "ap"} {
+			wg.Go(func() {
+				if body, _, _ := dockerGet(ctx, t, d, "client-"+region, "h2", url); len(body) != 1024 {
+					t.Errorf("client-%s: %d bytes, want 1024", region, len(body))
+				}
+			})
+		}
+		wg.Wait()
+		_, query, _ := strings.Cut(url, "?")
+		logs, err := d.Run(ctx, "logs", "--no-color", "origin")
+		if n := strings.Count(string(logs), query+`"`); err != nil || n != 1 {
+			t.Errorf("origin requests for a cold object asked in three regions at once: %d (%v), want 1 (through the shield)", n, err)
+		}
+		// A purge posted at pop-eu: every PoP acknowledges, and each
+		// region's next request is a miss again.
+		out, err := d.Exec(ctx, "client-eu", "sh", "-c", `curl -sS --max-time 10 -X POST -H "Authorization: Bearer $(cat /lab/purge.token)" `+
+			`"http://`+mustHost(t, d.Topo, "pop-eu").Addr.String()+`:9901/purge?url=`+strings.ReplaceAll(url, "&", "%26")+`"`)
+		var res struct {
+			Fleet   bool `json:"fleet"`
+			Results []struct {
+				Acks []struct {
+					PoP       string  `json:"pop"`
+					Purged    int     `json:"purged"`
+					LatencyMs float64 `json:"latency_ms"`
+				} `json:"acks"`
+				Missing []string `json:"missing"`
+			} `json:"results"`
+		}
+		if err != nil || json.Unmarshal(out, &res) != nil || !res.Fleet || len(res.Results) != 1 || len(res.Results[0].Acks) != 3 {
+			t.Fatalf("POST /purge at pop-eu: %v\n%s\nwant the three PoPs' acknowledgements", err, out)
+		}
+		t.Logf("purge at pop-eu, acknowledged: %+v", res.Results[0].Acks)
+		for _, a := range res.Results[0].Acks {
+			if a.Purged != 1 {
+				t.Errorf("%s purged %d entries, want 1", a.PoP, a.Purged)
+			}
+		}
+		for _, region := range []string{"na", "eu", "ap"} {
+			out, err := d.Exec(ctx, "client-"+region, "curl", "-sS", "--max-time", "30", "--cacert", labtest.ContainerCARoot,
+				"-o", "/dev/null", "-w", "%header{cache-status}", url)
+			if cs := string(out); err != nil || strings.Contains(cs, "; hit") {
+				t.Errorf("client-%s after the purge: Cache-Status %q (%v), want a miss at every layer", region, cs, err)
+			}
+		}
 	})
 
 	t.Run("drill: pop-eu stopped and started", func(t *testing.T) {
