@@ -17,8 +17,9 @@ import (
 // ReplayOrigin is an origin for replays that counts what it served: the
 // project's origin (origin.Server, generated objects only) behind a
 // handler that counts the requests for /gen/ and the body bytes it wrote
-// for them. Put the cache under test in front of its URL. It follows
-// net/http: ListenReplayOrigin, then Serve, then Close.
+// for them (each write counted as it starts, so a client that has its
+// answer finds it counted). Put the cache under test in front of its URL.
+// It follows net/http: ListenReplayOrigin, then Serve, then Close.
 type ReplayOrigin struct {
 	ln       net.Listener
 	hs       *http.Server
@@ -68,15 +69,23 @@ func (o *ReplayOrigin) Served(context.Context) (OriginServed, error) {
 	return OriginServed{Requests: o.requests.Load(), Bytes: o.bytes.Load()}, nil
 }
 
-// countingWriter adds the body bytes written to n.
+// countingWriter adds the body bytes written to n. It counts them before
+// it writes them: once they are on the wire the cache can pass them on and
+// the replay's client can have its whole answer, and read the counts,
+// before this handler's goroutine runs again. Counted after the write, a
+// fetch that ended just before Replay read the counts was missing from
+// them (or, at the warm-up's end, counted in the window).
 type countingWriter struct {
 	http.ResponseWriter
 	n *atomic.Int64
 }
 
 func (w *countingWriter) Write(p []byte) (int, error) {
+	w.n.Add(int64(len(p)))
 	n, err := w.ResponseWriter.Write(p)
-	w.n.Add(int64(n))
+	if n < len(p) {
+		w.n.Add(int64(n - len(p))) // not written: the connection failed
+	}
 	return n, err
 }
 
