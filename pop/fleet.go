@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,6 +82,19 @@ func (fc FleetConfig) validate(add func(string, ...any)) {
 	}
 }
 
+// loadFleetRoots reads fleet.ca_file, if set: the roots the control
+// plane's certificate is checked against.
+func loadFleetRoots(fc FleetConfig) (*x509.CertPool, error) {
+	if fc.URL == "" || fc.CAFile == "" {
+		return nil, nil
+	}
+	pool, err := certs.LoadPool(fc.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("fleet.ca_file: %w", err)
+	}
+	return pool, nil
+}
+
 // vouch is the cache's Config.Vouch when the PoP is in a fleet: until it
 // has joined, nothing is served from the cache without the origin's word.
 func (s *Server) vouch(now time.Time) (bool, time.Time) {
@@ -95,18 +109,9 @@ func (s *Server) vouch(now time.Time) (bool, time.Time) {
 // the server stops.
 func (s *Server) joinFleet() {
 	fc := s.cfg.Fleet
-	var roots *x509.CertPool
-	if fc.CAFile != "" {
-		pool, err := certs.LoadPool(fc.CAFile)
-		if err != nil {
-			s.log.Error("fleet.ca_file", "error", err)
-			return
-		}
-		roots = pool
-	}
 	urls, user, password, _ := fc.split() // validated in New
 	cfg := fleet.Config{
-		URL: strings.Join(urls, ","), PoP: s.cfg.Name, User: user, Password: password, RootCAs: roots,
+		URL: strings.Join(urls, ","), PoP: s.cfg.Name, User: user, Password: password, RootCAs: s.fleetRoots,
 		MaxOffline: fc.MaxOffline, Logger: s.log, Apply: s.applyPurge,
 	}
 	for {
@@ -174,12 +179,19 @@ func (s *Server) purgeFleet(ctx context.Context, urls, tags []string, soft bool)
 	for _, t := range tags {
 		ps = append(ps, fleet.Purge{Tag: t, Soft: soft})
 	}
-	for _, p := range ps {
-		res, err := f.Purge(ctx, p, wait)
-		if err != nil {
-			return out, fmt.Errorf("%s%s: %w", p.URL, p.Tag, err)
+	// Published at once, so that n purges wait one ack_wait, not n.
+	res := make([]fleet.Result, len(ps))
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Go(func() { res[i], errs[i] = f.Purge(ctx, p, wait) })
+	}
+	wg.Wait()
+	for i, p := range ps {
+		if errs[i] != nil {
+			return out, fmt.Errorf("%s%s: %w", p.URL, p.Tag, errs[i])
 		}
-		out = append(out, res)
+		out = append(out, res[i])
 	}
 	return out, nil
 }

@@ -122,3 +122,13 @@ func TestFleetPurge(t *testing.T) {
 		t.Errorf("purge after the control plane came back = %d %s, want 200 acknowledged by 3 PoPs", code, body)
 	}
 }
+
+// TestFleetBadCAFile: a fleet.ca_file that cannot be read fails New,
+// naming the field, rather than a PoP that never joins.
+func TestFleetBadCAFile(t *testing.T) {
+	cfg := poptest.Config(certstest.LabCA(t), "http://127.0.0.1:1")
+	cfg.Fleet = pop.FleetConfig{URL: "tls://127.0.0.1:4222", User: "pop", Password: "pw", CAFile: t.TempDir() + "/missing.pem"}
+	if _, err := pop.New(cfg); err == nil || !strings.HasPrefix(err.Error(), "fleet.ca_file: ") {
+		t.Errorf("pop.New with a missing fleet.ca_file = %v, want an error naming fleet.ca_file", err)
+	}
+}

@@ -3,6 +3,7 @@ package pop
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -31,16 +32,19 @@ var errUnknownHost = errors.New("host is not served by this CDN node")
 
 // Server is a PoP.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	tls     *tlsSetup
-	router  *router
-	groups  map[string]*upstream.Group
-	sites   []*site
-	purges  *recentPurges // what was purged a moment ago, for sites with a parent tier
-	metrics *metrics
-	cache   *cache.Cache // nil when caching is disabled
-	limiter *ipLimiter
+	cfg    Config
+	log    *slog.Logger
+	tls    *tlsSetup
+	router *router
+	groups map[string]*upstream.Group
+	sites  []*site
+	purges *recentPurges // what was purged a moment ago, for sites with a parent tier
+	// fleetRoots verify the control plane's certificate (fleet.ca_file);
+	// nil: the system roots, or plain TCP.
+	fleetRoots *x509.CertPool
+	metrics    *metrics
+	cache      *cache.Cache // nil when caching is disabled
+	limiter    *ipLimiter
 	// inflight counts requests being served; above maxInflight (> 0) the
 	// PoP sheds with 503.
 	inflight    atomic.Int64
@@ -112,6 +116,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.alogCloser = closer
+	if s.fleetRoots, err = loadFleetRoots(cfg.Fleet); err != nil {
+		s.closeAccessLog()
+		return nil, err
+	}
 	t, err := buildTLS(&cfg)
 	if err != nil {
 		s.closeAccessLog()

@@ -265,6 +265,11 @@ func (f *Fleet) setTarget(ctx context.Context, stream jetstream.Stream) error {
 func (f *Fleet) lost(t time.Time) {
 	f.connected.Store(false)
 	f.offlineAt.CompareAndSwap(0, t.UnixNano())
+	select {
+	case <-f.stop:
+		return // Close: leaving is not losing
+	default:
+	}
 	f.log.Warn("fleet: lost the control plane", "pop", f.cfg.PoP)
 }
 
