@@ -80,9 +80,17 @@ type CacheConfig struct {
 // if the order failed, when that call ends. A holder that dies leaves it
 // to expire within LockTTL.
 //
+// A PoP that first loads a certificate while another PoP is renewing it
+// waits for the renewal inside Get, where autocert holds the lock over
+// all its names: its first handshakes wait as long (at most until the
+// other's call ends or its lock expires).
+//
 // While the control plane cannot be reached, Get and Put fail: a PoP then
 // serves the certificates it holds in memory but obtains none, rather
-// than ordering by itself.
+// than ordering by itself. autocert's renewal is the exception: when the
+// cache fails it orders anyway, and as Put fails it drops what it got and
+// tries again 30 to 60 minutes later, so an outage at renewal time costs
+// each PoP an order per try.
 type Cache struct {
 	cfg CacheConfig
 	id  string // Holder plus a random suffix: this process's locks
