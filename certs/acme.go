@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
@@ -22,7 +24,9 @@ type ACMEConfig struct {
 	// Cache holds account keys, certificates and in-flight challenge state.
 	// Every PoP that serves a name must share it, because the CA validates
 	// from several vantage points and GeoDNS sends them to different PoPs.
-	// If nil, autocert.DirCache(Dir).
+	// If nil, autocert.DirCache(Dir). A cache shared by processes that may
+	// start at the same moment should make sure that only one of them
+	// orders a name (see ErrOrderedElsewhere); a DirCache does not.
 	Cache autocert.Cache
 	// Dir is the directory of the default cache. Required when Cache is nil;
 	// put it on storage every PoP mounts.
@@ -35,6 +39,14 @@ type ACMEConfig struct {
 	// RootCAs verifies the ACME server's TLS certificate. If nil, system roots.
 	RootCAs *x509.CertPool
 }
+
+// ErrOrderedElsewhere is what a shared Cache's Get wraps when another
+// process (another PoP) is ordering the certificate asked for. ACME's
+// GetCertificate then waits a moment and asks again, until the other
+// process has stored the certificate (or given up, and this one orders
+// it). Get returns it rather than waiting itself because autocert holds a
+// lock over all of its names while it reads the cache for one.
+var ErrOrderedElsewhere = errors.New("certificate being ordered by another process")
 
 // ACME obtains and renews certificates through autocert. Its GetCertificate
 // also answers TLS-ALPN-01 challenges, so the TCP listener's ALPN list must
@@ -81,9 +93,30 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 	return &ACME{m: m}, nil
 }
 
-// GetCertificate fits tls.Config.GetCertificate.
+// GetCertificate fits tls.Config.GetCertificate. While the cache says
+// the certificate is being ordered elsewhere (ErrOrderedElsewhere) it
+// asks again, at most every second, for up to 5 minutes (autocert's own
+// bound on an issuance) or until the handshake is abandoned.
 func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return a.m.GetCertificate(hello)
+	ctx := context.Background()
+	if c := hello.Context(); c != nil {
+		ctx = c
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	wait := 50 * time.Millisecond
+	for {
+		cert, err := a.m.GetCertificate(hello)
+		if !errors.Is(err, ErrOrderedElsewhere) {
+			return cert, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("acme: %s: %w, and %w", hello.ServerName, err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // NextProtos returns protos with the TLS-ALPN-01 protocol appended.

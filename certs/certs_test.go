@@ -196,6 +196,79 @@ func TestTicketKeysResumeAcrossServers(t *testing.T) {
 	}
 }
 
+// TestTicketKeysSetSecret: a server whose secret is replaced while it
+// runs (a fleet's rotation) issues tickets under the new secret, which a
+// server given the same new secret resumes, and still resumes tickets
+// issued under the replaced secret for a ticket's lifetime
+// (Rotation*(Keep+1)), not after.
+func TestTicketKeysSetSecret(t *testing.T) {
+	ca, err := OpenLabCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now time.Time
+	clock := func() time.Time { return now }
+	oldSecret, newSecret := []byte(strings.Repeat("o", 32)), []byte(strings.Repeat("n", 32))
+	newServer := func(secret []byte) (*TicketKeys, string) {
+		keys, err := NewTicketKeys(TicketKeysConfig{Secret: secret, Rotation: time.Hour, Keep: 1, Now: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := ServerConfig{GetCertificate: StaticCertificate(leaf), Tickets: keys, NextProtos: []string{"http/1.1"}}.TLSConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys, serveTLS(t, cfg)
+	}
+	rotated, popEU := newServer(oldSecret)
+	_, popNA := newServer(newSecret) // a PoP that only ever had the new secret
+	tests := []struct {
+		name    string
+		before  bool // first handshake before the secret is replaced
+		second  string
+		advance time.Duration // after the replacement
+		resumed bool
+	}{
+		{"old ticket at the same server", true, popEU, 0, true},
+		{"old ticket within its lifetime", true, popEU, 90 * time.Minute, true},
+		{"old ticket beyond its lifetime", true, popEU, 3 * time.Hour, false},
+		{"new ticket at a server with the new secret", false, popNA, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now = time.Unix(1_800_000_000, 0)
+			if err := rotated.SetSecret(oldSecret); err != nil {
+				t.Fatal(err)
+			}
+			client := &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+			if !tt.before {
+				rotated.SetSecret(newSecret, oldSecret)
+			}
+			if _, err := handshake(t, popEU, client); err != nil {
+				t.Fatalf("first handshake: %v", err)
+			}
+			if tt.before {
+				rotated.SetSecret(newSecret, oldSecret)
+			}
+			now = now.Add(tt.advance)
+			st, err := handshake(t, tt.second, client)
+			if err != nil {
+				t.Fatalf("second handshake: %v", err)
+			}
+			if st.DidResume != tt.resumed {
+				t.Errorf("DidResume = %v, want %v", st.DidResume, tt.resumed)
+			}
+		})
+	}
+	if err := rotated.SetSecret([]byte("short")); err == nil || !strings.Contains(err.Error(), "ticket secret") {
+		t.Errorf("SetSecret(short) = %v, want an error naming the ticket secret", err)
+	}
+}
+
 func TestQUICKeysSharedBySecret(t *testing.T) {
 	a, _ := NewTicketKeys(TicketKeysConfig{Secret: []byte(strings.Repeat("a", 32))})
 	b, _ := NewTicketKeys(TicketKeysConfig{Secret: []byte(strings.Repeat("a", 32))})

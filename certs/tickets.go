@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -43,26 +44,43 @@ type TicketKeysConfig struct {
 // TicketKeys encrypts and decrypts TLS session tickets with keys derived
 // from a shared secret. Apply installs it into a tls.Config; clones of that
 // config (quic-go and net/http make them) share the keys.
+//
+// The secret can be replaced while serving (SetSecret: a fleet that
+// distributes and rotates it); tickets issued under the secrets it
+// replaced are still accepted within their lifetime.
 type TicketKeys struct {
-	secret   []byte
 	rotation time.Duration
 	keep     int
 	now      func() time.Time
 
-	mu    sync.Mutex // guards aeads
-	aeads map[int64]cipher.AEAD
+	mu  sync.Mutex // guards cur, old and their aeads
+	cur *ticketSecret
+	old []*ticketSecret // replaced secrets, oldest first, still decrypting
+}
+
+// ticketSecret is one secret and the keys derived from it so far.
+type ticketSecret struct {
+	secret  []byte
+	retired time.Time // when it stopped issuing tickets; zero while it issues
+	aeads   map[int64]cipher.AEAD
+}
+
+func newTicketSecret(secret []byte) *ticketSecret {
+	return &ticketSecret{secret: secret, aeads: make(map[int64]cipher.AEAD)}
 }
 
 // NewTicketKeys validates cfg and returns TicketKeys.
 func NewTicketKeys(cfg TicketKeysConfig) (*TicketKeys, error) {
-	k := &TicketKeys{secret: cfg.Secret, rotation: cfg.Rotation, keep: cfg.Keep, now: cfg.Now, aeads: make(map[int64]cipher.AEAD)}
-	if k.secret == nil {
-		k.secret = make([]byte, MinSecretLen)
-		rand.Read(k.secret)
+	k := &TicketKeys{rotation: cfg.Rotation, keep: cfg.Keep, now: cfg.Now}
+	secret := cfg.Secret
+	if secret == nil {
+		secret = make([]byte, MinSecretLen)
+		rand.Read(secret)
 	}
+	k.cur = newTicketSecret(secret)
 	var errs []error
-	if len(k.secret) < MinSecretLen {
-		errs = append(errs, fmt.Errorf("ticket secret: %d bytes, want at least %d", len(k.secret), MinSecretLen))
+	if len(secret) < MinSecretLen {
+		errs = append(errs, fmt.Errorf("ticket secret: %d bytes, want at least %d", len(secret), MinSecretLen))
 	}
 	if k.rotation == 0 {
 		k.rotation = 6 * time.Hour
@@ -106,8 +124,74 @@ func LoadSecret(path string) ([]byte, error) {
 	return nil, fmt.Errorf("ticket key file %s: %d bytes, want at least %d bytes (hex, base64 or raw)", path, len(b), MinSecretLen)
 }
 
-func (k *TicketKeys) derive(info string) []byte {
-	key, err := hkdf.Key(sha256.New, k.secret, nil, info, 32)
+// Rotation is how long one key issues tickets.
+func (k *TicketKeys) Rotation() time.Duration { return k.rotation }
+
+// Lifetime is how long a ticket is accepted at most: Rotation*(Keep+1).
+// A secret replaced by SetSecret decrypts for this long afterwards.
+func (k *TicketKeys) Lifetime() time.Duration { return k.rotation * time.Duration(k.keep+1) }
+
+// SetSecret makes secret the one tickets are issued under from now on.
+// The secret it replaces, and older (secrets other processes issued
+// tickets under, which this one may not have seen), go on decrypting
+// tickets for Lifetime from now and are then forgotten; a ticket's own
+// epoch bounds its age as before. Setting the current secret again does
+// nothing. Each must be at least MinSecretLen bytes.
+func (k *TicketKeys) SetSecret(secret []byte, older ...[]byte) error {
+	for i, s := range append([][]byte{secret}, older...) {
+		if len(s) < MinSecretLen {
+			return fmt.Errorf("ticket secret %d: %d bytes, want at least %d", i, len(s), MinSecretLen)
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	find := func(b []byte) int {
+		for i, o := range k.old {
+			if bytes.Equal(o.secret, b) {
+				return i
+			}
+		}
+		return -1
+	}
+	if !bytes.Equal(k.cur.secret, secret) {
+		prev := k.cur
+		if i := find(secret); i >= 0 { // an earlier secret back in use
+			k.cur = k.old[i]
+			k.old = append(k.old[:i], k.old[i+1:]...)
+		} else {
+			k.cur = newTicketSecret(bytes.Clone(secret))
+		}
+		k.cur.retired = time.Time{}
+		prev.retired = now
+		k.old = append(k.old, prev)
+	}
+	for _, o := range older {
+		if !bytes.Equal(o, k.cur.secret) && find(o) < 0 {
+			s := newTicketSecret(bytes.Clone(o))
+			s.retired = now
+			k.old = append(k.old, s)
+		}
+	}
+	k.forgetOld(now)
+	return nil
+}
+
+// forgetOld drops the replaced secrets older than a ticket's lifetime.
+// k.mu is held.
+func (k *TicketKeys) forgetOld(now time.Time) {
+	keep := k.old[:0]
+	for _, o := range k.old {
+		if now.Sub(o.retired) <= k.Lifetime() {
+			keep = append(keep, o)
+		}
+	}
+	clear(k.old[len(keep):])
+	k.old = keep
+}
+
+func derive(secret []byte, info string) []byte {
+	key, err := hkdf.Key(sha256.New, secret, nil, info, 32)
 	if err != nil {
 		panic(err) // only fails for lengths hkdf cannot produce
 	}
@@ -115,24 +199,32 @@ func (k *TicketKeys) derive(info string) []byte {
 }
 
 // QUICKeys returns the keys quic-go's Transport takes as TokenGeneratorKey
-// and StatelessResetKey, derived from the same secret. PoPs that share the
-// secret accept each other's address-validation tokens and can reset each
-// other's connections statelessly.
+// and StatelessResetKey, derived from the current secret. PoPs that share
+// the secret accept each other's address-validation tokens and can reset
+// each other's connections statelessly.
 func (k *TicketKeys) QUICKeys() (token, reset [32]byte) {
-	copy(token[:], k.derive("edgecdn quic token generator key"))
-	copy(reset[:], k.derive("edgecdn quic stateless reset key"))
+	k.mu.Lock()
+	secret := k.cur.secret
+	k.mu.Unlock()
+	return QUICKeys(secret)
+}
+
+// QUICKeys derives the QUIC token-generator and stateless-reset keys from
+// secret, as TicketKeys.QUICKeys does from its current secret.
+func QUICKeys(secret []byte) (token, reset [32]byte) {
+	copy(token[:], derive(secret, "edgecdn quic token generator key"))
+	copy(reset[:], derive(secret, "edgecdn quic stateless reset key"))
 	return token, reset
 }
 
 func (k *TicketKeys) epoch() int64 { return k.now().UnixNano() / int64(k.rotation) }
 
-func (k *TicketKeys) aead(epoch int64) cipher.AEAD {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if a, ok := k.aeads[epoch]; ok {
+// aead returns s's key for epoch. k.mu is held.
+func (k *TicketKeys) aead(s *ticketSecret, epoch int64) cipher.AEAD {
+	if a, ok := s.aeads[epoch]; ok {
 		return a
 	}
-	block, err := aes.NewCipher(k.derive("edgecdn tls ticket key " + strconv.FormatInt(epoch, 10) + " " + k.rotation.String()))
+	block, err := aes.NewCipher(derive(s.secret, "edgecdn tls ticket key "+strconv.FormatInt(epoch, 10)+" "+k.rotation.String()))
 	if err != nil {
 		panic(err) // a 32-byte key is always valid
 	}
@@ -142,12 +234,12 @@ func (k *TicketKeys) aead(epoch int64) cipher.AEAD {
 	}
 	// Forget keys outside the window so the map stays small.
 	cur := k.epoch()
-	for e := range k.aeads {
+	for e := range s.aeads {
 		if e < cur-int64(k.keep) || e > cur+1 {
-			delete(k.aeads, e)
+			delete(s.aeads, e)
 		}
 	}
-	k.aeads[epoch] = a
+	s.aeads[epoch] = a
 	return a
 }
 
@@ -162,14 +254,17 @@ func (k *TicketKeys) Wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, 
 		return nil, err
 	}
 	epoch := k.epoch()
-	a := k.aead(epoch)
+	k.mu.Lock()
+	a := k.aead(k.cur, epoch)
+	k.mu.Unlock()
 	out := make([]byte, ticketHeader, ticketHeader+len(state)+a.Overhead())
 	binary.BigEndian.PutUint64(out, uint64(epoch))
 	rand.Read(out[8:ticketHeader])
 	return a.Seal(out, out[8:ticketHeader], state, out[:8]), nil
 }
 
-// Unwrap decrypts a ticket. A ticket from a key outside the window, or one
+// Unwrap decrypts a ticket, under the current secret or one it replaced
+// less than Lifetime ago. A ticket from a key outside the window, or one
 // that does not decrypt, yields (nil, nil): the client gets a full handshake.
 // It fits tls.Config.UnwrapSession.
 func (k *TicketKeys) Unwrap(identity []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
@@ -181,9 +276,8 @@ func (k *TicketKeys) Unwrap(identity []byte, _ tls.ConnectionState) (*tls.Sessio
 	if epoch < cur-int64(k.keep) || epoch > cur+1 {
 		return nil, nil
 	}
-	a := k.aead(epoch)
-	state, err := a.Open(nil, identity[8:ticketHeader], identity[ticketHeader:], identity[:8])
-	if err != nil {
+	state, ok := k.open(epoch, identity)
+	if !ok {
 		return nil, nil
 	}
 	ss, err := tls.ParseSessionState(state)
@@ -191,6 +285,27 @@ func (k *TicketKeys) Unwrap(identity []byte, _ tls.ConnectionState) (*tls.Sessio
 		return nil, nil
 	}
 	return ss, nil
+}
+
+// open decrypts a ticket of epoch with the current secret, then with the
+// replaced ones, newest first.
+func (k *TicketKeys) open(epoch int64, identity []byte) ([]byte, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	for i := len(k.old); i >= 0; i-- {
+		s := k.cur
+		if i < len(k.old) {
+			s = k.old[i]
+			if now.Sub(s.retired) > k.Lifetime() {
+				continue
+			}
+		}
+		if state, err := k.aead(s, epoch).Open(nil, identity[8:ticketHeader], identity[ticketHeader:], identity[:8]); err == nil {
+			return state, true
+		}
+	}
+	return nil, false
 }
 
 // Apply makes c issue and accept tickets with these keys.

@@ -110,6 +110,9 @@ type TLSConfig struct {
 	// TicketKeyFile holds the secret shared by every PoP of these names
 	// (hex, base64 or raw, at least 32 bytes). Session tickets, QUIC tokens
 	// and stateless resets derive from it. If empty, a per-process secret.
+	// In a fleet (fleet.url) the fleet's secret replaces it once the PoP
+	// has joined: the file then only bridges the time until the fleet
+	// answers.
 	TicketKeyFile string `yaml:"ticket_key_file"`
 	// TicketRotation is how long one ticket key issues tickets. If zero, 6h.
 	TicketRotation time.Duration `yaml:"ticket_rotation"`
@@ -126,7 +129,9 @@ type TLSConfig struct {
 type ACMEConfig struct {
 	// Hosts are the names to obtain certificates for. Required.
 	Hosts []string `yaml:"hosts"`
-	// Dir is the autocert cache directory, shared by the PoPs. Required.
+	// Dir is the autocert cache directory, shared by the PoPs. Required
+	// unless the PoP is in a fleet (fleet.url), whose key-value store then
+	// holds the cache and Dir is not used.
 	Dir string `yaml:"dir"`
 	// Email is the account contact. If empty, none.
 	Email string `yaml:"email"`
@@ -368,8 +373,8 @@ func (c *Config) Validate() error {
 		if len(a.Hosts) == 0 {
 			add("tls.acme.hosts: empty, want the names to get certificates for")
 		}
-		if a.Dir == "" {
-			add("tls.acme.dir: empty, want a cache directory shared by the PoPs")
+		if a.Dir == "" && c.Fleet.URL == "" {
+			add("tls.acme.dir: empty, want a cache directory shared by the PoPs (or fleet.url)")
 		}
 	}
 	if c.TLS.CertFile == "" && c.TLS.ACME == nil && c.TLS.CADir == "" {

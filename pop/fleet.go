@@ -5,21 +5,27 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgecdn/cdn/certs"
 	"github.com/edgecdn/cdn/pop/fleet"
+	"github.com/edgecdn/cdn/pop/fleet/fleettls"
 )
 
 // FleetConfig joins the PoP to the fleet's control plane on NATS JetStream
 // (package fleet): a purge posted to any PoP's admin listener reaches every
 // PoP, and a PoP that missed purges applies them before it serves from its
-// cache again. If URL is empty the PoP is alone, as it always was.
+// cache again. The fleet also shares TLS (package fleettls, see fleetTLS):
+// ACME certificates and account key, ordered once for the fleet, and the
+// session-ticket secret. If URL is empty the PoP is alone, as it always was.
 type FleetConfig struct {
 	// URL is the NATS server: nats://host:4222, or tls://host:4222 with
 	// CAFile. Several, comma-separated, for a cluster. Credentials may
@@ -121,6 +127,10 @@ func (s *Server) joinFleet() {
 		if err == nil {
 			s.fleet.Store(f)
 			s.log.Info("joined the fleet", "url", cfg.URL)
+			if ft := s.tls.fleet; ft != nil {
+				ft.joined(f)
+				s.wg.Go(func() { ft.tickets.Run(s.startCtx, f.JetStream()) })
+			}
 			return
 		}
 		s.log.Warn("cannot join the fleet yet; the cache is revalidated meanwhile", "url", cfg.URL, "error", err)
@@ -214,4 +224,98 @@ func (s *Server) fleetGauge() prometheus.Collector {
 		}
 		return 0
 	})
+}
+
+// fleetTLS is the TLS material a PoP in a fleet shares with the others
+// through the fleet's key-value store (package fleettls):
+//
+//   - with tls.acme, the ACME cache (certificates, the account key and
+//     challenge state) is the fleet's instead of tls.acme.dir, and the
+//     fleet orders each name once. While the PoP has not joined, a lookup
+//     in it waits up to fleetJoinWait and then fails: the handshake that
+//     needed a certificate the PoP does not hold fails, and the PoP orders
+//     nothing by itself;
+//   - the session-ticket secret is the fleet's once the PoP has joined:
+//     tls.ticket_key_file's secret (or, without the file, a random one)
+//     issues tickets only until then, and tickets issued under it are
+//     still accepted afterwards for their lifetime. One PoP at a time
+//     rotates the fleet's secret every tls.ticket_rotation;
+//   - the QUIC token and stateless-reset keys come from the fleet's QUIC
+//     secret, which is never rotated: quic-go fixes them when the QUIC
+//     listener starts (quicKeys).
+//
+// Both are built with the server, before it joins; joined hands them the
+// fleet.
+type fleetTLS struct {
+	acmeCache *fleettls.Cache // nil without tls.acme
+	tickets   *fleettls.Tickets
+
+	f          atomic.Pointer[fleet.Fleet]
+	joinedCh   chan struct{} // closed by joined
+	joinedOnce sync.Once
+}
+
+const (
+	// fleetJoinWait is how long an ACME cache lookup waits for the PoP
+	// to join the fleet before it fails.
+	fleetJoinWait = 10 * time.Second
+	// fleetKeysWait is how long Serve waits for the fleet's QUIC secret
+	// before it starts the QUIC listener with keys of its own.
+	fleetKeysWait = 5 * time.Second
+)
+
+func newFleetTLS(cfg *Config, keys *certs.TicketKeys, logger *slog.Logger) (*fleetTLS, error) {
+	ft := &fleetTLS{joinedCh: make(chan struct{})}
+	var err error
+	if ft.tickets, err = fleettls.NewTickets(fleettls.TicketsConfig{Keys: keys, PoP: cfg.Name, Logger: logger}); err != nil {
+		return nil, fmt.Errorf("fleet tls: %w", err)
+	}
+	if cfg.TLS.ACME != nil {
+		if ft.acmeCache, err = fleettls.NewCache(fleettls.CacheConfig{JetStream: ft.jetStream, Holder: cfg.Name, Logger: logger}); err != nil {
+			return nil, fmt.Errorf("fleet tls: %w", err)
+		}
+	}
+	return ft, nil
+}
+
+// joined hands the fleet, now joined, to the cache and the ticket keys.
+func (ft *fleetTLS) joined(f *fleet.Fleet) {
+	ft.f.Store(f)
+	ft.joinedOnce.Do(func() { close(ft.joinedCh) })
+}
+
+// jetStream is the fleet's JetStream, once joined.
+func (ft *fleetTLS) jetStream(ctx context.Context) (jetstream.JetStream, error) {
+	select {
+	case <-ft.joinedCh:
+		return ft.f.Load().JetStream(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(fleetJoinWait):
+		return nil, errNoFleet
+	}
+}
+
+// quicKeys are the QUIC transport's token-generator and stateless-reset
+// keys, which quic-go fixes when the transport starts. In a fleet they are
+// the fleet's, so that every PoP accepts the others' tokens and resets
+// their connections: Serve waits up to fleetKeysWait for them (the join
+// runs meanwhile), and if the fleet has not answered by then this process
+// keeps keys of its own secret (tls.ticket_key_file's, or random) until it
+// restarts.
+func (s *Server) quicKeys() (token, reset [32]byte) {
+	ft := s.tls.fleet
+	if ft == nil {
+		return s.tls.tickets.QUICKeys()
+	}
+	select {
+	case <-ft.tickets.Ready():
+		if token, reset, ok := ft.tickets.QUICKeys(); ok {
+			return token, reset
+		}
+	case <-time.After(fleetKeysWait):
+	case <-s.startCtx.Done():
+	}
+	s.log.Warn("QUIC keys: no answer from the fleet; this PoP's QUIC tokens and stateless resets are its own until it restarts", "waited", fleetKeysWait)
+	return s.tls.tickets.QUICKeys()
 }

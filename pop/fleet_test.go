@@ -2,12 +2,16 @@ package pop_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgecdn/cdn/certs/certstest"
 	"github.com/edgecdn/cdn/pop"
@@ -130,5 +134,112 @@ func TestFleetBadCAFile(t *testing.T) {
 	cfg.Fleet = pop.FleetConfig{URL: "tls://127.0.0.1:4222", User: "pop", Password: "pw", CAFile: t.TempDir() + "/missing.pem"}
 	if _, err := pop.New(cfg); err == nil || !strings.HasPrefix(err.Error(), "fleet.ca_file: ") {
 		t.Errorf("pop.New with a missing fleet.ca_file = %v, want an error naming fleet.ca_file", err)
+	}
+}
+
+// TestFleetTicketKeys: two PoPs in one fleet, without a ticket key file,
+// share the fleet's session-ticket secret. A session from pop-a resumes
+// at pop-b, over TCP and QUIC, also after the secret was rotated (by one
+// of them, every tls.ticket_rotation) between the two handshakes, and a
+// session from after the rotation resumes too. The secret's history in
+// the fleet shows one rotation per period: never two PoPs rotating at
+// once.
+func TestFleetTicketKeys(t *testing.T) {
+	const rotation = 3 * time.Second
+	srv := fleettest.Start(t)
+	ca := certstest.LabCA(t)
+	ro := startRecordingOrigin(t, nil)
+	var pops []*pop.Server
+	for _, name := range []string{"pop-a", "pop-b"} {
+		cfg := poptest.Config(ca, ro.url)
+		cfg.Name = name
+		cfg.TLS.TicketRotation = rotation
+		cfg.Fleet = pop.FleetConfig{URL: srv.URL(), User: fleettest.User, Password: fleettest.Password}
+		pops = append(pops, poptest.StartPoP(t, cfg))
+	}
+	nc, err := nats.Connect(srv.URL(), nats.UserInfo(fleettest.User, fleettest.Password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "cdn_tls")
+	if err != nil {
+		t.Fatalf("the fleet's ticket bucket: %v", err)
+	}
+	revision := func() uint64 {
+		e, err := kv.Get(ctx, "tickets")
+		if err != nil {
+			t.Fatalf("the fleet's ticket secret: %v", err)
+		}
+		return e.Revision()
+	}
+	client := func() *tls.Config {
+		return &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost", ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	}
+	transports := []string{"tcp", "quic"}
+
+	// Sessions from pop-a under one secret (no rotation between reading
+	// the revision before and after them).
+	var sessions []*tls.Config
+	var before uint64
+	poll.Until(t, "sessions from pop-a under one secret", func() bool {
+		sessions = sessions[:0]
+		before = revision()
+		for _, tr := range transports {
+			c := client()
+			if resumedVia(t, tr, pops[0], c) {
+				t.Fatalf("%s: first handshake at pop-a resumed, want a full one", tr)
+			}
+			sessions = append(sessions, c)
+		}
+		return revision() == before
+	})
+	for i, tr := range transports {
+		if !resumedVia(t, tr, pops[1], sessions[i]) {
+			t.Errorf("%s: a session from pop-a did not resume at pop-b, want the fleet's secret shared", tr)
+		}
+	}
+	poll.Until(t, "a rotation of the fleet's ticket secret", func() bool { return revision() > before })
+	for i, tr := range transports {
+		if !resumedVia(t, tr, pops[1], sessions[i]) {
+			t.Errorf("%s: a session from pop-a before the rotation did not resume at pop-b after it", tr)
+		}
+	}
+	for _, tr := range transports {
+		// The PoP that did not rotate has the new secret a moment later.
+		poll.Until(t, tr+": a session from pop-b after the rotation resuming at pop-a", func() bool {
+			c := client()
+			resumedVia(t, tr, pops[1], c)
+			return resumedVia(t, tr, pops[0], c)
+		})
+	}
+
+	hist, err := kv.History(ctx, "tickets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev time.Time
+	for _, e := range hist {
+		var v struct {
+			Created time.Time
+			By      string
+		}
+		if err := json.Unmarshal(e.Value(), &v); err != nil {
+			t.Fatalf("revision %d: %v", e.Revision(), err)
+		}
+		if !prev.IsZero() && v.Created.Sub(prev) < rotation {
+			t.Errorf("revision %d by %s made %v after the one before, want at least the rotation period %v (one PoP rotates each time)",
+				e.Revision(), v.By, v.Created.Sub(prev), rotation)
+		}
+		prev = v.Created
+	}
+	if len(hist) < 2 {
+		t.Errorf("the secret's history has %d revisions, want a rotation", len(hist))
 	}
 }

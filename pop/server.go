@@ -469,7 +469,7 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 }
 
 func (s *Server) listenQUIC() (*quic.EarlyListener, error) {
-	token, reset := s.tls.tickets.QUICKeys()
+	token, reset := s.quicKeys() // the fleet's, in a fleet (fleet.go)
 	tk, rk := quic.TokenGeneratorKey(token), quic.StatelessResetKey(reset)
 	s.quic = &quic.Transport{Conn: s.udpConn, TokenGeneratorKey: &tk, StatelessResetKey: &rk}
 	l := s.cfg.Limits

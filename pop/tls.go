@@ -23,6 +23,9 @@ type tlsSetup struct {
 	labCA   *certs.LabCA // nil unless a lab CA is the source
 	leaf    *x509.Certificate
 	files   *certs.FileSource // nil unless cert_file/key_file are the source
+	// fleet hands the fleet, once joined, to the ACME cache and the ticket
+	// keys; nil unless fleet.url is set (fleet.go).
+	fleet *fleetTLS
 	// reloadFailures counts certificate file reloads that failed (the
 	// previous certificate stays in use).
 	reloadFailures prometheus.Counter
@@ -61,6 +64,13 @@ func buildTLS(cfg *Config) (*tlsSetup, error) {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
 	t.tickets = keys
+	if cfg.Fleet.URL != "" {
+		// The fleet's secret replaces the file's (or the random one) once
+		// the PoP has joined.
+		if t.fleet, err = newFleetTLS(cfg, keys, logger); err != nil {
+			return nil, err
+		}
+	}
 	sc := certs.ServerConfig{Tickets: keys, AllowTLS12: cfg.TLS.AllowTLS12}
 	switch {
 	case cfg.TLS.CertFile != "":
@@ -76,7 +86,11 @@ func buildTLS(cfg *Config) (*tlsSetup, error) {
 		t.files = src
 	case cfg.TLS.ACME != nil:
 		a := cfg.TLS.ACME
-		m, err := certs.NewACME(certs.ACMEConfig{Hosts: a.Hosts, Dir: a.Dir, Email: a.Email, DirectoryURL: a.DirectoryURL})
+		ac := certs.ACMEConfig{Hosts: a.Hosts, Dir: a.Dir, Email: a.Email, DirectoryURL: a.DirectoryURL}
+		if t.fleet != nil {
+			ac.Cache = t.fleet.acmeCache // in the fleet's KV, not a.Dir
+		}
+		m, err := certs.NewACME(ac)
 		if err != nil {
 			return nil, fmt.Errorf("tls.acme: %w", err)
 		}

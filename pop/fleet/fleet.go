@@ -1,5 +1,6 @@
 // Package fleet is the PoPs' control plane on NATS JetStream: global
-// purge today (shared certificates and ticket keys are to come).
+// purge here; shared certificates and ticket keys in its subpackage
+// fleettls, over the connection JetStream returns.
 //
 // A purge is published to a JetStream stream, where it is kept; every PoP
 // reads the stream through its own durable consumer, applies each purge to
@@ -361,6 +362,11 @@ func (f *Fleet) heartbeat() {
 		}
 	}
 }
+
+// JetStream is the PoP's JetStream on its connection to the control
+// plane, for the rest of what the fleet shares (package fleettls). Its
+// operations fail while the connection is down, and after Close.
+func (f *Fleet) JetStream() jetstream.JetStream { return f.js }
 
 // Synced reports whether the PoP is in touch with the control plane and
 // has applied every purge that was published before it last (re)joined.
