@@ -282,6 +282,13 @@ type Limits struct {
 	// MaxQUICConnsPerAddr caps open QUIC connections from one address. If
 	// zero, 256; -1: no limit.
 	MaxQUICConnsPerAddr int `yaml:"max_quic_conns_per_addr"`
+	// Peers are the addresses (IPs or CIDR prefixes) of this CDN's other
+	// PoPs: a parent tier's children, whose requests carry many clients'
+	// each. They are held only to the totals (max_inflight, max_conns,
+	// max_quic_conns), not to the limits per client address (rate_limit,
+	// max_conns_per_addr, max_quic_conns_per_addr, max_upstream_per_addr),
+	// which would otherwise refuse a busy child's misses. If empty, none.
+	Peers []string `yaml:"peers"`
 	// MaxUpstreamPerAddr caps the origin requests one client address has
 	// in flight at once (its fair share of the upstream groups'
 	// concurrency, however many connections it opens); more get 503 with
@@ -444,6 +451,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	l := c.Limits
+	if _, err := parsePeers(l.Peers); err != nil {
+		add("limits.peers: %v", err)
+	}
 	if l.MaxHeaderBytes < 0 || l.MaxConcurrentStreams < 0 || l.MaxBodyBytes < 0 || l.RateLimit < 0 || l.RateBurst < 0 || l.MaxInflight < -1 {
 		add("limits: negative values are not allowed")
 	}

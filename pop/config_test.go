@@ -74,6 +74,7 @@ func TestParseConfigErrorsNameTheField(t *testing.T) {
 		{"bad cdn", "cdn: \"edge cdn\"\n" + goodConfig, "cdn: \"edge cdn\", want a token"},
 		{"bad name", strings.Replace(goodConfig, "name: pop-eu", "name: \"pop;eu\"", 1), "name: \"pop;eu\", want a token"},
 		{"bad weight", strings.Replace(goodConfig, "balancer: hash", "balancer: hash\n    weights: {\"https://10.77.1.11:9443\": 500}", 1), "weights[\"https://10.77.1.11:9443\"]: 500"},
+		{"bad peer", strings.Replace(goodConfig, "rate_limit: ", "peers: [10.77.2.20, pop-eu]\n  rate_limit: ", 1), `limits.peers: [1]: "pop-eu", want an IP address or a CIDR prefix`},
 		{"negative client_rtt.max_prefixes", strings.Replace(goodConfig, "max_prefixes: 100", "max_prefixes: -1", 1), "client_rtt.max_prefixes: -1, want 0 (default, 4096) or more"},
 	}
 	for _, tt := range tests {

@@ -2,7 +2,9 @@ package pop
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -14,18 +16,19 @@ import (
 // with idle connections. One limiter counts TCP (TLS and plain HTTP), one
 // QUIC.
 type connLimiter struct {
-	max, perAddr int // <= 0: no limit
+	max, perAddr int    // <= 0: no limit
+	peers        *peers // addresses exempt from perAddr
 
 	mu     sync.Mutex // guards total, byAddr
 	total  int
 	byAddr map[string]int
 }
 
-func newConnLimiter(max, perAddr int) *connLimiter {
+func newConnLimiter(max, perAddr int, peers *peers) *connLimiter {
 	if max <= 0 && perAddr <= 0 {
 		return nil
 	}
-	return &connLimiter{max: max, perAddr: perAddr, byAddr: map[string]int{}}
+	return &connLimiter{max: max, perAddr: perAddr, peers: peers, byAddr: map[string]int{}}
 }
 
 // acquire takes a slot for a connection from addr, or reports false.
@@ -35,7 +38,7 @@ func (l *connLimiter) acquire(addr string) bool {
 	if l.max > 0 && l.total >= l.max {
 		return false
 	}
-	if l.perAddr > 0 && l.byAddr[addr] >= l.perAddr {
+	if l.perAddr > 0 && l.byAddr[addr] >= l.perAddr && !l.peers.has(addr) {
 		return false
 	}
 	l.total++
@@ -142,4 +145,48 @@ func (ln *quicLimitListener) Accept(ctx context.Context) (*quic.Conn, error) {
 		}()
 		return c, nil
 	}
+}
+
+// peers is Limits.Peers: addresses exempt from the limits per client
+// address. A nil *peers has none.
+type peers struct {
+	prefixes []netip.Prefix
+}
+
+// parsePeers reads IPs and CIDR prefixes.
+func parsePeers(list []string) (*peers, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	p := &peers{}
+	for i, v := range list {
+		if pfx, err := netip.ParsePrefix(v); err == nil {
+			p.prefixes = append(p.prefixes, pfx.Masked())
+			continue
+		}
+		ip, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("[%d]: %q, want an IP address or a CIDR prefix such as 10.77.2.20 or 10.77.0.0/16", i, v)
+		}
+		p.prefixes = append(p.prefixes, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+	}
+	return p, nil
+}
+
+// has reports whether ip (as clientIP gives it) is a peer's.
+func (p *peers) has(ip string) bool {
+	if p == nil {
+		return false
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, pfx := range p.prefixes {
+		if pfx.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -35,7 +35,7 @@ const (
 // in-flight cap. An admitted request is released with release once
 // answered.
 func (s *Server) admit(ip string) verdict {
-	if s.limiter != nil && !s.limiter.allow(ip) {
+	if s.limiter != nil && !s.peers.has(ip) && !s.limiter.allow(ip) {
 		return rateLimited
 	}
 	if s.maxInflight > 0 && s.inflight.Add(1) > s.maxInflight {

@@ -39,6 +39,7 @@ type Server struct {
 	groups map[string]*upstream.Group
 	sites  []*site
 	purges *recentPurges // what was purged a moment ago, for sites with a parent tier
+	peers  *peers        // Limits.Peers
 	// fleetRoots verify the control plane's certificate (fleet.ca_file);
 	// nil: the system roots, or plain TCP.
 	fleetRoots *x509.CertPool
@@ -142,7 +143,8 @@ func New(cfg Config) (*Server, error) {
 		s.closeAccessLog()
 		return nil, fmt.Errorf("client_rtt.%w", err)
 	}
-	s.upShare = newConnLimiter(0, cfg.Limits.MaxUpstreamPerAddr)
+	s.peers, _ = parsePeers(cfg.Limits.Peers) // validated above
+	s.upShare = newConnLimiter(0, cfg.Limits.MaxUpstreamPerAddr, s.peers)
 	s.metrics.reg.MustRegister(accessLogCollector{s.alog})
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pop_degraded",
@@ -218,9 +220,9 @@ func New(cfg Config) (*Server, error) {
 		s.cache = c
 		s.metrics.reg.MustRegister(cacheCollector{c})
 	}
-	s.tcpConns = newConnLimiter(cfg.Limits.MaxConns, cfg.Limits.MaxConnsPerAddr)
+	s.tcpConns = newConnLimiter(cfg.Limits.MaxConns, cfg.Limits.MaxConnsPerAddr, s.peers)
 
-	s.quicConns = newConnLimiter(cfg.Limits.MaxQUICConns, cfg.Limits.MaxQUICConnsPerAddr)
+	s.quicConns = newConnLimiter(cfg.Limits.MaxQUICConns, cfg.Limits.MaxQUICConnsPerAddr, s.peers)
 	if cfg.Limits.RateLimit > 0 {
 		s.limiter = newIPLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, 100_000)
 	}

@@ -28,9 +28,9 @@ type tierLab struct {
 }
 
 // startTierLab starts the origin (answering "object PATH", cacheable for
-// a minute, after 200ms on paths under /slow/), the parent and the
-// children.
-func startTierLab(t *testing.T) *tierLab {
+// a minute, after 200ms on paths under /slow/), the parent (edited by
+// parentEdit, if any) and the children.
+func startTierLab(t *testing.T, parentEdit ...func(*pop.Config)) *tierLab {
 	t.Helper()
 	l := &tierLab{ca: certstest.LabCA(t)}
 	l.origin = startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
@@ -43,6 +43,9 @@ func startTierLab(t *testing.T) *tierLab {
 	})
 	l.parentCfg = poptest.Config(l.ca, l.origin.url)
 	l.parentCfg.Name = "pop-parent"
+	for _, edit := range parentEdit {
+		edit(&l.parentCfg)
+	}
 	l.parent = poptest.StartPoP(t, l.parentCfg)
 	l.parentCfg.Listen = l.parent.Addr().String() // to start it again on the same address
 	child := func(name string) *pop.Server {
@@ -236,5 +239,39 @@ func TestTieredCachePurgeRevalidatesAtParent(t *testing.T) {
 	l.get(t, l.childB, "/p")
 	if n := len(l.originRequests("/p")); n != 2 {
 		t.Errorf("origin requests for /p after the other child's fetch = %d, want still 2", n)
+	}
+}
+
+// TestTieredCachePeersExemptFromPerAddressLimits: a parent holds its
+// children (limits.peers) to its totals only. With one origin request in
+// flight per client address, two concurrent misses from one child both
+// succeed at a parent that knows it as a peer; at one that does not, one
+// of them is refused (503) — the limit a child would otherwise meet.
+func TestTieredCachePeersExemptFromPerAddressLimits(t *testing.T) {
+	for _, peer := range []bool{true, false} {
+		t.Run(map[bool]string{true: "peer", false: "not a peer"}[peer], func(t *testing.T) {
+			l := startTierLab(t, func(c *pop.Config) {
+				c.Limits.MaxUpstreamPerAddr = 1
+				if peer {
+					c.Limits.Peers = []string{"127.0.0.0/8"}
+				}
+			})
+			codes := make([]int, 2)
+			var wg sync.WaitGroup
+			for i := range codes {
+				wg.Go(func() {
+					resp, _ := l.get(t, l.childA, "/slow/peer-"+string(rune('a'+i)))
+					codes[i] = resp.StatusCode
+				})
+			}
+			wg.Wait()
+			refused := (codes[0] == 503) != (codes[1] == 503)
+			if peer && (codes[0] != 200 || codes[1] != 200) {
+				t.Errorf("two concurrent misses from a peer child: %v, want both 200", codes)
+			}
+			if !peer && !refused {
+				t.Errorf("two concurrent misses from a child that is not a peer, one origin request per address: %v, want one 503", codes)
+			}
+		})
 	}
 }
