@@ -92,14 +92,7 @@ func TestLabCAIssueVerifies(t *testing.T) {
 }
 
 func TestSPKIPin(t *testing.T) {
-	ca, err := OpenLabCA(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.Issue("localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cert := localhostLeaf(t)
 	der, err := x509.MarshalPKIXPublicKey(cert.Leaf.PublicKey)
 	if err != nil {
 		t.Fatal(err)
@@ -202,14 +195,7 @@ func TestTicketKeysResumeAcrossServers(t *testing.T) {
 // issued under the replaced secret for a ticket's lifetime
 // (Rotation*(Keep+1)), not after.
 func TestTicketKeysSetSecret(t *testing.T) {
-	ca, err := OpenLabCA(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Issue("localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, leaf := localhostLeaf(t)
 	var now time.Time
 	clock := func() time.Time { return now }
 	oldSecret, newSecret := []byte(strings.Repeat("o", 32)), []byte(strings.Repeat("n", 32))
@@ -301,14 +287,7 @@ func TestTicketKeysConfigErrors(t *testing.T) {
 }
 
 func TestTLS13OnlyByDefault(t *testing.T) {
-	ca, err := OpenLabCA(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Issue("localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, leaf := localhostLeaf(t)
 	for _, allow := range []bool{false, true} {
 		cfg, err := ServerConfig{GetCertificate: StaticCertificate(leaf), AllowTLS12: allow}.TLSConfig()
 		if err != nil {
@@ -414,4 +393,18 @@ func TestACMEHostPolicy(t *testing.T) {
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("unknown challenge token: %d, want 404", rec.Code)
 	}
+}
+
+// localhostLeaf is a new lab CA and a certificate for localhost from it.
+func localhostLeaf(t *testing.T) (*LabCA, tls.Certificate) {
+	t.Helper()
+	ca, err := OpenLabCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, leaf
 }
