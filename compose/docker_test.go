@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,7 +210,7 @@ func TestDockerLab(t *testing.T) {
 		// A purge posted at pop-eu: every PoP acknowledges, and each
 		// region's next request is a miss again.
 		out, err := d.Exec(ctx, "client-eu", "sh", "-c", `curl -sS --max-time 10 -X POST -H "Authorization: Bearer $(cat /lab/purge.token)" `+
-			`"http://`+mustHost(t, d.Topo, "pop-eu").Addr.String()+`:9901/purge?url=`+strings.ReplaceAll(url, "&", "%26")+`"`)
+			`"http://`+mustHost(t, d.Topo, "pop-eu").Addr.String()+`:9901/purge?url=`+neturl.QueryEscape(url)+`"`)
 		var res struct {
 			Fleet   bool `json:"fleet"`
 			Results []struct {
@@ -236,6 +237,37 @@ func TestDockerLab(t *testing.T) {
 			if cs := string(out); err != nil || strings.Contains(cs, "; hit") {
 				t.Errorf("client-%s after the purge: Cache-Status %q (%v), want a miss at every layer", region, cs, err)
 			}
+		}
+
+		// The control plane stops: the cache keeps serving, a purge is
+		// refused (503, not purged); back, a purge is acknowledged by all.
+		purgeStatus := func() string {
+			out, _ := d.Exec(ctx, "client-eu", "sh", "-c", `curl -sS --max-time 10 -o /tmp/purge -w "%{http_code}" -X POST -H "Authorization: Bearer $(cat /lab/purge.token)" `+
+				`"http://`+mustHost(t, d.Topo, "pop-eu").Addr.String()+`:9901/purge?tag=docker-test"; echo; cat /tmp/purge`)
+			code, body, _ := strings.Cut(string(out), "\n")
+			if code == "200" && strings.Count(body, `"pop":`) != 3 {
+				return "200 without all three PoPs: " + body
+			}
+			return code
+		}
+		if out, err := d.Run(ctx, "stop", "-t", "2", "nats"); err != nil {
+			t.Fatalf("stop nats: %v\n%s", err, out)
+		}
+		if body, servedBy, _ := dockerGet(ctx, t, d, "client-eu", "h2", url); len(body) != 1024 || servedBy != "pop-eu" {
+			t.Errorf("client-eu with nats stopped: %d bytes from %q, want the object from pop-eu", len(body), servedBy)
+		}
+		if code := purgeStatus(); code != "503" {
+			t.Errorf("purge with nats stopped: %s, want 503 (not purged)", code)
+		}
+		if out, err := d.Run(ctx, "start", "nats"); err != nil {
+			t.Fatalf("start nats: %v\n%s", err, out)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for code := purgeStatus(); code != "200"; code = purgeStatus() {
+			if time.Now().After(deadline) {
+				t.Fatalf("purge after nats restarted: %s for 60 s, want 200", code)
+			}
+			time.Sleep(time.Second)
 		}
 	})
 
