@@ -386,7 +386,7 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	if len(names) > 0 {
 		key = varyKey(pkey, names, r.Header)
 	}
-	return &entry{key: key, status: code, header: h, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, own, ""
+	return &entry{key: key, status: code, header: h, pol: pol, lifetime: life, heuristic: heur, tags: SurrogateKeys(resp.Header)}, own, ""
 }
 
 // withhold removes from h, a response's fields about to be stored, those
@@ -452,7 +452,10 @@ func (c *Cache) varyValuesFit(names []string, h http.Header) bool {
 	return true
 }
 
-func surrogateKeys(h http.Header) []string {
+// SurrogateKeys are the tags a response carries for purges by tag
+// (PurgeTag): the space- or comma-separated values of Surrogate-Key and
+// Cache-Tag.
+func SurrogateKeys(h http.Header) []string {
 	var tags []string
 	for _, f := range []string{"Surrogate-Key", "Cache-Tag"} {
 		for _, v := range h.Values(f) {
@@ -670,7 +673,7 @@ func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime,
 	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
 	fraction := max(c.cfg.HeuristicFraction, 0)
 	life, heur := freshnessLifetime(e.status, h, pol, fraction, c.cfg.HeuristicMax)
-	ne := &entry{key: e.key, status: e.status, header: h, body: e.body, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
+	ne := &entry{key: e.key, status: e.status, header: h, body: e.body, pol: pol, lifetime: life, heuristic: heur, tags: SurrogateKeys(h)}
 	c.encode(ne, e) // the same body: e's encodings are reused
 	c.save(ne, nil)
 	return ne, own

@@ -157,7 +157,7 @@ func (s *Server) applyPurge(p fleet.Purge) (int, error) {
 		}
 		return n, err
 	}
-	s.purges.tag(now)
+	s.purges.tag(p.Tag, now)
 	return s.cache.PurgeTag(p.Tag, p.Soft), nil
 }
 

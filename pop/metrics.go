@@ -55,7 +55,7 @@ func newMetrics(groups map[string]*upstream.Group) *metrics {
 		}, []string{"reason"}),
 		tier: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pop_upstream_tier_total",
-			Help: "Requests sent upstream by a site with a parent tier, by route: parent (to the parent PoP), origin_parent_down (directly to the origin: no parent server in rotation), origin_fallback (directly to the origin after the parent could not be reached), origin_from_child (a request from another PoP of this CDN, never sent to a parent).",
+			Help: "Requests sent upstream by a site with a parent tier, by route: parent (to the parent PoP), origin_parent_down (directly to the origin: no parent server in rotation), origin_fallback (directly to the origin after the parent could not be reached), origin_misdirected (directly to the origin after the parent answered 421: it does not serve the host), origin_from_child (a request from another PoP of this CDN, never sent to a parent).",
 		}, []string{"route"}),
 		quicConns0RTT: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pop_quic_0rtt_connections_total", Help: "QUIC connections whose client used 0-RTT.",

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgecdn/cdn/cache"
 	"github.com/edgecdn/cdn/pop/upstream"
 )
 
@@ -107,19 +108,7 @@ func (t *originTransport) roundTrip(r *http.Request) (*http.Response, error) {
 		t.tier("origin_parent_down")
 		resp, err = t.group.RoundTrip(r)
 	default:
-		t.tier("parent")
-		if t.purges.covers(canonicalHost(r.Host), r.URL.EscapedPath(), start) {
-			// Purged here a moment ago: the parent may not have applied
-			// the purge yet, so it must not answer from its copy.
-			h["Cache-Control"] = append(h["Cache-Control"], "no-cache")
-		}
-		resp, err = t.parent.RoundTrip(r)
-		if err != nil && r.Context().Err() == nil && (r.Body == nil || r.Body == http.NoBody) {
-			// The parent could not be reached or answer: a request
-			// without a body goes to the origin itself.
-			t.tier("origin_fallback")
-			resp, err = t.group.RoundTrip(r)
-		}
+		resp, err = t.viaParent(r, start)
 	}
 	if x := exchangeOf(r.Context()); x != nil {
 		x.upstreamDone(time.Since(start), resp, err)
@@ -148,6 +137,38 @@ func (t *originTransport) roundTrip(r *http.Request) (*http.Response, error) {
 	}
 	resp.Header["Via"] = append(resp.Header["Via"], v)
 	return resp, nil
+}
+
+// viaParent sends r to the parent tier. A URL purged here a moment ago,
+// or an answer that carries a tag purged here a moment ago, is asked
+// (again) with Cache-Control: no-cache: the parent may not have applied
+// the same purge yet, so it must not answer from its copy. When the
+// parent cannot be reached or answer, or does not serve the host (421),
+// a request without a body goes to the origin itself.
+func (t *originTransport) viaParent(r *http.Request, start time.Time) (*http.Response, error) {
+	t.tier("parent")
+	h := r.Header
+	bodiless := r.Body == nil || r.Body == http.NoBody
+	revalidate := t.purges.coversURL(canonicalHost(r.Host), r.URL.EscapedPath(), start)
+	if revalidate {
+		h["Cache-Control"] = append(h["Cache-Control"], "no-cache")
+	}
+	resp, err := t.parent.RoundTrip(r)
+	if err == nil && !revalidate && bodiless && t.purges.coversTags(cache.SurrogateKeys(resp.Header), start) {
+		resp.Body.Close()
+		h["Cache-Control"] = append(h["Cache-Control"], "no-cache")
+		resp, err = t.parent.RoundTrip(r)
+	}
+	if err == nil && resp.StatusCode == http.StatusMisdirectedRequest && bodiless {
+		resp.Body.Close()
+		t.tier("origin_misdirected")
+		return t.group.RoundTrip(r)
+	}
+	if err != nil && r.Context().Err() == nil && bodiless {
+		t.tier("origin_fallback")
+		return t.group.RoundTrip(r)
+	}
+	return resp, err
 }
 
 // upstreamError carries the status a pool error maps to.

@@ -65,17 +65,21 @@ func (lc loopCheck) loop() bool { return lc.self || lc.ours >= 2 }
 // recentPurges remembers, for a while, what was purged, so that a child
 // PoP's first fetches after a purge do not store its parent's copy again
 // when the parent has not applied the same purge yet (the fleet delivers
-// it to every PoP, but not at the same instant): such fetches ask the
-// parent to revalidate (Cache-Control: no-cache).
+// it to every PoP, but not at the same instant): a fetch of a URL purged
+// here asks the parent to revalidate (Cache-Control: no-cache), and one
+// whose answer carries a tag purged here is asked again that way.
 type recentPurges struct {
-	mu     sync.Mutex
-	paths  map[string]time.Time // canonical host and escaped path (the query left out: over-inclusive) → purged at
-	anyTag time.Time            // the last purge by tag, which may cover any URL
+	mu    sync.Mutex
+	paths map[string]time.Time // canonical host and escaped path (the query left out: over-inclusive) → purged at
+	tags  map[string]time.Time // tag → purged at
+	// all is when the maps overflowed: until the window has passed,
+	// every URL counts as purged.
+	all    time.Time
 	window time.Duration
 }
 
 func newRecentPurges(window time.Duration) *recentPurges {
-	return &recentPurges{paths: map[string]time.Time{}, window: window}
+	return &recentPurges{paths: map[string]time.Time{}, tags: map[string]time.Time{}, window: window}
 }
 
 // recentPurgeWindow is how long a purge makes a child ask its parent to
@@ -84,52 +88,68 @@ func newRecentPurges(window time.Duration) *recentPurges {
 // cache until it has caught up: package fleet), so this is ample.
 const recentPurgeWindow = 10 * time.Second
 
-// maxRecentPurges bounds the remembered URLs; past it, the oldest are
-// dropped and the next purge counts as one by tag (every URL revalidates
-// for a window), so that a flood of purges cannot grow memory.
+// maxRecentPurges bounds the remembered URLs and tags, each; past it,
+// the oldest go and, if all are recent, every URL counts as purged for a
+// window, so that a flood of purges cannot grow memory.
 const maxRecentPurges = 65536
 
 // url records a purge of host and path.
 func (rp *recentPurges) url(host, path string, now time.Time) {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	if len(rp.paths) >= maxRecentPurges {
-		rp.expire(now)
-	}
-	if len(rp.paths) >= maxRecentPurges {
-		rp.anyTag = now
-		return
-	}
-	rp.paths[host+path] = now
+	rp.add(rp.paths, host+path, now)
 }
 
 // tag records a purge by tag.
-func (rp *recentPurges) tag(now time.Time) {
-	rp.mu.Lock()
-	rp.anyTag = now
-	rp.mu.Unlock()
-}
-
-// expire drops what is older than the window. Caller holds mu.
-func (rp *recentPurges) expire(now time.Time) {
-	for k, t := range rp.paths {
-		if now.Sub(t) > rp.window {
-			delete(rp.paths, k)
-		}
-	}
-}
-
-// covers reports whether a purge within the window may have covered
-// host and path.
-func (rp *recentPurges) covers(host, path string, now time.Time) bool {
+func (rp *recentPurges) tag(tag string, now time.Time) {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	if !rp.anyTag.IsZero() && now.Sub(rp.anyTag) <= rp.window {
-		return true
+	rp.add(rp.tags, tag, now)
+}
+
+// add records k in m, making room first. Caller holds mu.
+func (rp *recentPurges) add(m map[string]time.Time, k string, now time.Time) {
+	if len(m) >= maxRecentPurges {
+		for k, t := range m {
+			if now.Sub(t) > rp.window {
+				delete(m, k)
+			}
+		}
 	}
-	if len(rp.paths) == 0 {
+	if len(m) >= maxRecentPurges {
+		rp.all = now
+		return
+	}
+	m[k] = now
+}
+
+// recent reports whether t is within the window before now.
+func (rp *recentPurges) recent(t, now time.Time) bool {
+	return !t.IsZero() && now.Sub(t) <= rp.window
+}
+
+// coversURL reports whether a purge within the window may have covered
+// host and path: one of the URL, or an overflow.
+func (rp *recentPurges) coversURL(host, path string, now time.Time) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.recent(rp.all, now) || len(rp.paths) > 0 && rp.recent(rp.paths[host+path], now)
+}
+
+// coversTags reports whether a purge within the window was of one of tags.
+func (rp *recentPurges) coversTags(tags []string, now time.Time) bool {
+	if len(tags) == 0 {
 		return false
 	}
-	t, ok := rp.paths[host+path]
-	return ok && now.Sub(t) <= rp.window
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if len(rp.tags) == 0 {
+		return false
+	}
+	for _, tag := range tags {
+		if rp.recent(rp.tags[tag], now) {
+			return true
+		}
+	}
+	return false
 }

@@ -28,7 +28,8 @@ type tierLab struct {
 }
 
 // startTierLab starts the origin (answering "object PATH", cacheable for
-// a minute, after 200ms on paths under /slow/), the parent (edited by
+// a minute, after 200ms on paths under /slow/, tagged "catalog" under
+// /tagged/), the parent (edited by
 // parentEdit, if any) and the children.
 func startTierLab(t *testing.T, parentEdit ...func(*pop.Config)) *tierLab {
 	t.Helper()
@@ -36,6 +37,9 @@ func startTierLab(t *testing.T, parentEdit ...func(*pop.Config)) *tierLab {
 	l.origin = startRecordingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/slow/") {
 			time.Sleep(200 * time.Millisecond)
+		}
+		if strings.HasPrefix(r.URL.Path, "/tagged/") {
+			w.Header().Set("Surrogate-Key", "catalog")
 		}
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("ETag", `"v1"`)
@@ -53,6 +57,7 @@ func startTierLab(t *testing.T, parentEdit ...func(*pop.Config)) *tierLab {
 		cfg.Name = name
 		cfg.Cache.PurgeToken = "s3cret"
 		cfg.Sites[0].Parent = "parent"
+		cfg.Sites[0].Hosts = append(cfg.Sites[0].Hosts, "child-only.example") // a name the parent does not serve
 		cfg.Upstreams["parent"] = pop.UpstreamConfig{Config: upstream.Config{Servers: []string{"https://" + l.parent.Addr().String()},
 			HealthPath: pop.ReadyPath, HealthInterval: 50 * time.Millisecond, ConnectTimeout: time.Second}}
 		return poptest.StartPoP(t, cfg)
@@ -209,22 +214,32 @@ func TestTieredCacheParentDown(t *testing.T) {
 	})
 }
 
-// TestTieredCachePurgeRevalidatesAtParent: a child's fetch right after a
-// purge asks the parent to revalidate (the parent may not have applied
-// the same purge yet), so the child never stores the parent's copy of
-// what it just purged.
-func TestTieredCachePurgeRevalidatesAtParent(t *testing.T) {
-	l := startTierLab(t)
-	l.get(t, l.childA, "/p")
-	l.parent.WaitCache()
-	l.childA.WaitCache()
-	req, _ := http.NewRequestWithContext(context.Background(), "POST", "http://"+l.childA.AdminAddr().String()+"/purge?url=https://www.cdn.lab/p", nil)
+// purge posts a purge (query: url=... or tag=...) to p's admin listener.
+func (l *tierLab) purge(t *testing.T, p *pop.Server, query string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), "POST", "http://"+p.AdminAddr().String()+"/purge?"+query, nil)
 	req.Header.Set("Authorization", "Bearer s3cret")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("purge at the child: %v %v", resp, err)
+		t.Fatalf("purge %s: %v %v", query, resp, err)
 	}
 	resp.Body.Close()
+}
+
+// TestTieredCachePurgeRevalidatesAtParent: a child's fetch right after a
+// purge asks the parent to revalidate (the parent may not have applied
+// the same purge yet), so the child never stores the parent's copy of
+// what it just purged: by URL before it asks, by tag once the parent's
+// answer shows the purged tag. Other objects still come from the
+// parent's cache.
+func TestTieredCachePurgeRevalidatesAtParent(t *testing.T) {
+	l := startTierLab(t)
+	l.get(t, l.childA, "/p")
+	l.get(t, l.childA, "/tagged/t")
+	l.get(t, l.childB, "/other")
+	l.parent.WaitCache()
+	l.childA.WaitCache()
+	l.purge(t, l.childA, "url=https://www.cdn.lab/p")
 	// Only the child purged: without the revalidation the parent would
 	// answer from its copy and the origin would not be asked.
 	l.get(t, l.childA, "/p")
@@ -239,6 +254,37 @@ func TestTieredCachePurgeRevalidatesAtParent(t *testing.T) {
 	l.get(t, l.childB, "/p")
 	if n := len(l.originRequests("/p")); n != 2 {
 		t.Errorf("origin requests for /p after the other child's fetch = %d, want still 2", n)
+	}
+
+	// By tag: the answer carrying the purged tag is asked again with
+	// no-cache; an object without it comes from the parent's copy.
+	l.purge(t, l.childA, "tag=catalog")
+	if resp, body := l.get(t, l.childA, "/tagged/t"); resp.StatusCode != 200 || body != "object /tagged/t" {
+		t.Fatalf("GET /tagged/t after the tag purge = %d %q", resp.StatusCode, body)
+	}
+	if n := len(l.originRequests("/tagged/t")); n != 2 {
+		t.Errorf("origin requests for /tagged/t after a purge of its tag at the child = %d, want 2 (the fill and the parent's revalidation)", n)
+	}
+	l.get(t, l.childA, "/other")
+	if n := len(l.originRequests("/other")); n != 1 {
+		t.Errorf("origin requests for an untagged object after a tag purge = %d, want 1 (the parent's copy)", n)
+	}
+}
+
+// TestTieredCacheMisdirectedAtParent: a host the child serves and its
+// parent does not (the parent answers 421) is fetched from the origin.
+func TestTieredCacheMisdirectedAtParent(t *testing.T) {
+	l := startTierLab(t)
+	resp, body := l.get(t, l.childA, "/mine", "Host", "child-only.example")
+	if resp.StatusCode != 200 || body != "object /mine" {
+		t.Fatalf("GET child-only.example/mine = %d %q, want the object from the origin", resp.StatusCode, body)
+	}
+	reqs := l.originRequests("/mine")
+	if len(reqs) != 1 || strings.Contains(strings.Join(reqs[0].Header.Values("Cdn-Loop"), ", "), "pop-parent") {
+		t.Errorf("origin requests for a host the parent does not serve: %v, want one, from the child directly", cdnLoops(reqs))
+	}
+	if v := metricValue(t, l.childA.AdminAddr().String(), `pop_upstream_tier_total{route="origin_misdirected"}`); v != "1" {
+		t.Errorf(`pop_upstream_tier_total{route="origin_misdirected"} = %s, want 1`, v)
 	}
 }
 
