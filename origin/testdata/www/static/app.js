@@ -19,10 +19,16 @@
     tr.appendChild(td);
   }
 
-  // serverTiming entries by name: {desc, duration}.
+  // serverTiming entries by name: {desc, duration}: the first of each
+  // name, which the PoP the browser reached sent; a parent tier's (the
+  // origin shield's) follow it and are listed under "upstream".
   function timing(e) {
-    const out = {};
-    for (const s of e.serverTiming || []) out[s.name] = s;
+    const out = {upstream: []};
+    for (const s of e.serverTiming || []) {
+      if (!(s.name in out)) out[s.name] = s;
+      else if (s.name === "cdn-pop") out.upstream.push({pop: s.description});
+      else if (s.name === "cdn-cache" && out.upstream.length) out.upstream[out.upstream.length - 1].cache = s.description;
+    }
     return out;
   }
 
@@ -43,12 +49,14 @@
       const cached = e.transferSize === 0 && e.decodedBodySize > 0;
       const proto = cached ? "browser cache" : (e.nextHopProtocol || "\u2013");
       tr.dataset.proto = proto;
-      const cache = st["cdn-cache"] ? st["cdn-cache"].description : "\u2013";
+      const verdict = st["cdn-cache"] ? st["cdn-cache"].description : "\u2013";
+      // A miss fetched through a parent PoP says what the parent did.
+      const cache = verdict + st.upstream.map(u => " (" + u.pop + ": " + (u.cache || "?") + ")").join("");
       if (st["cdn-pop"] || st["edge"]) timed++;
       cell(tr, path);
       cell(tr, proto);
       cell(tr, st["cdn-pop"] ? st["cdn-pop"].description : "\u2013");
-      cell(tr, cache, cache === "hit" ? "hit" : (cache === "miss" ? "miss" : ""));
+      cell(tr, cache, verdict === "hit" ? "hit" : (verdict === "miss" ? "miss" : ""));
       cell(tr, ms(e.responseStart > 0 && e.requestStart > 0 ? e.responseStart - e.requestStart : undefined));
       cell(tr, ms(st["edge"] && st["edge"].duration));
       cell(tr, ms(st["origin"] && st["origin"].duration));
