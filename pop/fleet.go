@@ -153,7 +153,7 @@ func (s *Server) applyPurge(p fleet.Purge) (int, error) {
 	if p.URL != "" {
 		n, err := s.cache.PurgeURL(p.URL, p.Soft)
 		if u, perr := url.Parse(p.URL); err == nil && perr == nil {
-			s.purges.url(canonicalHost(u.Host), u.EscapedPath(), now)
+			s.purges.url(purgeKey(u.Host, u), now)
 		}
 		return n, err
 	}

@@ -125,6 +125,16 @@ func TestFleetPurge(t *testing.T) {
 	if code, body := purge(pops[1], "tag=catalog"); code != 200 || strings.Count(body, `"pop":`) != 3 {
 		t.Errorf("purge after the control plane came back = %d %s, want 200 acknowledged by 3 PoPs", code, body)
 	}
+	// Back in the fleet, a PoP trusts what it stores again: a new object's
+	// second request is a hit.
+	before := len(ro.requests())
+	for range 2 {
+		get(t, c, "https://localhost:"+port(pops[0].Addr())+"/new")
+		pops[0].WaitCache()
+	}
+	if n := len(ro.requests()) - before; n != 1 {
+		t.Errorf("a new object asked twice after the control plane came back: %d origin requests, want 1 (then a hit)", n)
+	}
 }
 
 // TestFleetBadCAFile: a fleet.ca_file that cannot be read fails New,

@@ -149,7 +149,7 @@ func (t *originTransport) viaParent(r *http.Request, start time.Time) (*http.Res
 	t.tier("parent")
 	h := r.Header
 	bodiless := r.Body == nil || r.Body == http.NoBody
-	revalidate := t.purges.coversURL(canonicalHost(r.Host), r.URL.EscapedPath(), start)
+	revalidate := t.purges.coversURL(purgeKey(r.Host, r.URL), start)
 	if revalidate {
 		h["Cache-Control"] = append(h["Cache-Control"], "no-cache")
 	}

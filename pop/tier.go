@@ -2,6 +2,7 @@ package pop
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -69,9 +70,9 @@ func (lc loopCheck) loop() bool { return lc.self || lc.ours >= 2 }
 // here asks the parent to revalidate (Cache-Control: no-cache), and one
 // whose answer carries a tag purged here is asked again that way.
 type recentPurges struct {
-	mu    sync.Mutex
-	paths map[string]time.Time // canonical host and escaped path (the query left out: over-inclusive) → purged at
-	tags  map[string]time.Time // tag → purged at
+	mu   sync.Mutex
+	urls map[string]time.Time // purgeKey → purged at
+	tags map[string]time.Time // tag → purged at
 	// all is when the maps overflowed: until the window has passed,
 	// every URL counts as purged.
 	all    time.Time
@@ -79,7 +80,18 @@ type recentPurges struct {
 }
 
 func newRecentPurges(window time.Duration) *recentPurges {
-	return &recentPurges{paths: map[string]time.Time{}, tags: map[string]time.Time{}, window: window}
+	return &recentPurges{urls: map[string]time.Time{}, tags: map[string]time.Time{}, window: window}
+}
+
+// purgeKey is what recentPurges knows a URL by: the canonical host, the
+// escaped path and the query as sent, as a purge by URL names a stored
+// response (cache.PurgeURL keeps the query as it is given).
+func purgeKey(host string, u *url.URL) string {
+	k := canonicalHost(host) + u.EscapedPath()
+	if u.RawQuery != "" || u.ForceQuery {
+		k += "?" + u.RawQuery
+	}
+	return k
 }
 
 // recentPurgeWindow is how long a purge makes a child ask its parent to
@@ -93,11 +105,11 @@ const recentPurgeWindow = 10 * time.Second
 // window, so that a flood of purges cannot grow memory.
 const maxRecentPurges = 65536
 
-// url records a purge of host and path.
-func (rp *recentPurges) url(host, path string, now time.Time) {
+// url records a purge of the URL known by key (purgeKey).
+func (rp *recentPurges) url(key string, now time.Time) {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	rp.add(rp.paths, host+path, now)
+	rp.add(rp.urls, key, now)
 }
 
 // tag records a purge by tag.
@@ -129,11 +141,11 @@ func (rp *recentPurges) recent(t, now time.Time) bool {
 }
 
 // coversURL reports whether a purge within the window may have covered
-// host and path: one of the URL, or an overflow.
-func (rp *recentPurges) coversURL(host, path string, now time.Time) bool {
+// the URL known by key: one of it, or an overflow.
+func (rp *recentPurges) coversURL(key string, now time.Time) bool {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	return rp.recent(rp.all, now) || len(rp.paths) > 0 && rp.recent(rp.paths[host+path], now)
+	return rp.recent(rp.all, now) || len(rp.urls) > 0 && rp.recent(rp.urls[key], now)
 }
 
 // coversTags reports whether a purge within the window was of one of tags.

@@ -235,6 +235,7 @@ func (l *tierLab) purge(t *testing.T, p *pop.Server, query string) {
 func TestTieredCachePurgeRevalidatesAtParent(t *testing.T) {
 	l := startTierLab(t)
 	l.get(t, l.childA, "/p")
+	l.get(t, l.childB, "/p?v=2") // another object on the same path, in the parent's cache
 	l.get(t, l.childA, "/tagged/t")
 	l.get(t, l.childB, "/other")
 	l.parent.WaitCache()
@@ -243,7 +244,16 @@ func TestTieredCachePurgeRevalidatesAtParent(t *testing.T) {
 	// Only the child purged: without the revalidation the parent would
 	// answer from its copy and the origin would not be asked.
 	l.get(t, l.childA, "/p")
-	reqs := l.originRequests("/p")
+	// The same path with another query is another object: the parent's copy.
+	l.get(t, l.childA, "/p?v=2")
+	var reqs []*http.Request
+	for _, r := range l.originRequests("/p") {
+		if r.URL.RawQuery == "" {
+			reqs = append(reqs, r)
+		} else if r.URL.RawQuery != "v=2" || len(l.originRequests("/p")) != 3 {
+			t.Errorf("origin requests for /p?v=2 after a purge of /p: %d in all for /p, want the one fill (the parent's copy of another object)", len(l.originRequests("/p")))
+		}
+	}
 	if len(reqs) != 2 {
 		t.Fatalf("origin requests for /p after a purge at the child = %d, want 2 (the fill and the parent's revalidation)", len(reqs))
 	}
@@ -252,8 +262,8 @@ func TestTieredCachePurgeRevalidatesAtParent(t *testing.T) {
 	}
 	// Another child, which purged nothing, still gets the parent's copy.
 	l.get(t, l.childB, "/p")
-	if n := len(l.originRequests("/p")); n != 2 {
-		t.Errorf("origin requests for /p after the other child's fetch = %d, want still 2", n)
+	if n := len(l.originRequests("/p")); n != 3 {
+		t.Errorf("origin requests for /p and /p?v=2 after the other child's fetch = %d, want still 3", n)
 	}
 
 	// By tag: the answer carrying the purged tag is asked again with

@@ -72,6 +72,13 @@ func purgeLatency(ctx context.Context, lab Lab, t Target, rounds int) ([]Check, 
 		r := &region{pop: pop, addr: addr, client: c, half: lab.Topo.RTTBetween(ch, ph) / 2,
 			floor: lab.Topo.RTTBetween(origin, nats)/2 + lab.Topo.RTTBetween(nats, ph)/2}
 		r.probe = popClient(c, addr, &tls.Config{RootCAs: lab.RootCAs, ServerName: hostOf(lab.CDNURL)}, true)
+		// A probe tells the purged copy from a new one by a miss, and a
+		// child's probe that fetched through the parent tier would
+		// store a new copy there, which the parent's own probe would then
+		// hit: the probes ask each PoP to go to the origin itself (a
+		// CDN-Loop that says the request already passed this CDN), so
+		// that each PoP's cache holds only what its own probe fetched.
+		r.probe.Transport = withHeader{r.probe.Transport, "CDN-Loop", "edgecdn; pop=bench-drill"}
 		regions = append(regions, r)
 	}
 	// Kept alive and warmed before each purge, so that the POST leaves
@@ -160,6 +167,18 @@ func purgeLatency(ctx context.Context, lab Lab, t Target, rounds int) ([]Check, 
 // when the first probe not answered from the cache reached the PoP: its
 // sending time plus half, the one-way delay to the PoP. Zero if none was
 // before ctx ended.
+// withHeader adds a header field to every request.
+type withHeader struct {
+	next        http.RoundTripper
+	name, value string
+}
+
+func (w withHeader) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(w.name, w.value)
+	return w.next.RoundTrip(r)
+}
+
 func firstMiss(ctx context.Context, c *http.Client, url string, interval, half time.Duration) time.Time {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

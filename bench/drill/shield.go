@@ -55,14 +55,17 @@ func shield(ctx context.Context, lab Lab, _ Target) ([]Check, error) {
 	// One cold object, asked at once from every region.
 	cold := fmt.Sprintf("/gen/1k?cc=public,max-age=600&drill=%d-cold", stamp)
 	var wg sync.WaitGroup
-	statuses := make([]string, len(regions))
+	statuses, verdicts := make([]string, len(regions)), make([]string, len(regions))
 	for i, r := range regions {
-		wg.Go(func() { statuses[i] = statusKey(fetch(ctx, r.client, lab.CDNURL+cold)) })
+		wg.Go(func() {
+			o := fetch(ctx, r.client, lab.CDNURL+cold)
+			statuses[i], verdicts[i] = statusKey(o), r.pop+": "+o.cache
+		})
 	}
 	wg.Wait()
 	n := originCount(lab, fmt.Sprintf(`drill=%d-cold"`, stamp)) // the log quotes the query
 	checks = append(checks, Check{name, "one cold object asked at once from na, eu and ap: exactly one origin request",
-		fmt.Sprintf("origin requests %d; statuses %v", n, statuses), n == 1 && !slices.ContainsFunc(statuses, func(s string) bool { return s != "200" }), false})
+		fmt.Sprintf("origin requests %d; statuses %v; Cache-Status %q", n, statuses, verdicts), n == 1 && !slices.ContainsFunc(statuses, func(s string) bool { return s != "200" }), false})
 
 	// A miss at pop-ap through the shield and straight to the origin,
 	// alternately, each on a cold object, over warm connections.
