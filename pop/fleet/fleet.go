@@ -113,8 +113,14 @@ type Fleet struct {
 	cons jetstream.ConsumeContext
 
 	// target is the stream's last sequence when the PoP last (re)joined:
-	// it has caught up once it has applied that far (applied).
+	// it has caught up once it has applied that far (applied): every
+	// purge up to applied, not merely one that far, since redeliveries
+	// (after a partition, each purge's ack wait) come in any order.
+	// Purges applied above the first gap wait in ahead (guarded by
+	// appliedMu, which every change of applied holds).
 	target, applied atomic.Uint64
+	appliedMu       sync.Mutex
+	ahead           map[uint64]bool
 	// offlineAt is when the connection was lost (UnixNano; 0 while
 	// connected); staleBefore the cutoff of the last long absence.
 	offlineAt, staleBefore atomic.Int64
@@ -249,7 +255,7 @@ func (f *Fleet) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fleet: consumer pop-%s: %w", f.cfg.PoP, err)
 	}
-	f.applied.Store(info.AckFloor.Stream)
+	f.appliedFloor(info.AckFloor.Stream)
 	if err := f.setTarget(ctx, stream); err != nil {
 		return err
 	}
@@ -268,6 +274,9 @@ func (f *Fleet) setTarget(ctx context.Context, stream jetstream.Stream) error {
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("fleet: purge stream info: %w", err)
+	}
+	if info.State.FirstSeq > 0 {
+		f.appliedFloor(info.State.FirstSeq - 1)
 	}
 	f.target.Store(info.State.LastSeq)
 	return nil
@@ -331,17 +340,54 @@ func (f *Fleet) apply(msg jetstream.Msg) {
 		f.log.Warn("fleet: ack purge", "id", p.ID, "error", err)
 	}
 	if meta, err := msg.Metadata(); err == nil {
-		for {
-			old := f.applied.Load()
-			if meta.Sequence.Stream <= old || f.applied.CompareAndSwap(old, meta.Sequence.Stream) {
-				break
-			}
-		}
+		f.markApplied(meta.Sequence.Stream)
 	}
 	if p.ID != "" {
 		b, _ := json.Marshal(ack)
 		f.nc.Publish(ackSubject+p.ID, b)
 	}
+}
+
+// markApplied notes that the purge at stream sequence seq is applied, and
+// moves applied past every purge applied without a gap.
+func (f *Fleet) markApplied(seq uint64) {
+	f.appliedMu.Lock()
+	defer f.appliedMu.Unlock()
+	a := f.applied.Load()
+	if seq <= a {
+		return
+	}
+	if f.ahead == nil {
+		f.ahead = map[uint64]bool{}
+	}
+	f.ahead[seq] = true
+	for f.ahead[a+1] {
+		delete(f.ahead, a+1)
+		a++
+	}
+	f.applied.Store(a)
+}
+
+// appliedFloor raises applied to at least seq: what is below the
+// stream's first sequence (expired) or acknowledged in an earlier life
+// will not come.
+func (f *Fleet) appliedFloor(seq uint64) {
+	f.appliedMu.Lock()
+	defer f.appliedMu.Unlock()
+	a := f.applied.Load()
+	if seq <= a {
+		return
+	}
+	for k := range f.ahead {
+		if k <= seq {
+			delete(f.ahead, k)
+		}
+	}
+	for f.ahead[seq+1] {
+		delete(f.ahead, seq+1)
+		seq++
+	}
+	f.applied.Store(seq)
 }
 
 // heartbeat renews the PoP's record in the fleet.

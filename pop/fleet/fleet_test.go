@@ -313,3 +313,32 @@ func TestRestartAfterApplying(t *testing.T) {
 		t.Errorf("pop-na applied %d purges again after its restart, want none (it had acknowledged them)", len(got))
 	}
 }
+
+// TestAppliedCountsOnlyWithoutGaps: redeliveries after a partition come
+// in any order (each purge's ack wait runs out on its own), so a PoP has
+// caught up only when every purge up to the target is applied, not when
+// the last one is: applying 3 before 1 and 2 leaves it behind until they
+// come. What lies below the stream's first sequence counts as applied.
+func TestAppliedCountsOnlyWithoutGaps(t *testing.T) {
+	f := &Fleet{}
+	f.target.Store(3)
+	for _, tt := range []struct {
+		seq     uint64
+		applied uint64
+	}{{3, 0}, {1, 1}, {3, 1}, {2, 3}, {2, 3}} {
+		f.markApplied(tt.seq)
+		if got := f.applied.Load(); got != tt.applied {
+			t.Fatalf("after applying %d: applied %d, want %d", tt.seq, got, tt.applied)
+		}
+	}
+	g := &Fleet{}
+	g.markApplied(12)
+	g.appliedFloor(10) // 1..10 expired from the stream
+	if got := g.applied.Load(); got != 10 {
+		t.Fatalf("floor 10 with 12 applied: applied %d, want 10", got)
+	}
+	g.markApplied(11)
+	if got := g.applied.Load(); got != 12 {
+		t.Errorf("then 11 applied: applied %d, want 12", got)
+	}
+}
