@@ -94,9 +94,12 @@ func shield(ctx context.Context, lab Lab, _ Target) ([]Check, error) {
 	ph, _ := lab.Topo.Host("pop-ap")
 	same := lab.Topo.RTTBetween(ch, ph)
 	ms, md := median(viaShield), median(direct)
-	checks = append(checks, Check{name, "a miss at pop-ap through the shield costs at most one same-region RTT (+5 ms) over the direct path (p50 of 10 each)",
+	// The margin is the userspace delay line's and a shared 2-core
+	// machine's: two more hops through the delay line and one more PoP
+	// (measured alone: 2.6 to 4.2 ms over the RTT; under CI's load 6.1).
+	checks = append(checks, Check{name, "a miss at pop-ap through the shield costs at most one same-region RTT (+10 ms) over the direct path (p50 of 10 each)",
 		fmt.Sprintf("through %s %v, direct %v: ratio %.3f, extra %v; same-region RTT %v", shieldPoP, ms.Round(100*time.Microsecond), md.Round(100*time.Microsecond),
-			float64(ms)/float64(md), (ms - md).Round(100*time.Microsecond), same), ms <= md+same+5*time.Millisecond, false})
+			float64(ms)/float64(md), (ms - md).Round(100*time.Microsecond), same), ms <= md+same+10*time.Millisecond, false})
 
 	// The shield stops: the children fetch from the origin themselves.
 	if err := lab.StopService(shieldPoP); err != nil {
