@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/edgecdn/cdn/compose"
@@ -19,7 +21,9 @@ type LabClient struct {
 	Dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 	ListenPacket func() (net.PacketConn, error)
 	// RTTs the floors are computed from (from the lab's matrix).
-	PoPRTT, OriginRTT, PoPOriginRTT, DNSRTT time.Duration
+	// PoPOriginRTT is the PoP's way to the origin on a miss: through its
+	// parent tier when it has one (-parent), the two round trips added.
+	PoPOriginRTT, PoPRTT, OriginRTT, DNSRTT time.Duration
 }
 
 // LabConfig configures RunLab.
@@ -60,11 +64,28 @@ func LabConfigFrom(topo *compose.Topology, n *compose.Net, roots *x509.CertPool,
 			ListenPacket: func() (net.PacketConn, error) { return n.ListenPacket(name, client.Addr.String()+":0") },
 			PoPRTT:       topo.RTTBetween(client, pop),
 			OriginRTT:    topo.RTTBetween(client, origin),
-			PoPOriginRTT: topo.RTTBetween(pop, origin),
+			PoPOriginRTT: missRTT(topo, pop, origin),
 			DNSRTT:       topo.RTTBetween(client, geo),
 		})
 	}
 	return cfg, nil
+}
+
+// missRTT is the round trip a miss at pop costs beyond the client's: to
+// the origin, or to pop's parent tier (its -parent flag, a PoP of topo)
+// and on from there.
+func missRTT(topo *compose.Topology, pop, origin compose.Host) time.Duration {
+	if raw, ok := pop.Flag("parent"); ok {
+		first, _, _ := strings.Cut(raw, ",")
+		if u, err := url.Parse(first); err == nil {
+			for _, name := range topo.HostNames() {
+				if h, _ := topo.Host(name); h.Addr.String() == u.Hostname() {
+					return topo.RTTBetween(pop, h) + topo.RTTBetween(h, origin)
+				}
+			}
+		}
+	}
+	return topo.RTTBetween(pop, origin)
 }
 
 // LabRow is one scenario from one client, set beside its floor.
@@ -123,7 +144,8 @@ func roundTrips(proto, mode string) int {
 // RunLab measures, from every client, hits and misses through the CDN and
 // requests direct to the origin, and sets each beside its physical floor:
 // one DNS round trip plus the handshake round trips to the server, plus the
-// PoP's round trip to the origin on a miss.
+// PoP's round trip to the origin on a miss (through its parent tier, if
+// any).
 func RunLab(ctx context.Context, cfg LabConfig) ([]LabRow, error) {
 	if cfg.N == 0 {
 		cfg.N = 5
