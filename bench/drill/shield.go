@@ -94,12 +94,17 @@ func shield(ctx context.Context, lab Lab, _ Target) ([]Check, error) {
 	ph, _ := lab.Topo.Host("pop-ap")
 	same := lab.Topo.RTTBetween(ch, ph)
 	ms, md := median(viaShield), median(direct)
-	// The margin is the userspace delay line's and a shared 2-core
-	// machine's: two more hops through the delay line and one more PoP
-	// (measured alone: 2.6 to 4.2 ms over the RTT; under CI's load 6.1).
-	checks = append(checks, Check{name, "a miss at pop-ap through the shield costs at most one same-region RTT (+10 ms) over the direct path (p50 of 10 each)",
-		fmt.Sprintf("through %s %v, direct %v: ratio %.3f, extra %v; same-region RTT %v", shieldPoP, ms.Round(100*time.Microsecond), md.Round(100*time.Microsecond),
-			float64(ms)/float64(md), (ms - md).Round(100*time.Microsecond), same), ms <= md+same+10*time.Millisecond, false})
+	// The extra is one same-region round trip (pop-na to the origin) and
+	// pop-na's work: measured alone 12.6 to 14.2 ms, with a busy 2-core
+	// machine's jitter up to 24 ms. What the check catches is a shield
+	// that costs a handshake (a cold connection: pop-ap to pop-na is
+	// 200 ms) or a detour: the extra must stay under a quarter of the
+	// pop-ap to pop-na round trip. The ratio is the measurement.
+	nh, _ := lab.Topo.Host(shieldPoP)
+	detour := lab.Topo.RTTBetween(ph, nh) / 4
+	checks = append(checks, Check{name, "a miss at pop-ap through the shield costs about one same-region RTT over the direct path, never a handshake with the shield (extra < a quarter of the pop-ap to pop-na RTT; p50 of 10 each)",
+		fmt.Sprintf("through %s %v, direct %v: ratio %.3f, extra %v; same-region RTT %v, limit %v", shieldPoP, ms.Round(100*time.Microsecond), md.Round(100*time.Microsecond),
+			float64(ms)/float64(md), (ms - md).Round(100*time.Microsecond), same, detour), ms-md < detour, false})
 
 	// The shield stops: the children fetch from the origin themselves.
 	if err := lab.StopService(shieldPoP); err != nil {
