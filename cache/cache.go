@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -540,9 +539,9 @@ func (c *Cache) gatewayTimeout(w http.ResponseWriter, why string) {
 func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age time.Duration, status string) {
 	h := w.Header()
 	e.prepare()
-	header, body, contentLength := e.header, e.body, e.fast.contentLength
+	header, body, contentLength := e.header, e.data, e.fast.contentLength
 	if rp := e.pick(strings.Join(r.Header["Accept-Encoding"], ",")); rp != nil {
-		header, body, contentLength = rp.header, rp.body, rp.contentLength
+		header, body, contentLength = rp.header, rp.data, rp.contentLength
 	}
 	for k, v := range header {
 		h[k] = v
@@ -552,7 +551,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	if e.status != http.StatusOK {
 		w.WriteHeader(e.status)
 		if r.Method != http.MethodHead {
-			w.Write(body)
+			body.writeTo(w)
 		}
 		return
 	}
@@ -569,7 +568,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 		}
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
-			w.Write(body)
+			body.writeTo(w)
 		}
 		return
 	}
@@ -582,7 +581,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	if v := r.Header.Get("Range"); v != "" && ignoreRange(v, int64(len(body))) {
+	if v := r.Header.Get("Range"); v != "" && ignoreRange(v, int64(body.len())) {
 		r = withoutRange(r)
 	}
 	var modtime time.Time
@@ -596,7 +595,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	if _, ok := h["Content-Encoding"]; ok {
 		w = wholeLength{w, contentLength}
 	}
-	http.ServeContent(w, r, "", modtime, bytes.NewReader(body))
+	http.ServeContent(w, r, "", modtime, body.reader())
 }
 
 // wholeLength is a ResponseWriter for http.ServeContent, which leaves

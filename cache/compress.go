@@ -31,7 +31,7 @@ import (
 type rep struct {
 	coding        string      // "" (identity), "br", "zstd" or "gzip"
 	header        http.Header // the stored fields, Vary with Accept-Encoding, and for an encoding its Content-Encoding and a weak ETag
-	body          []byte
+	data          body
 	contentLength []string
 	encoded       Encodings // the fast paths' encodings of this representation
 }
@@ -93,25 +93,26 @@ func weakETag(tag string) string {
 // encodings are reused when the body is the same.
 func (c *Cache) encode(e *entry, prev *entry) {
 	e.encoded = true
-	if !c.compressible(e, int64(len(e.body))) {
+	size := e.data.len()
+	if !c.compressible(e, int64(size)) {
 		return
 	}
-	identity := &rep{header: e.header.Clone(), body: e.body}
+	identity := &rep{header: e.header.Clone(), data: e.data}
 	delete(identity.header, "Content-Length") // each representation has its own
 	identity.header["Vary"] = withVaryAcceptEncoding(e.header["Vary"])
 	reps := []*rep{identity}
 	for _, coding := range codings {
-		var body []byte
-		if prev != nil && len(prev.reps) > 0 && sameBytes(prev.body, e.body) {
+		var data body
+		if prev != nil && len(prev.reps) > 0 && prev.data.same(e.data) {
 			for _, p := range prev.reps[1:] {
 				if p.coding == coding {
-					body = p.body
+					data = p.data
 				}
 			}
-		} else {
-			body = fitBody(compress(coding, e.body))
+		} else if b := compress(coding, e.data); b != nil {
+			data = packBody(b)
 		}
-		if body == nil || len(body) > len(e.body)-len(e.body)/10 {
+		if data.len() == 0 || data.len() > size-size/10 {
 			continue // not worth it
 		}
 		h := identity.header.Clone()
@@ -119,27 +120,21 @@ func (c *Cache) encode(e *entry, prev *entry) {
 		if tag := h.Get("ETag"); tag != "" {
 			h.Set("ETag", weakETag(tag))
 		}
-		reps = append(reps, &rep{coding: coding, header: h, body: body})
+		reps = append(reps, &rep{coding: coding, header: h, data: data})
 	}
 	if len(reps) == 1 {
 		return // nothing compressed well: the response is served as it came
 	}
 	for _, r := range reps {
-		r.contentLength = []string{strconv.Itoa(len(r.body))}
+		r.contentLength = []string{strconv.Itoa(r.data.len())}
 	}
 	e.reps = reps
 }
 
-// sameBytes reports whether a and b are the same slice (a freshened entry
-// keeps its body).
-func sameBytes(a, b []byte) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
-
 // compress encodes body with coding; nil on failure.
-func compress(coding string, body []byte) []byte {
+func compress(coding string, body body) []byte {
 	var b bytes.Buffer
-	b.Grow(len(body) / 3)
+	b.Grow(body.len() / 3)
 	var w io.WriteCloser
 	switch coding {
 	case "br":
@@ -159,7 +154,7 @@ func compress(coding string, body []byte) []byte {
 	default:
 		return nil
 	}
-	if _, err := w.Write(body); err != nil {
+	if err := body.writeTo(w); err != nil {
 		return nil
 	}
 	if err := w.Close(); err != nil {

@@ -16,9 +16,12 @@ import (
 // read-only.
 type FastHit struct {
 	Header http.Header // stored fields, without Content-Length
-	Body   []byte
-	Age    time.Duration // current age (RFC 9111 4.2.3)
-	TTL    time.Duration // freshness left
+	// Body then Tail is the body: the cache keeps it in two allocations
+	// so that Go's size classes round it up as little as possible (see
+	// body.go). Tail is often empty. Write both.
+	Body, Tail []byte
+	Age        time.Duration // current age (RFC 9111 4.2.3)
+	TTL        time.Duration // freshness left
 	// LastModified is the stored Last-Modified in its canonical form, as
 	// ServeHTTP sends it, or nil to send the stored value as it is.
 	LastModified []string
@@ -30,6 +33,9 @@ type FastHit struct {
 	// again.
 	Now time.Time
 }
+
+// Len is the body's length, Body and Tail.
+func (h *FastHit) Len() int { return len(h.Body) + len(h.Tail) }
 
 // Encodings are slots for a stored response's header block as each
 // protocol's fast path encodes it, computed on its first hit. A stored
@@ -176,9 +182,9 @@ func (c *Cache) LookupFast(key []byte, acceptEncoding string) (FastHit, bool) {
 	}
 	c.stats.hits.Add(1)
 	if rp := e.pick(acceptEncoding); rp != nil {
-		return FastHit{Header: rp.header, Body: rp.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &rp.encoded, Now: now}, true
+		return FastHit{Header: rp.header, Body: rp.data.head, Tail: rp.data.tail, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &rp.encoded, Now: now}, true
 	}
-	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &e.fast.encoded, Now: now}, true
+	return FastHit{Header: e.header, Body: e.data.head, Tail: e.data.tail, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &e.fast.encoded, Now: now}, true
 }
 
 // fastState is what an entry computes once for the requests it answers:
@@ -196,7 +202,7 @@ type fastState struct {
 func (e *entry) prepare() {
 	e.fast.once.Do(func() {
 		e.fast.initial = currentAge(e.header, e.pol, e.pol.responseTime)
-		e.fast.contentLength = []string{strconv.Itoa(len(e.body))}
+		e.fast.contentLength = []string{strconv.Itoa(e.data.len())}
 		if lm, ok := parseHTTPDate(e.header.Get("Last-Modified")); ok && !lm.IsZero() {
 			e.fast.lastModified = []string{lm.UTC().Format(http.TimeFormat)}
 		}

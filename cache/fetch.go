@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,9 +67,10 @@ type stream struct {
 // sharedBody is a body that grows as the leader reads it; readers block
 // until there is more or it ends.
 type sharedBody struct {
-	mu   sync.Mutex // guards buf, done, err
+	mu   sync.Mutex // guards buf, tail, done, err
 	cond *sync.Cond
-	buf  []byte
+	buf  []byte // the body so far, or its head (see reserve)
+	tail []byte // the tail so far, when reserve split the body
 	done bool
 	err  error
 }
@@ -88,16 +88,26 @@ func (b *sharedBody) append(p []byte) {
 	b.cond.Broadcast()
 }
 
+// reserve allocates a body of size bytes for fill, in the pieces it is
+// stored in (newBody): the head in buf, the tail in tail, both empty.
+func (b *sharedBody) reserve(size int64) {
+	p := newBody(size)
+	b.mu.Lock()
+	b.buf, b.tail = p.head[:0], p.tail[:0]
+	b.mu.Unlock()
+}
+
 // fill reads r, which sends size bytes, into the body's spare capacity
-// (at least size), publishing each read. Only the filler changes buf, so
-// it reads its own buf without the lock; readers see only what it
-// published.
+// (reserve's, or at least size in buf), the head then the tail,
+// publishing each read. Only the filler changes buf and tail, so it
+// reads its own without the lock; readers see only what it published.
 func (b *sharedBody) fill(r io.Reader, size int64) error {
 	b.mu.Lock()
-	buf := b.buf
+	buf, tail := b.buf, b.tail
 	b.mu.Unlock()
+	hl := min(int64(cap(buf)), size) // the head's length; the tail has the rest
 	for {
-		if int64(len(buf)) >= size {
+		if int64(len(buf)+len(tail)) >= size {
 			var one [1]byte
 			n, err := r.Read(one[:])
 			switch {
@@ -110,16 +120,25 @@ func (b *sharedBody) fill(r io.Reader, size int64) error {
 			}
 			continue
 		}
-		n, err := r.Read(buf[len(buf):size])
+		head := int64(len(buf)) < hl
+		p := tail[len(tail) : size-hl]
+		if head {
+			p = buf[len(buf):hl]
+		}
+		n, err := r.Read(p)
 		if n > 0 {
-			buf = buf[:len(buf)+n]
+			if head {
+				buf = buf[:len(buf)+n]
+			} else {
+				tail = tail[:len(tail)+n]
+			}
 			b.mu.Lock()
-			b.buf = buf
+			b.buf, b.tail = buf, tail
 			b.mu.Unlock()
 			b.cond.Broadcast()
 		}
 		if err == io.EOF {
-			if int64(len(buf)) < size {
+			if int64(len(buf)+len(tail)) < size {
 				return io.ErrUnexpectedEOF
 			}
 			return nil
@@ -131,6 +150,13 @@ func (b *sharedBody) fill(r io.Reader, size int64) error {
 }
 
 var errLongerThanLength = errors.New("the origin sent more than its Content-Length")
+
+// pieces is the body read.
+func (b *sharedBody) pieces() body {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return body{head: b.buf, tail: b.tail}
+}
 
 func (b *sharedBody) finish(err error) {
 	b.mu.Lock()
@@ -144,11 +170,14 @@ func (b *sharedBody) finish(err error) {
 func (b *sharedBody) next(off int) ([]byte, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for len(b.buf) <= off && !b.done {
+	for len(b.buf)+len(b.tail) <= off && !b.done {
 		b.cond.Wait()
 	}
 	if len(b.buf) > off {
 		return b.buf[off:], nil
+	}
+	if t := off - len(b.buf); len(b.tail) > t {
+		return b.tail[t:], nil
 	}
 	if b.err != nil {
 		return nil, b.err
@@ -274,7 +303,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 		w.Header()["Cache-Status"] = cs
 	}
 	if e.status == http.StatusOK && plainGET(r) && resp.ContentLength >= 0 {
-		if (f == nil || f.waiters.Load() == 0) && !c.st.wouldAdmit(e.key, e.cost()+allocSize(resp.ContentLength)) {
+		if (f == nil || f.waiters.Load() == 0) && !c.st.wouldAdmit(e.key, e.cost()+bodyAlloc(resp.ContentLength)) {
 			// The store would refuse it (admission.go): send it on as it
 			// comes, without a copy. A response others wait for is
 			// stored, or tried: it is in demand.
@@ -297,21 +326,21 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	if e.status == http.StatusOK && plainGET(r) {
 		return c.streamAndStore(w, r, resp, e, f)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
 	if err != nil {
 		c.writeError(w, err)
 		return nil
 	}
-	if int64(len(body)) > c.cfg.MaxObjectBytes {
+	if int64(len(b)) > c.cfg.MaxObjectBytes {
 		// Too large to store: stream what was read and the rest.
 		resp.Body = struct {
 			io.Reader
 			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
 		c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
 		return nil
 	}
-	e.body = body
+	e.data = body{head: b}
 	c.save(e, r)
 	c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
 	return e
@@ -359,7 +388,7 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	if !c.varyValuesFit(names, r.Header) {
 		return nil, nil, "vary-value-too-long"
 	}
-	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
+	pol := newPolicy(cc, targeted, reqTime, respTime)
 	fraction := c.cfg.HeuristicFraction
 	if fraction < 0 {
 		fraction = 0
@@ -467,7 +496,7 @@ func surrogateKeys(h http.Header) []string {
 // save stores e (and its Vary index) for its freshness plus the longest
 // window in which it may still be served or revalidated.
 func (c *Cache) save(e *entry, r *http.Request) {
-	e.body = fitBody(e.body)
+	e.data = e.data.pack()
 	if !e.encoded {
 		c.encode(e, nil)
 	}
@@ -574,9 +603,9 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 	pkey := c.primaryKey(r)
 	now := c.cfg.Now()
 	if ne, own, _ := c.storable(r, resp, pkey, reqCC, false, now, now); ne != nil {
-		body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
-		if err == nil && int64(len(body)) <= c.cfg.MaxObjectBytes {
-			ne.body = body
+		b, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
+		if err == nil && int64(len(b)) <= c.cfg.MaxObjectBytes {
+			ne.data = body{head: b}
 			c.save(ne, r)
 			addFields(w.Header(), own)
 			c.serveEntry(w, r, ne, 0, "fwd=stale; fwd-status=200; stored")
@@ -585,7 +614,7 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 		resp.Body = struct {
 			io.Reader
 			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
 	} else {
 		c.st.del(e.key, false)
 	}
@@ -667,10 +696,10 @@ func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime,
 			delete(own, k) // the stored response's own field: not for this client
 		}
 	}
-	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
+	pol := newPolicy(cc, targeted, reqTime, respTime)
 	fraction := max(c.cfg.HeuristicFraction, 0)
 	life, heur := freshnessLifetime(e.status, h, pol, fraction, c.cfg.HeuristicMax)
-	ne := &entry{key: e.key, status: e.status, header: h, body: e.body, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
+	ne := &entry{key: e.key, status: e.status, header: h, data: e.data, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
 	c.encode(ne, e) // the same body: e's encodings are reused
 	c.save(ne, nil)
 	return ne, own
@@ -708,8 +737,8 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 		defer resp.Body.Close()
 		now := c.cfg.Now()
 		if ne, _, _ := c.storable(req, resp, c.primaryKey(req), emptyDirectives(), false, now, now); ne != nil {
-			if body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1)); err == nil && int64(len(body)) <= c.cfg.MaxObjectBytes {
-				ne.body = body
+			if b, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1)); err == nil && int64(len(b)) <= c.cfg.MaxObjectBytes {
+				ne.data = body{head: b}
 				c.save(ne, req)
 			}
 		}
@@ -736,9 +765,9 @@ func entryKey(pkey string, h http.Header, r *http.Request) string {
 func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, f *flight, cancel context.CancelFunc, endSave func()) *entry {
 	st := &stream{e: e, body: newSharedBody()}
 	e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
-	// The body's whole allocation (Go rounds it up to a size class),
-	// which its cost counts; read into directly, with no buffer between.
-	st.body.buf = slices.Grow([]byte(nil), int(resp.ContentLength))
+	// The body's allocations (see body.go), which its cost counts; read
+	// into directly, with no buffer between.
+	st.body.reserve(resp.ContentLength)
 	stored := make(chan *entry, 1)
 	c.beginSave()
 	go func() {
@@ -752,7 +781,7 @@ func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.
 			return
 		}
 		st.body.finish(nil)
-		e.body = st.body.buf
+		e.data = st.body.pieces()
 		c.save(e, r)
 		stored <- e
 	}()
@@ -842,7 +871,7 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 		return nil
 	}
 	st.body.finish(nil)
-	e.body = st.body.buf
+	e.data = st.body.pieces()
 	c.save(e, r)
 	return e
 }

@@ -143,10 +143,16 @@ func httpTime(wd, year, month, day int, clock string) (time.Time, bool) {
 // policy is the caching view of one stored response: which directives
 // apply to us and when it was fetched.
 type policy struct {
-	cc           Directives // the effective directives for this cache
-	targeted     bool       // cc came from a targeted field (CDN-Cache-Control, Surrogate-Control)
-	requestTime  time.Time  // when the request that produced it was sent
-	responseTime time.Time  // when its headers arrived
+	cc           Directives    // the effective directives for this cache
+	targeted     bool          // cc came from a targeted field (CDN-Cache-Control, Surrogate-Control)
+	delay        time.Duration // from sending the request that produced it to responseTime
+	responseTime time.Time     // when its headers arrived
+}
+
+// newPolicy is the policy of a response to a request sent at reqTime
+// whose headers arrived at respTime.
+func newPolicy(cc Directives, targeted bool, reqTime, respTime time.Time) policy {
+	return policy{cc: cc, targeted: targeted, delay: respTime.Sub(reqTime), responseTime: respTime}
 }
 
 // effectiveDirectives picks the directives that govern this cache: the
@@ -270,7 +276,7 @@ func currentAge(h http.Header, p policy, now time.Time) time.Duration {
 	if apparent < 0 {
 		apparent = 0
 	}
-	delay := p.responseTime.Sub(p.requestTime)
+	delay := p.delay
 	if delay < 0 {
 		delay = 0
 	}

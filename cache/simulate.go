@@ -77,16 +77,20 @@ func (s *StoreSim) Request(key string, size int64) (hit bool, err error) {
 		return false, nil
 	}
 	// As the Cache's fill does: ask the store first, then allocate the
-	// body (rounded up to its size class) and store it.
+	// body (in newBody's pieces, each rounded up to its size class) and
+	// store it.
 	e := &entry{key: key, status: http.StatusOK, header: s.header, encoded: true}
-	alloc := allocSize(size)
-	if !s.st.wouldAdmit(key, e.cost()+alloc) {
+	if !s.st.wouldAdmit(key, e.cost()+bodyAlloc(size)) {
 		return false, nil
 	}
-	if int64(len(s.zeros)) < alloc {
+	if alloc := allocSize(size); int64(len(s.zeros)) < alloc {
 		s.zeros = make([]byte, alloc)
 	}
-	e.body = s.zeros[:size:alloc]
+	h := splitLen(size)
+	e.data.head = s.zeros[:h:allocSize(h)]
+	if size > h {
+		e.data.tail = s.zeros[: size-h : allocSize(size-h)]
+	}
 	if s.st.put(e, time.Hour) {
 		s.st.rc.Wait() // as Cache.save does: the next request finds it
 	}

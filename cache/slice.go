@@ -49,7 +49,7 @@ func newSliced(e *entry, size, n int64) (*sliced, string) {
 	}
 	e.header.Set("Content-Length", strconv.FormatInt(size, 10))
 	delete(e.header, "Content-Range")
-	e.body = nil
+	e.data = body{}
 	prefix := e.key + "\x00slice\x00" + etag + "\x00" + strconv.FormatInt(size, 10) + "\x00"
 	return &sliced{e: e, size: size, etag: etag, slice: n, prefix: prefix}, ""
 }
@@ -186,8 +186,8 @@ func (c *Cache) saveSliced(o *sliced) {
 // putSlice stores slice k of o. A slice whose object was dropped meanwhile
 // (another version came) is removed again, so no orphan of an old version
 // outlives the drop.
-func (c *Cache) putSlice(o *sliced, k int64, body []byte) {
-	e := &entry{key: o.sliceKey(k), status: http.StatusPartialContent, body: body}
+func (c *Cache) putSlice(o *sliced, k int64, b []byte) {
+	e := &entry{key: o.sliceKey(k), status: http.StatusPartialContent, data: body{head: b}} // one piece: see slice
 	if !c.st.set(e.key, e, e.cost(), c.slicedTTL(o)) {
 		c.stats.rejected.Add(1)
 		return

@@ -17,21 +17,24 @@ import (
 // entry is one stored response. It is immutable once stored, except for
 // the soft-purge mark: an update stores a new entry.
 type entry struct {
-	key       string // full key: primary key plus the Vary part
-	status    int
-	header    http.Header
-	body      []byte
-	pol       policy
-	lifetime  time.Duration
-	heuristic bool
-	tags      []string    // surrogate keys
-	purged    atomic.Bool // soft purge: treat as stale
-	fast      fastState   // for LookupFast
-	reps      []*rep      // identity then encodings, when compressed at the edge (compress.go); else nil
-	encoded   bool        // encode has run
+	key      string // full key: primary key plus the Vary part
+	status   int
+	header   http.Header
+	data     body // see body.go
+	pol      policy
+	lifetime time.Duration
+	tags     []string  // surrogate keys
+	fast     fastState // for LookupFast
+	reps     []*rep    // identity then encodings, when compressed at the edge (compress.go); else nil
 
 	vary    *varyIndex // the index listing this variant, or nil
 	varySeq uint64     // the listing's seq in vary
+
+	// The small fields together, without padding between them: every
+	// stored response holds an entry (see entryOverhead).
+	purged    atomic.Bool // soft purge: treat as stale
+	heuristic bool
+	encoded   bool // encode has run
 }
 
 // varyIndex is stored under a primary key whose responses vary: it names
@@ -209,47 +212,6 @@ func (s *store) wouldAdmit(key string, cost int64) bool {
 	return s.adm.wouldAdmit(key, cost+residentOverhead)
 }
 
-// allocSize is what Go allocates for a body of n bytes (make([]byte, n)
-// rounded up to its size class), which a stored body's cost counts:
-// small objects to one of Go's size classes, large ones to whole 8 KiB
-// pages.
-func allocSize(n int64) int64 {
-	if n <= 0 {
-		return 0
-	}
-	if n > maxSmallSize {
-		return (n + 8191) &^ 8191
-	}
-	classes := sizeClasses()
-	i, _ := slices.BinarySearch(classes, int32(n))
-	return int64(classes[i])
-}
-
-// fitBody is b in an allocation of its size class: a body read by
-// growing a buffer (io.ReadAll, appends) may hold up to twice its length,
-// all of it counted in its cost; this copy holds none of that spare room.
-func fitBody(b []byte) []byte {
-	if int64(cap(b)) <= allocSize(int64(len(b))) {
-		return b
-	}
-	return slices.Clone(b)
-}
-
-// maxSmallSize is the largest of Go's small-object size classes.
-const maxSmallSize = 32 << 10
-
-// sizeClasses are Go's small-object size classes, found once by growing
-// slices (append rounds a slice's capacity up to its class).
-var sizeClasses = sync.OnceValue(func() []int32 {
-	var classes []int32
-	for n := 1; n <= maxSmallSize; {
-		c := cap(slices.Grow([]byte(nil), n))
-		classes = append(classes, int32(c))
-		n = c + 1
-	}
-	return classes
-})
-
 // drop removes key from the store.
 func (s *store) drop(key string) {
 	s.adm.remove(key, nil)
@@ -362,13 +324,13 @@ func (s *store) getVary(key string) *varyIndex {
 // index unlists it). TestResidentOverhead holds it to what the heap
 // grows by.
 func (e *entry) cost() int64 {
-	n := int64(cap(e.body)+len(e.key)) + entryOverhead + headerCost(e.header) // cap: the body's whole allocation
+	n := e.data.alloc() + int64(len(e.key)) + entryOverhead + headerCost(e.header)
 	if len(e.reps) == 0 {
 		n += encodingCost(e.header)
 	}
 	for i, r := range e.reps {
-		if i > 0 { // the identity body is e.body
-			n += int64(cap(r.body))
+		if i > 0 { // the identity body is e.data
+			n += r.data.alloc()
 		}
 		n += repOverhead + headerCost(r.header) + encodingCost(r.header)
 	}
@@ -379,12 +341,15 @@ func (e *entry) cost() int64 {
 }
 
 // Heap sizes for the costs: an entry with what prepare adds (its struct
-// is 432 bytes, allocated as 448); a representation; a header map, each
-// field in it (a map slot and its value slice) and each value (a string
-// header in the slice, and the string's allocation rounding).
+// is 408 bytes, allocated as 416; prepare adds the Content-Length value,
+// a string and its slice, 24 bytes, and Last-Modified's canonical form,
+// 48); a representation (its struct is 120 bytes, allocated as 128); a
+// header map, each field in it (a map slot and its value slice) and each
+// value (a string header in the slice, and the string's allocation
+// rounding).
 const (
-	entryOverhead  = 480
-	repOverhead    = 224
+	entryOverhead  = 488
+	repOverhead    = 240
 	headerOverhead = 48
 	fieldOverhead  = 48
 	valueOverhead  = 24

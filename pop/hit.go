@@ -95,7 +95,7 @@ func (s *Server) hitFields(hit *cache.FastHit, altSvc bool) http.Header {
 	delete(h, "Cache-Status")
 	delete(h, "Connection")
 	h["Accept-Ranges"] = acceptRangesBytes
-	h["Content-Length"] = []string{strconv.Itoa(len(hit.Body))}
+	h["Content-Length"] = []string{strconv.Itoa(hit.Len())}
 	h["Timing-Allow-Origin"] = timingAllowAll // Server-Timing is per request: see appendHitValues
 	if hit.LastModified != nil {
 		h["Last-Modified"] = hit.LastModified
