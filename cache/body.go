@@ -162,14 +162,20 @@ func (b body) pack() body {
 const (
 	maxSmallSize = 32 << 10
 	pageSize     = 8 << 10
+	tinySize     = 16
 )
 
 // allocSize is what Go allocates for n bytes (make([]byte, n) rounded up
 // to its size class), which a stored body's cost counts: small objects to
-// one of Go's size classes, large ones to whole 8 KiB pages.
+// one of Go's size classes, large ones to whole 8 KiB pages. Below 16
+// bytes Go packs allocations without pointers into shared 16-byte blocks
+// (its tiny allocator), which live as long as any of them does: 16.
 func allocSize(n int64) int64 {
 	if n <= 0 {
 		return 0
+	}
+	if n < tinySize {
+		return tinySize
 	}
 	if n > maxSmallSize {
 		return (n + pageSize - 1) &^ (pageSize - 1)

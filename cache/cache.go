@@ -539,11 +539,11 @@ func (c *Cache) gatewayTimeout(w http.ResponseWriter, why string) {
 func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age time.Duration, status string) {
 	h := w.Header()
 	e.prepare()
-	header, body, contentLength := e.header, e.data, e.fast.contentLength
+	header, body, contentLength := &e.header, e.data, e.fast.contentLength
 	if rp := e.pick(strings.Join(r.Header["Accept-Encoding"], ",")); rp != nil {
-		header, body, contentLength = rp.header, rp.data, rp.contentLength
+		header, body, contentLength = &rp.header, rp.data, rp.contentLength
 	}
-	for k, v := range header {
+	for k, v := range header.All() {
 		h[k] = v
 	}
 	h["Age"] = []string{formatAge(age)}
@@ -574,7 +574,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	}
 	delete(h, "Content-Length")
 	r = datePreconditions(r)
-	if notModifiedByDate(r, e.header, e.pol.responseTime) {
+	if notModifiedByDate(r, &e.header, e.pol.responseTime) {
 		// As ServeContent answers with a Last-Modified to compare.
 		delete(h, "Content-Type")
 		delete(h, "Content-Encoding")

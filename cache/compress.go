@@ -29,8 +29,8 @@ import (
 
 // rep is one representation of a stored response as it is sent.
 type rep struct {
-	coding        string      // "" (identity), "br", "zstd" or "gzip"
-	header        http.Header // the stored fields, Vary with Accept-Encoding, and for an encoding its Content-Encoding and a weak ETag
+	coding        string // "" (identity), "br", "zstd" or "gzip"
+	header        Fields // the stored fields, Vary with Accept-Encoding, and for an encoding its Content-Encoding and a weak ETag
 	data          body
 	contentLength []string
 	encoded       Encodings // the fast paths' encodings of this representation
@@ -97,9 +97,10 @@ func (c *Cache) encode(e *entry, prev *entry) {
 	if !c.compressible(e, int64(size)) {
 		return
 	}
-	identity := &rep{header: e.header.Clone(), data: e.data}
-	delete(identity.header, "Content-Length") // each representation has its own
-	identity.header["Vary"] = withVaryAcceptEncoding(e.header["Vary"])
+	ih := e.header.Header()
+	delete(ih, "Content-Length") // each representation has its own
+	ih["Vary"] = withVaryAcceptEncoding(ih["Vary"])
+	identity := &rep{header: FieldsOf(ih), data: e.data}
 	reps := []*rep{identity}
 	for _, coding := range codings {
 		var data body
@@ -115,12 +116,12 @@ func (c *Cache) encode(e *entry, prev *entry) {
 		if data.len() == 0 || data.len() > size-size/10 {
 			continue // not worth it
 		}
-		h := identity.header.Clone()
+		h := identity.header.Header()
 		h["Content-Encoding"] = []string{coding}
 		if tag := h.Get("ETag"); tag != "" {
 			h.Set("ETag", weakETag(tag))
 		}
-		reps = append(reps, &rep{coding: coding, header: h, data: data})
+		reps = append(reps, &rep{coding: coding, header: FieldsOf(h), data: data})
 	}
 	if len(reps) == 1 {
 		return // nothing compressed well: the response is served as it came

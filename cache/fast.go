@@ -15,7 +15,7 @@ import (
 // request (see PlainRefuses and LookupFast). Everything in it is
 // read-only.
 type FastHit struct {
-	Header http.Header // stored fields, without Content-Length
+	Header Fields // stored fields
 	// Body then Tail is the body: the cache keeps it in two allocations
 	// so that Go's size classes round it up as little as possible (see
 	// body.go). Tail is often empty. Write both.
@@ -198,15 +198,58 @@ type fastState struct {
 	encoded       Encodings
 }
 
-// prepare fills fastState on first use.
+// prepare fills fastState on first use. It allocates (prepareBytes)
+// only what the stored fields do not have already.
 func (e *entry) prepare() {
 	e.fast.once.Do(func() {
-		e.fast.initial = currentAge(e.header, e.pol, e.pol.responseTime)
-		e.fast.contentLength = []string{strconv.Itoa(e.data.len())}
-		if lm, ok := parseHTTPDate(e.header.Get("Last-Modified")); ok && !lm.IsZero() {
-			e.fast.lastModified = []string{lm.UTC().Format(http.TimeFormat)}
+		e.fast.initial = currentAge(&e.header, e.pol, e.pol.responseTime)
+		if cl := e.header.Values("Content-Length"); e.lengthIs(cl) {
+			e.fast.contentLength = cl // the stored field's value: shared
+		} else {
+			e.fast.contentLength = []string{strconv.Itoa(e.data.len())}
+		}
+		if lm, ok := e.canonicalLastModified(); ok {
+			e.fast.lastModified = []string{string(lm)}
 		}
 	})
+}
+
+// lengthIs reports whether cl, a Content-Length's values, is the body's
+// length as prepare writes it.
+func (e *entry) lengthIs(cl []string) bool {
+	var buf [20]byte
+	return len(cl) == 1 && cl[0] == string(strconv.AppendInt(buf[:0], int64(e.data.len()), 10))
+}
+
+// canonicalLastModified is the stored Last-Modified in its canonical
+// form (IMF-fixdate), when it parses as a date and is not in that form
+// already (otherwise the stored value is sent as it is).
+func (e *entry) canonicalLastModified() ([]byte, bool) {
+	v := e.header.Get("Last-Modified")
+	lm, ok := parseHTTPDate(v)
+	if !ok || lm.IsZero() {
+		return nil, false
+	}
+	b := lm.UTC().AppendFormat(make([]byte, 0, len(http.TimeFormat)), http.TimeFormat)
+	return b, string(b) != v
+}
+
+// prepareBytes is what prepare allocates for e: a Content-Length value
+// (a string and its slice) unless the stored one is right, and a
+// Last-Modified (its slice and a string of 29 bytes, allocated as 32)
+// unless the stored one is canonical or not a date.
+func (e *entry) prepareBytes() int64 {
+	n := int64(0)
+	if !e.lengthIs(e.header.Values("Content-Length")) {
+		n += 16 + 8 // up to 8 digits; more are in bodies of 100 MB and more
+		if e.data.len() >= 1e8 {
+			n += 8
+		}
+	}
+	if _, ok := e.canonicalLastModified(); ok {
+		n += 16 + 32
+	}
+	return n
 }
 
 // ageAt is currentAge without parsing Date and Age on every request.

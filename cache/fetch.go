@@ -210,7 +210,7 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 	if !lead {
 		select {
 		case <-f.started:
-			if st := f.stream; plainGET(r) && st.e.key == entryKey(pkey, st.e.header, r) {
+			if st := f.stream; plainGET(r) && st.e.key == entryKey(pkey, &st.e.header, r) {
 				c.serveStream(w, st, "fwd=miss; detail=coalesced")
 				return
 			}
@@ -227,8 +227,8 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		// Share the leader's response unless it varies on fields this
 		// request sends differently. (The store may not have applied it
 		// yet: ristretto's sets are asynchronous, so use it directly.)
-		if e := f.e; e != nil && e.key == entryKey(pkey, e.header, r) {
-			c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=miss; detail=coalesced")
+		if e := f.e; e != nil && e.key == entryKey(pkey, &e.header, r) {
+			c.serveEntry(w, r, e, currentAge(&e.header, e.pol, c.cfg.Now()), "fwd=miss; detail=coalesced")
 			return
 		}
 		c.fetchAlone(w, r, pkey, reqCC, false, nil)
@@ -342,7 +342,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	}
 	e.data = body{head: b}
 	c.save(e, r)
-	c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
+	c.serveEntry(w, r, e, currentAge(&e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
 	return e
 }
 
@@ -415,7 +415,7 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	if len(names) > 0 {
 		key = varyKey(pkey, names, r.Header)
 	}
-	return &entry{key: key, status: code, header: h, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, own, ""
+	return &entry{key: key, status: code, header: FieldsOf(h), pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, own, ""
 }
 
 // withhold removes from h, a response's fields about to be stored, those
@@ -481,7 +481,9 @@ func (c *Cache) varyValuesFit(names []string, h http.Header) bool {
 	return true
 }
 
-func surrogateKeys(h http.Header) []string {
+// surrogateKeys are the tags a response's Surrogate-Key and Cache-Tag
+// fields list, separated by single spaces (entry.tags).
+func surrogateKeys(h http.Header) string {
 	var tags []string
 	for _, f := range []string{"Surrogate-Key", "Cache-Tag"} {
 		for _, v := range h.Values(f) {
@@ -490,7 +492,7 @@ func surrogateKeys(h http.Header) []string {
 			}
 		}
 	}
-	return tags
+	return strings.Join(tags, " ")
 }
 
 // save stores e (and its Vary index) for its freshness plus the longest
@@ -501,7 +503,7 @@ func (c *Cache) save(e *entry, r *http.Request) {
 		c.encode(e, nil)
 	}
 	ttl := e.lifetime + c.keepAfterStale(e)
-	if names, _ := varyNames(e.header); len(names) > 0 {
+	if names, _ := varyNames(&e.header); len(names) > 0 {
 		pkey := e.key[:strings.IndexByte(e.key, 0)]
 		c.st.addVariant(pkey, names, e, c.cfg.MaxVariants, ttl)
 	}
@@ -556,8 +558,8 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 			return
 		}
 		switch {
-		case f.e != nil && f.e.key == entryKey(c.primaryKey(r), f.e.header, r):
-			c.serveEntry(w, r, f.e, currentAge(f.e.header, f.e.pol, c.cfg.Now()), "fwd=stale; detail=coalesced")
+		case f.e != nil && f.e.key == entryKey(c.primaryKey(r), &f.e.header, r):
+			c.serveEntry(w, r, f.e, currentAge(&f.e.header, f.e.pol, c.cfg.Now()), "fwd=stale; detail=coalesced")
 		case f.err != nil && c.withinStaleIfError(e, reqCC):
 			c.serveStaleIfError(w, r, e)
 		case f.err != nil:
@@ -581,7 +583,7 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 	newE, own, resp, err := c.validate(withInterim(context.WithoutCancel(r.Context()), w, r), r, e)
 	if newE != nil {
 		addFields(w.Header(), own)
-		c.serveEntry(w, r, newE, currentAge(newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")
+		c.serveEntry(w, r, newE, currentAge(&newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")
 		return newE, nil
 	}
 	failed := err != nil || (resp != nil && resp.StatusCode >= 500)
@@ -626,7 +628,7 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 // stale-if-error window (RFC 5861 4).
 func (c *Cache) serveStaleIfError(w http.ResponseWriter, r *http.Request, e *entry) {
 	c.stats.stale.Add(1)
-	age := currentAge(e.header, e.pol, c.cfg.Now())
+	age := currentAge(&e.header, e.pol, c.cfg.Now())
 	c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(age-e.lifetime)+"; detail=stale-if-error")
 }
 
@@ -634,7 +636,7 @@ func (c *Cache) withinStaleIfError(e *entry, reqCC Directives) bool {
 	if !c.mayServeStale(e) {
 		return false
 	}
-	staleness := currentAge(e.header, e.pol, c.cfg.Now()) - e.lifetime
+	staleness := currentAge(&e.header, e.pol, c.cfg.Now()) - e.lifetime
 	window := int64(-1)
 	if v := e.pol.cc.StaleIfError; v >= 0 {
 		window = v
@@ -680,7 +682,7 @@ func (c *Cache) validate(ctx context.Context, r *http.Request, e *entry) (*entry
 // 4.3.4) and stores the result, without the fields withhold takes (a
 // 304's Set-Cookie is stored only under CookieStore), which it returns.
 func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime, respTime time.Time) (*entry, http.Header) {
-	h := e.header.Clone()
+	h := e.header.Header()
 	for k, v := range resp.Header {
 		switch k {
 		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding", "Cache-Status":
@@ -699,7 +701,7 @@ func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime,
 	pol := newPolicy(cc, targeted, reqTime, respTime)
 	fraction := max(c.cfg.HeuristicFraction, 0)
 	life, heur := freshnessLifetime(e.status, h, pol, fraction, c.cfg.HeuristicMax)
-	ne := &entry{key: e.key, status: e.status, header: h, data: e.data, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
+	ne := &entry{key: e.key, status: e.status, header: FieldsOf(h), data: e.data, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
 	c.encode(ne, e) // the same body: e's encodings are reused
 	c.save(ne, nil)
 	return ne, own
@@ -747,7 +749,7 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 
 // entryKey is the key a request would have for a stored response with
 // header h: the primary key, plus the Vary part when it varies.
-func entryKey(pkey string, h http.Header, r *http.Request) string {
+func entryKey(pkey string, h fieldReader, r *http.Request) string {
 	if names, _ := varyNames(h); len(names) > 0 {
 		return varyKey(pkey, names, r.Header)
 	}
@@ -764,7 +766,7 @@ func entryKey(pkey string, h http.Header, r *http.Request) string {
 // returns the stored entry once the client has it all, or nil.
 func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, f *flight, cancel context.CancelFunc, endSave func()) *entry {
 	st := &stream{e: e, body: newSharedBody()}
-	e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	e.header = e.header.with("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	// The body's allocations (see body.go), which its cost counts; read
 	// into directly, with no buffer between.
 	st.body.reserve(resp.ContentLength)
@@ -818,7 +820,7 @@ func (c *Cache) releaseFill(n int64) { c.filling.Add(-n) }
 func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, f *flight) *entry {
 	st := &stream{e: e, body: newSharedBody()}
 	if resp.ContentLength >= 0 {
-		e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		e.header = e.header.with("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 		st.body.buf = make([]byte, 0, resp.ContentLength) // no garbage from growing
 	}
 	if f != nil {
@@ -826,13 +828,13 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 		close(f.started)
 	}
 	h := w.Header()
-	for k, v := range e.header {
+	for k, v := range e.header.All() {
 		h[k] = v
 	}
 	if c.compressible(e, resp.ContentLength) {
 		h["Vary"] = withVaryAcceptEncoding(h["Vary"]) // identity now; its hits may be encoded
 	}
-	h["Age"] = []string{formatAge(currentAge(e.header, e.pol, c.cfg.Now()))}
+	h["Age"] = []string{formatAge(currentAge(&e.header, e.pol, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; fwd=uri-miss; stored")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -880,13 +882,13 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 // bytes arrive.
 func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) bool {
 	h := w.Header()
-	for k, v := range st.e.header {
+	for k, v := range st.e.header.All() {
 		h[k] = v
 	}
 	if c.compressible(st.e, -1) {
 		h["Vary"] = withVaryAcceptEncoding(h["Vary"]) // identity now; its hits may be encoded
 	}
-	h["Age"] = []string{formatAge(currentAge(st.e.header, st.e.pol, c.cfg.Now()))}
+	h["Age"] = []string{formatAge(currentAge(&st.e.header, st.e.pol, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; "+status)
 	w.WriteHeader(http.StatusOK)
 	sw := c.stallWriter(w)

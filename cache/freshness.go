@@ -244,7 +244,7 @@ func seconds(s int64) time.Duration {
 
 // dateOf returns the Date header, or the time the response arrived when
 // Date is missing or invalid.
-func dateOf(h http.Header, responseTime time.Time) time.Time {
+func dateOf(h fieldReader, responseTime time.Time) time.Time {
 	if d, ok := parseHTTPDate(h.Get("Date")); ok {
 		return d
 	}
@@ -253,7 +253,7 @@ func dateOf(h http.Header, responseTime time.Time) time.Time {
 
 // ageValue parses the Age header: delta-seconds, first value of a list;
 // absent or invalid is 0.
-func ageValue(h http.Header) time.Duration {
+func ageValue(h fieldReader) time.Duration {
 	v := h.Get("Age")
 	if v == "" {
 		return 0
@@ -271,7 +271,7 @@ func ageValue(h http.Header) time.Duration {
 // currentAge implements RFC 9111 4.2.3: the age an upstream reported plus
 // the response delay, or the apparent age from Date, whichever is larger,
 // plus the time resident here.
-func currentAge(h http.Header, p policy, now time.Time) time.Duration {
+func currentAge(h fieldReader, p policy, now time.Time) time.Duration {
 	apparent := p.responseTime.Sub(dateOf(h, p.responseTime))
 	if apparent < 0 {
 		apparent = 0
@@ -344,7 +344,7 @@ func datePreconditions(r *http.Request) *http.Request {
 // than its Date, or than when it was received if it has none (RFC 9111
 // 4.3.2), so not since a date at or after that. If-None-Match, or an
 // If-Match evaluated before it, leaves the evaluation to ServeContent.
-func notModifiedByDate(r *http.Request, stored http.Header, received time.Time) bool {
+func notModifiedByDate(r *http.Request, stored fieldReader, received time.Time) bool {
 	ims, ok := r.Header["If-Modified-Since"]
 	if !ok || len(ims) != 1 || r.Header["If-None-Match"] != nil || r.Header["If-Match"] != nil {
 		return false

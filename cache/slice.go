@@ -37,7 +37,7 @@ type sliced struct {
 // be: it varies (each variant would need its slices), or it has no strong
 // ETag to check every slice against.
 func newSliced(e *entry, size, n int64) (*sliced, string) {
-	if names, star := varyNames(e.header); star || len(names) > 0 {
+	if names, star := varyNames(&e.header); star || len(names) > 0 {
 		return nil, "vary"
 	}
 	etag := e.header.Get("ETag")
@@ -47,8 +47,8 @@ func newSliced(e *entry, size, n int64) (*sliced, string) {
 	if size <= 0 {
 		return nil, "empty"
 	}
-	e.header.Set("Content-Length", strconv.FormatInt(size, 10))
-	delete(e.header, "Content-Range")
+	e.header = e.header.without("Content-Range")
+	e.header = e.header.with("Content-Length", strconv.FormatInt(size, 10))
 	e.data = body{}
 	prefix := e.key + "\x00slice\x00" + etag + "\x00" + strconv.FormatInt(size, 10) + "\x00"
 	return &sliced{e: e, size: size, etag: etag, slice: n, prefix: prefix}, ""
@@ -107,7 +107,7 @@ func (s *store) putSliced(o *sliced, ttl time.Duration) bool {
 	ok := s.set(o.e.key, o, o.cost(), ttl)
 	if ok && len(o.e.tags) > 0 {
 		s.mu.Lock()
-		for _, t := range o.e.tags {
+		for t := range strings.FieldsSeq(o.e.tags) {
 			m := s.tags[t]
 			if m == nil {
 				m = map[string]struct{}{}

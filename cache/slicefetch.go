@@ -155,7 +155,7 @@ func (c *Cache) learnSliced(w http.ResponseWriter, r *http.Request, pkey string,
 		e.data = packBody(body) // save would pack it too
 		c.save(e, r)
 		end()
-		c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
+		c.serveEntry(w, r, e, currentAge(&e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
 		return nil, nil, true
 	}
 	c.saveSliced(o)
@@ -168,7 +168,7 @@ func (c *Cache) learnSliced(w http.ResponseWriter, r *http.Request, pkey string,
 // entry) and stores the result, whose slices are old's; nil if the
 // result may not be stored any more.
 func (c *Cache) freshenSliced(r *http.Request, old *sliced, resp *http.Response, reqCC Directives, reqTime, respTime time.Time) *sliced {
-	h := old.e.header.Clone()
+	h := old.e.header.Header()
 	for k, v := range resp.Header {
 		switch k {
 		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding", "Cache-Status", "Etag":
@@ -212,7 +212,7 @@ func (c *Cache) sliceLarge(w http.ResponseWriter, r *http.Request, resp *http.Re
 	src := &sliceSource{body: resp.Body}
 	defer src.drop()
 	status := "fwd=uri-miss; stored; detail=sliced"
-	c.serveFromSlices(w, r, o, sliceAnswer{age: currentAge(o.e.header, o.e.pol, c.cfg.Now()), hit: status, miss: status, src: src, k: -1})
+	c.serveFromSlices(w, r, o, sliceAnswer{age: currentAge(&o.e.header, o.e.pol, c.cfg.Now()), hit: status, miss: status, src: src, k: -1})
 	return true
 }
 
