@@ -419,7 +419,7 @@ func hasBody(r *http.Request) bool {
 // (RFC 9111 4.2): within its lifetime, not purged, no unqualified
 // no-cache.
 func (c *Cache) fresh(e *entry, age time.Duration) bool {
-	return age < e.lifetime && !e.purged.Load() && !(e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil)
+	return age < e.lifetime && !e.purged.Load() && !e.pol.alwaysValidate()
 }
 
 // vouched reports whether Config.Vouch lets e be served at now without
@@ -489,7 +489,7 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 				c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(staleness)+"; detail=max-stale")
 				return
 			}
-			if swr := e.pol.cc.StaleWhileRevalidate; swr >= 0 && staleness <= seconds(swr) {
+			if swr := e.pol.staleWhileRevalidate; swr >= 0 && staleness <= seconds(swr) {
 				c.stats.stale.Add(1)
 				c.revalidateInBackground(r, e)
 				c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(staleness)+"; detail=stale-while-revalidate")
@@ -523,8 +523,8 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 // mayServeStale: must-revalidate, proxy-revalidate, s-maxage and no-cache
 // forbid serving a stale response (RFC 9111 4.2.4, 5.2.2).
 func (c *Cache) mayServeStale(e *entry) bool {
-	cc := e.pol.cc
-	return !cc.MustRevalidate && !cc.ProxyRevalidate && cc.SMaxAge < 0 && !cc.NoCache
+	p := e.pol
+	return !p.mustRevalidate && !p.proxyRevalidate && !p.sMaxAge && !p.noCache
 }
 
 func negTTL(staleness time.Duration) string { return "-" + formatAge(staleness) }
@@ -539,7 +539,7 @@ func (c *Cache) gatewayTimeout(w http.ResponseWriter, why string) {
 func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age time.Duration, status string) {
 	h := w.Header()
 	e.prepare()
-	header, body, contentLength := &e.header, e.data, e.fast.contentLength
+	header, body, contentLength := &e.header, e.data, e.contentLength()
 	if rp := e.pick(strings.Join(r.Header["Accept-Encoding"], ",")); rp != nil {
 		header, body, contentLength = &rp.header, rp.data, rp.contentLength
 	}
@@ -563,8 +563,8 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 		// precondition and range machinery and its copy buffer.
 		h["Accept-Ranges"] = acceptRangesBytes
 		h["Content-Length"] = contentLength
-		if e.fast.lastModified != nil {
-			h["Last-Modified"] = e.fast.lastModified
+		if lm := e.lastModified(); lm != nil {
+			h["Last-Modified"] = lm
 		}
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {

@@ -65,7 +65,7 @@ func (c *Cache) compressible(e *entry, size int64) bool {
 	return c.cfg.CompressMinBytes >= 0 && e.status == http.StatusOK &&
 		(size < 0 || size >= int64(c.cfg.CompressMinBytes)) &&
 		h.Get("Content-Encoding") == "" && h.Get("Content-Range") == "" &&
-		!e.pol.cc.NoTransform && compressibleType(h.Get("Content-Type"))
+		!e.pol.noTransform && compressibleType(h.Get("Content-Type"))
 }
 
 // withVaryAcceptEncoding returns vary with Accept-Encoding listed.

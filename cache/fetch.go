@@ -228,7 +228,7 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		// request sends differently. (The store may not have applied it
 		// yet: ristretto's sets are asynchronous, so use it directly.)
 		if e := f.e; e != nil && e.key == entryKey(pkey, &e.header, r) {
-			c.serveEntry(w, r, e, currentAge(&e.header, e.pol, c.cfg.Now()), "fwd=miss; detail=coalesced")
+			c.serveEntry(w, r, e, currentAge(&e.header, e.pol.timing, c.cfg.Now()), "fwd=miss; detail=coalesced")
 			return
 		}
 		c.fetchAlone(w, r, pkey, reqCC, false, nil)
@@ -342,7 +342,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	}
 	e.data = body{head: b}
 	c.save(e, r)
-	c.serveEntry(w, r, e, currentAge(&e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
+	c.serveEntry(w, r, e, currentAge(&e.header, e.pol.timing, c.cfg.Now()), "fwd=uri-miss; stored")
 	return e
 }
 
@@ -415,7 +415,7 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	if len(names) > 0 {
 		key = varyKey(pkey, names, r.Header)
 	}
-	return &entry{key: key, status: code, header: FieldsOf(h), pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, own, ""
+	return &entry{key: key, status: code, header: FieldsOf(h), pol: pol.stored(), lifetime: life, heuristic: heur, tags: surrogateKeys(resp.Header)}, own, ""
 }
 
 // withhold removes from h, a response's fields about to be stored, those
@@ -527,10 +527,10 @@ func (c *Cache) save(e *entry, r *http.Request) {
 // when it has a validator.
 func (c *Cache) keepAfterStale(e *entry) time.Duration {
 	keep := time.Duration(0)
-	if v := e.pol.cc.StaleWhileRevalidate; v > 0 {
+	if v := e.pol.staleWhileRevalidate; v > 0 {
 		keep = max(keep, seconds(v))
 	}
-	if v := e.pol.cc.StaleIfError; v > 0 {
+	if v := e.pol.staleIfError; v > 0 {
 		keep = max(keep, seconds(v))
 	}
 	if e.header.Get("ETag") != "" || e.header.Get("Last-Modified") != "" {
@@ -559,7 +559,7 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 		}
 		switch {
 		case f.e != nil && f.e.key == entryKey(c.primaryKey(r), &f.e.header, r):
-			c.serveEntry(w, r, f.e, currentAge(&f.e.header, f.e.pol, c.cfg.Now()), "fwd=stale; detail=coalesced")
+			c.serveEntry(w, r, f.e, currentAge(&f.e.header, f.e.pol.timing, c.cfg.Now()), "fwd=stale; detail=coalesced")
 		case f.err != nil && c.withinStaleIfError(e, reqCC):
 			c.serveStaleIfError(w, r, e)
 		case f.err != nil:
@@ -583,7 +583,7 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 	newE, own, resp, err := c.validate(withInterim(context.WithoutCancel(r.Context()), w, r), r, e)
 	if newE != nil {
 		addFields(w.Header(), own)
-		c.serveEntry(w, r, newE, currentAge(&newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")
+		c.serveEntry(w, r, newE, currentAge(&newE.header, newE.pol.timing, c.cfg.Now()), "fwd=stale; fwd-status=304")
 		return newE, nil
 	}
 	failed := err != nil || (resp != nil && resp.StatusCode >= 500)
@@ -628,7 +628,7 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 // stale-if-error window (RFC 5861 4).
 func (c *Cache) serveStaleIfError(w http.ResponseWriter, r *http.Request, e *entry) {
 	c.stats.stale.Add(1)
-	age := currentAge(&e.header, e.pol, c.cfg.Now())
+	age := currentAge(&e.header, e.pol.timing, c.cfg.Now())
 	c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(age-e.lifetime)+"; detail=stale-if-error")
 }
 
@@ -636,9 +636,9 @@ func (c *Cache) withinStaleIfError(e *entry, reqCC Directives) bool {
 	if !c.mayServeStale(e) {
 		return false
 	}
-	staleness := currentAge(&e.header, e.pol, c.cfg.Now()) - e.lifetime
+	staleness := currentAge(&e.header, e.pol.timing, c.cfg.Now()) - e.lifetime
 	window := int64(-1)
-	if v := e.pol.cc.StaleIfError; v >= 0 {
+	if v := e.pol.staleIfError; v >= 0 {
 		window = v
 	}
 	if reqCC.StaleIfError > window {
@@ -701,7 +701,7 @@ func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime,
 	pol := newPolicy(cc, targeted, reqTime, respTime)
 	fraction := max(c.cfg.HeuristicFraction, 0)
 	life, heur := freshnessLifetime(e.status, h, pol, fraction, c.cfg.HeuristicMax)
-	ne := &entry{key: e.key, status: e.status, header: FieldsOf(h), data: e.data, pol: pol, lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
+	ne := &entry{key: e.key, status: e.status, header: FieldsOf(h), data: e.data, pol: pol.stored(), lifetime: life, heuristic: heur, tags: surrogateKeys(h)}
 	c.encode(ne, e) // the same body: e's encodings are reused
 	c.save(ne, nil)
 	return ne, own
@@ -834,7 +834,7 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 	if c.compressible(e, resp.ContentLength) {
 		h["Vary"] = withVaryAcceptEncoding(h["Vary"]) // identity now; its hits may be encoded
 	}
-	h["Age"] = []string{formatAge(currentAge(&e.header, e.pol, c.cfg.Now()))}
+	h["Age"] = []string{formatAge(currentAge(&e.header, e.pol.timing, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; fwd=uri-miss; stored")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -888,7 +888,7 @@ func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) bo
 	if c.compressible(st.e, -1) {
 		h["Vary"] = withVaryAcceptEncoding(h["Vary"]) // identity now; its hits may be encoded
 	}
-	h["Age"] = []string{formatAge(currentAge(&st.e.header, st.e.pol, c.cfg.Now()))}
+	h["Age"] = []string{formatAge(currentAge(&st.e.header, st.e.pol.timing, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; "+status)
 	w.WriteHeader(http.StatusOK)
 	sw := c.stallWriter(w)

@@ -120,7 +120,7 @@ func TestCurrentAge(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPolicy(Directives{}, false, base.Add(tt.req), base.Add(tt.resp))
-			if got := currentAge(tt.h, p, base.Add(tt.now)); got != tt.want {
+			if got := currentAge(tt.h, p.timing, base.Add(tt.now)); got != tt.want {
 				t.Errorf("currentAge = %v, want %v", got, tt.want)
 			}
 		})
@@ -153,7 +153,7 @@ func FuzzAgeAndDates(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		h := hdr("Age", s, "Date", s, "Expires", s, "Last-Modified", s)
 		p := newPolicy(Directives{}, false, now, now)
-		if a := currentAge(h, p, now); a < 0 {
+		if a := currentAge(h, p.timing, now); a < 0 {
 			t.Fatalf("currentAge with %q = %v, want >= 0", s, a)
 		}
 		if l, _ := freshnessLifetime(200, h, p, 0.1, 24*time.Hour); l < 0 {

@@ -155,7 +155,7 @@ func (c *Cache) learnSliced(w http.ResponseWriter, r *http.Request, pkey string,
 		e.data = packBody(body) // save would pack it too
 		c.save(e, r)
 		end()
-		c.serveEntry(w, r, e, currentAge(&e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
+		c.serveEntry(w, r, e, currentAge(&e.header, e.pol.timing, c.cfg.Now()), "fwd=uri-miss; stored")
 		return nil, nil, true
 	}
 	c.saveSliced(o)
@@ -212,7 +212,7 @@ func (c *Cache) sliceLarge(w http.ResponseWriter, r *http.Request, resp *http.Re
 	src := &sliceSource{body: resp.Body}
 	defer src.drop()
 	status := "fwd=uri-miss; stored; detail=sliced"
-	c.serveFromSlices(w, r, o, sliceAnswer{age: currentAge(&o.e.header, o.e.pol, c.cfg.Now()), hit: status, miss: status, src: src, k: -1})
+	c.serveFromSlices(w, r, o, sliceAnswer{age: currentAge(&o.e.header, o.e.pol.timing, c.cfg.Now()), hit: status, miss: status, src: src, k: -1})
 	return true
 }
 

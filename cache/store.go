@@ -22,7 +22,7 @@ type entry struct {
 	status   int
 	header   Fields // see fields.go
 	data     body   // see body.go
-	pol      policy
+	pol      storedPolicy
 	lifetime time.Duration
 	tags     string    // surrogate keys, separated by spaces (one string: every stored response holds an entry)
 	fast     fastState // for LookupFast
