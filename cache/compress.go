@@ -97,10 +97,8 @@ func (c *Cache) encode(e *entry, prev *entry) {
 	if !c.compressible(e, int64(size)) {
 		return
 	}
-	ih := e.header.Header()
-	delete(ih, "Content-Length") // each representation has its own
-	ih["Vary"] = withVaryAcceptEncoding(ih["Vary"])
-	identity := &rep{header: FieldsOf(ih), data: e.data}
+	ih := e.header.without("Content-Length") // each representation has its own
+	identity := &rep{header: ih.with("Vary", withVaryAcceptEncoding(ih.Values("Vary"))...), data: e.data}
 	reps := []*rep{identity}
 	for _, coding := range codings {
 		var data body
@@ -116,12 +114,11 @@ func (c *Cache) encode(e *entry, prev *entry) {
 		if data.len() == 0 || data.len() > size-size/10 {
 			continue // not worth it
 		}
-		h := identity.header.Header()
-		h["Content-Encoding"] = []string{coding}
+		h := identity.header.with("Content-Encoding", coding)
 		if tag := h.Get("ETag"); tag != "" {
-			h.Set("ETag", weakETag(tag))
+			h = h.with("ETag", weakETag(tag))
 		}
-		reps = append(reps, &rep{coding: coding, header: FieldsOf(h), data: data})
+		reps = append(reps, &rep{coding: coding, header: h, data: data})
 	}
 	if len(reps) == 1 {
 		return // nothing compressed well: the response is served as it came

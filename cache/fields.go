@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"iter"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"strings"
 )
@@ -30,21 +31,28 @@ type fieldReader interface {
 // FieldsOf copies h's fields into a Fields.
 func FieldsOf(h http.Header) Fields {
 	var pairs [][2]string
-	size := 0
 	for k, vs := range h {
 		for _, v := range vs {
 			pairs = append(pairs, [2]string{k, v})
-			size += len(v)
-			if _, ok := commonNames[k]; !ok {
-				size += len(k)
-			}
 		}
-	}
-	if len(pairs) == 0 {
-		return Fields{}
 	}
 	// Map order is random; a name's lines are together, in order.
 	slices.SortStableFunc(pairs, func(a, b [2]string) int { return cmp.Compare(a[0], b[0]) })
+	return fieldsOf(pairs)
+}
+
+// fieldsOf makes a Fields of name, value pairs sorted by name.
+func fieldsOf(pairs [][2]string) Fields {
+	if len(pairs) == 0 {
+		return Fields{}
+	}
+	size := 0
+	for _, p := range pairs {
+		size += len(p[1])
+		if _, ok := commonNames[p[0]]; !ok {
+			size += len(p[0])
+		}
+	}
 	var b strings.Builder
 	b.Grow(size)
 	for _, p := range pairs {
@@ -200,27 +208,53 @@ func (f *Fields) Len() int {
 	return n
 }
 
-// Header is the fields as a new http.Header, for a caller to change.
+// Header is the fields as a new http.Header, for a caller to change
+// (its values in one slice, as http.Header.Clone makes them).
 func (f *Fields) Header() http.Header {
 	h := make(http.Header, f.Len())
-	for k, vs := range f.All() {
-		h[k] = slices.Clone(vs)
+	vals := make([]string, len(f.kv)/2)
+	for i := range vals {
+		vals[i] = f.kv[2*i+1]
+	}
+	for i := 0; i < len(f.kv); {
+		n := 1
+		for i+2*n < len(f.kv) && f.kv[i+2*n] == f.kv[i] {
+			n++
+		}
+		h[f.kv[i]] = vals[i/2 : i/2+n : i/2+n]
+		i += 2 * n
 	}
 	return h
 }
 
-// with is f with name set to value (as http.Header.Set): a new Fields,
-// for an entry not yet shared.
-func (f *Fields) with(name, value string) Fields {
-	h := f.Header()
-	h.Set(name, value)
-	return FieldsOf(h)
+// with is f with name's lines replaced by values, or removed when there
+// are none (as http.Header.Set and Del): a new Fields, for an entry not
+// yet shared.
+func (f *Fields) with(name string, values ...string) Fields {
+	name = textproto.CanonicalMIMEHeaderKey(name)
+	pairs := make([][2]string, 0, len(f.kv)/2+len(values))
+	added := false
+	add := func() {
+		for _, v := range values {
+			pairs = append(pairs, [2]string{name, v})
+		}
+		added = true
+	}
+	for i := 0; i < len(f.kv); i += 2 {
+		switch k := f.kv[i]; {
+		case k == name:
+			continue
+		case !added && k > name:
+			add()
+		}
+		pairs = append(pairs, [2]string{f.kv[i], f.kv[i+1]})
+	}
+	if !added {
+		add()
+	}
+	return fieldsOf(pairs)
 }
 
 // without is f without name (as http.Header.Del): a new Fields, for an
 // entry not yet shared.
-func (f *Fields) without(name string) Fields {
-	h := f.Header()
-	h.Del(name)
-	return FieldsOf(h)
-}
+func (f *Fields) without(name string) Fields { return f.with(name) }
