@@ -92,39 +92,40 @@ func TestBodyReader(t *testing.T) {
 }
 
 // TestSharedBodyFillsPieces: a fill reads into the head, then the tail,
-// and a reader following it sees the whole body in order.
+// and a reader following it sees the whole body in order; a short body
+// fails the fill.
 func TestSharedBodyFillsPieces(t *testing.T) {
 	data := []byte(strings.Repeat("0123456789", 10_000)) // 100,000 bytes
-	sb := newSharedBody()
-	sb.reserve(int64(len(data)))
-	done := make(chan []byte)
-	go func() {
-		var got []byte
-		for {
-			p, err := sb.next(len(got))
-			got = append(got, p...)
-			if err != nil {
-				done <- got
-				return
+	follow := func(sb *sharedBody) <-chan []byte {
+		done := make(chan []byte, 1)
+		go func() {
+			var got []byte
+			for {
+				p, err := sb.next(len(got))
+				got = append(got, p...)
+				if err != nil {
+					done <- got
+					return
+				}
 			}
-		}
-	}()
-	if err := sb.fill(iotest.OneByteReader(bytes.NewReader(data[:50_000])), int64(len(data))); err != io.ErrUnexpectedEOF {
+		}()
+		return done
+	}
+	short := newSharedBody()
+	short.reserve(int64(len(data)))
+	done := follow(short)
+	err := short.fill(iotest.OneByteReader(bytes.NewReader(data[:50_000])), int64(len(data)))
+	if err != io.ErrUnexpectedEOF {
 		t.Errorf("fill of a short body: %v, want %v", err, io.ErrUnexpectedEOF)
 	}
-	sb = newSharedBody()
+	short.finish(err)
+	if got := <-done; !bytes.Equal(got, data[:50_000]) {
+		t.Errorf("the reader of a short body saw %d bytes, not the 50000 sent", len(got))
+	}
+
+	sb := newSharedBody()
 	sb.reserve(int64(len(data)))
-	go func() {
-		var got []byte
-		for {
-			p, err := sb.next(len(got))
-			got = append(got, p...)
-			if err != nil {
-				done <- got
-				return
-			}
-		}
-	}()
+	done = follow(sb)
 	if err := sb.fill(iotest.HalfReader(bytes.NewReader(data)), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
