@@ -32,8 +32,10 @@ import (
 // and evicted among them nearly at random. In bench replay's simulation
 // (1M Zipf requests over 100k lognormal objects, 64 and 256 MiB, Zipf
 // 0.8 and 1.0) that policy reached 0.93 to 0.97 of the oracle's byte hit
-// ratio, this one 0.96 to 0.99 at the same costs; with the costs counted
-// now (every byte an entry holds), 0.94 to 0.98 (bench/RESULTS.md). ristretto
+// ratio, this one 0.96 to 0.99 at the same costs; with every byte an
+// entry holds counted, 0.94 to 0.98, and 0.95 to 0.985 once entries held
+// less (bodies in two allocations, compact fields and entries: see
+// bench/RESULTS.md). ristretto
 // is given a MaxCost above this budget (storeSlack) so that it evicts
 // nothing itself unless something slips past this accounting; what it
 // evicts or expires is removed here too (store.forget).
@@ -51,12 +53,18 @@ const (
 	// lost half a point on fixed popularity.
 	sketchWindowPerKiB = 2.5
 	// victimSample is how many resident objects each eviction draws: 5
-	// and 16 were within 0.3 points of each other.
-	victimSample = 16
+	// and 16 were within 0.3 points of each other; 32 gained 0.2 over 16
+	// at 64 and 256 MiB (costs as counted since bodies are split, see
+	// body.go), 64 nothing more.
+	victimSample = 32
 	// residentOverhead is what one resident key costs beside its entry:
 	// its record here and in ristretto (its item, its cost, its expiry
-	// bucket: three map slots), as measured by TestResidentOverhead.
-	residentOverhead = 256
+	// bucket: three map slots). Measured (TestResidentOverhead, and
+	// StoreSim from 1,000 to 128,000 keys) between 217 and 318 bytes,
+	// as the maps and the record slice stand in their doublings (they
+	// never shrink): the most, so that no store size holds more than it
+	// counts.
+	residentOverhead = 320
 )
 
 // freqSketch is a count-min sketch of 16-bit saturating counters, four

@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -420,7 +419,7 @@ func hasBody(r *http.Request) bool {
 // (RFC 9111 4.2): within its lifetime, not purged, no unqualified
 // no-cache.
 func (c *Cache) fresh(e *entry, age time.Duration) bool {
-	return age < e.lifetime && !e.purged.Load() && !(e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil)
+	return age < e.lifetime && !e.purged.Load() && !e.pol.alwaysValidate()
 }
 
 // vouched reports whether Config.Vouch lets e be served at now without
@@ -490,7 +489,7 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 				c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(staleness)+"; detail=max-stale")
 				return
 			}
-			if swr := e.pol.cc.StaleWhileRevalidate; swr >= 0 && staleness <= seconds(swr) {
+			if swr := e.pol.staleWhileRevalidate; swr >= 0 && staleness <= seconds(swr) {
 				c.stats.stale.Add(1)
 				c.revalidateInBackground(r, e)
 				c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(staleness)+"; detail=stale-while-revalidate")
@@ -524,8 +523,8 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request) {
 // mayServeStale: must-revalidate, proxy-revalidate, s-maxage and no-cache
 // forbid serving a stale response (RFC 9111 4.2.4, 5.2.2).
 func (c *Cache) mayServeStale(e *entry) bool {
-	cc := e.pol.cc
-	return !cc.MustRevalidate && !cc.ProxyRevalidate && cc.SMaxAge < 0 && !cc.NoCache
+	p := e.pol
+	return !p.mustRevalidate && !p.proxyRevalidate && !p.sMaxAge && !p.noCache
 }
 
 func negTTL(staleness time.Duration) string { return "-" + formatAge(staleness) }
@@ -540,11 +539,11 @@ func (c *Cache) gatewayTimeout(w http.ResponseWriter, why string) {
 func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age time.Duration, status string) {
 	h := w.Header()
 	e.prepare()
-	header, body, contentLength := e.header, e.body, e.fast.contentLength
+	header, body, contentLength := &e.header, e.data, e.contentLength()
 	if rp := e.pick(strings.Join(r.Header["Accept-Encoding"], ",")); rp != nil {
-		header, body, contentLength = rp.header, rp.body, rp.contentLength
+		header, body, contentLength = &rp.header, rp.data, rp.contentLength
 	}
-	for k, v := range header {
+	for k, v := range header.All() {
 		h[k] = v
 	}
 	h["Age"] = []string{formatAge(age)}
@@ -552,7 +551,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	if e.status != http.StatusOK {
 		w.WriteHeader(e.status)
 		if r.Method != http.MethodHead {
-			w.Write(body)
+			body.writeTo(w)
 		}
 		return
 	}
@@ -564,25 +563,25 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 		// precondition and range machinery and its copy buffer.
 		h["Accept-Ranges"] = acceptRangesBytes
 		h["Content-Length"] = contentLength
-		if e.fast.lastModified != nil {
-			h["Last-Modified"] = e.fast.lastModified
+		if lm := e.lastModified(); lm != nil {
+			h["Last-Modified"] = lm
 		}
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
-			w.Write(body)
+			body.writeTo(w)
 		}
 		return
 	}
 	delete(h, "Content-Length")
 	r = datePreconditions(r)
-	if notModifiedByDate(r, e.header, e.pol.responseTime) {
+	if notModifiedByDate(r, &e.header, e.pol.responseTime) {
 		// As ServeContent answers with a Last-Modified to compare.
 		delete(h, "Content-Type")
 		delete(h, "Content-Encoding")
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	if v := r.Header.Get("Range"); v != "" && ignoreRange(v, int64(len(body))) {
+	if v := r.Header.Get("Range"); v != "" && ignoreRange(v, int64(body.len())) {
 		r = withoutRange(r)
 	}
 	var modtime time.Time
@@ -596,7 +595,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, age
 	if _, ok := h["Content-Encoding"]; ok {
 		w = wholeLength{w, contentLength}
 	}
-	http.ServeContent(w, r, "", modtime, bytes.NewReader(body))
+	http.ServeContent(w, r, "", modtime, body.reader())
 }
 
 // wholeLength is a ResponseWriter for http.ServeContent, which leaves

@@ -15,6 +15,13 @@ type Directives struct {
 	NoStore, NoCache, Private, Public          bool
 	MustRevalidate, ProxyRevalidate, Immutable bool
 	MustUnderstand, NoTransform, OnlyIfCached  bool
+	MaxStaleAny                                bool // with MaxStale: a request's max-stale without a value
+
+	// Invalid is set when a freshness directive (max-age, s-maxage) has a
+	// malformed value or appears twice with different values: RFC 9111
+	// 4.2.1 then has a cache treat the response as stale.
+	Invalid bool
+
 	// NoCacheFields and PrivateFields are the field names of the qualified
 	// forms no-cache="a, b" and private="a"; an unqualified directive leaves
 	// them nil.
@@ -22,14 +29,11 @@ type Directives struct {
 
 	MaxAge, SMaxAge, MinFresh          int64
 	MaxStale                           int64 // with MaxStaleAny, a request's max-stale without a value
-	MaxStaleAny                        bool
 	StaleWhileRevalidate, StaleIfError int64
-
-	// Invalid is set when a freshness directive (max-age, s-maxage) has a
-	// malformed value or appears twice with different values: RFC 9111
-	// 4.2.1 then has a cache treat the response as stale.
-	Invalid bool
 }
+
+// Directives' booleans come first, together: every stored response holds
+// one (in its policy), and a field's padding would be its cost.
 
 func emptyDirectives() Directives {
 	return Directives{MaxAge: -1, SMaxAge: -1, MinFresh: -1, MaxStale: -1, StaleWhileRevalidate: -1, StaleIfError: -1}

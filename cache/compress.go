@@ -29,9 +29,9 @@ import (
 
 // rep is one representation of a stored response as it is sent.
 type rep struct {
-	coding        string      // "" (identity), "br", "zstd" or "gzip"
-	header        http.Header // the stored fields, Vary with Accept-Encoding, and for an encoding its Content-Encoding and a weak ETag
-	body          []byte
+	coding        string // "" (identity), "br", "zstd" or "gzip"
+	header        Fields // the stored fields, Vary with Accept-Encoding, and for an encoding its Content-Encoding and a weak ETag
+	data          body
 	contentLength []string
 	encoded       Encodings // the fast paths' encodings of this representation
 }
@@ -65,7 +65,7 @@ func (c *Cache) compressible(e *entry, size int64) bool {
 	return c.cfg.CompressMinBytes >= 0 && e.status == http.StatusOK &&
 		(size < 0 || size >= int64(c.cfg.CompressMinBytes)) &&
 		h.Get("Content-Encoding") == "" && h.Get("Content-Range") == "" &&
-		!e.pol.cc.NoTransform && compressibleType(h.Get("Content-Type"))
+		!e.pol.noTransform && compressibleType(h.Get("Content-Type"))
 }
 
 // withVaryAcceptEncoding returns vary with Accept-Encoding listed.
@@ -93,53 +93,46 @@ func weakETag(tag string) string {
 // encodings are reused when the body is the same.
 func (c *Cache) encode(e *entry, prev *entry) {
 	e.encoded = true
-	if !c.compressible(e, int64(len(e.body))) {
+	size := e.data.len()
+	if !c.compressible(e, int64(size)) {
 		return
 	}
-	identity := &rep{header: e.header.Clone(), body: e.body}
-	delete(identity.header, "Content-Length") // each representation has its own
-	identity.header["Vary"] = withVaryAcceptEncoding(e.header["Vary"])
+	ih := e.header.without("Content-Length") // each representation has its own
+	identity := &rep{header: ih.with("Vary", withVaryAcceptEncoding(ih.Values("Vary"))...), data: e.data}
 	reps := []*rep{identity}
 	for _, coding := range codings {
-		var body []byte
-		if prev != nil && len(prev.reps) > 0 && sameBytes(prev.body, e.body) {
+		var data body
+		if prev != nil && len(prev.reps) > 0 && prev.data.same(e.data) {
 			for _, p := range prev.reps[1:] {
 				if p.coding == coding {
-					body = p.body
+					data = p.data
 				}
 			}
-		} else {
-			body = fitBody(compress(coding, e.body))
+		} else if b := compress(coding, e.data); b != nil {
+			data = packBody(b)
 		}
-		if body == nil || len(body) > len(e.body)-len(e.body)/10 {
+		if data.len() == 0 || data.len() > size-size/10 {
 			continue // not worth it
 		}
-		h := identity.header.Clone()
-		h["Content-Encoding"] = []string{coding}
+		h := identity.header.with("Content-Encoding", coding)
 		if tag := h.Get("ETag"); tag != "" {
-			h.Set("ETag", weakETag(tag))
+			h = h.with("ETag", weakETag(tag))
 		}
-		reps = append(reps, &rep{coding: coding, header: h, body: body})
+		reps = append(reps, &rep{coding: coding, header: h, data: data})
 	}
 	if len(reps) == 1 {
 		return // nothing compressed well: the response is served as it came
 	}
 	for _, r := range reps {
-		r.contentLength = []string{strconv.Itoa(len(r.body))}
+		r.contentLength = []string{strconv.Itoa(r.data.len())}
 	}
 	e.reps = reps
 }
 
-// sameBytes reports whether a and b are the same slice (a freshened entry
-// keeps its body).
-func sameBytes(a, b []byte) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
-
 // compress encodes body with coding; nil on failure.
-func compress(coding string, body []byte) []byte {
+func compress(coding string, body body) []byte {
 	var b bytes.Buffer
-	b.Grow(len(body) / 3)
+	b.Grow(body.len() / 3)
 	var w io.WriteCloser
 	switch coding {
 	case "br":
@@ -159,7 +152,7 @@ func compress(coding string, body []byte) []byte {
 	default:
 		return nil
 	}
-	if _, err := w.Write(body); err != nil {
+	if err := body.writeTo(w); err != nil {
 		return nil
 	}
 	if err := w.Close(); err != nil {

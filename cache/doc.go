@@ -18,8 +18,10 @@
 // Surrogate-Control take precedence for this cache. Unsafe methods
 // invalidate (4.4). The store is ristretto, with the full key kept in each
 // entry and costs in bytes: everything an entry holds on the heap (its
-// body's allocation, fields, the fast paths' header block, the store's own
-// records), within Config.MaxBytes with the frequency sketch. Which
+// body's allocations, fields, the fast paths' header block, the store's own
+// records), within Config.MaxBytes with the frequency sketch. Entries are
+// kept small for it: a body in two allocations that Go rounds up as little
+// as possible (body.go), fields in a compact form (fields.go). Which
 // objects stay is the store's admission (admission.go): the most
 // requested, by a sketch that every request counts once; a newcomer that
 // does not fit evicts only objects requested no more than it, so a

@@ -15,10 +15,13 @@ import (
 // request (see PlainRefuses and LookupFast). Everything in it is
 // read-only.
 type FastHit struct {
-	Header http.Header // stored fields, without Content-Length
-	Body   []byte
-	Age    time.Duration // current age (RFC 9111 4.2.3)
-	TTL    time.Duration // freshness left
+	Header Fields // stored fields
+	// Body then Tail is the body: the cache keeps it in two allocations
+	// so that Go's size classes round it up as little as possible (see
+	// body.go). Tail is often empty. Write both.
+	Body, Tail []byte
+	Age        time.Duration // current age (RFC 9111 4.2.3)
+	TTL        time.Duration // freshness left
 	// LastModified is the stored Last-Modified in its canonical form, as
 	// ServeHTTP sends it, or nil to send the stored value as it is.
 	LastModified []string
@@ -30,6 +33,9 @@ type FastHit struct {
 	// again.
 	Now time.Time
 }
+
+// Len is the body's length, Body and Tail.
+func (h *FastHit) Len() int { return len(h.Body) + len(h.Tail) }
 
 // Encodings are slots for a stored response's header block as each
 // protocol's fast path encodes it, computed on its first hit. A stored
@@ -171,36 +177,108 @@ func (c *Cache) LookupFast(key []byte, acceptEncoding string) (FastHit, bool) {
 	}
 	now := c.cfg.Now()
 	age := e.ageAt(now)
-	if age >= e.lifetime || e.purged.Load() || (e.pol.cc.NoCache && e.pol.cc.NoCacheFields == nil) || !c.vouched(e, now) {
+	if age >= e.lifetime || e.purged.Load() || e.pol.alwaysValidate() || !c.vouched(e, now) {
 		return FastHit{}, false
 	}
 	c.stats.hits.Add(1)
 	if rp := e.pick(acceptEncoding); rp != nil {
-		return FastHit{Header: rp.header, Body: rp.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &rp.encoded, Now: now}, true
+		return FastHit{Header: rp.header, Body: rp.data.head, Tail: rp.data.tail, Age: age, TTL: e.lifetime - age, LastModified: e.lastModified(), Encoded: &rp.encoded, Now: now}, true
 	}
-	return FastHit{Header: e.header, Body: e.body, Age: age, TTL: e.lifetime - age, LastModified: e.fast.lastModified, Encoded: &e.fast.encoded, Now: now}, true
+	return FastHit{Header: e.header, Body: e.data.head, Tail: e.data.tail, Age: age, TTL: e.lifetime - age, LastModified: e.lastModified(), Encoded: &e.fast.encoded, Now: now}, true
 }
 
 // fastState is what an entry computes once for the requests it answers:
 // its initial age (RFC 9111 4.2.3, fixed once stored), the field values a
-// plain 200 response adds, and the fast paths' encodings.
+// plain 200 response sends that the stored fields lack, and the fast
+// paths' encodings.
 type fastState struct {
-	once          sync.Once
-	initial       time.Duration
-	contentLength []string
-	lastModified  []string // canonical form, or nil to send the stored value
-	encoded       Encodings
+	once    sync.Once
+	initial time.Duration
+	sent    *sentFields // nil when the stored fields have them as sent
+	encoded Encodings
 }
 
-// prepare fills fastState on first use.
+// sentFields are the values a plain 200 response sends for fields whose
+// stored values differ: Content-Length when the stored one is not the
+// body's length (or absent), Last-Modified in canonical form.
+type sentFields struct {
+	contentLength []string // or nil: the stored value
+	lastModified  []string // or nil: the stored value
+}
+
+// prepare fills fastState on first use. It allocates (prepareBytes)
+// only what the stored fields do not have already.
 func (e *entry) prepare() {
 	e.fast.once.Do(func() {
-		e.fast.initial = currentAge(e.header, e.pol, e.pol.responseTime)
-		e.fast.contentLength = []string{strconv.Itoa(len(e.body))}
-		if lm, ok := parseHTTPDate(e.header.Get("Last-Modified")); ok && !lm.IsZero() {
-			e.fast.lastModified = []string{lm.UTC().Format(http.TimeFormat)}
+		e.fast.initial = currentAge(&e.header, e.pol.timing, e.pol.responseTime)
+		var sent sentFields
+		if !e.lengthIs(e.header.Values("Content-Length")) {
+			sent.contentLength = []string{strconv.Itoa(e.data.len())}
+		}
+		if lm, ok := e.canonicalLastModified(); ok {
+			sent.lastModified = []string{string(lm)}
+		}
+		if sent.contentLength != nil || sent.lastModified != nil {
+			e.fast.sent = &sent
 		}
 	})
+}
+
+// contentLength is the Content-Length a 200 of the whole body sends.
+// Call prepare first.
+func (e *entry) contentLength() []string {
+	if s := e.fast.sent; s != nil && s.contentLength != nil {
+		return s.contentLength
+	}
+	return e.header.Values("Content-Length")
+}
+
+// lastModified is the Last-Modified to send in place of the stored one,
+// or nil to send the stored one. Call prepare first.
+func (e *entry) lastModified() []string {
+	if s := e.fast.sent; s != nil {
+		return s.lastModified
+	}
+	return nil
+}
+
+// lengthIs reports whether cl, a Content-Length's values, is the body's
+// length as prepare writes it.
+func (e *entry) lengthIs(cl []string) bool {
+	var buf [20]byte
+	return len(cl) == 1 && cl[0] == string(strconv.AppendInt(buf[:0], int64(e.data.len()), 10))
+}
+
+// canonicalLastModified is the stored Last-Modified in its canonical
+// form (IMF-fixdate), when it parses as a date and is not in that form
+// already (otherwise the stored value is sent as it is).
+func (e *entry) canonicalLastModified() ([]byte, bool) {
+	v := e.header.Get("Last-Modified")
+	lm, ok := parseHTTPDate(v)
+	if !ok || lm.IsZero() {
+		return nil, false
+	}
+	b := lm.UTC().AppendFormat(make([]byte, 0, len(http.TimeFormat)), http.TimeFormat)
+	return b, string(b) != v
+}
+
+// prepareBytes is what prepare allocates for e: a Content-Length value
+// (a string and its slice) unless the stored one is right, and a
+// Last-Modified (its slice and a string of 29 bytes, allocated as 32)
+// unless the stored one is canonical or not a date, and if either, the
+// sentFields that holds them.
+func (e *entry) prepareBytes() int64 {
+	n := int64(0)
+	if !e.lengthIs(e.header.Values("Content-Length")) {
+		n += 16 + allocSize(int64(len(strconv.Itoa(e.data.len()))))
+	}
+	if _, ok := e.canonicalLastModified(); ok {
+		n += 16 + 32
+	}
+	if n > 0 {
+		n += allocSize(int64(unsafe.Sizeof(sentFields{})))
+	}
+	return n
 }
 
 // ageAt is currentAge without parsing Date and Age on every request.

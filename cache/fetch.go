@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,9 +67,10 @@ type stream struct {
 // sharedBody is a body that grows as the leader reads it; readers block
 // until there is more or it ends.
 type sharedBody struct {
-	mu   sync.Mutex // guards buf, done, err
+	mu   sync.Mutex // guards buf, tail, done, err
 	cond *sync.Cond
-	buf  []byte
+	buf  []byte // the body so far, or its head (see reserve)
+	tail []byte // the tail so far, when reserve split the body
 	done bool
 	err  error
 }
@@ -88,16 +88,26 @@ func (b *sharedBody) append(p []byte) {
 	b.cond.Broadcast()
 }
 
+// reserve allocates a body of size bytes for fill, in the pieces it is
+// stored in (newBody): the head in buf, the tail in tail, both empty.
+func (b *sharedBody) reserve(size int64) {
+	p := newBody(size)
+	b.mu.Lock()
+	b.buf, b.tail = p.head[:0], p.tail[:0]
+	b.mu.Unlock()
+}
+
 // fill reads r, which sends size bytes, into the body's spare capacity
-// (at least size), publishing each read. Only the filler changes buf, so
-// it reads its own buf without the lock; readers see only what it
-// published.
+// (reserve's, or at least size in buf), the head then the tail,
+// publishing each read. Only the filler changes buf and tail, so it
+// reads its own without the lock; readers see only what it published.
 func (b *sharedBody) fill(r io.Reader, size int64) error {
 	b.mu.Lock()
-	buf := b.buf
+	buf, tail := b.buf, b.tail
 	b.mu.Unlock()
+	hl := min(int64(cap(buf)), size) // the head's length; the tail has the rest
 	for {
-		if int64(len(buf)) >= size {
+		if int64(len(buf)+len(tail)) >= size {
 			var one [1]byte
 			n, err := r.Read(one[:])
 			switch {
@@ -110,16 +120,25 @@ func (b *sharedBody) fill(r io.Reader, size int64) error {
 			}
 			continue
 		}
-		n, err := r.Read(buf[len(buf):size])
+		head := int64(len(buf)) < hl
+		p := tail[len(tail) : size-hl]
+		if head {
+			p = buf[len(buf):hl]
+		}
+		n, err := r.Read(p)
 		if n > 0 {
-			buf = buf[:len(buf)+n]
+			if head {
+				buf = buf[:len(buf)+n]
+			} else {
+				tail = tail[:len(tail)+n]
+			}
 			b.mu.Lock()
-			b.buf = buf
+			b.buf, b.tail = buf, tail
 			b.mu.Unlock()
 			b.cond.Broadcast()
 		}
 		if err == io.EOF {
-			if int64(len(buf)) < size {
+			if int64(len(buf)+len(tail)) < size {
 				return io.ErrUnexpectedEOF
 			}
 			return nil
@@ -131,6 +150,13 @@ func (b *sharedBody) fill(r io.Reader, size int64) error {
 }
 
 var errLongerThanLength = errors.New("the origin sent more than its Content-Length")
+
+// pieces is the body read.
+func (b *sharedBody) pieces() body {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return body{head: b.buf, tail: b.tail}
+}
 
 func (b *sharedBody) finish(err error) {
 	b.mu.Lock()
@@ -144,11 +170,14 @@ func (b *sharedBody) finish(err error) {
 func (b *sharedBody) next(off int) ([]byte, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for len(b.buf) <= off && !b.done {
+	for len(b.buf)+len(b.tail) <= off && !b.done {
 		b.cond.Wait()
 	}
 	if len(b.buf) > off {
 		return b.buf[off:], nil
+	}
+	if t := off - len(b.buf); len(b.tail) > t {
+		return b.tail[t:], nil
 	}
 	if b.err != nil {
 		return nil, b.err
@@ -181,7 +210,7 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 	if !lead {
 		select {
 		case <-f.started:
-			if st := f.stream; plainGET(r) && st.e.key == entryKey(pkey, st.e.header, r) {
+			if st := f.stream; plainGET(r) && st.e.key == entryKey(pkey, &st.e.header, r) {
 				c.serveStream(w, st, "fwd=miss; detail=coalesced")
 				return
 			}
@@ -198,8 +227,8 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, pkey string, reqCC
 		// Share the leader's response unless it varies on fields this
 		// request sends differently. (The store may not have applied it
 		// yet: ristretto's sets are asynchronous, so use it directly.)
-		if e := f.e; e != nil && e.key == entryKey(pkey, e.header, r) {
-			c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=miss; detail=coalesced")
+		if e := f.e; e != nil && e.key == entryKey(pkey, &e.header, r) {
+			c.serveEntry(w, r, e, currentAge(&e.header, e.pol.timing, c.cfg.Now()), "fwd=miss; detail=coalesced")
 			return
 		}
 		c.fetchAlone(w, r, pkey, reqCC, false, nil)
@@ -274,7 +303,7 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 		w.Header()["Cache-Status"] = cs
 	}
 	if e.status == http.StatusOK && plainGET(r) && resp.ContentLength >= 0 {
-		if (f == nil || f.waiters.Load() == 0) && !c.st.wouldAdmit(e.key, e.cost()+allocSize(resp.ContentLength)) {
+		if (f == nil || f.waiters.Load() == 0) && !c.st.wouldAdmit(e.key, e.cost()+bodyAlloc(resp.ContentLength)) {
 			// The store would refuse it (admission.go): send it on as it
 			// comes, without a copy. A response others wait for is
 			// stored, or tried: it is in demand.
@@ -297,23 +326,23 @@ func (c *Cache) fetchAlone(w http.ResponseWriter, r *http.Request, pkey string, 
 	if e.status == http.StatusOK && plainGET(r) {
 		return c.streamAndStore(w, r, resp, e, f)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
 	if err != nil {
 		c.writeError(w, err)
 		return nil
 	}
-	if int64(len(body)) > c.cfg.MaxObjectBytes {
+	if int64(len(b)) > c.cfg.MaxObjectBytes {
 		// Too large to store: stream what was read and the rest.
 		resp.Body = struct {
 			io.Reader
 			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
 		c.writeResponse(w, resp, c.cfg.Name+"; fwd=uri-miss; detail=too-large")
 		return nil
 	}
-	e.body = body
+	e.data = body{head: b}
 	c.save(e, r)
-	c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
+	c.serveEntry(w, r, e, currentAge(&e.header, e.pol.timing, c.cfg.Now()), "fwd=uri-miss; stored")
 	return e
 }
 
@@ -359,7 +388,7 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	if !c.varyValuesFit(names, r.Header) {
 		return nil, nil, "vary-value-too-long"
 	}
-	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
+	pol := newPolicy(cc, targeted, reqTime, respTime)
 	fraction := c.cfg.HeuristicFraction
 	if fraction < 0 {
 		fraction = 0
@@ -386,7 +415,7 @@ func (c *Cache) storable(r *http.Request, resp *http.Response, pkey string, reqC
 	if len(names) > 0 {
 		key = varyKey(pkey, names, r.Header)
 	}
-	return &entry{key: key, status: code, header: h, pol: pol, lifetime: life, heuristic: heur, tags: SurrogateKeys(resp.Header)}, own, ""
+	return &entry{key: key, status: code, header: FieldsOf(h), pol: pol.stored(), lifetime: life, heuristic: heur, tags: strings.Join(SurrogateKeys(resp.Header), " ")}, own, ""
 }
 
 // withhold removes from h, a response's fields about to be stored, those
@@ -454,7 +483,7 @@ func (c *Cache) varyValuesFit(names []string, h http.Header) bool {
 
 // SurrogateKeys are the tags a response carries for purges by tag
 // (PurgeTag): the space- or comma-separated values of Surrogate-Key and
-// Cache-Tag.
+// Cache-Tag. An entry keeps them joined by single spaces (entry.tags).
 func SurrogateKeys(h http.Header) []string {
 	var tags []string
 	for _, f := range []string{"Surrogate-Key", "Cache-Tag"} {
@@ -470,12 +499,12 @@ func SurrogateKeys(h http.Header) []string {
 // save stores e (and its Vary index) for its freshness plus the longest
 // window in which it may still be served or revalidated.
 func (c *Cache) save(e *entry, r *http.Request) {
-	e.body = fitBody(e.body)
+	e.data = e.data.pack()
 	if !e.encoded {
 		c.encode(e, nil)
 	}
 	ttl := e.lifetime + c.keepAfterStale(e)
-	if names, _ := varyNames(e.header); len(names) > 0 {
+	if names, _ := varyNames(&e.header); len(names) > 0 {
 		pkey := e.key[:strings.IndexByte(e.key, 0)]
 		c.st.addVariant(pkey, names, e, c.cfg.MaxVariants, ttl)
 	}
@@ -499,10 +528,10 @@ func (c *Cache) save(e *entry, r *http.Request) {
 // when it has a validator.
 func (c *Cache) keepAfterStale(e *entry) time.Duration {
 	keep := time.Duration(0)
-	if v := e.pol.cc.StaleWhileRevalidate; v > 0 {
+	if v := e.pol.staleWhileRevalidate; v > 0 {
 		keep = max(keep, seconds(v))
 	}
-	if v := e.pol.cc.StaleIfError; v > 0 {
+	if v := e.pol.staleIfError; v > 0 {
 		keep = max(keep, seconds(v))
 	}
 	if e.header.Get("ETag") != "" || e.header.Get("Last-Modified") != "" {
@@ -530,8 +559,8 @@ func (c *Cache) revalidate(w http.ResponseWriter, r *http.Request, e *entry, req
 			return
 		}
 		switch {
-		case f.e != nil && f.e.key == entryKey(c.primaryKey(r), f.e.header, r):
-			c.serveEntry(w, r, f.e, currentAge(f.e.header, f.e.pol, c.cfg.Now()), "fwd=stale; detail=coalesced")
+		case f.e != nil && f.e.key == entryKey(c.primaryKey(r), &f.e.header, r):
+			c.serveEntry(w, r, f.e, currentAge(&f.e.header, f.e.pol.timing, c.cfg.Now()), "fwd=stale; detail=coalesced")
 		case f.err != nil && c.withinStaleIfError(e, reqCC):
 			c.serveStaleIfError(w, r, e)
 		case f.err != nil:
@@ -555,7 +584,7 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 	newE, own, resp, err := c.validate(withInterim(context.WithoutCancel(r.Context()), w, r), r, e)
 	if newE != nil {
 		addFields(w.Header(), own)
-		c.serveEntry(w, r, newE, currentAge(newE.header, newE.pol, c.cfg.Now()), "fwd=stale; fwd-status=304")
+		c.serveEntry(w, r, newE, currentAge(&newE.header, newE.pol.timing, c.cfg.Now()), "fwd=stale; fwd-status=304")
 		return newE, nil
 	}
 	failed := err != nil || (resp != nil && resp.StatusCode >= 500)
@@ -577,9 +606,9 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 	pkey := c.primaryKey(r)
 	now := c.cfg.Now()
 	if ne, own, _ := c.storable(r, resp, pkey, reqCC, false, now, now); ne != nil {
-		body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
-		if err == nil && int64(len(body)) <= c.cfg.MaxObjectBytes {
-			ne.body = body
+		b, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1))
+		if err == nil && int64(len(b)) <= c.cfg.MaxObjectBytes {
+			ne.data = body{head: b}
 			c.save(ne, r)
 			addFields(w.Header(), own)
 			c.serveEntry(w, r, ne, 0, "fwd=stale; fwd-status=200; stored")
@@ -588,7 +617,7 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 		resp.Body = struct {
 			io.Reader
 			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
 	} else {
 		c.st.del(e.key, false)
 	}
@@ -600,7 +629,7 @@ func (c *Cache) revalidateAlone(w http.ResponseWriter, r *http.Request, e *entry
 // stale-if-error window (RFC 5861 4).
 func (c *Cache) serveStaleIfError(w http.ResponseWriter, r *http.Request, e *entry) {
 	c.stats.stale.Add(1)
-	age := currentAge(e.header, e.pol, c.cfg.Now())
+	age := currentAge(&e.header, e.pol.timing, c.cfg.Now())
 	c.serveEntry(w, r, e, age, "hit; ttl="+negTTL(age-e.lifetime)+"; detail=stale-if-error")
 }
 
@@ -608,9 +637,9 @@ func (c *Cache) withinStaleIfError(e *entry, reqCC Directives) bool {
 	if !c.mayServeStale(e) {
 		return false
 	}
-	staleness := currentAge(e.header, e.pol, c.cfg.Now()) - e.lifetime
+	staleness := currentAge(&e.header, e.pol.timing, c.cfg.Now()) - e.lifetime
 	window := int64(-1)
-	if v := e.pol.cc.StaleIfError; v >= 0 {
+	if v := e.pol.staleIfError; v >= 0 {
 		window = v
 	}
 	if reqCC.StaleIfError > window {
@@ -654,7 +683,7 @@ func (c *Cache) validate(ctx context.Context, r *http.Request, e *entry) (*entry
 // 4.3.4) and stores the result, without the fields withhold takes (a
 // 304's Set-Cookie is stored only under CookieStore), which it returns.
 func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime, respTime time.Time) (*entry, http.Header) {
-	h := e.header.Clone()
+	h := e.header.Header()
 	for k, v := range resp.Header {
 		switch k {
 		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding", "Cache-Status":
@@ -670,10 +699,10 @@ func (c *Cache) freshen(r *http.Request, e *entry, resp *http.Response, reqTime,
 			delete(own, k) // the stored response's own field: not for this client
 		}
 	}
-	pol := policy{cc: cc, targeted: targeted, requestTime: reqTime, responseTime: respTime}
+	pol := newPolicy(cc, targeted, reqTime, respTime)
 	fraction := max(c.cfg.HeuristicFraction, 0)
 	life, heur := freshnessLifetime(e.status, h, pol, fraction, c.cfg.HeuristicMax)
-	ne := &entry{key: e.key, status: e.status, header: h, body: e.body, pol: pol, lifetime: life, heuristic: heur, tags: SurrogateKeys(h)}
+	ne := &entry{key: e.key, status: e.status, header: FieldsOf(h), data: e.data, pol: pol.stored(), lifetime: life, heuristic: heur, tags: strings.Join(SurrogateKeys(h), " ")}
 	c.encode(ne, e) // the same body: e's encodings are reused
 	c.save(ne, nil)
 	return ne, own
@@ -711,8 +740,8 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 		defer resp.Body.Close()
 		now := c.cfg.Now()
 		if ne, _, _ := c.storable(req, resp, c.primaryKey(req), emptyDirectives(), false, now, now); ne != nil {
-			if body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1)); err == nil && int64(len(body)) <= c.cfg.MaxObjectBytes {
-				ne.body = body
+			if b, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxObjectBytes+1)); err == nil && int64(len(b)) <= c.cfg.MaxObjectBytes {
+				ne.data = body{head: b}
 				c.save(ne, req)
 			}
 		}
@@ -721,7 +750,7 @@ func (c *Cache) revalidateInBackground(r *http.Request, e *entry) {
 
 // entryKey is the key a request would have for a stored response with
 // header h: the primary key, plus the Vary part when it varies.
-func entryKey(pkey string, h http.Header, r *http.Request) string {
+func entryKey(pkey string, h fieldReader, r *http.Request) string {
 	if names, _ := varyNames(h); len(names) > 0 {
 		return varyKey(pkey, names, r.Header)
 	}
@@ -738,10 +767,10 @@ func entryKey(pkey string, h http.Header, r *http.Request) string {
 // returns the stored entry once the client has it all, or nil.
 func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, f *flight, cancel context.CancelFunc, endSave func()) *entry {
 	st := &stream{e: e, body: newSharedBody()}
-	e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
-	// The body's whole allocation (Go rounds it up to a size class),
-	// which its cost counts; read into directly, with no buffer between.
-	st.body.buf = slices.Grow([]byte(nil), int(resp.ContentLength))
+	e.header = e.header.with("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	// The body's allocations (see body.go), which its cost counts; read
+	// into directly, with no buffer between.
+	st.body.reserve(resp.ContentLength)
 	stored := make(chan *entry, 1)
 	c.beginSave()
 	go func() {
@@ -755,7 +784,7 @@ func (c *Cache) fillAndServe(w http.ResponseWriter, r *http.Request, resp *http.
 			return
 		}
 		st.body.finish(nil)
-		e.body = st.body.buf
+		e.data = st.body.pieces()
 		c.save(e, r)
 		stored <- e
 	}()
@@ -792,7 +821,7 @@ func (c *Cache) releaseFill(n int64) { c.filling.Add(-n) }
 func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *http.Response, e *entry, f *flight) *entry {
 	st := &stream{e: e, body: newSharedBody()}
 	if resp.ContentLength >= 0 {
-		e.header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		e.header = e.header.with("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 		st.body.buf = make([]byte, 0, resp.ContentLength) // no garbage from growing
 	}
 	if f != nil {
@@ -800,13 +829,13 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 		close(f.started)
 	}
 	h := w.Header()
-	for k, v := range e.header {
+	for k, v := range e.header.All() {
 		h[k] = v
 	}
 	if c.compressible(e, resp.ContentLength) {
 		h["Vary"] = withVaryAcceptEncoding(h["Vary"]) // identity now; its hits may be encoded
 	}
-	h["Age"] = []string{formatAge(currentAge(e.header, e.pol, c.cfg.Now()))}
+	h["Age"] = []string{formatAge(currentAge(&e.header, e.pol.timing, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; fwd=uri-miss; stored")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -845,7 +874,7 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 		return nil
 	}
 	st.body.finish(nil)
-	e.body = st.body.buf
+	e.data = st.body.pieces()
 	c.save(e, r)
 	return e
 }
@@ -854,13 +883,13 @@ func (c *Cache) streamAndStore(w http.ResponseWriter, r *http.Request, resp *htt
 // bytes arrive.
 func (c *Cache) serveStream(w http.ResponseWriter, st *stream, status string) bool {
 	h := w.Header()
-	for k, v := range st.e.header {
+	for k, v := range st.e.header.All() {
 		h[k] = v
 	}
 	if c.compressible(st.e, -1) {
 		h["Vary"] = withVaryAcceptEncoding(h["Vary"]) // identity now; its hits may be encoded
 	}
-	h["Age"] = []string{formatAge(currentAge(st.e.header, st.e.pol, c.cfg.Now()))}
+	h["Age"] = []string{formatAge(currentAge(&st.e.header, st.e.pol.timing, c.cfg.Now()))}
 	appendCacheStatus(h, c.cfg.Name+"; "+status)
 	w.WriteHeader(http.StatusOK)
 	sw := c.stallWriter(w)

@@ -143,11 +143,56 @@ func httpTime(wd, year, month, day int, clock string) (time.Time, bool) {
 // policy is the caching view of one stored response: which directives
 // apply to us and when it was fetched.
 type policy struct {
-	cc           Directives // the effective directives for this cache
-	targeted     bool       // cc came from a targeted field (CDN-Cache-Control, Surrogate-Control)
-	requestTime  time.Time  // when the request that produced it was sent
-	responseTime time.Time  // when its headers arrived
+	cc       Directives // the effective directives for this cache
+	targeted bool       // cc came from a targeted field (CDN-Cache-Control, Surrogate-Control)
+	timing
 }
+
+// timing is when a response was fetched, for its age (currentAge).
+type timing struct {
+	delay        time.Duration // from sending the request that produced it to responseTime
+	responseTime time.Time     // when its headers arrived
+}
+
+// newPolicy is the policy of a response to a request sent at reqTime
+// whose headers arrived at respTime.
+func newPolicy(cc Directives, targeted bool, reqTime, respTime time.Time) policy {
+	return policy{cc: cc, targeted: targeted, timing: timing{delay: respTime.Sub(reqTime), responseTime: respTime}}
+}
+
+// storedPolicy is what a stored response keeps of its policy: its timing
+// and the directives that still matter once its lifetime is known (every
+// stored response holds one: 56 bytes, where a policy takes 152).
+type storedPolicy struct {
+	timing
+	staleWhileRevalidate, staleIfError int64 // seconds, or -1
+
+	noCache         bool // unqualified no-cache: validate every time
+	noCacheFields   bool // qualified no-cache="...": the fields were withheld
+	mustRevalidate  bool
+	proxyRevalidate bool
+	sMaxAge         bool // s-maxage was given
+	noTransform     bool
+}
+
+// stored is what a stored response keeps of p.
+func (p policy) stored() storedPolicy {
+	cc := p.cc
+	return storedPolicy{
+		timing:               p.timing,
+		staleWhileRevalidate: cc.StaleWhileRevalidate,
+		staleIfError:         cc.StaleIfError,
+		noCache:              cc.NoCache,
+		noCacheFields:        cc.NoCacheFields != nil,
+		mustRevalidate:       cc.MustRevalidate,
+		proxyRevalidate:      cc.ProxyRevalidate,
+		sMaxAge:              cc.SMaxAge >= 0,
+		noTransform:          cc.NoTransform,
+	}
+}
+
+// alwaysValidate reports an unqualified no-cache.
+func (p storedPolicy) alwaysValidate() bool { return p.noCache && !p.noCacheFields }
 
 // effectiveDirectives picks the directives that govern this cache: the
 // first targeted field present with at least one directive (RFC 9213:
@@ -238,7 +283,7 @@ func seconds(s int64) time.Duration {
 
 // dateOf returns the Date header, or the time the response arrived when
 // Date is missing or invalid.
-func dateOf(h http.Header, responseTime time.Time) time.Time {
+func dateOf(h fieldReader, responseTime time.Time) time.Time {
 	if d, ok := parseHTTPDate(h.Get("Date")); ok {
 		return d
 	}
@@ -247,7 +292,7 @@ func dateOf(h http.Header, responseTime time.Time) time.Time {
 
 // ageValue parses the Age header: delta-seconds, first value of a list;
 // absent or invalid is 0.
-func ageValue(h http.Header) time.Duration {
+func ageValue(h fieldReader) time.Duration {
 	v := h.Get("Age")
 	if v == "" {
 		return 0
@@ -265,12 +310,12 @@ func ageValue(h http.Header) time.Duration {
 // currentAge implements RFC 9111 4.2.3: the age an upstream reported plus
 // the response delay, or the apparent age from Date, whichever is larger,
 // plus the time resident here.
-func currentAge(h http.Header, p policy, now time.Time) time.Duration {
+func currentAge(h fieldReader, p timing, now time.Time) time.Duration {
 	apparent := p.responseTime.Sub(dateOf(h, p.responseTime))
 	if apparent < 0 {
 		apparent = 0
 	}
-	delay := p.responseTime.Sub(p.requestTime)
+	delay := p.delay
 	if delay < 0 {
 		delay = 0
 	}
@@ -338,7 +383,7 @@ func datePreconditions(r *http.Request) *http.Request {
 // than its Date, or than when it was received if it has none (RFC 9111
 // 4.3.2), so not since a date at or after that. If-None-Match, or an
 // If-Match evaluated before it, leaves the evaluation to ServeContent.
-func notModifiedByDate(r *http.Request, stored http.Header, received time.Time) bool {
+func notModifiedByDate(r *http.Request, stored fieldReader, received time.Time) bool {
 	ims, ok := r.Header["If-Modified-Since"]
 	if !ok || len(ims) != 1 || r.Header["If-None-Match"] != nil || r.Header["If-Match"] != nil {
 		return false

@@ -90,7 +90,7 @@ func TestFreshnessLifetime(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cc, tg := effectiveDirectives(tt.h, targeted)
-			p := policy{cc: cc, targeted: tg, requestTime: now, responseTime: now}
+			p := newPolicy(cc, tg, now, now)
 			got, heur := freshnessLifetime(tt.status, tt.h, p, 0.1, 24*time.Hour)
 			if got != tt.want || heur != tt.heuristic {
 				t.Errorf("freshnessLifetime = %v (heuristic %v), want %v (%v)", got, heur, tt.want, tt.heuristic)
@@ -119,8 +119,8 @@ func TestCurrentAge(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := policy{requestTime: base.Add(tt.req), responseTime: base.Add(tt.resp)}
-			if got := currentAge(tt.h, p, base.Add(tt.now)); got != tt.want {
+			p := newPolicy(Directives{}, false, base.Add(tt.req), base.Add(tt.resp))
+			if got := currentAge(tt.h, p.timing, base.Add(tt.now)); got != tt.want {
 				t.Errorf("currentAge = %v, want %v", got, tt.want)
 			}
 		})
@@ -152,8 +152,8 @@ func FuzzAgeAndDates(f *testing.F) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, s string) {
 		h := hdr("Age", s, "Date", s, "Expires", s, "Last-Modified", s)
-		p := policy{requestTime: now, responseTime: now}
-		if a := currentAge(h, p, now); a < 0 {
+		p := newPolicy(Directives{}, false, now, now)
+		if a := currentAge(h, p.timing, now); a < 0 {
 			t.Fatalf("currentAge with %q = %v, want >= 0", s, a)
 		}
 		if l, _ := freshnessLifetime(200, h, p, 0.1, 24*time.Hour); l < 0 {

@@ -2,7 +2,9 @@ package cache
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -28,9 +30,10 @@ type SimConfig struct {
 	// defaults (256 MiB; 8 MiB or a sixteenth of MaxBytes).
 	MaxBytes, MaxObjectBytes int64
 	// Header is the stored fields of every response, which count in its
-	// cost. If nil, those of the project's origin for /gen objects
-	// (Content-Type, ETag, Last-Modified, Accept-Ranges, Content-Length,
-	// Cache-Control, Date).
+	// cost; a Content-Length in it is set to each response's size, as the
+	// Cache's fill sets it. If nil, those of the project's origin for
+	// /gen objects (Content-Type, ETag, Last-Modified, Accept-Ranges,
+	// Content-Length, Cache-Control, Date).
 	Header http.Header
 }
 
@@ -77,16 +80,24 @@ func (s *StoreSim) Request(key string, size int64) (hit bool, err error) {
 		return false, nil
 	}
 	// As the Cache's fill does: ask the store first, then allocate the
-	// body (rounded up to its size class) and store it.
-	e := &entry{key: key, status: http.StatusOK, header: s.header, encoded: true}
-	alloc := allocSize(size)
-	if !s.st.wouldAdmit(key, e.cost()+alloc) {
+	// body (in newBody's pieces, each rounded up to its size class) and
+	// store it.
+	h := maps.Clone(s.header)
+	if _, ok := h["Content-Length"]; ok {
+		h["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+	}
+	e := &entry{key: key, status: http.StatusOK, header: FieldsOf(h), encoded: true}
+	if !s.st.wouldAdmit(key, e.cost()+bodyAlloc(size)) {
 		return false, nil
 	}
-	if int64(len(s.zeros)) < alloc {
+	if alloc := allocSize(size); int64(len(s.zeros)) < alloc {
 		s.zeros = make([]byte, alloc)
 	}
-	e.body = s.zeros[:size:alloc]
+	n := splitLen(size)
+	e.data.head = s.zeros[:n:allocSize(n)]
+	if size > n {
+		e.data.tail = s.zeros[: size-n : allocSize(size-n)]
+	}
 	if s.st.put(e, time.Hour) {
 		s.st.rc.Wait() // as Cache.save does: the next request finds it
 	}

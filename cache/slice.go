@@ -37,7 +37,7 @@ type sliced struct {
 // be: it varies (each variant would need its slices), or it has no strong
 // ETag to check every slice against.
 func newSliced(e *entry, size, n int64) (*sliced, string) {
-	if names, star := varyNames(e.header); star || len(names) > 0 {
+	if names, star := varyNames(&e.header); star || len(names) > 0 {
 		return nil, "vary"
 	}
 	etag := e.header.Get("ETag")
@@ -47,9 +47,9 @@ func newSliced(e *entry, size, n int64) (*sliced, string) {
 	if size <= 0 {
 		return nil, "empty"
 	}
-	e.header.Set("Content-Length", strconv.FormatInt(size, 10))
-	delete(e.header, "Content-Range")
-	e.body = nil
+	e.header = e.header.without("Content-Range")
+	e.header = e.header.with("Content-Length", strconv.FormatInt(size, 10))
+	e.data = body{}
 	prefix := e.key + "\x00slice\x00" + etag + "\x00" + strconv.FormatInt(size, 10) + "\x00"
 	return &sliced{e: e, size: size, etag: etag, slice: n, prefix: prefix}, ""
 }
@@ -107,7 +107,7 @@ func (s *store) putSliced(o *sliced, ttl time.Duration) bool {
 	ok := s.set(o.e.key, o, o.cost(), ttl)
 	if ok && len(o.e.tags) > 0 {
 		s.mu.Lock()
-		for _, t := range o.e.tags {
+		for t := range strings.FieldsSeq(o.e.tags) {
 			m := s.tags[t]
 			if m == nil {
 				m = map[string]struct{}{}
@@ -186,8 +186,8 @@ func (c *Cache) saveSliced(o *sliced) {
 // putSlice stores slice k of o. A slice whose object was dropped meanwhile
 // (another version came) is removed again, so no orphan of an old version
 // outlives the drop.
-func (c *Cache) putSlice(o *sliced, k int64, body []byte) {
-	e := &entry{key: o.sliceKey(k), status: http.StatusPartialContent, body: body}
+func (c *Cache) putSlice(o *sliced, k int64, b []byte) {
+	e := &entry{key: o.sliceKey(k), status: http.StatusPartialContent, data: body{head: b}} // one piece: see slice
 	if !c.st.set(e.key, e, e.cost(), c.slicedTTL(o)) {
 		c.stats.rejected.Add(1)
 		return

@@ -152,10 +152,10 @@ func (c *Cache) learnSliced(w http.ResponseWriter, r *http.Request, pkey string,
 	addFields(w.Header(), own)
 	if start == 0 && last == size-1 && size <= c.cfg.MaxObjectBytes {
 		// The whole object, small: stored as any response is.
-		e.body = body
+		e.data = packBody(body) // save would pack it too
 		c.save(e, r)
 		end()
-		c.serveEntry(w, r, e, currentAge(e.header, e.pol, c.cfg.Now()), "fwd=uri-miss; stored")
+		c.serveEntry(w, r, e, currentAge(&e.header, e.pol.timing, c.cfg.Now()), "fwd=uri-miss; stored")
 		return nil, nil, true
 	}
 	c.saveSliced(o)
@@ -168,7 +168,7 @@ func (c *Cache) learnSliced(w http.ResponseWriter, r *http.Request, pkey string,
 // entry) and stores the result, whose slices are old's; nil if the
 // result may not be stored any more.
 func (c *Cache) freshenSliced(r *http.Request, old *sliced, resp *http.Response, reqCC Directives, reqTime, respTime time.Time) *sliced {
-	h := old.e.header.Clone()
+	h := old.e.header.Header()
 	for k, v := range resp.Header {
 		switch k {
 		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding", "Cache-Status", "Etag":
@@ -212,7 +212,7 @@ func (c *Cache) sliceLarge(w http.ResponseWriter, r *http.Request, resp *http.Re
 	src := &sliceSource{body: resp.Body}
 	defer src.drop()
 	status := "fwd=uri-miss; stored; detail=sliced"
-	c.serveFromSlices(w, r, o, sliceAnswer{age: currentAge(o.e.header, o.e.pol, c.cfg.Now()), hit: status, miss: status, src: src, k: -1})
+	c.serveFromSlices(w, r, o, sliceAnswer{age: currentAge(&o.e.header, o.e.pol.timing, c.cfg.Now()), hit: status, miss: status, src: src, k: -1})
 	return true
 }
 
@@ -243,7 +243,7 @@ func (c *Cache) slice(r *http.Request, o *sliced, k int64, src *sliceSource) (bo
 	for {
 		if e := c.st.getEntry(sk); e != nil {
 			src.drop()
-			return e.body, false, nil
+			return e.data.flat(), false, nil
 		}
 		key := "\x00slice\x00" + sk
 		f, lead := c.joinFlight(key)
@@ -258,7 +258,7 @@ func (c *Cache) slice(r *http.Request, o *sliced, k int64, src *sliceSource) (bo
 			return nil, false, r.Context().Err()
 		}
 		if f.e != nil {
-			return f.e.body, false, nil
+			return f.e.data.flat(), false, nil
 		}
 		if !errors.Is(f.err, context.Canceled) {
 			return nil, false, f.err
@@ -278,11 +278,11 @@ func (c *Cache) leadSlice(key string, f *flight, r *http.Request, o *sliced, k i
 	if e := c.st.getEntry(o.sliceKey(k)); e != nil {
 		src.drop()
 		f.e = e
-		return e.body, nil
+		return e.data.flat(), nil
 	}
 	ctx, stop := c.detached(r, f)
 	defer stop()
-	body, err := c.fetchSlice(ctx, r, o, k, src)
+	b, err := c.fetchSlice(ctx, r, o, k, src)
 	if err != nil {
 		if errors.Is(err, errChanged) {
 			c.st.dropSliced(o)
@@ -291,9 +291,9 @@ func (c *Cache) leadSlice(key string, f *flight, r *http.Request, o *sliced, k i
 		return nil, err
 	}
 	c.stats.sliceFetches.Add(1)
-	c.putSlice(o, k, body)
-	f.e = &entry{key: o.sliceKey(k), body: body}
-	return body, nil
+	c.putSlice(o, k, b)
+	f.e = &entry{key: o.sliceKey(k), data: body{head: b}}
+	return b, nil
 }
 
 // fetchSlice reads slice k of o from src when it is there, else asks the

@@ -109,14 +109,14 @@ func (c *Cache) awaitLearning(w http.ResponseWriter, r *http.Request, pkey strin
 	o := c.slicedFrom(f.e)
 	c.stats.misses.Add(1)
 	status := "fwd=uri-miss; detail=sliced"
-	return true, c.serveFromSlices(w, r, o, sliceAnswer{age: currentAge(o.e.header, o.e.pol, c.cfg.Now()), hit: status, miss: status, k: -1, retry: retry})
+	return true, c.serveFromSlices(w, r, o, sliceAnswer{age: currentAge(&o.e.header, o.e.pol.timing, c.cfg.Now()), hit: status, miss: status, k: -1, retry: retry})
 }
 
 // serveSlicedStale serves o, stale, because the origin failed within its
 // stale-if-error window.
 func (c *Cache) serveSlicedStale(w http.ResponseWriter, r *http.Request, o *sliced) {
 	c.stats.stale.Add(1)
-	age := currentAge(o.e.header, o.e.pol, c.cfg.Now())
+	age := currentAge(&o.e.header, o.e.pol.timing, c.cfg.Now())
 	status := "hit; ttl=" + negTTL(age-o.e.lifetime) + "; detail=stale-if-error"
 	c.serveFromSlices(w, r, o, sliceAnswer{age: age, hit: status, miss: status, k: -1})
 }
@@ -146,7 +146,7 @@ func (c *Cache) serveFromSlices(w http.ResponseWriter, r *http.Request, o *slice
 	if a.retry {
 		saved = h.Clone()
 	}
-	for k, v := range o.e.header {
+	for k, v := range o.e.header.All() {
 		h[k] = v
 	}
 	delete(h, "Content-Length") // ServeContent sets it for what it sends
@@ -155,7 +155,7 @@ func (c *Cache) serveFromSlices(w http.ResponseWriter, r *http.Request, o *slice
 		h["Content-Type"] = nil // no sniffing: serve what the origin sent
 	}
 	r = datePreconditions(r)
-	if notModifiedByDate(r, o.e.header, o.e.pol.responseTime) {
+	if notModifiedByDate(r, &o.e.header, o.e.pol.responseTime) {
 		delete(h, "Content-Type")
 		appendCacheStatus(h, c.cfg.Name+"; "+a.hit)
 		w.WriteHeader(http.StatusNotModified)

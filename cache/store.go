@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 )
@@ -17,21 +18,24 @@ import (
 // entry is one stored response. It is immutable once stored, except for
 // the soft-purge mark: an update stores a new entry.
 type entry struct {
-	key       string // full key: primary key plus the Vary part
-	status    int
-	header    http.Header
-	body      []byte
-	pol       policy
-	lifetime  time.Duration
-	heuristic bool
-	tags      []string    // surrogate keys
-	purged    atomic.Bool // soft purge: treat as stale
-	fast      fastState   // for LookupFast
-	reps      []*rep      // identity then encodings, when compressed at the edge (compress.go); else nil
-	encoded   bool        // encode has run
+	key      string // full key: primary key plus the Vary part
+	status   int
+	header   Fields // see fields.go
+	data     body   // see body.go
+	pol      storedPolicy
+	lifetime time.Duration
+	tags     string    // surrogate keys, separated by spaces (one string: every stored response holds an entry)
+	fast     fastState // for LookupFast
+	reps     []*rep    // identity then encodings, when compressed at the edge (compress.go); else nil
 
 	vary    *varyIndex // the index listing this variant, or nil
 	varySeq uint64     // the listing's seq in vary
+
+	// The small fields together, without padding between them: every
+	// stored response holds an entry (see entryOverhead).
+	purged    atomic.Bool // soft purge: treat as stale
+	heuristic bool
+	encoded   bool // encode has run
 }
 
 // varyIndex is stored under a primary key whose responses vary: it names
@@ -209,47 +213,6 @@ func (s *store) wouldAdmit(key string, cost int64) bool {
 	return s.adm.wouldAdmit(key, cost+residentOverhead)
 }
 
-// allocSize is what Go allocates for a body of n bytes (make([]byte, n)
-// rounded up to its size class), which a stored body's cost counts:
-// small objects to one of Go's size classes, large ones to whole 8 KiB
-// pages.
-func allocSize(n int64) int64 {
-	if n <= 0 {
-		return 0
-	}
-	if n > maxSmallSize {
-		return (n + 8191) &^ 8191
-	}
-	classes := sizeClasses()
-	i, _ := slices.BinarySearch(classes, int32(n))
-	return int64(classes[i])
-}
-
-// fitBody is b in an allocation of its size class: a body read by
-// growing a buffer (io.ReadAll, appends) may hold up to twice its length,
-// all of it counted in its cost; this copy holds none of that spare room.
-func fitBody(b []byte) []byte {
-	if int64(cap(b)) <= allocSize(int64(len(b))) {
-		return b
-	}
-	return slices.Clone(b)
-}
-
-// maxSmallSize is the largest of Go's small-object size classes.
-const maxSmallSize = 32 << 10
-
-// sizeClasses are Go's small-object size classes, found once by growing
-// slices (append rounds a slice's capacity up to its class).
-var sizeClasses = sync.OnceValue(func() []int32 {
-	var classes []int32
-	for n := 1; n <= maxSmallSize; {
-		c := cap(slices.Grow([]byte(nil), n))
-		classes = append(classes, int32(c))
-		n = c + 1
-	}
-	return classes
-})
-
 // drop removes key from the store.
 func (s *store) drop(key string) {
 	s.adm.remove(key, nil)
@@ -362,15 +325,15 @@ func (s *store) getVary(key string) *varyIndex {
 // index unlists it). TestResidentOverhead holds it to what the heap
 // grows by.
 func (e *entry) cost() int64 {
-	n := int64(cap(e.body)+len(e.key)) + entryOverhead + headerCost(e.header) // cap: the body's whole allocation
+	n := e.data.alloc() + allocSize(int64(len(e.key))) + entryOverhead + e.prepareBytes() + e.header.bytes()
 	if len(e.reps) == 0 {
-		n += encodingCost(e.header)
+		n += encodingCost(&e.header)
 	}
 	for i, r := range e.reps {
-		if i > 0 { // the identity body is e.body
-			n += int64(cap(r.body))
+		if i > 0 { // the identity body is e.data
+			n += r.data.alloc()
 		}
-		n += repOverhead + headerCost(r.header) + encodingCost(r.header)
+		n += repOverhead + r.header.bytes() + encodingCost(&r.header)
 	}
 	if e.vary != nil {
 		n += int64(len(e.key) + variantOverhead)
@@ -378,46 +341,41 @@ func (e *entry) cost() int64 {
 	return n
 }
 
-// Heap sizes for the costs: an entry with what prepare adds (its struct
-// is 432 bytes, allocated as 448); a representation; a header map, each
-// field in it (a map slot and its value slice) and each value (a string
-// header in the slice, and the string's allocation rounding).
-const (
-	entryOverhead  = 480
-	repOverhead    = 224
-	headerOverhead = 48
-	fieldOverhead  = 48
-	valueOverhead  = 24
+// Heap sizes for the costs: an entry's struct (as allocated; what
+// prepare adds is prepareBytes); a representation's (as allocated) with
+// its place in the entry's list, its Content-Length value and room for
+// what encode leaves. Fields count their own (Fields.bytes).
+var (
+	entryOverhead = allocSize(int64(unsafe.Sizeof(entry{})))
+	repOverhead   = allocSize(int64(unsafe.Sizeof(rep{}))) + 112
 )
 
 // encodingCost is the heap of the header block a fast path encodes for a
-// stored response's hits (Encodings, filled on its first hit): about its
-// fields as text, plus what a hit adds (status line, Age, Content-Length,
-// Cache-Status, the PoP's own fields). One protocol's, the usual case.
-func encodingCost(h http.Header) int64 {
+// stored response's hits (Encodings, filled on its first hit, see
+// Fields.EncodingBytes). One protocol's, the usual case.
+func encodingCost(h *Fields) int64 { return h.EncodingBytes() }
+
+// EncodingBytes is what the store counts for the header block a fast
+// path encodes for the hits of a response with these fields (Encodings):
+// the fields as HTTP/1.1 text, and encodingOverhead for what a hit adds.
+// A fast path keeps its block in an allocation of its length (its size
+// class) to stay within it.
+func (f *Fields) EncodingBytes() int64 {
 	n := int64(encodingOverhead)
-	for k, vs := range h {
-		for _, v := range vs {
-			n += int64(len(k) + len(v) + 4)
-		}
+	for _, s := range f.kv {
+		n += int64(len(s) + 2) // name, value: ": " and CRLF
 	}
 	return n
 }
 
-// encodingOverhead is what a hit's header block adds to the stored fields.
-const encodingOverhead = 256
-
-// headerCost is the heap a header map holds.
-func headerCost(h http.Header) int64 {
-	n := int64(headerOverhead)
-	for k, vs := range h {
-		n += int64(len(k)) + fieldOverhead
-		for _, v := range vs {
-			n += int64(len(v)) + valueOverhead
-		}
-	}
-	return n
-}
+// encodingOverhead is what a hit's header block adds to the stored
+// fields: the PoP's status line and fields (X-Served-By, Alt-Svc,
+// Timing-Allow-Origin, Content-Length, Accept-Ranges: 160 bytes for a
+// PoP named in 27 characters, TestEncodingsWithinTheirCost),
+// the block's size-class rounding and the slot's pointer (24). It was
+// 256 while blocks kept the spare room their appends grew (an HTTP/2
+// block of 282 bytes took 512).
+const encodingOverhead = 208
 
 // put stores e for ttl (freshness plus the longest stale window).
 func (s *store) put(e *entry, ttl time.Duration) bool {
@@ -427,7 +385,7 @@ func (s *store) put(e *entry, ttl time.Duration) bool {
 	ok := s.set(e.key, e, e.cost(), ttl)
 	if ok && len(e.tags) > 0 {
 		s.mu.Lock()
-		for _, t := range e.tags {
+		for t := range strings.FieldsSeq(e.tags) {
 			m := s.tags[t]
 			if m == nil {
 				m = map[string]struct{}{}
@@ -503,7 +461,7 @@ func (s *store) forgetTags(v any) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, t := range e.tags {
+	for t := range strings.FieldsSeq(e.tags) {
 		if m := s.tags[t]; m != nil {
 			delete(m, e.key)
 			if len(m) == 0 {
@@ -616,7 +574,7 @@ func normalizeField(name string, lines []string) string {
 
 // varyNames parses a response's Vary into canonical names; star reports
 // Vary: *, which is never reused.
-func varyNames(h http.Header) (names []string, star bool) {
+func varyNames(h fieldReader) (names []string, star bool) {
 	seen := map[string]bool{}
 	for _, l := range h.Values("Vary") {
 		for _, n := range strings.Split(l, ",") {

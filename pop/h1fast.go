@@ -111,7 +111,7 @@ func (s *Server) answerHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, req *
 	vals, v := s.appendHitValues((*bp)[:0], hit, edge, c.rtt.current(start, edge))
 	b, err := s.writeHit(tc, cc, hit, req.head, closeAfter, v, vals)
 	if s.alog.Wanted() {
-		method, bytes := "GET", int64(len(hit.Body))
+		method, bytes := "GET", int64(hit.Len())
 		if req.head {
 			method, bytes = "HEAD", 0
 		}
@@ -125,8 +125,9 @@ func (s *Server) answerHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, req *
 // writeHit writes a hit in HTTP/1.1 after the bytes of buf (which it
 // does not send): the stored response's header block (encoded once, see
 // h1Header), the per-request fields v, Connection: close when closing,
-// and the body; small responses in one TLS record, larger ones corked
-// into one write. It returns buf grown.
+// and the body (its two pieces, FastHit.Body and Tail); small responses
+// in one TLS record, larger ones corked into one write. It returns buf
+// grown.
 func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, closeAfter bool, v hitValues, buf []byte) ([]byte, error) {
 	block := encoding(&hit.Encoded.HTTP1, func() []byte { return s.h1Header(hit) })
 	start := len(buf)
@@ -145,23 +146,31 @@ func (s *Server) writeHit(tc io.Writer, cc *corkConn, hit *cache.FastHit, head, 
 	switch {
 	case head:
 		_, err = tc.Write(b[start:])
-	case len(b)+len(hit.Body) <= cap(b):
-		b = append(b, hit.Body...)
+	case len(b)+hit.Len() <= cap(b):
+		b = append(append(b, hit.Body...), hit.Tail...)
 		_, err = tc.Write(b[start:])
 	case cc == nil:
-		if _, err = tc.Write(b[start:]); err == nil {
-			_, err = tc.Write(hit.Body)
-		}
+		err = writeHitBody(tc, b[start:], hit)
 	default:
 		cc.cork()
-		if _, err = tc.Write(b[start:]); err == nil {
-			_, err = tc.Write(hit.Body)
-		}
+		err = writeHitBody(tc, b[start:], hit)
 		if ferr := cc.uncork(); err == nil {
 			err = ferr
 		}
 	}
 	return b, err
+}
+
+// writeHitBody writes head, then the hit's body, Body and Tail.
+func writeHitBody(w io.Writer, head []byte, hit *cache.FastHit) error {
+	for _, p := range [...][]byte{head, hit.Body, hit.Tail} {
+		if len(p) > 0 {
+			if _, err := w.Write(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // h1Header encodes hitFields as an HTTP/1.1 status line and fields, sorted

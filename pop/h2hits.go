@@ -32,17 +32,17 @@ type h2Hits struct {
 
 var _ h2.Hits = (*h2Hits)(nil)
 
-func (h *h2Hits) Hit(block []byte, head bool, authority, path, acceptEncoding string) ([]byte, []byte, bool) {
+func (h *h2Hits) Hit(block []byte, head bool, authority, path, acceptEncoding string) ([]byte, []byte, []byte, bool) {
 	s := h.s
 	t0 := time.Since(s.epoch) // the monotonic clock alone: cheaper than time.Now
 	st := s.router.lookup(authority)
 	if st == nil || h.sni != nil && h.sni != st {
-		return block, nil, false
+		return block, nil, nil, false
 	}
 	h.key = cache.AppendKey(h.key[:0], true, authority, path, st.route.Query)
 	hit, ok := s.cache.LookupFast(h.key, acceptEncoding)
 	if !ok || !s.admitHit(h.ip) {
-		return block, nil, false // the handler answers (a miss, 503 or 429)
+		return block, nil, nil, false // the handler answers (a miss, 503 or 429)
 	}
 	enc := encoding(&hit.Encoded.HTTP2, func() []byte { return fieldenc.AppendHPACKFields(nil, s.hitFields(&hit, true)) })
 	b := append(append(block, 0x88), enc...) // :status 200, indexed
@@ -56,20 +56,20 @@ func (h *h2Hits) Hit(block []byte, head bool, authority, path, acceptEncoding st
 		b = fieldenc.AppendHPACKField(b, "date", v.date)
 	}
 	b = fieldenc.AppendHPACKField(b, "server-timing", v.timing)
-	body := hit.Body
+	body, tail := hit.Body, hit.Tail
 	if head {
-		body = nil
+		body, tail = nil, nil
 	}
 	if h.logged = s.alog.Wanted(); h.logged {
 		h.method = "GET"
 		if head {
 			h.method = "HEAD"
 		}
-		h.host, h.path, h.bytes = authority, path, int64(len(body))
+		h.host, h.path, h.bytes = authority, path, int64(len(body)+len(tail))
 		h.nstatus = copy(h.status[:], v.status)
 		h.start, h.ttfb = hit.Now.Add(-edge), edge
 	}
-	return b, body, true
+	return b, body, tail, true
 }
 
 func (h *h2Hits) Done(served bool) {

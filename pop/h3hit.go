@@ -75,7 +75,7 @@ func (h *h3Hits) serve(w http.ResponseWriter, r *http.Request, t0 time.Duration)
 		if r.TLS != nil {
 			c.tls, c.resumed = r.TLS.Version, r.TLS.DidResume
 		}
-		bytes := int64(len(hit.Body))
+		bytes := int64(hit.Len())
 		if head {
 			bytes = 0
 		}
@@ -131,19 +131,22 @@ func (h *h3Hits) write(hs http3.HTTPStreamer, hit *cache.FastHit, head bool, v h
 	n := uint64(len(b) - h3FrameRoom)
 	start := h3FrameRoom - 1 - quicvarint.Len(n)
 	quicvarint.Append(append(b[start:start], 0x01), n) // HEADERS
-	var body []byte
+	var body, tail []byte
 	if !head {
-		b = quicvarint.Append(append(b, 0x00), uint64(len(hit.Body))) // DATA
-		if len(b)+len(hit.Body) <= cap(b) {
-			b = append(b, hit.Body...)
+		b = quicvarint.Append(append(b, 0x00), uint64(hit.Len())) // DATA
+		if len(b)+hit.Len() <= cap(b) {
+			b = append(append(b, hit.Body...), hit.Tail...)
 		} else {
-			body = hit.Body
+			body, tail = hit.Body, hit.Tail
 		}
 	}
 	qs := str.QUICStream()
 	_, err = qs.Write(b[start:])
-	if err == nil && body != nil {
+	if err == nil && len(body) > 0 {
 		_, err = qs.Write(body)
+	}
+	if err == nil && len(tail) > 0 {
+		_, err = qs.Write(tail)
 	}
 	*bp = b[:0]
 	if err != nil {

@@ -83,19 +83,19 @@ var acceptRangesBytes = []string{"bytes"}
 // cache's canonical form. Age, Cache-Status and (when the origin sent
 // none) Date change per request: see appendHitValues.
 func (s *Server) hitFields(hit *cache.FastHit, altSvc bool) http.Header {
-	h := make(http.Header, len(hit.Header)+4)
+	h := make(http.Header, hit.Header.Len()+4)
 	h["X-Served-By"] = s.servedBy
 	if altSvc && s.altSvc != nil {
 		h["Alt-Svc"] = s.altSvc
 	}
-	for k, v := range hit.Header {
+	for k, v := range hit.Header.All() {
 		h[k] = v
 	}
 	delete(h, "Age")
 	delete(h, "Cache-Status")
 	delete(h, "Connection")
 	h["Accept-Ranges"] = acceptRangesBytes
-	h["Content-Length"] = []string{strconv.Itoa(len(hit.Body))}
+	h["Content-Length"] = []string{strconv.Itoa(hit.Len())}
 	h["Timing-Allow-Origin"] = timingAllowAll // Server-Timing is per request: see appendHitValues
 	if hit.LastModified != nil {
 		h["Last-Modified"] = hit.LastModified
@@ -119,7 +119,7 @@ func (s *Server) appendHitValues(b []byte, hit *cache.FastHit, edge, rtt time.Du
 	j := len(b)
 	b = cache.AppendHitStatus(b, s.cfg.Name, hit.TTL)
 	k := len(b)
-	if _, ok := hit.Header["Date"]; !ok {
+	if !hit.Header.Has("Date") {
 		b = hit.Now.UTC().AppendFormat(b, http.TimeFormat)
 	}
 	l := len(b)
@@ -128,12 +128,15 @@ func (s *Server) appendHitValues(b []byte, hit *cache.FastHit, edge, rtt time.Du
 }
 
 // encoding returns a stored response's encoding in slot, making it with
-// encode on the first hit.
+// encode on the first hit. It keeps an exact copy: the spare room encode's
+// appends grew (up to as much again) is not kept with every stored
+// response, whose cost counts its block (cache.Fields.EncodingBytes).
 func encoding(slot *atomic.Pointer[[]byte], encode func() []byte) []byte {
 	if p := slot.Load(); p != nil {
 		return *p
 	}
 	b := encode()
+	b = append(make([]byte, 0, len(b)), b...)
 	slot.CompareAndSwap(nil, &b)
 	return *slot.Load()
 }

@@ -41,19 +41,19 @@ type countingHits struct {
 	done, lost int
 }
 
-func (h *countingHits) Hit(block []byte, head bool, authority, path, acceptEncoding string) ([]byte, []byte, bool) {
+func (h *countingHits) Hit(block []byte, head bool, authority, path, acceptEncoding string) ([]byte, []byte, []byte, bool) {
 	h.mu.Lock()
 	h.asked++
 	h.mu.Unlock()
 	if path != "/hit" {
-		return block, nil, false
+		return block, nil, nil, false
 	}
 	b := fieldenc.AppendHPACKStatus(block, 200)
 	b = fieldenc.AppendHPACKField(b, "content-length", "8")
 	if head {
-		return b, nil, true
+		return b, nil, nil, true
 	}
-	return b, []byte("hit body"), true
+	return b, []byte("hit "), []byte("body"), true // in two pieces, as the cache may keep it
 }
 
 func (h *countingHits) Done(served bool) {

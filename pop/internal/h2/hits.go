@@ -16,9 +16,12 @@ func (c *Conn) serveHit(mh *http2.MetaHeadersFrame) bool {
 	if !ok {
 		return false
 	}
-	b, body, ok := c.hits.Hit(c.hbuf[:0], head, authority, path, ae)
+	b, body, tail, ok := c.hits.Hit(c.hbuf[:0], head, authority, path, ae)
 	if !ok {
 		return false
+	}
+	if len(body) == 0 {
+		body, tail = tail, nil
 	}
 	c.hbuf = b
 	id := mh.StreamID
@@ -29,11 +32,13 @@ func (c *Conn) serveHit(mh *http2.MetaHeadersFrame) bool {
 		c.appendHeaders(id, b, true)
 		return true
 	}
-	if n := int64(len(body)); n <= min(int64(c.sendConn), c.peerInit) {
+	if n := int64(len(body) + len(tail)); n <= min(int64(c.sendConn), c.peerInit) {
 		c.hits.Done(true)
 		c.appendHeaders(id, b, false)
 		c.sendConn.take(n)
-		c.appendDataFlushing(id, body, true)
+		if c.appendDataFlushing(id, body, len(tail) == 0) == nil && len(tail) > 0 {
+			c.appendDataFlushing(id, tail, true)
+		}
 		return true
 	}
 	// Not enough send window: a goroutine waits for it.
@@ -46,8 +51,8 @@ func (c *Conn) serveHit(mh *http2.MetaHeadersFrame) bool {
 	block := append([]byte(nil), b...)
 	go func() {
 		defer c.streamDone(st)
-		if c.writeHeaders(st, block, false) == nil {
-			c.writeData(st, body, true)
+		if c.writeHeaders(st, block, false) == nil && c.writeData(st, body, len(tail) == 0) == nil && len(tail) > 0 {
+			c.writeData(st, tail, true)
 		}
 	}()
 	return true

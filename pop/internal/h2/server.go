@@ -69,11 +69,12 @@ type Server struct {
 type Hits interface {
 	// Hit appends to block the whole response header block for such a
 	// request (:status included, encoded as package fieldenc does) and
-	// returns it with the body. acceptEncoding is the request's one
+	// returns it with the body, in two pieces (body then tail, as
+	// cache.FastHit keeps it; either may be empty). acceptEncoding is the request's one
 	// accept-encoding field, or "" (a request with two is not plain). ok
 	// false sends the request to the Handler. A request Hit answers is
 	// the hook's until Done.
-	Hit(block []byte, head bool, authority, path, acceptEncoding string) (out, body []byte, ok bool)
+	Hit(block []byte, head bool, authority, path, acceptEncoding string) (out, body, tail []byte, ok bool)
 	// Done reports what became of the last answer Hit gave: served (its
 	// frames are queued; called before they are written, so a count made
 	// here is visible to a client that has the answer) or not (the
