@@ -147,15 +147,8 @@ func TestTicketKeysResumeAcrossServers(t *testing.T) {
 	clock := func() time.Time { return now }
 	secret := []byte(strings.Repeat("s", 32))
 	newServer := func(secret []byte) string {
-		keys, err := NewTicketKeys(TicketKeysConfig{Secret: secret, Rotation: time.Hour, Keep: 1, Now: clock})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := ServerConfig{GetCertificate: StaticCertificate(leaf), Tickets: keys, NextProtos: []string{"http/1.1"}}.TLSConfig()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return serveTLS(t, cfg)
+		_, addr := ticketServer(t, leaf, secret, clock)
+		return addr
 	}
 	popEU, popNA, other := newServer(secret), newServer(secret), newServer([]byte(strings.Repeat("x", 32)))
 
@@ -199,17 +192,7 @@ func TestTicketKeysSetSecret(t *testing.T) {
 	var now time.Time
 	clock := func() time.Time { return now }
 	oldSecret, newSecret := []byte(strings.Repeat("o", 32)), []byte(strings.Repeat("n", 32))
-	newServer := func(secret []byte) (*TicketKeys, string) {
-		keys, err := NewTicketKeys(TicketKeysConfig{Secret: secret, Rotation: time.Hour, Keep: 1, Now: clock})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := ServerConfig{GetCertificate: StaticCertificate(leaf), Tickets: keys, NextProtos: []string{"http/1.1"}}.TLSConfig()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return keys, serveTLS(t, cfg)
-	}
+	newServer := func(secret []byte) (*TicketKeys, string) { return ticketServer(t, leaf, secret, clock) }
 	rotated, popEU := newServer(oldSecret)
 	_, popNA := newServer(newSecret) // a PoP that only ever had the new secret
 	tests := []struct {
@@ -407,4 +390,20 @@ func localhostLeaf(t *testing.T) (*LabCA, tls.Certificate) {
 		t.Fatal(err)
 	}
 	return ca, leaf
+}
+
+// ticketServer serves TLS with leaf and ticket keys from secret (hourly
+// rotation, one older key kept, on clock) until the test ends, and
+// returns the keys and its address.
+func ticketServer(t *testing.T, leaf tls.Certificate, secret []byte, clock func() time.Time) (*TicketKeys, string) {
+	t.Helper()
+	keys, err := NewTicketKeys(TicketKeysConfig{Secret: secret, Rotation: time.Hour, Keep: 1, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ServerConfig{GetCertificate: StaticCertificate(leaf), Tickets: keys, NextProtos: []string{"http/1.1"}}.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys, serveTLS(t, cfg)
 }
