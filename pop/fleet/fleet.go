@@ -361,11 +361,7 @@ func (f *Fleet) markApplied(seq uint64) {
 		f.ahead = map[uint64]bool{}
 	}
 	f.ahead[seq] = true
-	for f.ahead[a+1] {
-		delete(f.ahead, a+1)
-		a++
-	}
-	f.applied.Store(a)
+	f.advance(a)
 }
 
 // appliedFloor raises applied to at least seq: what is below the
@@ -374,8 +370,7 @@ func (f *Fleet) markApplied(seq uint64) {
 func (f *Fleet) appliedFloor(seq uint64) {
 	f.appliedMu.Lock()
 	defer f.appliedMu.Unlock()
-	a := f.applied.Load()
-	if seq <= a {
+	if seq <= f.applied.Load() {
 		return
 	}
 	for k := range f.ahead {
@@ -383,11 +378,17 @@ func (f *Fleet) appliedFloor(seq uint64) {
 			delete(f.ahead, k)
 		}
 	}
-	for f.ahead[seq+1] {
-		delete(f.ahead, seq+1)
-		seq++
+	f.advance(seq)
+}
+
+// advance stores applied as a moved past the purges in ahead that follow
+// it without a gap. Caller holds appliedMu.
+func (f *Fleet) advance(a uint64) {
+	for f.ahead[a+1] {
+		delete(f.ahead, a+1)
+		a++
 	}
-	f.applied.Store(seq)
+	f.applied.Store(a)
 }
 
 // heartbeat renews the PoP's record in the fleet.
