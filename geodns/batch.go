@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -94,6 +95,7 @@ func (b *batchUDP) start(errc chan<- error) {
 	}
 	if raw, err := newRawSocket(b.conn); err == nil {
 		b.raw = raw
+		b.handoff.raw.Store(raw)
 	}
 	for range min(runtime.GOMAXPROCS(0), maxBatchLoops) {
 		loop := b.loop
@@ -108,7 +110,8 @@ func (b *batchUDP) start(errc chan<- error) {
 	}
 }
 
-// stop ends the loops and waits for them.
+// stop ends the loops and waits for them. The socket stays open for
+// miekg/dns's replies to what was handed over, until close.
 func (b *batchUDP) stop() {
 	b.mu.Lock()
 	b.stopped = true
@@ -117,11 +120,22 @@ func (b *batchUDP) stop() {
 	if raw != nil {
 		raw.wake()
 		b.loops.Wait()
-		raw.close()
 		return
 	}
 	b.conn.SetReadDeadline(time.Unix(1, 0)) // unblocks ReadBatch
 	b.loops.Wait()
+}
+
+// close closes the socket, after stop.
+func (b *batchUDP) close() {
+	b.mu.Lock()
+	raw := b.raw
+	b.mu.Unlock()
+	if raw != nil {
+		raw.close()
+		return
+	}
+	b.conn.Close()
 }
 
 func (b *batchUDP) isStopped() bool {
@@ -190,9 +204,11 @@ func (b *batchUDP) write(ms []ipv4.Message) {
 
 // handoffConn is the net.PacketConn that miekg/dns's UDP server reads from
 // when the batch loops own the socket: it reads the queries they hand
-// over and writes its replies to the socket.
+// over and writes its replies to the socket (through raw once the loops
+// use it: conn is closed then).
 type handoffConn struct {
 	conn   *net.UDPConn
+	raw    atomic.Pointer[rawSocket]
 	in     chan handed
 	done   chan struct{}
 	closed sync.Once
@@ -260,7 +276,12 @@ func (c *handoffConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-func (c *handoffConn) WriteTo(b []byte, addr net.Addr) (int, error) { return c.conn.WriteTo(b, addr) }
+func (c *handoffConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if r := c.raw.Load(); r != nil {
+		return r.sendTo(b, addr)
+	}
+	return c.conn.WriteTo(b, addr)
+}
 
 // Close stops reads; the socket is the Server's to close.
 func (c *handoffConn) Close() error {

@@ -62,18 +62,19 @@ func (s *Server) answerFast(pkt []byte, src netip.AddrPort, now time.Time, p pla
 		e = s.buildEntry(st, s.gen.Load(), pkt, p, src, now)
 		s.memo.put(e)
 	}
-	if e.slow {
+	a := e.ans
+	if a == nil {
 		return 0, declined
 	}
 	i := 0
-	if e.geo {
-		i = e.route.pickIndex(s.roll(), rollAt(e.seed, now))
-		for _, c := range e.steered[i] {
+	if a.geo {
+		i = a.pick.pickIndex(s.roll(), rollAt(e.seed, now))
+		for _, c := range a.steered[i] {
 			c.Inc()
 		}
 	}
-	e.queries.Inc()
-	w := e.option(i)
+	a.queries.Inc()
+	w := a.option(i)
 	if st.rrl != nil {
 		v := st.rrl.check(src.Addr())
 		s.metrics.limit(v)
@@ -81,15 +82,16 @@ func (s *Server) answerFast(pkt []byte, src netip.AddrPort, now time.Time, p pla
 		case drop:
 			return 0, withheld
 		case slipTC:
-			w = &e.slip
+			w = &a.slip
 		}
 	}
 	n := copy(out, w.b)
 	out[0], out[1] = pkt[0], pkt[1]
-	name := pkt[12 : 12+e.nameLen]
+	name := pkt[12 : 12+a.nameLen]
 	for _, at := range w.names[:w.n] {
 		copy(out[at:], name)
 	}
+	copy(out[n-int(w.tail):n], pkt[len(pkt)-int(w.tail):])
 	return n, answered
 }
 

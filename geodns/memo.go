@@ -41,19 +41,35 @@ type memo struct {
 }
 
 // shared is what the entries of one generation have in common: the
-// options of their routes and the metrics' series of each option. A busy
-// memo holds thousands of entries (one per ECS prefix) naming a few
-// routes; shared, these stay in the CPU's caches, where an entry's own
-// copies would be cache misses in every query it answers.
+// options of their routes with the metrics' series of each option, and
+// their answers. A busy memo holds thousands of entries (one per ECS
+// prefix) answering with a few sets of replies; shared, these stay in the
+// CPU's caches, where an entry's own copies would be cache misses in
+// every query it answers.
 type shared struct {
-	mu     sync.Mutex // guards gen, routes
-	gen    uint64
-	routes map[string]sharedRoute
+	mu      sync.Mutex // guards gen, routes, answers
+	gen     uint64
+	routes  map[string]sharedRoute
+	answers map[string]*answers // by answers.shareKey
 }
 
 type sharedRoute struct {
 	options []option
 	steered [][]prometheus.Counter // per option
+}
+
+// maxSharedAnswers bounds shared.answers; an entry built when it is full
+// keeps its answers to itself.
+const maxSharedAnswers = 4096
+
+// at readies sh for generation gen, forgetting an older one's, and
+// reports whether gen is sh's: an entry of an older generation shares
+// nothing. sh.mu is held.
+func (sh *shared) at(gen uint64) bool {
+	if gen > sh.gen || sh.routes == nil {
+		sh.gen, sh.routes, sh.answers = gen, map[string]sharedRoute{}, map[string]*answers{}
+	}
+	return gen == sh.gen
 }
 
 // route returns r's options and their series, those of generation gen's
@@ -75,20 +91,37 @@ func (sh *shared) route(gen uint64, m *metrics, r route) sharedRoute {
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if gen > sh.gen || sh.routes == nil {
-		sh.gen, sh.routes = gen, map[string]sharedRoute{}
-	}
-	if sr, ok := sh.routes[string(k)]; ok && gen == sh.gen {
+	current := sh.at(gen)
+	if sr, ok := sh.routes[string(k)]; ok && current {
 		return sr
 	}
 	sr := sharedRoute{options: slices.Clone(r.options)}
 	for i := range r.options {
 		sr.steered = append(sr.steered, m.steeredCounters(r, &r.options[i]))
 	}
-	if gen == sh.gen {
+	if current {
 		sh.routes[string(k)] = sr
 	}
 	return sr
+}
+
+// intern returns generation gen's answers equal to a (see answers.same)
+// if it holds one, else a, which it holds from then on if there is room.
+// It reports whether a is new: the entry that built it then pays for it.
+func (sh *shared) intern(gen uint64, a *answers) (*answers, bool) {
+	k := a.shareKey()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.at(gen) {
+		return a, true
+	}
+	if old, ok := sh.answers[k]; ok && old.same(a) {
+		return old, false
+	}
+	if len(sh.answers) < maxSharedAnswers {
+		sh.answers[k] = a
+	}
+	return a, true
 }
 
 // maxMemoBytes bounds the memo: some 20,000 keys of a geo name with three
@@ -100,28 +133,34 @@ func newMemo(max int) *memo {
 	return &memo{max: max, seed: maphash.MakeSeed(), m: map[uint64]*entry{}}
 }
 
-// entry is the precomputed answer for one memo key. What a query reads
-// comes first, and the key and the replies' bytes share one allocation
-// (pack): a lookup in a busy memo, past the CPU's caches, then waits for
-// two lines of memory, the entry's and its bytes', where pointers to
-// separate pieces cost a wait each.
+// entry is the precomputed answer for one memo key: the key, what
+// decides whether it still holds, and its answers, which entries with
+// the same replies share (shared.intern). A lookup in a busy memo, past
+// the CPU's caches, waits for the entry's line and its key's; the
+// answers are among a few that stay in the caches.
 type entry struct {
-	key []byte
 	gen uint64
 	// expires is when (UnixNano) a measurement the route counted goes
 	// stale; 0 if none did.
 	expires int64
-	size    int // bytes held, about
-	// slow is set for a key the slow path answers (a forwarded name, an
+	// seed is rollSeed of the client, for a geo answer.
+	seed uint64
+	key  []byte
+	// ans is nil for a key the slow path answers (a forwarded name, an
 	// answer too big for the client's UDP size, ...).
-	slow bool
-	// geo is set when the answer is one of route's options, picked per
-	// query; seed is rollSeed of the client.
+	ans  *answers
+	size int // bytes held, about
+}
+
+// answers is what entries answer with: the replies in wire form for
+// each option of a route, the option picked per query for a geo name.
+type answers struct {
+	// geo is set when the answer is one of pick's options, picked per
+	// query (pick holds only the options).
 	geo     bool
-	route   route
-	seed    uint64
+	pick    route
 	nameLen int
-	// first is the reply for route's first option (or the only one);
+	// first is the reply for the route's first option (or the only one);
 	// rest are the others' in turn.
 	first wire
 	slip  wire // the reply that rate limiting slips
@@ -129,14 +168,66 @@ type entry struct {
 	// queries and steered are the metrics' series the answer counts in.
 	queries prometheus.Counter
 	steered [][]prometheus.Counter // per option
+	size    int                    // bytes held, about
 }
 
-// wire is a reply with ID 0 and the query's name in lowercase at each of
-// names[:n] (nameLen bytes).
+// wire is a reply with ID 0, the query's name in lowercase at each of
+// names[:n] (nameLen bytes), and, in its last tail bytes, the address of
+// the query's ECS option, which ends the query too.
 type wire struct {
 	b     []byte
 	names [maxNameCopies]uint16
 	n     uint8
+	tail  uint8
+}
+
+// option returns the reply for route's option i.
+func (a *answers) option(i int) *wire {
+	if i == 0 {
+		return &a.first
+	}
+	return &a.rest[i-1]
+}
+
+// wires calls f with each of a's replies.
+func (a *answers) wires(f func(w *wire)) {
+	f(&a.first)
+	f(&a.slip)
+	for i := range a.rest {
+		f(&a.rest[i])
+	}
+}
+
+// shareKey is a's replies without their tails, with where they are
+// patched: answers of equal keys differ at most in what the patching
+// overwrites, and in their route and series, which same compares.
+func (a *answers) shareKey() string {
+	k := []byte{0}
+	if a.geo {
+		k[0] = 1
+	}
+	k = binary.LittleEndian.AppendUint16(k, uint16(a.nameLen))
+	a.wires(func(w *wire) {
+		k = binary.LittleEndian.AppendUint16(k, uint16(len(w.b)))
+		k = append(k, w.n, w.tail)
+		for _, at := range w.names[:w.n] {
+			k = binary.LittleEndian.AppendUint16(k, at)
+		}
+		k = append(k, w.b[:len(w.b)-int(w.tail)]...)
+	})
+	return string(k)
+}
+
+// same reports whether b answers as a does, given equal share keys: the
+// same route options (shared.route's) and series.
+func (a *answers) same(b *answers) bool {
+	if a.queries != b.queries || len(a.pick.options) != len(b.pick.options) || len(a.steered) != len(b.steered) {
+		return false
+	}
+	if len(a.pick.options) > 0 && &a.pick.options[0] != &b.pick.options[0] {
+		return false
+	}
+	return len(a.steered) == 0 || &a.steered[0] == &b.steered[0]
 }
 
 // maxNameCopies is how many copies of the query's name a memoised reply
@@ -144,17 +235,9 @@ type wire struct {
 // compressed); one with more is left to the slow path.
 const maxNameCopies = 8
 
-// option returns the reply for route's option i.
-func (e *entry) option(i int) *wire {
-	if i == 0 {
-		return &e.first
-	}
-	return &e.rest[i-1]
-}
-
-// entryOverhead is about what an entry costs besides its bytes: the
-// struct, its slices' headers, map slot and counters.
-const entryOverhead = 512
+// entryOverhead is about what an entry costs besides its key: the
+// struct and its map slot.
+const entryOverhead = 128
 
 func (c *memo) hash(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
 
@@ -266,13 +349,22 @@ func (c *memo) held() int {
 // asked. A reply that cannot be patched so, or that the slow path should
 // answer each time, makes a slow entry.
 func (s *Server) buildEntry(st *state, gen uint64, pkt []byte, p plain, src netip.AddrPort, now time.Time) *entry {
-	e := &entry{gen: gen, nameLen: p.nameEnd - 12, size: entryOverhead + len(p.key)}
+	key := slices.Clone(p.key)
+	e := &entry{key: key, gen: gen, size: entryOverhead + len(key)}
+	a := &answers{nameLen: p.nameEnd - 12}
 	b := &entryBuilder{s: s, st: st, w: memoWriter{net.UDPAddrFromAddrPort(src)}}
-	lower, upper := spell(pkt, p.nameEnd, false), spell(pkt, p.nameEnd, true)
-	if err := b.fill(e, lower, upper); err != nil {
-		return &entry{key: slices.Clone(p.key), gen: gen, slow: true, size: entryOverhead + len(p.key)}
+	if key[0]&keyECS != 0 {
+		b.ecs = pkt[len(pkt)-(int(key[8])+7)/8:]
 	}
-	e.pack(p.key)
+	lower, upper := spell(pkt, p.nameEnd, false), spell(pkt, p.nameEnd, true)
+	if err := b.fill(e, a, lower, upper); err != nil {
+		return e
+	}
+	a.pack()
+	var isNew bool
+	if e.ans, isNew = s.memo.shared.intern(gen, a); isNew {
+		e.size += a.size
+	}
 	if b.saved != nil && !b.saved.until.IsZero() {
 		s.rtt.mu.Lock()
 		rttNow := s.rtt.now()
@@ -310,64 +402,58 @@ type entryBuilder struct {
 	s  *Server
 	st *state
 	w  memoWriter
+	// ecs is the address of the query's ECS option (its last bytes), nil
+	// without one.
+	ecs []byte
 	// saved is the route of the first reply; later ones answer its
 	// options in turn. client is the address it was decided for.
 	saved  *route
 	client netip.Addr
 }
 
-func (b *entryBuilder) fill(e *entry, lower, upper []byte) error {
-	w, queries, err := b.spelt(e, lower, upper, 0, send)
+func (b *entryBuilder) fill(e *entry, a *answers, lower, upper []byte) error {
+	w, queries, err := b.spelt(a, lower, upper, 0, send)
 	if err != nil {
 		return err
 	}
-	e.queries = queries
-	e.first = w
+	a.queries = queries
+	a.first = w
 	if b.saved != nil {
-		e.geo, e.route, e.seed = true, *b.saved, rollSeed(b.client)
-		for i := range e.route.options {
+		a.geo, e.seed = true, rollSeed(b.client)
+		for i := range b.saved.options {
 			if i > 0 {
-				if w, _, err = b.spelt(e, lower, upper, i, send); err != nil {
+				if w, _, err = b.spelt(a, lower, upper, i, send); err != nil {
 					return err
 				}
-				e.rest = append(e.rest, w)
+				a.rest = append(a.rest, w)
 			}
 		}
-		sr := b.s.memo.shared.route(e.gen, b.s.metrics, e.route)
-		e.route.options, e.steered = sr.options, sr.steered
+		sr := b.s.memo.shared.route(e.gen, b.s.metrics, *b.saved)
+		a.pick.options, a.steered = sr.options, sr.steered
 	}
-	if e.slip, _, err = b.spelt(e, lower, upper, 0, slipTC); err != nil {
+	if a.slip, _, err = b.spelt(a, lower, upper, 0, slipTC); err != nil {
 		return err
 	}
-	e.size += len(e.first.b) + len(e.slip.b) + 256 // and their options, counters, slice headers
-	for _, w := range e.rest {
-		e.size += len(w.b) + 128
-	}
+	a.size = 256 // the struct, its options, counters, slice headers
+	a.wires(func(w *wire) { a.size += len(w.b) + 64 })
 	return nil
 }
 
-// pack copies key and the replies' bytes into one allocation.
-func (e *entry) pack(key []byte) {
-	n := len(key) + len(e.first.b) + len(e.slip.b)
-	for _, w := range e.rest {
-		n += len(w.b)
-	}
+// pack copies the replies' bytes into one allocation.
+func (a *answers) pack() {
+	n := 0
+	a.wires(func(w *wire) { n += len(w.b) })
 	buf := make([]byte, 0, n)
-	put := func(b []byte) []byte {
-		buf = append(buf, b...)
-		return buf[len(buf)-len(b) : len(buf) : len(buf)]
-	}
-	e.key = put(key)
-	e.first.b = put(e.first.b)
-	e.slip.b = put(e.slip.b)
-	for i := range e.rest {
-		e.rest[i].b = put(e.rest[i].b)
-	}
+	a.wires(func(w *wire) {
+		buf = append(buf, w.b...)
+		w.b = buf[len(buf)-len(w.b) : len(buf) : len(buf)]
+	})
 }
 
 // spelt is the reply for option i and verdict v to both spellings, as one
-// wire: where the two differ is where the name is copied.
-func (b *entryBuilder) spelt(e *entry, lower, upper []byte, i int, v verdict) (wire, prometheus.Counter, error) {
+// wire: where the two differ is where the name is copied. Its tail is
+// the ECS address if the reply ends with it, past every copy of the name.
+func (b *entryBuilder) spelt(a *answers, lower, upper []byte, i int, v verdict) (wire, prometheus.Counter, error) {
 	wireL, queries, err := b.reply(lower, i, v)
 	if err != nil {
 		return wire{}, nil, err
@@ -376,11 +462,14 @@ func (b *entryBuilder) spelt(e *entry, lower, upper []byte, i int, v verdict) (w
 	if err != nil {
 		return wire{}, nil, err
 	}
-	at, err := namesAt(wireL, wireU, upper[12:12+e.nameLen])
+	at, err := namesAt(wireL, wireU, upper[12:12+a.nameLen])
 	if err != nil {
 		return wire{}, nil, err
 	}
 	w := wire{b: wireL, n: uint8(len(at))}
+	if len(b.ecs) > 0 && bytes.HasSuffix(wireL, b.ecs) && (len(at) == 0 || at[len(at)-1]+a.nameLen <= len(wireL)-len(b.ecs)) {
+		w.tail = uint8(len(b.ecs))
+	}
 	for i, a := range at {
 		w.names[i] = uint16(a)
 	}

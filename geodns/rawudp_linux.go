@@ -9,12 +9,38 @@ import (
 	"net/netip"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// udpControl is the UDP socket's net.ListenConfig.Control: it sets
+// IP_PMTUDISC_OMIT (IPV6_PMTUDISC_OMIT), as gdnsd, PowerDNS and Knot do
+// on their DNS sockets. Replies then go without DF and ignore path MTU
+// that ICMP messages claim, which an attacker can forge to have answers
+// fragmented (and fragments spoofed); a reply bigger than the link's MTU
+// is still fragmented. It also spares each send the route's PMTU lookup.
+func udpControl(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if network == "udp6" {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_OMIT)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("udp socket: path MTU discovery off: %w", serr)
+	}
+	return nil
+}
 
 // rawSocket is how the batch loops read and write the UDP socket on
 // Linux: recvmmsg and sendmmsg called directly, each loop on its own OS
@@ -33,21 +59,37 @@ import (
 // P to others meanwhile. Under dnsperf this took the server's context
 // switches from some 12k to 2.6k a second, and most of sysmon's work.
 //
-// The descriptor is put in blocking mode for all who share it, which
-// only miekg/dns's replies to the queries handed to it (WriteTo) do: a
-// UDP send blocks, if ever, only while the socket's send buffer is full.
-// stop wakes the loops with shutdown(SHUT_RD); a receive timeout
-// (rawReadTimeoutUsec) bounds the wait should that not wake one.
+// The socket is the duplicate's alone: newRawSocket closes the
+// net.UDPConn it came from, which takes the socket out of the Go
+// runtime's epoll set. Left there, every datagram the socket received
+// and every reply of its own that the kernel freed woke the epoll entry
+// (ep_poll_callback, under a lock with interrupts off): about 2% of the
+// server's CPU under dnsperf, in sock_wfree alone, for a registration
+// nobody waits on. miekg/dns's replies to the queries handed to it go
+// out through sendTo, in blocking mode: a UDP send blocks, if ever, only
+// while the socket's send buffer is full. stop wakes the loops with
+// shutdown(SHUT_RD); a receive timeout (rawReadTimeoutUsec) bounds the
+// wait should that not wake one.
 type rawSocket struct {
 	fd      int
+	ip4     bool // bound to an IPv4 address (else IPv6)
 	stopped atomic.Bool
+
+	mu     sync.RWMutex // guards closed; sendTo holds it for reading while it uses fd
+	closed bool
 }
 
 // rawReadTimeoutUsec is SO_RCVTIMEO of the duplicate: how long at most a loop
 // sleeps in recvmmsg without looking at stopped.
 const rawReadTimeoutUsec = 100_000
 
+// newRawSocket duplicates conn's descriptor and, once it has, closes
+// conn (see rawSocket).
 func newRawSocket(conn *net.UDPConn) (*rawSocket, error) {
+	la, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return nil, fmt.Errorf("udp socket: local address %v", conn.LocalAddr())
+	}
 	sc, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -67,7 +109,8 @@ func newRawSocket(conn *net.UDPConn) (*rawSocket, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("udp socket: %w", err)
 	}
-	return &rawSocket{fd: fd}, nil
+	conn.Close()
+	return &rawSocket{fd: fd, ip4: la.IP.To4() != nil}, nil
 }
 
 // wake tells the loops to end and wakes them.
@@ -76,8 +119,56 @@ func (r *rawSocket) wake() {
 	unix.Shutdown(r.fd, unix.SHUT_RD) // ENOTCONN on a UDP socket, but it wakes the readers
 }
 
-// close releases the duplicate once the loops have ended.
-func (r *rawSocket) close() { unix.Close(r.fd) }
+// close closes the socket once the loops have ended; a later sendTo
+// fails with net.ErrClosed.
+func (r *rawSocket) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		r.closed = true
+		unix.Close(r.fd)
+	}
+}
+
+// sendTo writes one datagram b to addr, a *net.UDPAddr: miekg/dns's
+// replies (handoffConn.WriteTo).
+func (r *rawSocket) sendTo(b []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: fmt.Errorf("%T is not a UDP address", addr)}
+	}
+	var sa unix.Sockaddr
+	if r.ip4 {
+		ip := ua.IP.To4()
+		if ip == nil {
+			return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: errors.New("not an IPv4 address")}
+		}
+		sa = &unix.SockaddrInet4{Port: ua.Port, Addr: [4]byte(ip)}
+	} else {
+		ip := ua.IP.To16()
+		if ip == nil {
+			return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: errors.New("not an IP address")}
+		}
+		sa6 := &unix.SockaddrInet6{Port: ua.Port, Addr: [16]byte(ip)}
+		if ua.Zone != "" {
+			if id, err := strconv.Atoi(ua.Zone); err == nil {
+				sa6.ZoneId = uint32(id)
+			} else if ifi, err := net.InterfaceByName(ua.Zone); err == nil {
+				sa6.ZoneId = uint32(ifi.Index)
+			}
+		}
+		sa = sa6
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return 0, net.ErrClosed
+	}
+	if err := unix.Sendto(r.fd, b, 0, sa); err != nil {
+		return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: err}
+	}
+	return len(b), nil
+}
 
 // rawBatch is one loop's buffers: the headers point into them, so they
 // are allocated once, on the heap, and never move.

@@ -212,7 +212,8 @@ func (s *Server) Listen() error {
 	if s.tcpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	if s.udpConn, err = net.ListenPacket("udp", s.tcpLn.Addr().String()); err != nil {
+	lc := net.ListenConfig{Control: udpControl}
+	if s.udpConn, err = lc.ListenPacket(context.Background(), "udp", s.tcpLn.Addr().String()); err != nil {
 		s.tcpLn.Close()
 		return fmt.Errorf("listen (udp): %w", err)
 	}
@@ -299,7 +300,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.checks.Wait()
 	if s.batch != nil {
-		s.udpConn.Close()
+		s.batch.close()
 	}
 	return errors.Join(errs...)
 }
