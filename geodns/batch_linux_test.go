@@ -5,9 +5,14 @@ package geodns
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
@@ -50,5 +55,42 @@ func TestRawSocketBothFamilies(t *testing.T) {
 				t.Errorf("query with a COOKIE (miekg/dns's) = rcode %d, %d answers; want one answer", r.Rcode, len(r.Answer))
 			}
 		})
+	}
+}
+
+// TestRawSocketOptions: the batch loops' socket is out of the Go
+// runtime's epoll set (no epoll wakeup per datagram received or sent;
+// rawSocket), and sends without DF, ignoring path MTU (udpControl).
+func TestRawSocketOptions(t *testing.T) {
+	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
+	query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.3.0/24")
+	s.batch.mu.Lock()
+	raw := s.batch.raw
+	s.batch.mu.Unlock()
+	if raw == nil {
+		t.Fatal("the batch loops do not use the raw socket")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(raw.fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	ino := fmt.Sprintf("ino:%x", st.Ino)
+	infos, err := filepath.Glob("/proc/self/fdinfo/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range infos {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // closed since the listing
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if fields := strings.Fields(line); len(fields) > 0 && fields[0] == "tfd:" && slices.Contains(fields, ino) {
+				t.Errorf("the UDP socket (%s) is in the epoll set of %s: %s", ino, f, line)
+			}
+		}
+	}
+	if v, err := unix.GetsockoptInt(raw.fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER); err != nil || v != unix.IP_PMTUDISC_OMIT {
+		t.Errorf("IP_MTU_DISCOVER = %d (%v), want IP_PMTUDISC_OMIT (%d)", v, err, unix.IP_PMTUDISC_OMIT)
 	}
 }
