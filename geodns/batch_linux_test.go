@@ -60,7 +60,7 @@ func TestRawSocketBothFamilies(t *testing.T) {
 
 // TestRawSocketOptions: the batch loops' socket is out of the Go
 // runtime's epoll set (no epoll wakeup per datagram received or sent;
-// rawSocket), and sends without DF, ignoring path MTU (udpControl).
+// rawSocket), and sends with DF, ignoring path MTU (udpControl).
 func TestRawSocketOptions(t *testing.T) {
 	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
 	query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.3.0/24")
@@ -90,7 +90,7 @@ func TestRawSocketOptions(t *testing.T) {
 			}
 		}
 	}
-	if v, err := unix.GetsockoptInt(raw.fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER); err != nil || v != unix.IP_PMTUDISC_OMIT {
-		t.Errorf("IP_MTU_DISCOVER = %d (%v), want IP_PMTUDISC_OMIT (%d)", v, err, unix.IP_PMTUDISC_OMIT)
+	if v, err := unix.GetsockoptInt(raw.fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER); err != nil || v != unix.IP_PMTUDISC_PROBE {
+		t.Errorf("IP_MTU_DISCOVER = %d (%v), want IP_PMTUDISC_PROBE (%d)", v, err, unix.IP_PMTUDISC_PROBE)
 	}
 }

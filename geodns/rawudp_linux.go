@@ -19,18 +19,20 @@ import (
 )
 
 // udpControl is the UDP socket's net.ListenConfig.Control: it sets
-// IP_PMTUDISC_OMIT (IPV6_PMTUDISC_OMIT), as gdnsd, PowerDNS and Knot do
-// on their DNS sockets. Replies then go without DF and ignore path MTU
-// that ICMP messages claim, which an attacker can forge to have answers
-// fragmented (and fragments spoofed); a reply bigger than the link's MTU
-// is still fragmented. It also spares each send the route's PMTU lookup.
+// IP_PMTUDISC_PROBE (IPV6_PMTUDISC_PROBE). Replies go with DF set, as RFC
+// 9715 recommends for IPv4 (IPv6 replies are never fragmented), and
+// whatever path MTU ICMP messages claim is ignored, so a forged "too big"
+// cannot make geodns fragment its answers; nothing it sends over UDP is
+// larger than maxUDPSize (1232 bytes) and its headers, below the MTU of
+// any link IPv6 runs on. It is also cheaper per send than the default:
+// no path MTU lookup, and no IP ID to draw (a DF packet carries 0).
 func udpControl(network, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
 		if network == "udp6" {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_OMIT)
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_PROBE)
 		} else {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT)
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE)
 		}
 	})
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 type rawSocket struct{}
 
 // udpControl sets no socket options here (rawudp_linux.go's sets
-// IP_PMTUDISC_OMIT).
+// IP_PMTUDISC_PROBE).
 func udpControl(string, string, syscall.RawConn) error { return nil }
 
 func newRawSocket(*net.UDPConn) (*rawSocket, error) { return nil, errors.ErrUnsupported }
