@@ -150,6 +150,10 @@ type entry struct {
 	// answer too big for the client's UDP size, ...).
 	ans  *answers
 	size int // bytes held, about
+	// inline holds the key when it fits (most do: the key of a name of
+	// 20 bytes with ECS is 46), so that the entry and its key are two
+	// adjacent lines of one allocation, not two allocations.
+	inline [64]byte
 }
 
 // answers is what entries answer with: the replies in wire form for
@@ -235,9 +239,9 @@ func (a *answers) same(b *answers) bool {
 // compressed); one with more is left to the slow path.
 const maxNameCopies = 8
 
-// entryOverhead is about what an entry costs besides its key: the
-// struct and its map slot.
-const entryOverhead = 128
+// entryOverhead is about what an entry costs besides a key too long for
+// it: the struct and its map slot.
+const entryOverhead = 160
 
 func (c *memo) hash(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
 
@@ -349,8 +353,15 @@ func (c *memo) held() int {
 // asked. A reply that cannot be patched so, or that the slow path should
 // answer each time, makes a slow entry.
 func (s *Server) buildEntry(st *state, gen uint64, pkt []byte, p plain, src netip.AddrPort, now time.Time) *entry {
-	key := slices.Clone(p.key)
-	e := &entry{key: key, gen: gen, size: entryOverhead + len(key)}
+	e := &entry{gen: gen, size: entryOverhead}
+	if len(p.key) <= len(e.inline) {
+		e.key = e.inline[:len(p.key):len(p.key)]
+		copy(e.key, p.key)
+	} else {
+		e.key = slices.Clone(p.key)
+		e.size += len(p.key)
+	}
+	key := e.key
 	a := &answers{nameLen: p.nameEnd - 12}
 	b := &entryBuilder{s: s, st: st, w: memoWriter{net.UDPAddrFromAddrPort(src)}}
 	if key[0]&keyECS != 0 {
