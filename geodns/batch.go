@@ -18,7 +18,7 @@ import (
 // batchUDP reads the UDP socket in batches (recvmmsg) and writes the fast
 // path's answers in batches (sendmmsg), on Linux directly (rawSocket,
 // rawudp_linux.go), elsewhere through x/net's ipv4 or ipv6 PacketConn;
-// one loop per CPU (GOMAXPROCS), all on the one socket. A
+// batchLoops of them, all on the one socket. A
 // query the fast path declines is handed, as read, to miekg/dns's UDP
 // server, which reads it from handoff as it would from the socket (strict
 // parsing included) and answers through ServeDNS on the socket.
@@ -97,7 +97,7 @@ func (b *batchUDP) start(errc chan<- error) {
 		b.raw = raw
 		b.handoff.raw.Store(raw)
 	}
-	for range min(runtime.GOMAXPROCS(0), maxBatchLoops) {
+	for range batchLoops() {
 		loop := b.loop
 		if b.raw != nil {
 			loop = func() error { return b.raw.loop(b) }
@@ -109,6 +109,10 @@ func (b *batchUDP) start(errc chan<- error) {
 		})
 	}
 }
+
+// batchLoops is how many loops read the socket: one per P but one (left
+// for TCP, the slow path, health checks), at least one.
+func batchLoops() int { return min(max(runtime.GOMAXPROCS(0)-1, 1), maxBatchLoops) }
 
 // stop ends the loops and waits for them. The socket stays open for
 // miekg/dns's replies to what was handed over, until close.

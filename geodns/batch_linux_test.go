@@ -3,13 +3,16 @@
 package geodns
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
@@ -92,5 +95,40 @@ func TestRawSocketOptions(t *testing.T) {
 	}
 	if v, err := unix.GetsockoptInt(raw.fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER); err != nil || v != unix.IP_PMTUDISC_PROBE {
 		t.Errorf("IP_MTU_DISCOVER = %d (%v), want IP_PMTUDISC_PROBE (%d)", v, err, unix.IP_PMTUDISC_PROBE)
+	}
+}
+
+// TestBatchLoopsLeaveAP: a batch loop keeps its P while it waits for
+// datagrams only while another P is left for everything else: with two
+// Ps and three servers one loop holds a P, and every server answers over
+// UDP and TCP; a stop-the-world reaches the loop that waits holding its P,
+// and a server that stops gives its P back.
+func TestBatchLoopsLeaveAP(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	if n := heldPs.Load(); n != 0 {
+		t.Fatalf("%d Ps held before the test's servers start", n)
+	}
+	var servers []*Server
+	for range 3 {
+		servers = append(servers, startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil))
+	}
+	for i, s := range servers {
+		for _, network := range []string{"udp", "tcp"} {
+			if got := answerIPs(query(t, s, network, "www.cdn.lab.", dns.TypeA, "10.77.3.0/24")); len(got) != 1 || got[0] != "10.77.3.20" {
+				t.Fatalf("server %d over %s: www A from 10.77.3.0/24 = %v, want [10.77.3.20]", i, network, got)
+			}
+		}
+	}
+	if n := heldPs.Load(); n != 1 {
+		t.Errorf("%d Ps held by batch loops with GOMAXPROCS 2, want 1", n)
+	}
+	runtime.GC()
+	for _, s := range servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.Shutdown(ctx)
+		cancel()
+	}
+	if n := heldPs.Load(); n != 0 {
+		t.Errorf("%d Ps held after every server stopped, want 0", n)
 	}
 }

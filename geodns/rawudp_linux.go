@@ -45,21 +45,24 @@ func udpControl(network, _ string, c syscall.RawConn) error {
 }
 
 // rawSocket is how the batch loops read and write the UDP socket on
-// Linux: recvmmsg and sendmmsg called directly, each loop on its own OS
-// thread (runtime.LockOSThread), on a duplicate of the socket's
-// descriptor put in blocking mode.
+// Linux: recvmmsg and sendmmsg called directly (RawSyscall, unseen by
+// the scheduler), each loop on its own OS thread (runtime.LockOSThread),
+// on a duplicate of the socket's descriptor put in blocking mode.
 //
-// Through x/net's PacketConn (the other platforms' way, batch.go) an
-// empty read parks the loop on the netpoller and a busy one wakes it
-// again, and every call enters the scheduler's system call state: a P
-// in a system call keeps sysmon waking every 20 µs to hand it off, which
-// under load costs a context switch or two per batch. Here a call that
-// will not block (a read of what is queued, a write with room in the
-// send buffer) is made with RawSyscall, unseen by the scheduler; only a
-// blocking recvmmsg (MSG_WAITFORONE: it sleeps in the kernel until a
-// datagram comes, then takes what is queued) lets the runtime give the
-// P to others meanwhile. Under dnsperf this took the server's context
-// switches from some 12k to 2.6k a second, and most of sysmon's work.
+// A loop that may (holdP) keeps its P for good and waits in recvmmsg
+// with it (MSG_WAITFORONE: it sleeps in the kernel until a datagram
+// comes, then takes what is queued), as a C server's thread would.
+// Through the runtime's system call state instead, each wait longer than
+// 20 µs had sysmon take the P away, and sysmon, to do so, woke every
+// 20 µs: under dnsperf some 1,000 wakeups a second on the loop's CPU,
+// each preempting the loop, and every wait cost a second system call
+// (the non-blocking read that found nothing). Holding its P, the loop is
+// still preempted every 10 ms (a signal that ends the wait with EINTR),
+// which is also how a stop-the-world reaches it. At least one P is left
+// for everything else (TCP, the slow path, health checks): cmd/geodns
+// runs with one P more than it has CPUs, and loops beyond what the Ps
+// allow read what is queued with RawSyscall and block only through
+// Syscall, letting the runtime give their P to others meanwhile.
 //
 // The socket is the duplicate's alone: newRawSocket closes the
 // net.UDPConn it came from, which takes the socket out of the Go
@@ -80,6 +83,25 @@ type rawSocket struct {
 	mu     sync.RWMutex // guards closed; sendTo holds it for reading while it uses fd
 	closed bool
 }
+
+// heldPs is how many Ps batch loops hold, process-wide.
+var heldPs atomic.Int32
+
+// holdP reports whether a loop may keep its P (see rawSocket), counting
+// it in heldPs if so; the loop gives it back with releaseP.
+func holdP() bool {
+	for {
+		n := heldPs.Load()
+		if int(n)+1 >= runtime.GOMAXPROCS(0) {
+			return false
+		}
+		if heldPs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func releaseP() { heldPs.Add(-1) }
 
 // rawReadTimeoutUsec is SO_RCVTIMEO of the duplicate: how long at most a loop
 // sleeps in recvmmsg without looking at stopped.
@@ -217,6 +239,10 @@ func newRawBatch() *rawBatch {
 func (r *rawSocket) loop(b *batchUDP) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	held := holdP()
+	if held {
+		defer releaseP()
+	}
 	rb := newRawBatch()
 	decline := func(pkt []byte, i int, src netip.AddrPort) {
 		b.handoff.deliver(pkt, rawUDPAddr(&rb.names[i], src))
@@ -225,7 +251,7 @@ func (r *rawSocket) loop(b *batchUDP) error {
 		for i := range rb.in {
 			rb.in[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		}
-		n, errno := r.read(rb)
+		n, errno := r.read(rb, held)
 		if errno != 0 {
 			switch errno {
 			case unix.EAGAIN, unix.EINTR: // the receive timeout, a signal
@@ -291,13 +317,16 @@ func (rb *rawBatch) serve(s *Server, n int, now time.Time, decline func(pkt []by
 	return k
 }
 
-// read reads a batch into rb. What is queued is read without telling
-// the scheduler (RawSyscall: a call that does not block); only when
-// nothing is does the thread block in recvmmsg, letting the runtime give
-// its P to others meanwhile (Syscall). Under load most reads find
-// datagrams queued: a P in a system call, however short, keeps sysmon
-// waking every 20 µs to see whether to take it.
-func (r *rawSocket) read(rb *rawBatch) (int, unix.Errno) {
+// read reads a batch into rb. A loop that holds its P (held) waits for
+// one in recvmmsg with it. Otherwise what is queued is read without
+// telling the scheduler, and only when nothing is does the thread block
+// in recvmmsg through Syscall, letting the runtime give its P to others
+// meanwhile.
+func (r *rawSocket) read(rb *rawBatch, held bool) (int, unix.Errno) {
+	if held {
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&rb.in[0])), batchSize, unix.MSG_WAITFORONE, 0, 0)
+		return int(n), errno
+	}
 	n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&rb.in[0])), batchSize, unix.MSG_WAITFORONE|unix.MSG_DONTWAIT, 0, 0)
 	if errno == unix.EAGAIN {
 		n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&rb.in[0])), batchSize, unix.MSG_WAITFORONE, 0, 0)
