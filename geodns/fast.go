@@ -24,11 +24,14 @@ import (
 //     (Server.reply, withOPT, finishUDP, Msg.Pack) once per option, with
 //     the route's shares; it is rebuilt when the server's generation moves
 //     (health, RTT tables, reload) or a measurement it counted goes stale.
+//     Keys whose answers are the same bytes but for the ECS address that
+//     ends them share one set (one per route and scope, not per prefix).
 //  4. As ServeDNS would, the fast path rolls (Server.roll, and mainRoll's
 //     second over the client's prefix), picks the option with
 //     route.pickIndex, counts the metrics, applies rate limiting (a
 //     slipped reply is precomputed too), then copies the wire answer and
-//     patches in the query's ID and its name as spelt (DNS 0x20).
+//     patches in the query's ID, its name as spelt (DNS 0x20) and its ECS
+//     address.
 //
 // FuzzFastPath proves the answers byte for byte equal to the slow path's.
 

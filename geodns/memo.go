@@ -124,9 +124,9 @@ func (sh *shared) intern(gen uint64, a *answers) (*answers, bool) {
 	return a, true
 }
 
-// maxMemoBytes bounds the memo: some 20,000 keys of a geo name with three
-// PoPs, more than a server's resolvers and their ECS prefixes that are
-// busy at one time.
+// maxMemoBytes bounds the memo: some 100,000 keys (an entry is about
+// entryOverhead bytes beside the answers it shares), more than a server's
+// resolvers and their ECS prefixes that are busy at one time.
 const maxMemoBytes = 16 << 20
 
 func newMemo(max int) *memo {
