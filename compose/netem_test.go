@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -503,5 +504,46 @@ func TestBridgeLabLinkDelay(t *testing.T) {
 	}
 	if err := Attach(topo, prefix).SetLinkDelay("pop-eu", ms); err == nil || !strings.Contains(err.Error(), "lab up") {
 		t.Errorf("SetLinkDelay on an attached Net = %v, want it refused, pointing at lab up", err)
+	}
+}
+
+// TestNamespacesSurviveIPNetnsAdd: once the lab binds a namespace,
+// /run/netns is a shared mount point, so an `ip netns add` run beside
+// the lab (another package's test, a user) does not mount the directory
+// over itself, and the lab's namespace can still be deleted.
+func TestNamespacesSurviveIPNetnsAdd(t *testing.T) {
+	needRoot(t)
+	prefix := fmt.Sprintf("ecs%d-", os.Getpid())
+	t.Cleanup(func() { checkNoNamespaces(t, prefix) })
+	ns, err := newNamedNS(prefix + "lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Close()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := false
+	for _, line := range strings.Split(string(info), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 6 && f[4] == netnsDir {
+			for _, opt := range f[6:] {
+				if opt == "-" {
+					break
+				}
+				shared = shared || strings.HasPrefix(opt, "shared:")
+			}
+		}
+	}
+	if !shared {
+		t.Errorf("%s is not a shared mount point after the lab bound a namespace there", netnsDir)
+	}
+	if out, err := exec.Command("ip", "netns", "add", prefix+"other").CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", prefix+"other").Run() })
+	if err := netns.DeleteNamed(prefix + "lab"); err != nil {
+		t.Errorf("delete the lab's namespace after an ip netns add beside it: %v", err)
 	}
 }

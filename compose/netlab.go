@@ -221,8 +221,39 @@ func (n *Net) bridgeNS() string { return n.prefix + "bridge" }
 // NS is the namespace name of a host.
 func (n *Net) NS(host string) string { return n.prefix + host }
 
+// netnsDir is where named namespaces are bound (iproute2's and netns's).
+const netnsDir = "/run/netns"
+
+var shareNetnsDirOnce = sync.OnceValue(func() error {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return err
+	}
+	err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point yet
+		if err = unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err == nil {
+			err = unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: make it a shared mount point: %w", netnsDir, err)
+	}
+	return nil
+})
+
+// shareNetnsDir makes netnsDir a shared mount point before the first
+// namespace is bound there, as `ip netns add` does. Left a plain
+// directory, an `ip netns add` run later (by a test of another package,
+// by hand) while the lab's namespaces are bound in it mounts the
+// directory over itself and hides their mounts: deleting them then
+// fails with "not mounted" and "device or resource busy", and they stay
+// until that mount goes. TestDrills left its 13 namespaces so.
+func shareNetnsDir() error { return shareNetnsDirOnce() }
+
 // newNamedNS creates a named namespace without moving the caller into it.
 func newNamedNS(name string) (netns.NsHandle, error) {
+	if err := shareNetnsDir(); err != nil {
+		return 0, err
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -239,6 +270,9 @@ func newNamedNS(name string) (netns.NsHandle, error) {
 // the thread inside the namespace) to make the lab link, and gives that
 // link the host's address.
 func (n *Net) addHost(h Host, resolver string, attach func(nl *netlink.Handle) (netlink.Link, error)) error {
+	if err := shareNetnsDir(); err != nil {
+		return err
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()

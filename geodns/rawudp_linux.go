@@ -39,7 +39,7 @@ func udpControl(network, _ string, c syscall.RawConn) error {
 		return err
 	}
 	if serr != nil {
-		return fmt.Errorf("udp socket: path MTU discovery off: %w", serr)
+		return fmt.Errorf("udp socket: IP_MTU_DISCOVER: %w", serr)
 	}
 	return nil
 }
