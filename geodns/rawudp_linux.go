@@ -159,33 +159,22 @@ func (r *rawSocket) close() {
 }
 
 // sendTo writes one datagram b to addr, a *net.UDPAddr: miekg/dns's
-// replies (handoffConn.WriteTo).
+// replies (handoffConn.WriteTo) to the addresses rawUDPAddr made.
 func (r *rawSocket) sendTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: fmt.Errorf("%T is not a UDP address", addr)}
 	}
+	ap := ua.AddrPort()
 	var sa unix.Sockaddr
-	if r.ip4 {
-		ip := ua.IP.To4()
-		if ip == nil {
-			return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: errors.New("not an IPv4 address")}
-		}
-		sa = &unix.SockaddrInet4{Port: ua.Port, Addr: [4]byte(ip)}
-	} else {
-		ip := ua.IP.To16()
-		if ip == nil {
-			return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: errors.New("not an IP address")}
-		}
-		sa6 := &unix.SockaddrInet6{Port: ua.Port, Addr: [16]byte(ip)}
-		if ua.Zone != "" {
-			if id, err := strconv.Atoi(ua.Zone); err == nil {
-				sa6.ZoneId = uint32(id)
-			} else if ifi, err := net.InterfaceByName(ua.Zone); err == nil {
-				sa6.ZoneId = uint32(ifi.Index)
-			}
-		}
-		sa = sa6
+	switch a := ap.Addr().Unmap(); {
+	case r.ip4 && a.Is4():
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	case !r.ip4 && a.Is6():
+		zone, _ := strconv.Atoi(ua.Zone) // rawUDPAddr's: the scope's number
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16(), ZoneId: uint32(zone)}
+	default:
+		return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: errors.New("not an address of the socket's family")}
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
