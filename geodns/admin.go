@@ -56,6 +56,7 @@ type metrics struct {
 	limited *prometheus.CounterVec // action
 	pulls   *prometheus.CounterVec // pop, result
 	reasons *prometheus.CounterVec // how: geo, latency, explore
+	batches prometheus.Histogram   // datagrams per read of the batch loops
 }
 
 func newMetrics() *metrics {
@@ -72,7 +73,10 @@ func newMetrics() *metrics {
 		Help: "Fetches of a PoP's RTT table (rtt_url), by result."}, []string{"pop", "result"})
 	m.reasons = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "geodns_steering_answers_total",
 		Help: "Geo-routed answers by what decided them: geo (location), latency (measured RTT) or explore (a share sent to other PoPs to measure them)."}, []string{"how"})
-	m.reg.MustRegister(m.queries, m.answers, m.limited, m.pulls, m.reasons)
+	m.batches = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "geodns_udp_batch_datagrams",
+		Help:    "Datagrams per read of the UDP batch loops: about 1 while the server keeps up with queries as they come, more under load (udp_hold gathers them).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 6)})
+	m.reg.MustRegister(m.queries, m.answers, m.limited, m.pulls, m.reasons, m.batches)
 	return m
 }
 

@@ -132,3 +132,72 @@ func TestBatchLoopsLeaveAP(t *testing.T) {
 		t.Errorf("%d Ps held after every server stopped, want 0", n)
 	}
 }
+
+// TestUDPHoldGathersBatches: after a read that found several queries
+// waiting, a batch loop pauses (Config.UDPHold) and reads what came
+// meanwhile as one batch. Eight queries queued before the server starts
+// are its first read; eight more sent a millisecond apart during the
+// pause that follows are its second, where a loop that did not pause
+// would wake for each. Every query is answered.
+func TestUDPHoldGathersBatches(t *testing.T) {
+	s := newServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
+	if s.batch == nil {
+		t.Fatal("no batch reader on 127.0.0.1")
+	}
+	s.batch.hold = 500 * time.Millisecond // long enough for the test's client to send into it
+	c, err := net.Dial("udp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	send := func(id uint16) {
+		m := new(dns.Msg)
+		m.SetQuestion("www.cdn.lab.", dns.TypeA)
+		m.Id = id
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func(n int) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, maxUDPSize)
+		for range n {
+			k, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("reading answers: %v", err)
+			}
+			if r := mustUnpack(t, buf[:k]); len(r.Answer) != 1 {
+				t.Fatalf("answer %d: %v, want one record", r.Id, r.Answer)
+			}
+		}
+	}
+	for id := range uint16(8) {
+		send(id)
+	}
+	serve(t, s)
+	recv(8)
+	for id := range uint16(8) {
+		send(100 + id)
+		time.Sleep(time.Millisecond)
+	}
+	recv(8)
+	mfs, err := s.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "geodns_udp_batch_datagrams" {
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() != 2 || h.GetSampleSum() != 16 {
+				t.Errorf("%d reads of %v datagrams in all, want 2 reads of 8", h.GetSampleCount(), h.GetSampleSum())
+			}
+			return
+		}
+	}
+	t.Error("no geodns_udp_batch_datagrams in the metrics")
+}

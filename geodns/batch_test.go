@@ -424,3 +424,19 @@ func TestFastPathCountsBeforeReplying(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldsOnlyUnderLoad: a batch loop pauses after a read that found at
+// least holdMin datagrams and less than a whole batch, and only with a
+// hold configured.
+func TestHoldsOnlyUnderLoad(t *testing.T) {
+	on, off := &batchUDP{hold: defaultUDPHold}, &batchUDP{}
+	for _, c := range []struct {
+		b    *batchUDP
+		n    int
+		want bool
+	}{{on, 1, false}, {on, holdMin - 1, false}, {on, holdMin, true}, {on, batchSize - 1, true}, {on, batchSize, false}, {off, holdMin, false}} {
+		if got := c.b.holds(c.n); got != c.want {
+			t.Errorf("hold %v, %d datagrams read: holds = %v, want %v", c.b.hold, c.n, got, c.want)
+		}
+	}
+}

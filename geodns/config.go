@@ -47,6 +47,17 @@ type Config struct {
 	// plain queries are answered from precomputed answers (fast.go).
 	SlowUDP bool `yaml:"slow_udp"`
 
+	// UDPHold is how long a batch loop pauses, after answering a batch
+	// that found at least holdMin queries waiting (and fewer than a
+	// whole batch), before it reads the next one (Linux). Under load the
+	// queries that come meanwhile are then read and answered together,
+	// as a network card's interrupt moderation gathers packets: fewer
+	// system calls and wakeups per query, for at most this much more
+	// latency. A loop that keeps up, reading one query or a few at a
+	// time, never pauses. If zero, 50µs; negative turns it off; at
+	// most 1ms.
+	UDPHold time.Duration `yaml:"udp_hold"`
+
 	// Logger receives health transitions and reloads. If nil, slog.Default().
 	Logger *slog.Logger `yaml:"-"`
 }
@@ -317,6 +328,9 @@ func (c *Config) Validate() error {
 	}
 	if s := c.RateLimit.Slip; s < 0 {
 		add("rate_limit.slip: %d, want 0 (every 2nd limited response) or more", s)
+	}
+	if c.UDPHold > maxUDPHold {
+		add("udp_hold: %v, want at most %v (0 for the default %v, negative for none)", c.UDPHold, maxUDPHold, defaultUDPHold)
 	}
 	c.Latency.validate(add)
 	for i, a := range c.Forward.Allow {

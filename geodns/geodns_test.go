@@ -408,9 +408,10 @@ locator:
   networks: [{prefix: 10.0.0.0/33}]
 forward:
   allow: [nonsense]
+udp_hold: 2ms
 `
 	_, err := ParseConfig([]byte(bad))
-	for _, want := range []string{"zones[0].origin", "zones[1].geo[0].pops[0]", "pops[0].a[0]", "locator.networks[0].prefix", "forward.allow[0]"} {
+	for _, want := range []string{"zones[0].origin", "zones[1].geo[0].pops[0]", "pops[0].a[0]", "locator.networks[0].prefix", "forward.allow[0]", "udp_hold: 2ms, want at most 1ms"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseConfig = %v, want it to name %s", err, want)
 		}

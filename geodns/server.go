@@ -230,7 +230,7 @@ func (s *Server) Listen() error {
 	s.started = make(chan struct{}, 2)
 	notify := func() { s.started <- struct{}{} }
 	s.udp = &dns.Server{PacketConn: s.udpConn, Handler: h, UDPSize: 65535, NotifyStartedFunc: notify, DecorateReader: strict}
-	if b := newBatchUDP(s, s.udpConn, cfg.SlowUDP); b != nil {
+	if b := newBatchUDP(s, s.udpConn, cfg.SlowUDP, cfg.UDPHold); b != nil {
 		// The batch loops read the socket; miekg/dns serves what they
 		// hand over (batch.go).
 		s.batch = b
