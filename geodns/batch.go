@@ -68,7 +68,7 @@ const (
 	// defaultUDPHold and maxUDPHold are Config.UDPHold's default and
 	// bound. 50µs gathered ~28 queries a batch instead of ~5 under the
 	// dns-bench load (~150,000 queries a second from dnsperf), for
-	// ~7% less CPU a query (bench/RESULTS.md).
+	// ~5% less CPU a query (bench/RESULTS.md).
 	defaultUDPHold = 50 * time.Microsecond
 	maxUDPHold     = time.Millisecond
 )
