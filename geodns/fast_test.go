@@ -330,18 +330,10 @@ func (p diffPair) compare(t testing.TB, pkt []byte, from netip.AddrPort, roll ui
 // route, before it counts in them).
 func series(t testing.TB, s *Server, name string) map[string]float64 {
 	t.Helper()
-	mfs, err := s.metrics.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				if v := m.GetCounter().GetValue(); v != 0 {
-					out[fmt.Sprint(m.GetLabel())] = v
-				}
-			}
+	for _, m := range family(t, s, name) {
+		if v := m.GetCounter().GetValue(); v != 0 {
+			out[fmt.Sprint(m.GetLabel())] = v
 		}
 	}
 	return out

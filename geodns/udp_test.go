@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgecdn/cdn/pop/poptest/poll"
 )
@@ -102,29 +103,36 @@ func TestUDPAnswersAtMost1232Bytes(t *testing.T) {
 	}
 }
 
-// counter is the value of one counter of s's metrics.
-func counter(t testing.TB, s *Server, name string, labels ...string) float64 {
+// family is the series of s's metric name, none if it has none.
+func family(t testing.TB, s *Server, name string) []*dto.Metric {
 	t.Helper()
 	mfs, err := s.metrics.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
+		if mf.GetName() == name {
+			return mf.GetMetric()
 		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == labels[i] && l.GetValue() != labels[i+1] {
-						continue metric
-					}
+	}
+	return nil
+}
+
+// counter is the sum of the series of counter name of s's metrics whose
+// labels (name, value pairs) are labels.
+func counter(t testing.TB, s *Server, name string, labels ...string) float64 {
+	t.Helper()
+	var sum float64
+metric:
+	for _, m := range family(t, s, name) {
+		for i := 0; i+1 < len(labels); i += 2 {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == labels[i] && l.GetValue() != labels[i+1] {
+					continue metric
 				}
 			}
-			sum += m.GetCounter().GetValue()
 		}
+		sum += m.GetCounter().GetValue()
 	}
 	return sum
 }
