@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -140,6 +141,11 @@ func TestBatchLoopsLeaveAP(t *testing.T) {
 // pause that follows are its second, where a loop that did not pause
 // would wake for each. Every query is answered.
 func TestUDPHoldGathersBatches(t *testing.T) {
+	// One loop (with more, another would read what comes during the
+	// pause), and no garbage collection: a stop-the-world waits for the
+	// pause, and would hold the test's client until it ends.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	s := newServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
 	if s.batch == nil {
 		t.Fatal("no batch reader on 127.0.0.1")

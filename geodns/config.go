@@ -52,10 +52,11 @@ type Config struct {
 	// whole batch), before it reads the next one (Linux). Under load the
 	// queries that come meanwhile are then read and answered together,
 	// as a network card's interrupt moderation gathers packets: fewer
-	// system calls and wakeups per query, for at most this much more
-	// latency. A loop that keeps up, reading one query or a few at a
-	// time, never pauses. If zero, 50µs; negative turns it off; at
-	// most 1ms.
+	// system calls and wakeups per query; a query that comes during a
+	// pause waits at most this long more to be read. A loop that keeps
+	// up, reading one query or a few at a time, never pauses. If zero,
+	// 50µs; negative turns it off; at most 1ms. Like listen, it takes
+	// effect when the server starts, not on a reload.
 	UDPHold time.Duration `yaml:"udp_hold"`
 
 	// Logger receives health transitions and reloads. If nil, slog.Default().

@@ -271,6 +271,9 @@ func (r *rawSocket) loop(b *batchUDP) error {
 			}
 			return fmt.Errorf("udp: recvmmsg: %w", errno)
 		}
+		if r.stopped.Load() {
+			return nil // woken by wake's shutdown: what was read is none or its empty datagram
+		}
 		idle = false
 		k := rb.serve(b.s, n, b.s.now(), decline)
 		r.write(rb.out[:k])
@@ -285,8 +288,11 @@ func (r *rawSocket) loop(b *batchUDP) error {
 // pause sleeps for rb.hold (Config.UDPHold): with the P if the loop
 // holds it, as it waits in recvmmsg, else telling the scheduler. It sleeps
 // until a deadline on the monotonic clock, so a signal does not shorten
-// or lengthen it (the runtime's preemption signals come every 10 ms or so
-// to a loop that holds its P; a stop-the-world waits at most the hold).
+// or lengthen it: the runtime's preemption signals come every 10 ms or so
+// to a loop that holds its P, and ending the pause at each would make it
+// unpredictable. The price: a stop-the-world, and with it every goroutine
+// of the process, waits for the rest of a pause of a loop that holds its
+// P (at most the hold: 50µs by default, 1ms at most).
 // The times are rb's, on the heap, where the kernel's writes find them
 // (a goroutine's stack may move).
 func (rb *rawBatch) pause(held bool) {

@@ -191,8 +191,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Reload swaps in a new configuration without dropping queries: queries in
-// flight finish on the old state, new ones use the new. Listen addresses
-// are not changed by a reload.
+// flight finish on the old state, new ones use the new. Listen addresses,
+// slow_udp and udp_hold are not changed by a reload.
 func (s *Server) Reload(cfg Config) error {
 	st, err := compile(cfg)
 	if err != nil {
