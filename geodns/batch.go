@@ -33,10 +33,9 @@ type batchUDP struct {
 	rw      batchConn
 	handoff *handoffConn
 	hold    time.Duration  // Config.UDPHold, resolved: 0 for none
-	raw     *rawSocket     // set by start; nil: the loops read and write through rw
 	loops   sync.WaitGroup // owns the loops
 
-	mu      sync.Mutex // guards stopped, raw
+	mu      sync.Mutex // guards stopped
 	stopped bool
 }
 
@@ -110,14 +109,14 @@ func (b *batchUDP) start(errc chan<- error) {
 	if b.stopped {
 		return
 	}
-	if raw, err := newRawSocket(b.conn); err == nil {
-		b.raw = raw
+	raw, err := newRawSocket(b.conn)
+	if err == nil {
 		b.handoff.raw.Store(raw)
 	}
 	for range batchLoops() {
 		loop := b.loop
-		if b.raw != nil {
-			loop = func() error { return b.raw.loop(b) }
+		if err == nil {
+			loop = func() error { return raw.loop(b) }
 		}
 		b.loops.Go(func() {
 			if err := loop(); err != nil {
@@ -136,9 +135,8 @@ func batchLoops() int { return min(max(runtime.GOMAXPROCS(0)-1, 1), maxBatchLoop
 func (b *batchUDP) stop() {
 	b.mu.Lock()
 	b.stopped = true
-	raw := b.raw
 	b.mu.Unlock()
-	if raw != nil {
+	if raw := b.handoff.raw.Load(); raw != nil {
 		raw.wake()
 		b.loops.Wait()
 		return
@@ -149,10 +147,7 @@ func (b *batchUDP) stop() {
 
 // close closes the socket, after stop.
 func (b *batchUDP) close() {
-	b.mu.Lock()
-	raw := b.raw
-	b.mu.Unlock()
-	if raw != nil {
+	if raw := b.handoff.raw.Load(); raw != nil {
 		raw.close()
 		return
 	}
@@ -235,7 +230,9 @@ func (b *batchUDP) write(ms []ipv4.Message) {
 // over and writes its replies to the socket (through raw once the loops
 // use it: conn is closed then).
 type handoffConn struct {
-	conn   *net.UDPConn
+	conn *net.UDPConn
+	// raw is the socket of the loops, set by batchUDP.start if they read
+	// it directly (Linux); nil: they read and write through rw.
 	raw    atomic.Pointer[rawSocket]
 	in     chan handed
 	done   chan struct{}

@@ -42,9 +42,7 @@ func TestRawSocketBothFamilies(t *testing.T) {
 					t.Fatalf("www A from 10.77.3.0/24 = %v, want [10.77.3.20]", got)
 				}
 			}
-			s.batch.mu.Lock()
-			raw := s.batch.raw
-			s.batch.mu.Unlock()
+			raw := s.batch.handoff.raw.Load()
 			if raw == nil {
 				t.Errorf("batch loops on %s do not use the raw socket", listen)
 			}
@@ -68,9 +66,7 @@ func TestRawSocketBothFamilies(t *testing.T) {
 func TestRawSocketOptions(t *testing.T) {
 	s := startServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
 	query(t, s, "udp", "www.cdn.lab.", dns.TypeA, "10.77.3.0/24")
-	s.batch.mu.Lock()
-	raw := s.batch.raw
-	s.batch.mu.Unlock()
+	raw := s.batch.handoff.raw.Load()
 	if raw == nil {
 		t.Fatal("the batch loops do not use the raw socket")
 	}

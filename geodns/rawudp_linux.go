@@ -73,8 +73,8 @@ func udpControl(network, _ string, c syscall.RawConn) error {
 // thread's timer slack set to a tenth of the hold, so the pause ends on
 // time), and reads what came meanwhile as one batch. Under dnsperf's load
 // that is ~28 queries a read instead of ~5: a sixth of the recvmmsg and
-// sendmmsg calls per query, ~5% less CPU per query, ~0.1 ms more latency
-// at saturation (bench/RESULTS.md).
+// sendmmsg calls per query, ~5% less CPU per query, ~0.07 ms more mean
+// latency at saturation (bench/RESULTS.md).
 //
 // The socket is the duplicate's alone: newRawSocket closes the
 // net.UDPConn it came from, which takes the socket out of the Go
@@ -211,12 +211,11 @@ type rawBatch struct {
 	keys    [batchSize][]byte
 	hashes  [batchSize]uint64
 	entries [batchSize]*entry
-	touched uint64 // keeps getAll's loads (see there)
-	// hold is Config.UDPHold; until is when pause ends.
-	hold, until unix.Timespec
-	keyBuf      []byte // batchSize keys of maxKeyLen bytes
-	inBuf       []byte // batchSize slots of rawSlot bytes
-	outBuf      []byte // batchSize slots of maxUDPSize bytes
+	touched uint64        // keeps getAll's loads (see there)
+	until   unix.Timespec // when pause ends
+	keyBuf  []byte        // batchSize keys of maxKeyLen bytes
+	inBuf   []byte        // batchSize slots of rawSlot bytes
+	outBuf  []byte        // batchSize slots of maxUDPSize bytes
 }
 
 // rawSlot is the room of one datagram read: maxQuery, and a few cache
@@ -250,7 +249,6 @@ func (r *rawSocket) loop(b *batchUDP) error {
 		defer setTimerSlack(max(b.hold/10, time.Microsecond))()
 	}
 	rb := newRawBatch()
-	rb.hold = unix.NsecToTimespec(b.hold.Nanoseconds())
 	decline := func(pkt []byte, i int, src netip.AddrPort) {
 		b.handoff.deliver(pkt, rawUDPAddr(&rb.names[i], src))
 	}
@@ -279,13 +277,13 @@ func (r *rawSocket) loop(b *batchUDP) error {
 		r.write(rb.out[:k])
 		b.s.metrics.batches.Observe(float64(n))
 		if b.holds(n) {
-			rb.pause(held)
+			rb.pause(b.hold, held)
 		}
 	}
 	return nil
 }
 
-// pause sleeps for rb.hold (Config.UDPHold): with the P if the loop
+// pause sleeps for hold (Config.UDPHold): with the P if the loop
 // holds it, as it waits in recvmmsg, else telling the scheduler. It sleeps
 // until a deadline on the monotonic clock, so a signal does not shorten
 // or lengthen it: the runtime's preemption signals come every 10 ms or so
@@ -293,16 +291,13 @@ func (r *rawSocket) loop(b *batchUDP) error {
 // unpredictable. The price: a stop-the-world, and with it every goroutine
 // of the process, waits for the rest of a pause of a loop that holds its
 // P (at most the hold: 50µs by default, 1ms at most).
-// The times are rb's, on the heap, where the kernel's writes find them
+// The deadline is rb's, on the heap, where the kernel's writes find it
 // (a goroutine's stack may move).
-func (rb *rawBatch) pause(held bool) {
+func (rb *rawBatch) pause(hold time.Duration, held bool) {
 	if _, _, errno := unix.RawSyscall(unix.SYS_CLOCK_GETTIME, unix.CLOCK_MONOTONIC, uintptr(unsafe.Pointer(&rb.until)), 0); errno != 0 {
 		return
 	}
-	rb.until.Sec += rb.hold.Sec
-	if rb.until.Nsec += rb.hold.Nsec; rb.until.Nsec >= 1e9 {
-		rb.until.Sec, rb.until.Nsec = rb.until.Sec+1, rb.until.Nsec-1e9
-	}
+	rb.until = unix.NsecToTimespec(rb.until.Nano() + hold.Nanoseconds())
 	for {
 		var errno syscall.Errno
 		if held {

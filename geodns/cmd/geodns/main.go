@@ -25,7 +25,7 @@ import (
 func main() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		// A P per CPU for the UDP batch loops, which keep theirs, and one
-		// for everything else (geodns.Server's batch loops).
+		// for everything else (see the geodns package's rawSocket).
 		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
