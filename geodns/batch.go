@@ -206,11 +206,11 @@ func (b *batchUDP) loop() error {
 				b.handoff.deliver(pkt, ua)
 			}
 		}
+		b.s.metrics.batches.Observe(float64(n)) // before the replies, as every count
 		b.write(out[:k])
 		for i := range out[:k] {
 			out[i].Addr = nil
 		}
-		b.s.metrics.batches.Observe(float64(n))
 	}
 }
 

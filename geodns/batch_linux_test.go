@@ -138,10 +138,14 @@ func TestBatchLoopsLeaveAP(t *testing.T) {
 // would wake for each. Every query is answered.
 func TestUDPHoldGathersBatches(t *testing.T) {
 	// One loop (with more, another would read what comes during the
-	// pause), and no garbage collection: a stop-the-world waits for the
-	// pause, and would hold the test's client until it ends.
+	// pause), which does not keep its P (heldPs full), and no garbage
+	// collection: goroutines queued on the P of a loop that keeps it,
+	// and a stop-the-world, wait for its pause to end, and the test's
+	// client would be among them.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	heldPs.Add(1)
+	defer heldPs.Add(-1)
 	s := newServer(t, fmt.Sprintf(labConfig, bigTXT()), nil)
 	if s.batch == nil {
 		t.Fatal("no batch reader on 127.0.0.1")

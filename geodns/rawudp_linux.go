@@ -274,8 +274,8 @@ func (r *rawSocket) loop(b *batchUDP) error {
 		}
 		idle = false
 		k := rb.serve(b.s, n, b.s.now(), decline)
+		b.s.metrics.batches.Observe(float64(n)) // before the replies, as every count
 		r.write(rb.out[:k])
-		b.s.metrics.batches.Observe(float64(n))
 		if b.holds(n) {
 			rb.pause(b.hold, held)
 		}
@@ -288,9 +288,10 @@ func (r *rawSocket) loop(b *batchUDP) error {
 // until a deadline on the monotonic clock, so a signal does not shorten
 // or lengthen it: the runtime's preemption signals come every 10 ms or so
 // to a loop that holds its P, and ending the pause at each would make it
-// unpredictable. The price: a stop-the-world, and with it every goroutine
-// of the process, waits for the rest of a pause of a loop that holds its
-// P (at most the hold: 50µs by default, 1ms at most).
+// unpredictable. The price, for a loop that holds its P: goroutines
+// queued on that P, and a stop-the-world (with it every goroutine of the
+// process), wait for the rest of its pause (at most the hold: 50µs by
+// default, 1ms at most).
 // The deadline is rb's, on the heap, where the kernel's writes find it
 // (a goroutine's stack may move).
 func (rb *rawBatch) pause(hold time.Duration, held bool) {
